@@ -1,0 +1,3 @@
+from grid_core.cli import main
+
+main()

@@ -1,0 +1,18 @@
+"""grid-core's own commands, registered through the same hook as any plugin's."""
+
+from __future__ import annotations
+
+from grid_core.hookspecs import hookimpl
+from grid_core.types import GridCommand
+
+
+@hookimpl
+def grid_commands():  # type: ignore[no-untyped-def]
+    yield GridCommand(name="plugins", summary="List plugins and what they register.",
+                      import_path="grid_core.cli.plugins:plugins")
+    yield GridCommand(name="config", summary="Create, check and show the cluster config.",
+                      import_path="grid_core.cli.config:config")
+    yield GridCommand(name="exec", summary="Run a command on nodes in parallel.",
+                      import_path="grid_core.cli.exec:exec_command")
+    yield GridCommand(name="cluster", summary="Start, stop and inspect the cluster.",
+                      import_path="grid_core.cli.cluster:cluster")

@@ -1,0 +1,48 @@
+"""The `least-loaded` scheduler: the node that fits the request with the lowest load."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from grid_core.hookspecs import hookimpl
+from grid_core.types import GridScheduler, NodeView, WorkRequest
+
+
+def load_score(node: NodeView) -> float:
+    """Lower is better: the busier of CPU and memory, with GPU load counted when present."""
+    m = node.metrics
+    if m is None:
+        return 50.0  # unknown load sorts between idle and busy nodes
+    return max(m.cpu_percent, m.memory_percent, m.gpu_percent or 0.0)
+
+
+def fits(request: WorkRequest, node: NodeView) -> bool:
+    """Whether the node's available logical resources cover the request (unknown: assume yes)."""
+    avail = node.available
+    if not avail:
+        return True
+    return (
+        avail.get("CPU", 0.0) >= request.cpus
+        and avail.get("GPU", 0.0) >= request.gpus
+        and avail.get("memory", float("inf")) >= request.memory_bytes
+    )
+
+
+class LeastLoaded:
+    """Picks the fitting node with the lowest load; held nodes only when nothing else fits."""
+
+    def choose(self, request: WorkRequest, nodes: Sequence[NodeView]) -> NodeView | None:
+        best: NodeView | None = None
+        best_key = (True, float("inf"))
+        for node in nodes:
+            if not fits(request, node):
+                continue
+            key = (node.held, load_score(node))
+            if key < best_key:
+                best, best_key = node, key
+        return best
+
+
+@hookimpl
+def grid_schedulers():  # type: ignore[no-untyped-def]
+    yield GridScheduler(name="least-loaded", summary="the fitting node with the lowest load", factory=LeastLoaded)

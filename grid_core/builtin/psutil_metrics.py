@@ -1,0 +1,53 @@
+"""The `psutil` metrics source: readings of this machine, for nodes on the `local` transport."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import TYPE_CHECKING
+
+from grid_core.hookspecs import hookimpl
+from grid_core.metrics import NVIDIA_SMI_QUERY, parse_nvidia_smi
+from grid_core.types import GpuReading, GridMetricsSource, NodeMetrics, Transport
+
+if TYPE_CHECKING:
+    from grid_core.config import NodeConfig
+
+SAMPLE_SECONDS = 0.2
+
+
+def local_gpus() -> tuple[GpuReading, ...]:
+    """GPU readings through nvidia-smi when it is installed; none otherwise."""
+    if not shutil.which("nvidia-smi"):
+        return ()
+    try:
+        out = subprocess.run(NVIDIA_SMI_QUERY, capture_output=True, text=True, timeout=5, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return parse_nvidia_smi(out)
+
+
+class PsutilSource:
+    def sample(self, node: NodeConfig, transport: Transport) -> NodeMetrics | None:
+        if node.transport_name != "local":
+            return None
+        import psutil
+
+        mem = psutil.virtual_memory()
+        return NodeMetrics(
+            source="psutil",
+            cpu_percent=psutil.cpu_percent(interval=SAMPLE_SECONDS),
+            memory_percent=mem.percent,
+            swap_percent=psutil.swap_memory().percent,
+            load1=os.getloadavg()[0],
+            cpu_count=psutil.cpu_count() or 0,
+            memory_total_bytes=mem.total,
+            gpus=local_gpus(),
+        )
+
+
+@hookimpl
+def grid_metrics_sources():  # type: ignore[no-untyped-def]
+    yield GridMetricsSource(name="psutil", summary="CPU, memory, swap, load and GPUs of this machine",
+                            factory=PsutilSource)

@@ -1,0 +1,109 @@
+"""What every command shares: the config lookup, logging, output consoles and --json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from grid_core.cluster import Cluster
+    from grid_core.config import ClusterConfig
+
+F = TypeVar("F", bound=Callable[..., Any])
+LEVELS = ["WARNING", "INFO", "DEBUG"]
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+@attrs.define
+class GridContext:
+    """Per-invocation state, kept on the root click context."""
+
+    config_path: str | None = None
+    verbosity: int = 0
+    debug: bool = False
+    _config: ClusterConfig | None = None
+
+    def config(self) -> ClusterConfig:
+        """The effective config (loaded once), with its logging settings applied."""
+        if self._config is None:
+            from grid_core import config
+
+            self._config = config.load(self.config_path)
+            self.setup_logging(self._config)
+        return self._config
+
+    def cluster(self) -> Cluster:
+        from grid_core import plugins
+        from grid_core.cluster import Cluster
+
+        return Cluster(self.config(), plugins.host())
+
+    def setup_logging(self, config: ClusterConfig | None = None) -> None:
+        """Diagnostics go to stderr (and the config's file); -v raises the level for this run."""
+        configured = config.logging.level.upper() if config else "WARNING"
+        level = min(logging.getLevelName(configured), logging.getLevelName(LEVELS[min(self.verbosity, 2)]))
+        if self.debug:
+            level = logging.DEBUG
+        root = logging.getLogger()
+        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+        if config and config.logging.file_path:
+            handlers.append(logging.FileHandler(config.logging.file_path))
+        as_json = config is not None and config.logging.format == "json"
+        for handler in handlers:
+            handler.setFormatter(JsonFormatter() if as_json else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def state() -> GridContext:
+    return click.get_current_context().find_root().ensure_object(GridContext)
+
+
+def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.find_root().ensure_object(GridContext).config_path = value
+
+
+def config_option(f: F) -> F:
+    """-c/--config FILE, accepted on the root and after any command (`grid cluster start -c F`)."""
+    return click.option(
+        "-c", "--config", type=str, expose_value=False, callback=_remember_config, is_eager=True,
+        metavar="FILE", help="Cluster config (TOML, or the seed's YAML).",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def console() -> Console:
+    from rich.console import Console
+
+    # Pipes get a wide console so that tables are not cut for scripts and logs.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def err_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)

@@ -1,0 +1,138 @@
+"""A loaded cluster: its nodes' transports (one per node per process), selection and fan-out."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any, TypeVar
+
+import attrs
+
+from grid_core import metrics
+from grid_core.config import ClusterConfig, NodeConfig
+from grid_core.errors import GridError
+from grid_core.plugins import PluginHost
+from grid_core.types import NodeMetrics, Transport, TransportError
+
+T = TypeVar("T")
+UNREACHABLE = 255  # the exit status OpenSSH and pdsh give for a node they could not reach
+
+
+@attrs.frozen
+class Outcome:
+    """What one node gave back from a fan-out: a value, or the reason it failed."""
+
+    node: NodeConfig
+    value: Any = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@attrs.frozen
+class ExecResult:
+    node: str
+    exit_status: int
+    stdout: str
+    stderr: str
+    error: str | None
+    seconds: float
+
+
+class Cluster:
+    """The config plus live connections. Use as a context manager so connections close."""
+
+    def __init__(self, config: ClusterConfig, plugins: PluginHost) -> None:
+        self.config = config
+        self.plugins = plugins
+        self._transports: dict[str, Transport] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            transports, self._transports = list(self._transports.values()), {}
+        for transport in transports:
+            try:
+                transport.close()
+            except Exception:  # closing is best effort; a dead connection is already closed
+                pass
+
+    def transport(self, node: NodeConfig) -> Transport:
+        """This node's transport, created on first use and reused for the rest of the process."""
+        with self._lock:
+            if node.name not in self._transports:
+                registration = self.plugins.get("grid_transports", node.transport_name)
+                self._transports[node.name] = registration.factory(node, self.config)
+            return self._transports[node.name]
+
+    def select(self, names: Sequence[str] = (), tags: Sequence[str] = ()) -> list[NodeConfig]:
+        """Nodes by name or tag; all nodes when neither is given."""
+        if not names and not tags:
+            return list(self.config.nodes)
+        chosen = [self.config.node(name) for name in names]
+        for tag in tags:
+            tagged = [n for n in self.config.nodes if tag in n.tags]
+            if not tagged:
+                raise GridError(f"no node has the tag {tag!r} in {self.config.source}")
+            chosen.extend(tagged)
+        return list({n.name: n for n in chosen}.values())
+
+    def fan_out(
+        self, nodes: Sequence[NodeConfig], work: Callable[[NodeConfig], T], parallel: int | None = None
+    ) -> Iterator[Outcome]:
+        """Run work(node) on every node at once, at most `parallel` in flight; yield as each ends."""
+        parallel = parallel or self.config.execution.parallel
+
+        def timed(node: NodeConfig) -> Outcome:
+            start = time.monotonic()
+            try:
+                return Outcome(node, work(node), None, time.monotonic() - start)
+            except (TransportError, GridError) as exc:
+                return Outcome(node, None, str(exc), time.monotonic() - start)
+
+        if len(nodes) == 1:
+            yield timed(nodes[0])
+            return
+        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(nodes)))) as pool:
+            for future in as_completed([pool.submit(timed, n) for n in nodes]):
+                yield future.result()
+
+    def exec(
+        self,
+        nodes: Sequence[NodeConfig],
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        parallel: int | None = None,
+    ) -> Iterator[ExecResult]:
+        """Run argv on each node; results arrive in the order nodes finish."""
+        env = self.config.execution.environment or None
+
+        def run(node: NodeConfig) -> Any:
+            return self.transport(node).run(argv, timeout=timeout or self.config.execution.timeout_seconds, env=env)
+
+        for out in self.fan_out(nodes, run, parallel):
+            if out.error is not None:
+                yield ExecResult(out.node.name, UNREACHABLE, "", "", out.error, out.seconds)
+            else:
+                r = out.value
+                yield ExecResult(out.node.name, r.exit_status, r.stdout, r.stderr, None, out.seconds)
+
+    def metrics_sources(self) -> dict[str, Any]:
+        return {name: e.registration.factory() for name, e in self.plugins.all("grid_metrics_sources").items()}
+
+    def sample(self, nodes: Sequence[NodeConfig]) -> dict[str, Outcome]:
+        """Live metrics per node; an unreachable node carries its reason."""
+        sources = self.metrics_sources()
+
+        def read(node: NodeConfig) -> NodeMetrics | None:
+            return metrics.sample(node, self.transport(node), sources)
+
+        return {out.node.name: out for out in self.fan_out(nodes, read)}

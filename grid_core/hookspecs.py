@@ -1,0 +1,133 @@
+"""Every hook a grid plugin can implement. Read this file first when writing a plugin.
+
+A plugin is a module (or object) registered under a name in the entry-point group ``grid``::
+
+    # pyproject.toml of your distribution
+    [project.entry-points.grid]
+    my-plugin = "my_package.plugin"
+
+Each hook takes no arguments and returns (usually yields) registration objects from
+``grid_core.types``. Every implementation is called; the order between plugins is not defined
+and does not matter, because grid collects the results into one registry per kind keyed by
+``name``. Two plugins that register the same name in one kind is an error naming both. An
+implementation of a hook not listed here is an error too (a typo must not pass silently).
+
+Registration is cheap by contract: import heavy libraries inside factories, never at module
+level, so ``grid --help`` and ``grid plugins list`` stay fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pluggy
+
+from grid_core.types import (
+    GridBackend,
+    GridCommand,
+    GridMetricsSource,
+    GridOffloadPolicy,
+    GridScheduler,
+    GridTransport,
+)
+
+PROJECT = "grid"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def grid_transports() -> Iterable[GridTransport]:
+    """Ways to run commands and copy files on a node.
+
+    A node selects its transport by name (``transport = "ssh"``; default ``local`` for this
+    machine, ``ssh`` otherwise). The factory is called once per node per process, with the
+    node's and the cluster's config, and returns an object implementing
+    ``grid_core.types.Transport``.
+
+    Example::
+
+        @hookimpl
+        def grid_transports():
+            yield GridTransport(name="docker", summary="docker exec into a container",
+                                factory=lambda node, cluster: DockerTransport(node.host))
+    """
+
+
+@hookspec
+def grid_backends() -> Iterable[GridBackend]:
+    """Compute engines: their lifecycle on the nodes and how work is submitted to them.
+
+    ``backend.name`` in the config selects one (default ``ray``). The factory receives the
+    ``ClusterConfig`` and returns the engine object that ``grid cluster`` and ``grid run`` use.
+
+    Example::
+
+        @hookimpl
+        def grid_backends():
+            yield GridBackend(name="ray", summary="Ray over SSH", factory=RayBackend)
+    """
+
+
+@hookspec
+def grid_schedulers() -> Iterable[GridScheduler]:
+    """Strategies that choose a node for a piece of work.
+
+    ``scheduler.name`` selects one (default ``least-loaded``). The factory returns an object with
+    ``choose(request, nodes) -> NodeView | None``; it must be fast (far below a millisecond).
+
+    Example::
+
+        @hookimpl
+        def grid_schedulers():
+            yield GridScheduler(name="first-fit", summary="the first node that fits",
+                                factory=FirstFit)
+    """
+
+
+@hookspec
+def grid_offload_policies() -> Iterable[GridOffloadPolicy]:
+    """Policies that decide from metrics whether the head should shed work, and where to.
+
+    ``offload.policy`` or ``grid offload auto --policy NAME`` selects one. The factory receives
+    the policy's settings and returns an object whose ``decide(...)`` returns a decision with a
+    reason.
+
+    Example::
+
+        @hookimpl
+        def grid_offload_policies():
+            yield GridOffloadPolicy(name="always", summary="hold the head all the time",
+                                    factory=AlwaysHold)
+    """
+
+
+@hookspec
+def grid_metrics_sources() -> Iterable[GridMetricsSource]:
+    """Sources of live node readings: CPU, memory, swap, load, GPUs.
+
+    Each source's ``sample(node, transport)`` returns ``NodeMetrics``, or None where the source
+    does not apply to that node; grid uses the first source that answers for each node.
+
+    Example::
+
+        @hookimpl
+        def grid_metrics_sources():
+            yield GridMetricsSource(name="fake", summary="fixed readings", factory=FakeSource)
+    """
+
+
+@hookspec
+def grid_commands() -> Iterable[GridCommand]:
+    """Extra top-level CLI commands or groups, imported only when they run.
+
+    ``import_path`` is ``"package.module:attribute"`` naming a click command; ``summary`` is what
+    ``grid --help`` shows without importing it.
+
+    Example::
+
+        @hookimpl
+        def grid_commands():
+            yield GridCommand(name="memory", summary="named data in the cluster's memory",
+                              import_path="grid_plugin_memory_pool.cli:memory")
+    """

@@ -1,0 +1,1 @@
+"""grid plugin: named data kept in the cluster's memory."""

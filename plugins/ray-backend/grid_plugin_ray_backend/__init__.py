@@ -1,0 +1,1 @@
+"""grid plugin: Ray as the cluster's compute engine."""

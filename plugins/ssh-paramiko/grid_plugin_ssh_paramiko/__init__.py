@@ -1,0 +1,1 @@
+"""grid plugin: the ssh transport, through paramiko."""

@@ -1,0 +1,1 @@
+"""grid plugin: the threshold offload policy."""

@@ -1,0 +1,2 @@
+"""Hook implementations of the threshold-offload plugin. Its capabilities land with its own issue; until
+then it registers nothing rather than something that does not work."""
