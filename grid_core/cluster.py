@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +19,7 @@ from grid_core.plugins import PluginHost
 from grid_core.types import NodeMetrics, Transport, TransportError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 UNREACHABLE = 255  # the exit status OpenSSH and pdsh give for a node they could not reach
 
 
@@ -59,16 +62,15 @@ class Cluster:
         with self._lock:
             transports, self._transports = list(self._transports.values()), {}
         for transport in transports:
-            try:
+            with contextlib.suppress(Exception):  # best effort: a dead connection is already closed
                 transport.close()
-            except Exception:  # closing is best effort; a dead connection is already closed
-                pass
 
     def transport(self, node: NodeConfig) -> Transport:
         """This node's transport, created on first use and reused for the rest of the process."""
         with self._lock:
             if node.name not in self._transports:
                 registration = self.plugins.get("grid_transports", node.transport_name)
+                log.debug("node %s: %s transport to %s", node.name, registration.name, node.host)
                 self._transports[node.name] = registration.factory(node, self.config)
             return self._transports[node.name]
 

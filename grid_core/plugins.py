@@ -102,6 +102,13 @@ class PluginHost:
                 )
                 self._add(record, blocked, ep.load)
 
+    def add(self, plugin: object, name: str, distribution: str = "<in-memory>", version: str = "0") -> PluginRecord:
+        """Register an object as a plugin (tests, embedding); returns its record."""
+        package = getattr(plugin, "__module__", None) or getattr(plugin, "__name__", "")
+        record = PluginRecord(name, distribution, version, str(package).split(".")[0])
+        self._add(record, set(), lambda: plugin)
+        return record
+
     def _add(self, record: PluginRecord, blocked: set[str], load: Any) -> None:
         if record.name in self.records:
             other = self.records[record.name]
@@ -117,7 +124,7 @@ class PluginHost:
         except Exception as exc:  # any failure of a plugin is its own, never the CLI's
             self._fail(record, exc, stage="load")
             return
-        for hook, (kind, expected) in KINDS.items():
+        for hook, (_kind, expected) in KINDS.items():
             for impl in getattr(self.pm.hook, hook).get_hookimpls():
                 if impl.plugin_name != record.name:
                     continue
@@ -132,6 +139,7 @@ class PluginHost:
                 for item in items:
                     self._entries[hook].setdefault(item.name, []).append(Entry(item, record))
                 record.hooks[hook] = [item.name for item in items]
+        log.debug("loaded %s: %s", record.label, record.hooks)
 
     def _fail(self, record: PluginRecord, exc: Exception, stage: str) -> None:
         record.status, record.reason = "failed", f"{stage} error: {type(exc).__name__}: {exc}"

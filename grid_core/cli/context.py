@@ -46,6 +46,7 @@ class GridContext:
 
             self._config = config.load(self.config_path)
             self.setup_logging(self._config)
+            logging.getLogger(__name__).debug("config from %s", self._config.source)
         return self._config
 
     def cluster(self) -> Cluster:
@@ -65,8 +66,9 @@ class GridContext:
         if config and config.logging.file_path:
             handlers.append(logging.FileHandler(config.logging.file_path))
         as_json = config is not None and config.logging.format == "json"
+        text = logging.Formatter("%(levelname)s %(name)s: %(message)s")
         for handler in handlers:
-            handler.setFormatter(JsonFormatter() if as_json else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            handler.setFormatter(JsonFormatter() if as_json else text)
         root.handlers[:] = handlers
         root.setLevel(level)
 

@@ -1,0 +1,52 @@
+"""Shared fixtures. No test touches the real user's home, config or state directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HOME, XDG dirs and grid's state dir point at a fresh temporary directory."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local/state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GRID_STATE_DIR", str(home / "grid-state"))
+    for name in ("GRID_CONFIG", "GRID_DISABLE_PLUGINS", "GRID_NO_PLUGINS", "GRID_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def grid(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    python: str = sys.executable,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `grid` command (as `python -m grid_core`) in a subprocess."""
+    return subprocess.run(
+        [python, "-m", "grid_core", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def grid_json(*args: str, **kwargs: object) -> object:
+    if "--json" not in args:
+        args = (*args, "--json")
+    result = grid(*args, **kwargs)  # type: ignore[arg-type]
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
