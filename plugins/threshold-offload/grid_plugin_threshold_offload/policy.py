@@ -1,0 +1,78 @@
+"""The `threshold` offload policy: high-water marks hold the head, low-water marks free it.
+
+Hysteresis comes from three rules: a hold needs `window` consecutive readings over a high mark
+(one spike is not pressure), a release needs every reading below the low marks for
+`cooldown_seconds`, and readings between the marks change nothing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from grid_core.types import ControllerState, NodeMetrics, NodeView, OffloadDecision
+
+METRICS = ("cpu", "memory", "gpu")
+DEFAULT_HIGH = {"cpu": 80.0, "memory": 70.0, "gpu": 90.0}
+DEFAULT_LOW = {"cpu": 60.0, "memory": 55.0, "gpu": 70.0}
+
+
+def readings(m: NodeMetrics) -> dict[str, float]:
+    values = {"cpu": m.cpu_percent, "memory": m.memory_percent}
+    if m.gpu_percent is not None:
+        values["gpu"] = m.gpu_percent
+    return values
+
+
+class ThresholdPolicy:
+    """Stateful across intervals: it keeps the head's last `window` readings."""
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self.high = {**DEFAULT_HIGH, **settings.get("high", {})}
+        self.low = {**DEFAULT_LOW, **settings.get("low", {})}
+        for metric in METRICS:  # a low mark above the high one would flap; clamp it
+            self.low[metric] = min(self.low[metric], self.high[metric])
+        self.window = max(1, int(settings.get("window", 2)))
+        self.cooldown = float(settings.get("cooldown_seconds", 30.0))
+        self._recent: deque[dict[str, float]] = deque(maxlen=self.window)
+        self._calm_since: float | None = None
+
+    def decide(self, nodes: Sequence[NodeView], state: ControllerState) -> OffloadDecision:
+        head = next((n for n in nodes if n.name == state.head), None)
+        targets = self._targets(nodes, state.head)
+        if head is None or head.metrics is None:
+            return OffloadDecision(state.held, "no reading from the head; keeping the current state", (), targets)
+        now = readings(head.metrics)
+        self._recent.append(now)
+        pressure = tuple(
+            m for m in METRICS
+            if len(self._recent) == self.window and all(r.get(m, 0.0) >= self.high[m] for r in self._recent)
+        )
+        if pressure:
+            self._calm_since = None
+            what = ", ".join(f"{m} {now[m]:.0f}% >= {self.high[m]:.0f}%" for m in pressure)
+            return OffloadDecision(True, f"{what} for {self.window} readings", pressure, targets)
+        calm = all(now.get(m, 0.0) < self.low[m] for m in METRICS)
+        if not state.held:
+            return OffloadDecision(False, "below the high-water marks", (), targets)
+        if not calm:
+            self._calm_since = None
+            return OffloadDecision(True, "still above a low-water mark", (), targets)
+        self._calm_since = self._calm_since if self._calm_since is not None else state.now
+        waited = state.now - self._calm_since
+        if waited >= self.cooldown:
+            self._calm_since = None
+            return OffloadDecision(False, f"below the low-water marks for {waited:.0f} s", (), targets)
+        return OffloadDecision(True, f"cooling down: below the low-water marks for {waited:.0f}/{self.cooldown:.0f} s",
+                               (), targets)
+
+    def _targets(self, nodes: Sequence[NodeView], head: str) -> tuple[str, ...]:
+        """Workers not themselves over a high mark, least loaded first."""
+
+        def load(n: NodeView) -> float:
+            return max(readings(n.metrics).values()) if n.metrics else 50.0
+
+        ok = [n for n in nodes if n.name != head and not n.held
+              and not (n.metrics and any(v >= self.high[m] for m, v in readings(n.metrics).items()))]
+        return tuple(n.name for n in sorted(ok, key=load))
