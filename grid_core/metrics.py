@@ -26,9 +26,9 @@ def parse_nvidia_smi(text: str) -> tuple[GpuReading, ...]:
             continue
         try:
             index, name, util, used, total = int(parts[0]), parts[1], float(parts[2]), float(parts[3]), float(parts[4])
-        except ValueError:
+            gpus.append(GpuReading(index, name, util, int(used * MIB), int(total * MIB)))
+        except (ValueError, OverflowError):  # "[N/A]", nan, inf: a GPU that cannot report
             continue
-        gpus.append(GpuReading(index, name, util, int(used * MIB), int(total * MIB)))
     return tuple(gpus)
 
 

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 BUILTINS = {
     "local": "grid_core.builtin.local",
     "psutil": "grid_core.builtin.psutil_metrics",
+    "procfs": "grid_core.builtin.procfs_metrics",
     "least-loaded": "grid_core.builtin.least_loaded",
     "commands": "grid_core.builtin.commands",
 }

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import attrs
 
 if TYPE_CHECKING:
+    from grid_core.cluster import Cluster
     from grid_core.config import ClusterConfig, NodeConfig
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]*$")
@@ -104,6 +105,14 @@ class TransportError(Exception):
     """A node could not be reached or the transport failed; the message says why."""
 
 
+class HostKeyError(TransportError):
+    """The node answered, but its host key is unknown or has changed; the message says what to do."""
+
+
+class AuthError(TransportError):
+    """The node's host key checked out, but it refused the credentials offered."""
+
+
 @runtime_checkable
 class Transport(Protocol):
     """Runs commands on one node and copies files to and from it.
@@ -148,6 +157,88 @@ class Scheduler(Protocol):
     def choose(self, request: WorkRequest, nodes: Sequence[NodeView]) -> NodeView | None: ...
 
 
+# --------------------------------------------------------------------------- backends
+
+Progress = Callable[[str, str], None]
+"""`progress(node name, message)`: what a backend is doing on a node, as it happens."""
+
+
+@attrs.frozen
+class NodeOutcome:
+    """One node's result of a backend action: what was done, and the reason when it failed."""
+
+    node: str
+    ok: bool
+    action: str  # e.g. "started", "running", "stopped", "installed", "up to date", "would start", "failed"
+    reason: str = ""
+    seconds: float = 0.0
+
+
+@attrs.frozen
+class JobSpec:
+    """A command to run as a job on one node, with the resources it holds while it runs."""
+
+    argv: tuple[str, ...]
+    node: str
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_bytes: int = 0
+    cwd: str | None = None  # None: the node's home directory
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    job_id: str | None = None  # None: the backend makes one
+
+
+class Backend(Protocol):
+    """A compute engine's lifecycle on the cluster's nodes and the jobs that run on it.
+
+    `grid cluster ...`, `grid run` and `grid jobs ...` own the commands and call these methods;
+    a backend never prints tables itself. Methods that touch nodes report per node
+    (`NodeOutcome`) rather than raising for one bad node; they raise GridError only when nothing
+    can be done at all (e.g. no cluster running).
+    """
+
+    def check(self, cluster: Cluster) -> list[NodeOutcome]:
+        """Whether each node can run the engine (reachable, versions, ports); changes nothing."""
+        ...
+
+    def install(self, cluster: Cluster, nodes: Sequence[NodeConfig], *, wheelhouse: str | None,
+                extra: Sequence[str], progress: Progress) -> list[NodeOutcome]:
+        """Give each node the head's engine and grid; nodes that already match are skipped."""
+        ...
+
+    def start(self, cluster: Cluster, *, dry_run: bool, progress: Progress) -> list[NodeOutcome]:
+        """Start the head, then the workers; nodes already up are left alone. Idempotent."""
+        ...
+
+    def stop(self, cluster: Cluster, *, progress: Progress) -> list[NodeOutcome]:
+        """Stop what grid started on each node, nothing else. Harmless when nothing runs."""
+        ...
+
+    def status(self, cluster: Cluster) -> dict[str, dict[str, Any]]:
+        """Per node name: `alive`, `cpus`, `gpus`, `memory_bytes`, and `resources`
+        ({name: {"total", "available", "used"}}); answers within seconds when the cluster is down."""
+        ...
+
+    def submit(self, cluster: Cluster, spec: JobSpec, *, detach: bool,
+               on_output: Callable[[str, str], None]) -> tuple[str, int | None]:
+        """Run a job; stream its output to `on_output(stream, text)` unless detached.
+        Returns the job id and its exit status (None when detached)."""
+        ...
+
+    def jobs(self, cluster: Cluster) -> list[dict[str, Any]]:
+        """Every job the cluster knows: id, node, argv, state, exit_status, times."""
+        ...
+
+    def logs(self, cluster: Cluster, job_id: str, *, follow: bool,
+             on_output: Callable[[str, str], None]) -> int | None:
+        """A job's output so far (until it ends when following); its exit status once ended."""
+        ...
+
+    def stop_job(self, cluster: Cluster, job_id: str) -> dict[str, Any]:
+        """Stop a running job; the job's record after stopping."""
+        ...
+
+
 # --------------------------------------------------------------------------- registrations
 
 
@@ -162,11 +253,11 @@ class GridTransport:
 
 @attrs.frozen
 class GridBackend:
-    """A compute engine's lifecycle on the nodes. `factory(cluster)` -> the backend object."""
+    """A compute engine's lifecycle on the nodes. `factory(config)` -> Backend."""
 
     name: str = attrs.field(validator=_valid_name)
     summary: str = attrs.field(validator=_one_line)
-    factory: Callable[[ClusterConfig], Any]
+    factory: Callable[[ClusterConfig], Backend]
 
 
 @attrs.frozen
@@ -203,3 +294,25 @@ class GridCommand:
     name: str = attrs.field(validator=_valid_name)
     summary: str = attrs.field(validator=_one_line)
     import_path: str = attrs.field(validator=attrs.validators.matches_re(r"^[\w.]+:[\w.]+$"))
+
+
+# --------------------------------------------------------------------------- offload
+
+
+@attrs.frozen
+class OffloadDecision:
+    """A policy's answer for one interval: hold the head or not, why, and where work should go."""
+
+    hold: bool
+    reason: str
+    pressure: tuple[str, ...] = ()  # the metrics over their marks, e.g. ("cpu", "gpu")
+    targets: tuple[str, ...] = ()  # preferred nodes for the head's work, best first
+
+
+@attrs.frozen
+class ControllerState:
+    """What the controller tells a policy about itself."""
+
+    head: str
+    held: bool
+    now: float

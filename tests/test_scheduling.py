@@ -57,3 +57,10 @@ def test_nvidia_smi_rows() -> None:
 def test_nvidia_smi_garbage_never_crashes(text: str) -> None:
     for gpu in parse_nvidia_smi(text):
         assert gpu.memory_total_bytes >= 0 or gpu.memory_percent == 0
+
+
+@given(st.lists(st.tuples(st.integers(0, 7), st.floats(allow_nan=True, allow_infinity=True),
+                          st.floats(allow_nan=True, allow_infinity=True)), max_size=4))
+def test_nvidia_smi_odd_numbers_never_crash(rows: list[tuple[int, float, float]]) -> None:
+    text = "\n".join(f"{i}, GPU, {u}, {m}, {m}" for i, u, m in rows)
+    assert len(parse_nvidia_smi(text)) <= len(rows)

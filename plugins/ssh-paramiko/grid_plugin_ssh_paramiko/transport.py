@@ -1,0 +1,342 @@
+"""The `ssh` transport: commands and SFTP copies over one paramiko connection per node.
+
+The core keeps one transport per node per process, so this object keeps one SSHClient, opened on
+first use (never in the constructor: the core creates transports under a lock) and reused by
+every command; a connection that has died is reopened once. Every failure becomes a
+TransportError (HostKeyError, AuthError) whose message says why and, where it can, what to do.
+"""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import os
+import re
+import select
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import paramiko
+
+from grid_core.types import AuthError, CommandResult, HostKeyError, TransportError
+
+from . import host_keys
+from .target import SshOptions, SshTarget, resolve_target
+
+if TYPE_CHECKING:
+    from grid_core.config import ClusterConfig, NodeConfig
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+READ_SIZE = 65536
+KEEPALIVE_SECONDS = 30  # long-lived processes (the offload controller) keep NAT and firewalls open
+LOST_EXIT_STATUS = 255  # killed by a signal or the connection dropped: what OpenSSH reports
+QUICKACK: int = getattr(socket, "TCP_QUICKACK", 0)  # Linux only; 0 where the option does not exist
+
+
+def remote_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """One shell command line that runs argv literally, with env set through `env` (no AcceptEnv needed)."""
+    if not argv:
+        raise TransportError("no command to run")
+    for name in env or {}:
+        if not ENV_NAME.match(name):
+            raise TransportError(f"environment variable name {name!r} is not valid")
+    prefix = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
+    return shlex.join([*prefix, *argv])
+
+
+class SshTransport:
+    """Runs commands and copies files on one node over SSH."""
+
+    def __init__(self, node: NodeConfig, cluster: ClusterConfig) -> None:
+        self.node = node
+        self.settings = cluster.ssh
+        self._lock = threading.Lock()
+        self._resolved: tuple[SshTarget, SshOptions] | None = None
+        self._client: paramiko.SSHClient | None = None
+        self._jump_clients: list[paramiko.SSHClient] = []
+        self._closed = False
+
+    # ------------------------------------------------------------------ Transport
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        on_output: Callable[[str, str], None] | None = None,
+    ) -> CommandResult:
+        command = remote_command(argv, env)
+        _, options = self._resolve()
+        limit = timeout or options.command_timeout
+        channel = self._open_session()
+        deadline = time.monotonic() + limit if limit else None  # the connect timeout covers connecting
+        try:
+            channel.exec_command(command)
+            stdout, stderr = _collect(channel, deadline, on_output)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not channel.status_event.wait(remaining):
+                raise TimeoutError
+        except TimeoutError:
+            raise TransportError(f"command timed out after {limit:g} s on {self.node.name}") from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise TransportError(f"{self.node.name}: connection lost while running a command: {exc}") from None
+        finally:
+            channel.close()
+        status = channel.exit_status
+        return CommandResult(LOST_EXIT_STATUS if status < 0 else status, stdout, stderr)
+
+    def put(self, local_path: str, remote_path: str) -> None:
+        mode = os.stat(local_path).st_mode & 0o777 if os.path.exists(local_path) else None
+        with self._sftp(f"copy {local_path} to {self.node.name}:{remote_path}") as sftp:
+            sftp.put(local_path, remote_path)
+            if mode is not None:  # as scp does: the copy keeps the file's permissions
+                sftp.chmod(remote_path, mode)
+
+    def get(self, remote_path: str, local_path: str) -> None:
+        with self._sftp(f"copy {self.node.name}:{remote_path} to {local_path}") as sftp:
+            sftp.get(remote_path, local_path)
+            os.chmod(local_path, (sftp.stat(remote_path).st_mode or 0o644) & 0o777)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._disconnect()
+
+    # ------------------------------------------------------------------ connection
+
+    def _resolve(self) -> tuple[SshTarget, SshOptions]:
+        if self._resolved is None:
+            self._resolved = resolve_target(self.node, self.settings)
+        return self._resolved
+
+    def _connected(self) -> paramiko.SSHClient:
+        """The open client, connecting (once, for all threads) when there is none or it died."""
+        with self._lock:
+            if self._closed:
+                raise TransportError(f"the transport to {self.node.name} is closed")
+            transport = self._client.get_transport() if self._client else None
+            if self._client is None or transport is None or not transport.is_active():
+                self._disconnect()
+                target, options = self._resolve()
+                try:
+                    self._client = self._connect_chain(target, options)
+                except BaseException:
+                    self._disconnect()  # jump hosts already connected
+                    raise
+            return self._client
+
+    def _connect_chain(self, target: SshTarget, options: SshOptions) -> paramiko.SSHClient:
+        """Connect through each ProxyJump hop in turn (a direct-tcpip channel of the previous one)."""
+        deadline = time.monotonic() + options.connect_timeout
+        sock: socket.socket | paramiko.Channel | None = None
+        previous: SshTarget | None = None
+        for hop in (*target.jumps, target):
+            if previous is None:
+                sock = _dial(hop, options.connect_timeout)
+            else:
+                sock = self._jump_channel(previous, hop, deadline)
+            client = _handshake(hop, sock, options, deadline)
+            if hop is not target:
+                self._jump_clients.append(client)
+            previous = hop
+        return client
+
+    def _jump_channel(self, via: SshTarget, hop: SshTarget, deadline: float) -> paramiko.Channel:
+        jump_transport = self._jump_clients[-1].get_transport()
+        assert jump_transport is not None
+        try:
+            return jump_transport.open_channel(
+                "direct-tcpip", (hop.hostname, hop.port), ("127.0.0.1", 0),
+                timeout=max(0.1, deadline - time.monotonic()),
+            )
+        except (paramiko.SSHException, OSError) as exc:
+            raise TransportError(f"cannot reach {hop.hostname}:{hop.port} through jump host {via.alias}: {exc}") \
+                from None
+
+    def _disconnect(self) -> None:
+        for client in (self._client, *reversed(self._jump_clients)):
+            if client is not None:
+                client.close()
+        self._client, self._jump_clients = None, []
+
+    def _open_session(self) -> paramiko.Channel:
+        _, options = self._resolve()
+        for attempt in (1, 2):
+            client = self._connected()
+            transport = client.get_transport()
+            try:
+                assert transport is not None
+                return transport.open_session(timeout=options.connect_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                # Reconnect only when the connection itself died: closing a live one would
+                # break the other commands running on it.
+                if attempt == 2 or (transport is not None and transport.is_active()):
+                    raise TransportError(f"{self.node.name}: cannot open an SSH session: {exc}") from None
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def _sftp(self, what: str) -> Iterator[paramiko.SFTPClient]:
+        channel = self._open_session()
+        try:
+            channel.invoke_subsystem("sftp")
+            sftp = paramiko.SFTPClient(channel)
+        except paramiko.SSHException as exc:
+            channel.close()
+            raise TransportError(f"cannot {what}: the node offers no SFTP ({exc})") from None
+        _, options = self._resolve()
+        channel.settimeout(options.command_timeout)
+        try:
+            yield sftp
+        except OSError as exc:
+            raise TransportError(f"cannot {what}: {exc.strerror or exc}") from None
+        except (paramiko.SSHException, EOFError) as exc:
+            raise TransportError(f"cannot {what}: {exc}") from None
+        finally:
+            sftp.close()
+
+
+# ---------------------------------------------------------------------- connecting
+
+
+class _QuickAckSocket(socket.socket):
+    """A TCP socket that acknowledges what it reads at once instead of up to 40 ms later.
+
+    Right after authentication OpenSSH's sshd sends small packets the client does not answer
+    (the hostkeys-00 notice, auth debug lines). Linux delays the ACK for them, and sshd's Nagle
+    then holds back its reply to our channel-open until that ACK comes: 40 ms on every first
+    command, more than the whole handshake. Re-arming TCP_QUICKACK after each read sends a
+    pending ACK immediately (the option is not sticky, so it is set every time).
+    """
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        self.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+        return data
+
+
+def _dial(target: SshTarget, timeout: float) -> socket.socket:
+    """A TCP connection, with the failure put as a person would want to read it."""
+    where = f"cannot connect to {target.alias}"
+    if target.alias != target.hostname or target.port != 22:
+        where += f" ({target.hostname}:{target.port})"
+    try:
+        sock = socket.create_connection((target.hostname, target.port), timeout=timeout)
+    except socket.gaierror as exc:
+        raise TransportError(f"{where}: cannot resolve host name ({exc.strerror})") from None
+    except TimeoutError:
+        raise TransportError(f"{where}: timed out after {timeout:g} s") from None
+    except ConnectionRefusedError:
+        raise TransportError(f"{where}: connection refused (is sshd running and listening on that port?)") from None
+    except OSError as exc:
+        reason = {errno.EHOSTUNREACH: "no route to host", errno.ENETUNREACH: "network is unreachable"}.get(
+            exc.errno or 0, exc.strerror or str(exc))
+        raise TransportError(f"{where}: {reason}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if not QUICKACK:
+        return sock
+    return _QuickAckSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+
+
+def _handshake(
+    target: SshTarget, sock: socket.socket | paramiko.Channel, options: SshOptions, deadline: float
+) -> paramiko.SSHClient:
+    """Key exchange, host-key check and authentication on an open socket, within the deadline."""
+    client = paramiko.SSHClient()
+    remaining = max(0.1, deadline - time.monotonic())
+    try:
+        host_keys.load(client, options.known_hosts)
+        client.set_missing_host_key_policy(host_keys.CheckedPolicy(target, options.known_hosts, options.accept_new))
+        client.connect(
+            target.host_key_alias or target.hostname,
+            port=target.port,
+            username=target.user,
+            key_filename=list(target.key_files) or None,  # type: ignore[arg-type]  # stubs omit list[str]
+            allow_agent=not target.only_named_keys,
+            look_for_keys=not target.only_named_keys,
+            sock=sock,
+            timeout=remaining,
+            banner_timeout=remaining,
+            auth_timeout=remaining,
+            channel_timeout=options.connect_timeout,
+        )
+    except BaseException as exc:
+        client.close()  # paramiko leaves its transport thread running after a failed connect
+        if isinstance(sock, socket.socket):
+            sock.close()
+        raise _explain(exc, target, options) from None
+    transport = client.get_transport()
+    if transport is not None:
+        transport.set_keepalive(KEEPALIVE_SECONDS)
+    return client
+
+
+def _explain(exc: BaseException, target: SshTarget, options: SshOptions) -> BaseException:
+    """The TransportError a person should see for a failed handshake."""
+    if isinstance(exc, TransportError):  # ours, from the host-key policy
+        return exc
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return HostKeyError(host_keys.changed_message(target, exc.key, exc.expected_key, options.known_hosts))
+    if isinstance(exc, paramiko.PasswordRequiredException):
+        return AuthError(f"authentication failed for {target.user}@{target.hostname}: a key is encrypted ({exc}); "
+                         "load it into ssh-agent, or name an unencrypted key")
+    if isinstance(exc, paramiko.AuthenticationException):
+        return AuthError(f"authentication failed for {target.user}@{target.hostname} ({target.keys_label()})")
+    if isinstance(exc, FileNotFoundError):
+        return AuthError(f"authentication failed for {target.user}@{target.hostname}: key file "
+                         f"{exc.filename or ', '.join(target.key_files)} not found")
+    if isinstance(exc, TimeoutError) or "timeout" in str(exc).lower():
+        return TransportError(f"{target.alias} ({target.hostname}:{target.port}) did not complete the SSH "
+                              f"handshake: timed out after {options.connect_timeout:g} s")
+    if isinstance(exc, paramiko.SSHException | EOFError | OSError):
+        detail = str(exc) or type(exc).__name__
+        return TransportError(f"SSH handshake with {target.alias} ({target.hostname}:{target.port}) failed: {detail}")
+    return exc
+
+
+# ---------------------------------------------------------------------- reading output
+
+
+def _collect(
+    channel: paramiko.Channel, deadline: float | None, on_output: Callable[[str, str], None] | None
+) -> tuple[str, str]:
+    """Read stdout and stderr until the remote side closes them, streaming to on_output."""
+    decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
+    chunks: dict[str, list[str]] = {"stdout": [], "stderr": []}
+
+    def take(name: str, data: bytes, final: bool = False) -> None:
+        text = decoders[name].decode(data, final)
+        if text:
+            chunks[name].append(text)
+            if on_output is not None:
+                on_output(name, text)
+
+    def drain() -> bool:
+        got = False
+        while channel.recv_ready():
+            take("stdout", channel.recv(READ_SIZE))
+            got = True
+        while channel.recv_stderr_ready():
+            take("stderr", channel.recv_stderr(READ_SIZE))
+            got = True
+        return got
+
+    while True:
+        if drain():
+            continue
+        if channel.eof_received or channel.closed:
+            drain()  # data that arrived between the last read and the EOF
+            break
+        wait = 1.0 if deadline is None else deadline - time.monotonic()
+        if wait <= 0:
+            raise TimeoutError
+        # The channel's fileno is a pipe paramiko sets on data or EOF on either stream.
+        select.select([channel], [], [], min(wait, 1.0))
+    take("stdout", b"", final=True)
+    take("stderr", b"", final=True)
+    return "".join(chunks["stdout"]), "".join(chunks["stderr"])

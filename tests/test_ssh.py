@@ -1,0 +1,333 @@
+"""The ssh transport, `grid exec` and `grid doctor` against real sshd servers on test hosts.
+
+One Testbed (3 hosts) serves the whole module. Tests that break a host (link down, sshd killed,
+new host key) put it back before they end. HOME is a fresh directory in every test (conftest),
+so nothing reads or writes the real ~/.ssh.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grid_core.cluster import Cluster
+from grid_core.config import load_file
+from grid_core.plugins import PluginHost
+from grid_core.types import AuthError, HostKeyError, TransportError
+from tests.conftest import grid
+from tests.testbed import Testbed, require_testbed
+
+realhost = pytest.mark.realhost
+CONNECT_TIMEOUT = 1.5
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    require_testbed()
+    with Testbed(3, tmp_path_factory.mktemp("ssh-bed"), prefix="gs") as testbed:
+        yield testbed
+
+
+@pytest.fixture
+def config(bed: Testbed, tmp_path: Path) -> Path:
+    return bed.write_grid_config(tmp_path / "grid.toml", node_fields={"connect_timeout": CONNECT_TIMEOUT})
+
+
+def exec_json(config: Path, *argv: str, expect: int = 0) -> dict[str, dict[str, Any]]:
+    result = grid("-c", str(config), "exec", "--json", "--", *argv)
+    assert result.returncode == expect, result.stderr
+    return {r["node"]: r for r in json.loads(result.stdout)}
+
+
+def open_cluster(config: Path) -> Cluster:
+    return Cluster(load_file(config), PluginHost())
+
+
+def ip(bed: Testbed, name: str) -> str:
+    return bed.host(name).ip
+
+
+# ---------------------------------------------------------------------- exec and files
+
+
+@realhost
+def test_exec_runs_on_every_host(config: Path) -> None:
+    results = exec_json(config, "hostname")
+    assert {name: r["stdout"] for name, r in results.items()} == {f"host{i}": f"host{i}\n" for i in (1, 2, 3)}
+    assert all(r["exit_status"] == 0 and r["error"] is None for r in results.values())
+
+
+@realhost
+def test_exit_status_streams_and_environment(config: Path) -> None:
+    results = exec_json(config, "sh", "-c", "echo out; echo err >&2; exit 3", expect=3)
+    assert all((r["exit_status"], r["stdout"], r["stderr"]) == (3, "out\n", "err\n") for r in results.values())
+    with open_cluster(config) as cluster:
+        transport = cluster.transport(cluster.config.node("host1"))
+        value = "$(id) 'x' \"y\" `z`;"
+        assert transport.run(["printenv", "V"], env={"V": value}).stdout == value + "\n"
+        seen: list[tuple[str, str]] = []
+        result = transport.run(["sh", "-c", "echo a; echo b >&2"], on_output=lambda s, t: seen.append((s, t)))
+        assert result.exit_status == 0 and sorted(seen) == [("stderr", "b\n"), ("stdout", "a\n")]
+        with pytest.raises(TransportError, match="not valid"):
+            transport.run(["true"], env={"A;B": "1"})
+
+
+@realhost
+def test_connection_is_reused_and_command_timeout_holds(config: Path) -> None:
+    with open_cluster(config) as cluster:
+        transport = cluster.transport(cluster.config.node("host2"))
+        first = transport.run(["sh", "-c", "echo $SSH_CONNECTION"]).stdout
+        second = transport.run(["sh", "-c", "echo $SSH_CONNECTION"]).stdout
+        assert first == second  # same client port: one connection
+        start = time.monotonic()
+        with pytest.raises(TransportError, match=r"timed out after 0.5 s"):
+            transport.run(["sleep", "5"], timeout=0.5)
+        assert time.monotonic() - start < 2
+        assert transport.run(["echo", "still usable"]).stdout == "still usable\n"
+
+
+@realhost
+def test_copy_both_ways(bed: Testbed, config: Path, tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 400  # binary, 100 KiB
+    local = tmp_path / "payload.bin"
+    local.write_bytes(payload)
+    local.chmod(0o750)
+    with open_cluster(config) as cluster:
+        transport = cluster.transport(cluster.config.node("host3"))
+        transport.put(str(local), "/tmp/payload.bin")
+        seen = bed.host_exec("host3", ["sh", "-c", "stat -c %a /tmp/payload.bin; sha256sum < /tmp/payload.bin"])
+        local_sum = subprocess.run(["sha256sum"], input=payload, capture_output=True, check=True).stdout.decode()
+        assert seen.stdout.split("\n")[0] == "750" and seen.stdout.split("\n")[1].split()[0] == local_sum.split()[0]
+        back = tmp_path / "back.bin"
+        transport.get("/tmp/payload.bin", str(back))
+        assert back.read_bytes() == payload
+        with pytest.raises(TransportError, match="cannot copy host3:/tmp/missing"):
+            transport.get("/tmp/missing", str(tmp_path / "nothing"))
+
+
+@realhost
+def test_arguments_arrive_literally(bed: Testbed, config: Path) -> None:
+    tricky = ["a b", "it's", '"quoted"', "$(touch /tmp/pwned)", "`touch /tmp/pwned`", "; touch /tmp/pwned",
+              "$HOME", "*", "x\ny", ""]
+    results = exec_json(config, "printf", "[%s]\\n", *tricky)
+    expected = "".join(f"[{arg}]\n" for arg in tricky)
+    assert {r["stdout"] for r in results.values()} == {expected}
+    # Taken literally, this names a file in a directory "/tmp/x; touch " that does not exist.
+    failed = exec_json(config, "touch", "/tmp/x; touch /tmp/pwned", expect=1)
+    assert all("x; touch /tmp/pwned" in r["stderr"] for r in failed.values())
+    exec_json(config, "touch", "/tmp/y; echo injected >&2 #")
+    for host in bed.hosts:
+        listing = bed.host_exec(host, ["ls", "-1", "/tmp"]).stdout.splitlines()
+        assert "y; echo injected >&2 #" in listing and "pwned" not in listing
+
+
+def test_cli_help_does_not_import_paramiko() -> None:
+    code = ("import sys; from grid_core.cli import cli; "
+            "cli.main(['--help'], standalone_mode=False); cli.main(['plugins', 'list'], standalone_mode=False); "
+            "assert 'paramiko' not in sys.modules, 'paramiko imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------------- ~/.ssh/config
+
+
+def test_resolution_layers_grid_config_over_ssh_config(isolated_home: Path) -> None:
+    from grid_core.config import NodeConfig, SshSettings
+    from grid_plugin_ssh_paramiko.target import resolve_target
+
+    ssh_dir = isolated_home / ".ssh"
+    ssh_dir.mkdir()
+    (ssh_dir / "id_lab").write_text("not read here")
+    (ssh_dir / "config").write_text(
+        "Host gpu1\n  HostName 192.0.2.7\n  User alice\n  Port 2222\n  IdentityFile ~/.ssh/id_lab\n"
+        "  IdentityFile ~/.ssh/id_missing\n  IdentitiesOnly yes\n  HostKeyAlias gpu1.lab\n"
+        "  ProxyJump bob@gate:2200,gate2\n  UserKnownHostsFile ~/.ssh/lab_known_hosts\n"
+        "Host gate2\n  HostName 192.0.2.9\n"
+    )
+    target, options = resolve_target(NodeConfig(name="g", host="gpu1"), SshSettings())
+    assert (target.hostname, target.port, target.user) == ("192.0.2.7", 2222, "alice")
+    assert target.key_files == (str(ssh_dir / "id_lab"),) and target.only_named_keys  # missing file skipped
+    assert target.host_key_name == "[gpu1.lab]:2222"
+    assert [(j.alias, j.hostname, j.port, j.user, j.key_files) for j in target.jumps] == [
+        ("gate", "gate", 2200, "bob", target.key_files),  # the node's key opens the jump hosts too
+        ("gate2", "192.0.2.9", 22, getpass.getuser(), target.key_files)]
+    assert options.known_hosts == ssh_dir / "lab_known_hosts" and not options.accept_new
+    assert options.connect_timeout == 10.0
+
+    node = NodeConfig(name="g", host="gpu1", user="root", port=22, ssh_key_path="~/k", known_hosts="/kh",
+                      host_key_policy="accept-new", connect_timeout=3)
+    target, options = resolve_target(node, SshSettings(known_hosts="/cluster_kh"))
+    assert (target.user, target.port, target.key_files) == ("root", 22, (str(isolated_home / "k"),))
+    assert target.host_key_name == "gpu1.lab" and target.keys_label() == f"key {isolated_home / 'k'}"
+    assert (options.known_hosts, options.accept_new, options.connect_timeout) == (Path("/kh"), True, 3)
+
+    plain, options = resolve_target(NodeConfig(name="p", host="10.1.2.3"), SshSettings(host_key_policy="accept-new"))
+    assert (plain.hostname, plain.port, plain.key_files, plain.only_named_keys) == ("10.1.2.3", 22, (), False)
+    assert plain.keys_label() == "ssh-agent and ~/.ssh/id_*" and options.accept_new
+    assert options.known_hosts == isolated_home / ".ssh" / "known_hosts"
+
+
+def test_paramiko_is_imported_without_invoke_unless_match_exec_needs_it(isolated_home: Path) -> None:
+    code = ("import sys; from grid_plugin_ssh_paramiko.plugin import import_paramiko; import_paramiko(); "
+            "print('invoke' in sys.modules, 'paramiko' in sys.modules); import invoke")
+    run = lambda: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)  # noqa: E731
+    first = run()
+    assert first.returncode == 0 and first.stdout == "False True\n", first.stderr  # invoke importable afterwards
+    (isolated_home / ".ssh").mkdir()
+    (isolated_home / ".ssh" / "config").write_text('Match exec "true"\n  User x\n')
+    assert run().stdout == "True True\n"
+
+
+def install_user_ssh(bed: Testbed, home: Path, config_text: str, known_hosts: bool = True) -> Path:
+    ssh_dir = home / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    shutil.copy(bed.client_key, ssh_dir / "lab_key")
+    (ssh_dir / "lab_key").chmod(0o600)
+    if known_hosts:
+        shutil.copy(bed.known_hosts, ssh_dir / "known_hosts")
+    (ssh_dir / "config").write_text(config_text)
+    return ssh_dir
+
+
+@realhost
+def test_ssh_config_alias_and_proxy_jump(bed: Testbed, isolated_home: Path, tmp_path: Path) -> None:
+    install_user_ssh(bed, isolated_home, (
+        f"Host box\n  HostName {ip(bed, 'host1')}\n  User root\n  IdentityFile ~/.ssh/lab_key\n\n"
+        f"Host behind\n  HostName {ip(bed, 'host2')}\n  User root\n  IdentityFile ~/.ssh/lab_key\n"
+        "  ProxyJump box\n"
+    ))
+    cfg = tmp_path / "alias.toml"
+    cfg.write_text('[[nodes]]\nname = "a"\nhost = "box"\nrole = "head"\n'
+                   '[[nodes]]\nname = "b"\nhost = "behind"\n'
+                   '[[nodes]]\nname = "c"\nhost = "box"\nuser = "nobody"\n')
+    results = exec_json(cfg, "sh", "-c", "hostname; echo $SSH_CONNECTION", expect=255)
+    assert results["a"]["stdout"].split("\n")[0] == "host1"
+    behind_host, behind_conn = results["b"]["stdout"].split("\n")[:2]
+    assert behind_host == "host2" and behind_conn.split()[0] == ip(bed, "host1")  # arrived from the jump host
+    # grid's own per-node user wins over the file's
+    assert results["c"]["error"].startswith(f"authentication failed for nobody@{ip(bed, 'host1')}")
+
+
+# ---------------------------------------------------------------------- host keys and auth
+
+
+@realhost
+def test_unknown_host_key_refused_then_accept_new_records_it(bed: Testbed, tmp_path: Path) -> None:
+    known = tmp_path / "fresh_known_hosts"
+    strict = bed.write_grid_config(tmp_path / "strict.toml", ["host1"], node_fields={"known_hosts": str(known)})
+    result = exec_json(strict, "true", expect=255)["host1"]
+    assert "is unknown" in result["error"] and "ssh-keyscan" in result["error"] and "accept-new" in result["error"]
+    assert not known.exists()
+
+    lenient = bed.write_grid_config(tmp_path / "accept.toml", ["host1"], node_fields={"known_hosts": str(known)},
+                                    ssh={"host_key_policy": "accept-new"})
+    assert exec_json(lenient, "hostname")["host1"]["stdout"] == "host1\n"
+    key_type, key = bed.host("host1").host_key_path.with_suffix(".pub").read_text().split()[:2]
+    assert known.read_text() == f"{ip(bed, 'host1')} {key_type} {key}\n"
+    assert exec_json(strict, "hostname")["host1"]["stdout"] == "host1\n"  # now known
+
+
+@realhost
+def test_changed_host_key_is_refused_even_with_accept_new(bed: Testbed, tmp_path: Path) -> None:
+    old_known = tmp_path / "old_known_hosts"
+    shutil.copy(bed.known_hosts, old_known)
+    bed.regenerate_host_key("host3", update_known_hosts=True)  # the shared file stays right for other tests
+    cfg = bed.write_grid_config(tmp_path / "changed.toml", ["host3"], node_fields={"known_hosts": str(old_known)},
+                                ssh={"host_key_policy": "accept-new"})
+    error = exec_json(cfg, "true", expect=255)["host3"]["error"]
+    assert "has CHANGED" in error and "man-in-the-middle" in error and "ssh-keygen -R" in error
+    assert old_known.read_text() == (tmp_path / "old_known_hosts").read_text()
+    with open_cluster(cfg) as cluster, pytest.raises(HostKeyError):
+        cluster.transport(cluster.config.node("host3")).run(["true"])
+
+
+@realhost
+def test_wrong_key_is_an_authentication_error(bed: Testbed, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
+    cfg = bed.write_grid_config(tmp_path / "wrong.toml", ["host2"], node_fields={"ssh_key_path": str(wrong)})
+    error = exec_json(cfg, "true", expect=255)["host2"]["error"]
+    assert error == f"authentication failed for root@{ip(bed, 'host2')} (key {wrong})"
+    with open_cluster(cfg) as cluster, pytest.raises(AuthError):
+        cluster.transport(cluster.config.node("host2")).run(["true"])
+
+
+# ---------------------------------------------------------------------- hosts down
+
+
+@realhost
+def test_hosts_down_are_reported_within_the_timeout(bed: Testbed, config: Path) -> None:
+    bed.link_down("host2")  # packets vanish: only the connect timeout ends the wait
+    bed.kill_sshd("host3")  # the port refuses at once
+    try:
+        start = time.monotonic()
+        results = exec_json(config, "hostname", expect=255)
+        wall = time.monotonic() - start
+    finally:
+        bed.link_up("host2")
+        bed.start_sshd("host3")
+    assert results["host1"]["stdout"] == "host1\n" and results["host1"]["seconds"] < 1.0
+    assert results["host2"]["error"].endswith(f"timed out after {CONNECT_TIMEOUT:g} s")
+    assert CONNECT_TIMEOUT - 0.1 < results["host2"]["seconds"] < CONNECT_TIMEOUT + 0.5
+    assert "connection refused" in results["host3"]["error"] and results["host3"]["seconds"] < 0.5
+    assert wall < CONNECT_TIMEOUT + 3  # start-up plus one timeout, not a sum
+
+
+# ---------------------------------------------------------------------- doctor and metrics
+
+
+@realhost
+def test_doctor_reports_healthy_and_broken_hosts(bed: Testbed, tmp_path: Path) -> None:
+    healthy = bed.write_grid_config(tmp_path / "healthy.toml")
+    result = grid("-c", str(healthy), "doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 of 3 nodes ready" in result.stdout
+
+    old_ray = bed.workdir / "old-ray-python"  # the workdir is visible inside every host
+    old_ray.write_text("#!/bin/sh\necho python=3.11.9\necho ray=2.0.0\n")
+    old_ray.chmod(0o755)
+    wrong = tmp_path / "wrong_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
+    cfg = bed.write_grid_config(tmp_path / "broken.toml", node_fields={"gpu_count": 0})
+    text = cfg.read_text()
+    nodes = text.split("[[nodes]]")  # host1 healthy; host2 old ray and a GPU; host3 refuses our key
+    nodes[2] += f'python = "{old_ray}"\n'
+    nodes[2] = nodes[2].replace("gpu_count = 0", "gpu_count = 1")
+    nodes[3] = nodes[3].replace(str(bed.client_key), str(wrong))
+    cfg.write_text("[[nodes]]".join(nodes))
+    result = grid("-c", str(cfg), "doctor", "--json")
+    assert result.returncode == 1, result.stderr
+    report = {row["node"]: row for row in json.loads(result.stdout)}
+    checks = {name: {c["name"]: (c["ok"], c["detail"]) for c in row["checks"]} for name, row in report.items()}
+    assert report["host1"]["ok"] and set(checks["host1"]) == {"reachable", "host_key", "auth", "python", "ray"}
+    assert checks["host1"]["ray"][0] and checks["host1"]["python"][1].startswith("3.")
+    head_ray = checks["host1"]["ray"][1].split()[0]
+    assert checks["host2"]["ray"] == (False, f"2.0.0, but the head has {head_ray}: install ray=={head_ray}")
+    assert checks["host2"]["gpu"][0] is False and "nvidia-smi" in checks["host2"]["gpu"][1]
+    assert checks["host3"]["auth"][0] is False and "authentication failed" in checks["host3"]["auth"][1]
+    assert checks["host3"]["host_key"] == (True, "known")
+
+    table = grid("-c", str(cfg), "doctor")
+    assert table.returncode == 1 and "FAIL" in table.stdout and "1 of 3 nodes ready" in table.stdout
+    assert "host3 auth: authentication failed" in table.stdout
+
+
+@realhost
+def test_cluster_status_reads_procfs_over_ssh(config: Path) -> None:
+    result = grid("-c", str(config), "cluster", "status", "--json")
+    assert result.returncode == 0, result.stderr
+    for row in json.loads(result.stdout)["nodes"]:
+        assert row["reachable"] and row["metrics_source"] == "procfs", row
+        assert 0 <= row["cpu_percent"] <= 100 and 0 < row["memory_percent"] < 100
+        assert row["cpus"] == (os.cpu_count() or 0)
