@@ -43,3 +43,84 @@ def policy_settings(offload: OffloadSettings) -> dict[str, Any]:
         "cooldown_seconds": offload.cooldown_seconds,
         "interval_seconds": offload.interval_seconds,
     }
+
+
+# --------------------------------------------------------------------------- moving processes
+
+# Processes that are the machine's or the cluster's own plumbing, never worth moving.
+SYSTEM_NAMES = frozenset({
+    "systemd", "init", "sshd", "bash", "sh", "zsh", "fish", "tmux", "screen", "login", "sudo", "dbus-daemon",
+    "raylet", "gcs_server", "plasma_store", "dashboard", "log_monitor", "monitor", "runtime_env_agent",
+})
+# Environment that belongs to this machine or session, not to the command being moved.
+ENV_DROP_PREFIXES = ("SSH_", "XDG_", "DISPLAY", "WAYLAND", "DBUS_", "TERM", "TMUX", "STY", "WINDOWID", "SHLVL",
+                     "OLDPWD", "PWD", "_", "RAY_", "GRID_", "HOSTNAME", "MAIL", "LS_COLORS", "COLORTERM")
+
+
+@attrs.frozen
+class Candidate:
+    """A process on the head that could run elsewhere, and why it is listed."""
+
+    pid: int
+    name: str
+    argv: tuple[str, ...]
+    cwd: str
+    cpu_percent: float
+    memory_bytes: int
+    gpu_memory_bytes: int
+    age_seconds: float
+    kind: str
+    why: str
+
+
+def _kind(name: str, argv: Sequence[str]) -> str:
+    joined = " ".join(argv[:3]).lower()
+    if name.startswith("ray::") or "ray/_private/workers" in joined:
+        return "ray-worker"
+    if "python" in name or "python" in joined:
+        return "python"
+    return "process"
+
+
+def filtered_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment a moved command keeps: its own settings, not this machine's session."""
+    return {k: v for k, v in env.items() if not k.startswith(ENV_DROP_PREFIXES) and k not in ("PATH", "HOME", "USER")}
+
+
+def scan(sample_seconds: float = 0.5, min_cpu: float = 5.0, min_memory: int = 256 * 2**20,
+         gpu_memory: dict[int, int] | None = None) -> list[Candidate]:
+    """Processes on this machine worth moving: busy on CPU, big in memory, or on a GPU."""
+    import os
+    import time
+
+    import psutil
+
+    me = {os.getpid(), os.getppid()}
+    procs = []
+    for proc in psutil.process_iter(["pid", "name", "username"]):
+        try:
+            proc.cpu_percent(None)
+            procs.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    time.sleep(sample_seconds)
+    gpu_memory = gpu_memory or {}
+    found = []
+    for proc in procs:
+        try:
+            with proc.oneshot():
+                name, argv = proc.name(), tuple(proc.cmdline())
+                if not argv or proc.pid in me or name in SYSTEM_NAMES or name.startswith("ray::Idle"):
+                    continue  # kernel threads have no argv
+                cpu, rss = proc.cpu_percent(None), proc.memory_info().rss
+                gpu = gpu_memory.get(proc.pid, 0)
+                reasons = [r for r, hit in (
+                    (f"cpu {cpu:.0f}%", cpu >= min_cpu), (f"memory {rss / 2**20:.0f} MiB", rss >= min_memory),
+                    (f"gpu memory {gpu / 2**20:.0f} MiB", gpu > 0)) if hit]
+                if not reasons:
+                    continue
+                found.append(Candidate(proc.pid, name, argv, proc.cwd(), cpu, rss, gpu,
+                                       time.time() - proc.create_time(), _kind(name, argv), ", ".join(reasons)))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return sorted(found, key=lambda c: (-c.cpu_percent, -c.gpu_memory_bytes, -c.memory_bytes))

@@ -1,2 +1,12 @@
-"""Hook implementations of the memory-pool plugin. Its capabilities land with its own issue; until
-then it registers nothing rather than something that does not work."""
+"""Registers `grid memory`; ray is imported only when a memory command runs."""
+
+from __future__ import annotations
+
+from grid_core.hookspecs import hookimpl
+from grid_core.types import GridCommand
+
+
+@hookimpl
+def grid_commands():  # type: ignore[no-untyped-def]
+    yield GridCommand(name="memory", summary="Named data kept in the cluster's memory.",
+                      import_path="grid_plugin_memory_pool.cli:memory")

@@ -1,0 +1,119 @@
+"""`grid memory put|get|ls|rm|stats`: the pool from the shell."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+
+from grid_core.cli.context import config_option, console, json_option, print_json, state
+from grid_core.errors import GridError
+
+
+def _pool() -> Any:
+    from grid_plugin_memory_pool.pool import Pool
+
+    return Pool.connect(state().config())
+
+
+@click.group()
+def memory() -> None:
+    """Named data kept in the cluster's memory."""
+
+
+@memory.command()
+@click.argument("key")
+@click.argument("source", metavar="FILE|-")
+@click.option("--node", "-n", default=None, help="Keep it on this node [this machine's node].")
+@click.option("--replace", is_flag=True, help="Overwrite an existing entry.")
+@click.option("--evict", type=click.Choice(["lru"]), default=None,
+              help="Make room by evicting the least recently read entries.")
+@config_option
+def put(key: str, source: str, node: str | None, replace: bool, evict: str | None) -> None:
+    """Store FILE (or stdin with -) under KEY."""
+    from grid_plugin_memory_pool.pool import check_key
+
+    check_key(key)
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else open(source, "rb").read()  # noqa: SIM115
+    except OSError as exc:
+        raise GridError(f"cannot read {source}: {exc.strerror or exc}") from None
+    evicted = _pool().put(key, data, node=node, replace=replace, evict=evict)
+    for victim in evicted:
+        click.echo(f"evicted {victim}", err=True)
+    click.echo(f"stored {key} ({len(data)} bytes)")
+
+
+@memory.command()
+@click.argument("key")
+@click.option("-o", "--output", default="-", metavar="FILE|-", help="Write here [stdout].")
+@config_option
+def get(key: str, output: str) -> None:
+    """Write the data stored under KEY."""
+    value = _pool().get(key)
+    if isinstance(value, memoryview):
+        value = value.tobytes()
+    if not isinstance(value, bytes | bytearray):
+        raise GridError(f"entry {key!r} holds a {type(value).__name__}, not bytes: read it from Python with Pool.get")
+    if output == "-":
+        sys.stdout.buffer.write(value)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        with open(output, "wb") as f:
+            f.write(value)
+    except OSError as exc:
+        raise GridError(f"cannot write {output}: {exc.strerror or exc}") from None
+
+
+@memory.command("ls")
+@json_option
+@config_option
+def list_entries(as_json: bool) -> None:
+    """Every entry: key, node, size, created, last read, state."""
+    entries = _pool().list()
+    if as_json:
+        print_json(entries)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("key", "node", "size", "created", "last read", "state"):
+        table.add_column(column)
+    for e in entries:
+        stamp = [datetime.fromtimestamp(e[k]).strftime("%Y-%m-%d %H:%M:%S") for k in ("created", "last_read")]
+        colour = "green" if e["state"] == "ok" else "red"
+        table.add_row(e["key"], e["node"], _size(e["size"]), *stamp, f"[{colour}]{e['state']}[/]")
+    console().print(table)
+
+
+@memory.command("rm")
+@click.argument("key")
+@config_option
+def remove(key: str) -> None:
+    """Remove the entry KEY."""
+    _pool().delete(key)
+    click.echo(f"removed {key}")
+
+
+@memory.command()
+@json_option
+@config_option
+def stats(as_json: bool) -> None:
+    """Used and capacity per node."""
+    per_node = _pool().stats()
+    if as_json:
+        print_json([{"node": n, **s} for n, s in per_node.items()])
+        return
+    for node, s in per_node.items():
+        click.echo(f"{node}: {_size(s['used'])} of {_size(s['capacity'])} used, {s['entries']} entries")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
