@@ -18,10 +18,12 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+# grid's main job on the embedded default: a one-node Ray cluster of this machine, a job on it.
 demo: $(VENV)/.installed
-	$(BIN)/grid plugins list
-	$(BIN)/grid exec -- python3 -c 'import platform; print("hello from", platform.node())'
+	$(BIN)/grid cluster start
+	$(BIN)/grid run -- python -c 'import platform, ray; print("job ran on", platform.node(), "with ray", ray.__version__)'
 	$(BIN)/grid cluster status
+	@echo "The cluster keeps running: $(BIN)/grid cluster stop ends it."
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .

@@ -59,7 +59,14 @@ def grid_backends() -> Iterable[GridBackend]:
     """Compute engines: their lifecycle on the nodes and how work is submitted to them.
 
     ``backend.name`` in the config selects one (default ``ray``). The factory receives the
-    ``ClusterConfig`` and returns the engine object that ``grid cluster`` and ``grid run`` use.
+    ``ClusterConfig`` and returns an object implementing ``grid_core.types.Backend``: ``check``,
+    ``install``, ``start``, ``stop`` and ``status`` of the engine on the nodes, and ``submit``,
+    ``jobs``, ``logs`` and ``stop_job`` for work. ``grid cluster start|stop|install|status``,
+    ``grid run`` and ``grid jobs`` own the commands, tables and exit statuses and call these
+    methods; each method that touches nodes returns one ``NodeOutcome`` per node (with a reason
+    when it failed) and reports progress through a ``progress(node, message)`` callback.
+    Without ``--node``, ``grid run`` asks the configured scheduler, from live metrics and the
+    ``resources`` that ``status`` reports, and passes the chosen node in the ``JobSpec``.
 
     Example::
 
@@ -108,6 +115,10 @@ def grid_metrics_sources() -> Iterable[GridMetricsSource]:
 
     Each source's ``sample(node, transport)`` returns ``NodeMetrics``, or None where the source
     does not apply to that node; grid uses the first source that answers for each node.
+    A source of readings that are not utilisation (the ``ray`` source: the engine's logical
+    resources) returns None from ``sample`` and offers its own method instead (for ``ray``:
+    ``resources(config) -> {node: {resource: {"total", "available", "used"}}}``), so that it
+    never hides a utilisation source.
 
     Example::
 

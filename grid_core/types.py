@@ -186,6 +186,7 @@ class JobSpec:
     cwd: str | None = None  # None: the node's home directory
     env: Mapping[str, str] = attrs.field(factory=dict)
     job_id: str | None = None  # None: the backend makes one
+    boost: str | None = None  # run inside this boost's reservation on `node`
 
 
 class Backend(Protocol):
@@ -236,6 +237,17 @@ class Backend(Protocol):
 
     def stop_job(self, cluster: Cluster, job_id: str) -> dict[str, Any]:
         """Stop a running job; the job's record after stopping."""
+        ...
+
+    def boost_for(self, cluster: Cluster, request: WorkRequest) -> tuple[str, str] | None:
+        """A boost lent to `request.origin` with room for the request: (node, reservation), or None."""
+        ...
+
+    def control(self, cluster: Cluster, action: str, params: dict[str, Any]) -> Any:
+        """Ask the cluster's offload controller (started on first use): `status`, `configure`
+        (enabled, policy, high), `hold` (node, reason), `release` (node), `boost` (target, resource,
+        amount, priority, duration, source), `boost_release` (boost_id), `boosts_for` (target).
+        A refused request raises GridError with the controller's reason."""
         ...
 
 

@@ -18,3 +18,11 @@ def grid_commands():  # type: ignore[no-untyped-def]
                       import_path="grid_core.cli.doctor:doctor")
     yield GridCommand(name="cluster", summary="Start, stop and inspect the cluster.",
                       import_path="grid_core.cli.cluster:cluster")
+    yield GridCommand(name="run", summary="Run a command as a job on the cluster.",
+                      import_path="grid_core.cli.run:run")
+    yield GridCommand(name="offload", summary="Keep the head responsive: auto offload, holds, moves, watch.",
+                      import_path="grid_core.cli.offload:offload")
+    yield GridCommand(name="boost", summary="Borrow capacity from other nodes.",
+                      import_path="grid_core.cli.boost:boost")
+    yield GridCommand(name="jobs", summary="List, follow and stop jobs.",
+                      import_path="grid_core.cli.run:jobs")

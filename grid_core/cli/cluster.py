@@ -48,24 +48,140 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}%"
 
 
+def merge_backend(rows: list[dict[str, Any]], engine: dict[str, dict[str, Any]] | None, error: str | None) -> None:
+    """Add the backend's view to each row: alive, and its CPUs, GPUs and memory where it has them."""
+    for row in rows:
+        view = (engine or {}).get(row["name"], {})
+        row["alive"] = view.get("alive") if engine is not None else None
+        row["resources"] = {}
+        for key, value in view.items():
+            if key != "ray_error" and (value is not None or key not in row):
+                row[key] = value
+        row["backend_error"] = view.get("ray_error") or error
+
+
+def status_rows(c: Any) -> list[dict[str, Any]]:
+    """node_rows and the backend's status, read at the same time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from grid_core.backends import load_backend
+    from grid_core.errors import GridError
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        try:
+            backend = load_backend(c.config)
+            engine = pool.submit(backend.status, c)
+        except GridError as exc:
+            rows = node_rows(c)
+            merge_backend(rows, None, str(exc))
+            return rows
+        rows = node_rows(c)
+        try:
+            merge_backend(rows, engine.result(), None)
+        except GridError as exc:
+            merge_backend(rows, None, str(exc))
+    return rows
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _used(row: dict[str, Any], resource: str) -> str:
+    r = row.get("resources", {}).get(resource)
+    return "-" if not r else f"{r['used']:g}/{r['total']:g}"
+
+
 @cluster.command()
 @json_option
 @config_option
 def status(as_json: bool) -> None:
-    """Each node's reachability, resources and live load."""
+    """Each node's reachability, engine state, resources and live load."""
     with state().cluster() as c:
-        rows = node_rows(c)
+        rows = status_rows(c)
         if as_json:
             print_json({"cluster": c.config.name, "source": c.config.source, "nodes": rows})
             return
     from rich.table import Table
 
     table = Table(title=f"cluster {c.config.name} ({c.config.source})", box=None, header_style="bold")
-    for column in ("node", "host", "role", "reachable", "cpus", "gpus", "cpu", "mem", "swap", "load", "gpu"):
+    for column in ("node", "host", "role", "reachable", "alive", "cpus", "gpus", "cpu used", "gpu used",
+                   "cpu", "mem", "swap", "load", "gpu"):
         table.add_column(column)
+    notes = []
     for r in rows:
         reach = "[green]yes[/]" if r["reachable"] else f"[red]no[/] ({r['error']})"
-        table.add_row(r["name"], r["host"], r["role"], reach, str(r["cpus"] or "-"), str(r["gpus"] or 0),
+        alive = "-" if r["alive"] is None else "[green]yes[/]" if r["alive"] else "[red]no[/]"
+        if r.get("backend_error"):
+            notes.append(f"{r['name']}: {r['backend_error']}")
+        table.add_row(r["name"], r["host"], r["role"], reach, alive, _num(r["cpus"]), _num(r["gpus"] or 0),
+                      _used(r, "CPU"), _used(r, "GPU"),
                       _pct(r["cpu_percent"]), _pct(r["memory_percent"]), _pct(r["swap_percent"]),
                       "-" if r["load1"] is None else f"{r['load1']:.2f}", _pct(r["gpu_percent"]))
     console().print(table)
+    if notes and len({n.partition(": ")[2] for n in notes}) == 1 and len(notes) == len(rows):
+        notes = [f"all nodes: {notes[0].partition(': ')[2]}"]
+    for note in notes:
+        console().print(f"[dim]engine: {note}[/]")
+
+
+@cluster.command()
+@click.option("--dry-run", is_flag=True, help="Check the nodes and say what would be done; change nothing.")
+@json_option
+@config_option
+def start(dry_run: bool, as_json: bool) -> None:
+    """Start the engine: check every node, start the head, then the workers in parallel.
+
+    Nodes already up in this cluster are left alone; missing or dead ones are (re)started.
+    """
+    from grid_core.backends import load_backend
+    from grid_core.cli.progress import NodeProgress, report
+
+    with state().cluster() as c:
+        backend = load_backend(c.config)
+        with NodeProgress(f"starting {c.config.name}", [n.name for n in c.config.nodes]) as progress:
+            outcomes = backend.start(c, dry_run=dry_run, progress=progress)
+        code = report(f"cluster {c.config.name}: {'plan' if dry_run else 'start'}", outcomes, as_json)
+    if not as_json and not dry_run and not code:
+        click.echo("run a job: grid run -- CMD   status: grid cluster status   stop: grid cluster stop", err=True)
+    if code:
+        raise SystemExit(code)
+
+
+@cluster.command()
+@json_option
+@config_option
+def stop(as_json: bool) -> None:
+    """Stop what grid started on each node (workers first), nothing else. Harmless when nothing runs."""
+    from grid_core.backends import load_backend
+    from grid_core.cli.progress import NodeProgress, report
+
+    with state().cluster() as c:
+        backend = load_backend(c.config)
+        with NodeProgress(f"stopping {c.config.name}", [n.name for n in c.config.nodes]) as progress:
+            outcomes = backend.stop(c, progress=progress)
+        code = report(f"cluster {c.config.name}: stop", outcomes, as_json)
+    if code:
+        raise SystemExit(code)
+
+
+@cluster.command()
+@click.option("--wheelhouse", type=click.Path(file_okay=False), default=None,
+              help="Install offline from the wheels in DIR (grid's own wheels are added to it).")
+@click.option("--with", "extra", multiple=True, metavar="PKG", help="Also install PKG on every node (repeatable).")
+@click.option("--node", "-n", "names", multiple=True, metavar="NAME", help="Only this node (repeatable).")
+@json_option
+@config_option
+def install(wheelhouse: str | None, extra: tuple[str, ...], names: tuple[str, ...], as_json: bool) -> None:
+    """Give every node the same Python packages as this machine: the engine, grid and its plugins."""
+    from grid_core.backends import load_backend
+    from grid_core.cli.progress import NodeProgress, report
+
+    with state().cluster() as c:
+        backend = load_backend(c.config)
+        nodes = c.select(names)
+        with NodeProgress(f"installing on {c.config.name}", [n.name for n in nodes]) as progress:
+            outcomes = backend.install(c, nodes, wheelhouse=wheelhouse, extra=list(extra), progress=progress)
+        code = report(f"cluster {c.config.name}: install", outcomes, as_json)
+    if code:
+        raise SystemExit(code)

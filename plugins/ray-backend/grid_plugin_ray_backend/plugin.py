@@ -1,2 +1,40 @@
-"""Hook implementations of the ray-backend plugin. Its capabilities land with its own issue; until
-then it registers nothing rather than something that does not work."""
+"""Hook implementations of the ray-backend plugin: the `ray` backend and the `ray` metrics source.
+
+Nothing here imports Ray: the backend imports it only in the calls that talk to a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from grid_core.hookspecs import hookimpl
+from grid_core.types import GridBackend, GridMetricsSource
+
+if TYPE_CHECKING:
+    from grid_core.config import ClusterConfig
+    from grid_core.types import Backend, MetricsSource
+
+
+def _backend(config: ClusterConfig) -> Backend:
+    from grid_plugin_ray_backend.backend import RayBackend
+
+    return RayBackend(config)
+
+
+def _source() -> MetricsSource:
+    from grid_plugin_ray_backend.metrics import RayResources
+
+    return RayResources()
+
+
+@hookimpl
+def grid_backends() -> Iterator[GridBackend]:
+    yield GridBackend(name="ray", summary="Ray on the nodes, started over their transports, with token auth",
+                      factory=_backend)
+
+
+@hookimpl
+def grid_metrics_sources() -> Iterator[GridMetricsSource]:
+    yield GridMetricsSource(name="ray", summary="each node's logical resources as Ray schedules them",
+                            factory=_source)

@@ -1,0 +1,206 @@
+"""`grid offload ...`: the controller that keeps the head responsive, and moving work off it.
+
+The controller itself runs in the cluster (the backend's); these commands ask it through
+`Backend.control`. `scan` and `move` look at this machine's processes, so run them on the head.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import click
+
+from grid_core.cli.context import config_option, console, json_option, print_json, state
+from grid_core.errors import GridError
+
+
+def control(action: str, **params: Any) -> Any:
+    """Ask the cluster's offload controller; the backend carries the request."""
+    from grid_core.backends import load_backend
+
+    with state().cluster() as c:
+        return load_backend(c.config).control(c, action, params)
+
+
+@click.group()
+def offload() -> None:
+    """Keep the head responsive: automatic offload, holds, moving processes, a live view."""
+
+
+@offload.command()
+@click.option("--enable", "mode", flag_value="enable", help="Turn automatic offload on.")
+@click.option("--disable", "mode", flag_value="disable", help="Turn it off (and free an automatic hold).")
+@click.option("--status", "mode", flag_value="status", help="Show the settings and the hold state.")
+@click.option("--threshold", "thresholds", multiple=True, metavar="[METRIC=]PERCENT",
+              help="High-water mark: cpu=80, memory=65, gpu=90; a bare number is memory (repeatable).")
+@click.option("--policy", default=None, metavar="NAME", help="The offload policy plugin to use.")
+@json_option
+@config_option
+def auto(mode: str | None, thresholds: tuple[str, ...], policy: str | None, as_json: bool) -> None:
+    """Automatic offload: one of --enable, --disable or --status. Settings persist in the cluster."""
+    from grid_core.offload import parse_thresholds
+
+    if mode is None:
+        raise click.UsageError("choose one of --enable, --disable or --status")
+    if (thresholds or policy) and mode != "enable":
+        raise click.UsageError("--threshold and --policy go with --enable")
+    high = parse_thresholds(thresholds)  # bad values fail here, before anything changes
+    if mode == "status":
+        status = control("status")
+    else:
+        status = control("configure", enabled=mode == "enable", policy=policy, high=high or None)
+    if as_json:
+        print_json(_summary(status))
+        return
+    summary = _summary(status)
+    marks = ", ".join(f"{m} {v:g}%" for m, v in summary["thresholds"].items())
+    click.echo(f"automatic offload {'on' if summary['enabled'] else 'off'}; policy {summary['policy']}; "
+               f"high-water marks {marks}")
+    for node, hold in summary["held"].items():
+        click.echo(f"held: {node} ({hold['reason']})")
+    if not summary["held"]:
+        click.echo("held: nothing")
+    if summary["last_event"]:
+        event = summary["last_event"]
+        click.echo(f"last event: {event['kind']} {event.get('node') or ''} {event['reason']}")
+
+
+def _summary(status: dict[str, Any]) -> dict[str, Any]:
+    return {"enabled": status["enabled"], "policy": status["policy"], "thresholds": status["thresholds"],
+            "low": status["low"], "held": status["held"], "decision": status.get("decision"),
+            "last_event": status.get("last_event")}
+
+
+@offload.command()
+@click.argument("node")
+@click.option("--reason", default="maintenance", help="Shown in status and watch.")
+@config_option
+def hold(node: str, reason: str) -> None:
+    """Hold NODE: reserve its free CPUs and GPUs so new work goes elsewhere (a drain)."""
+    status = control("hold", node=node, reason=reason)
+    click.echo(f"held {node}: {status['held'][node]['reason']}")
+
+
+@offload.command()
+@click.argument("node")
+@config_option
+def release(node: str) -> None:
+    """Release a hold on NODE."""
+    control("release", node=node)
+    click.echo(f"released {node}")
+
+
+@offload.command()
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True, help="Seconds per redraw.")
+@config_option
+def watch(interval: float) -> None:
+    """A live dashboard: nodes against the marks, holds, boosts, jobs, events. q or Ctrl-C quits."""
+    from grid_core.backends import load_backend
+    from grid_core.cli import watch as dashboard
+
+    with state().cluster() as c:
+        backend = load_backend(c.config)
+
+        def fetch() -> dict[str, Any]:
+            status = dict(backend.control(c, "status", {}))
+            try:
+                status["jobs"] = backend.jobs(c)
+            except GridError:
+                status["jobs"] = []
+            return status
+
+        try:
+            fetch()
+        except GridError as exc:
+            raise GridError(f"nothing to watch: {exc}") from None
+        dashboard.run(fetch, interval)
+
+
+@offload.command()
+@json_option
+def scan(as_json: bool) -> None:
+    """Processes on this machine (the head) worth moving, and why."""
+    from grid_core.offload import scan as find
+
+    found = find()
+    if as_json:
+        print_json([{"pid": p.pid, "name": p.name, "argv": list(p.argv), "cwd": p.cwd, "cpu_percent": p.cpu_percent,
+                     "memory_bytes": p.memory_bytes, "gpu_memory_bytes": p.gpu_memory_bytes,
+                     "age_seconds": round(p.age_seconds, 1), "kind": p.kind, "why": p.why} for p in found])
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("pid", "kind", "cpu", "memory", "age", "why", "command"):
+        table.add_column(column)
+    for p in found:
+        table.add_row(str(p.pid), p.kind, f"{p.cpu_percent:.0f}%", f"{p.memory_bytes / 2**20:.0f} MiB",
+                      f"{p.age_seconds:.0f} s", p.why, " ".join(p.argv)[:60])
+    console().print(table)
+    if found:
+        click.echo("grid offload move PID restarts one elsewhere (a restart, not live migration)", err=True)
+
+
+@offload.command()
+@click.argument("pid", type=int)
+@click.option("--to", "target", default=None, metavar="NODE", help="Where to run it (default: the scheduler picks).")
+@click.option("--stop-original", is_flag=True, help="Stop the original once the copy is running.")
+@click.option("--cpus", type=click.FloatRange(min=0), default=1.0, show_default=True, help="CPUs the copy holds.")
+@config_option
+def move(pid: int, target: str | None, stop_original: bool, cpus: float) -> None:
+    """Restart process PID's command (argv, cwd, environment) as a job on another node.
+
+    This is a restart, not live migration: the copy starts from the beginning, and the original
+    keeps running unless --stop-original is given.
+    """
+    import secrets
+
+    import psutil
+
+    from grid_core.backends import load_backend
+    from grid_core.cli.run import _write, choose_node
+    from grid_core.offload import filtered_env
+    from grid_core.types import JobSpec, WorkRequest
+
+    try:
+        proc = psutil.Process(pid)
+        argv, cwd, env = proc.cmdline(), proc.cwd(), filtered_env(proc.environ())
+    except psutil.NoSuchProcess:
+        raise GridError(f"no process {pid} on this machine") from None
+    except psutil.AccessDenied:
+        raise GridError(f"not allowed to read process {pid} (its owner or root may)") from None
+    if not argv:
+        raise GridError(f"process {pid} has no command line (a kernel thread?)")
+    with state().cluster() as c:
+        backend = load_backend(c.config)
+        head = c.config.head.name
+        if target == head:
+            raise GridError(f"{head} is the head, where the process already runs; choose another --to")
+        node = choose_node(c, backend, WorkRequest(cpus=cpus, origin=head), target, avoid=(head,))
+        spec = JobSpec(argv=tuple(argv), node=node, cpus=cpus, cwd=cwd, env=env, job_id=secrets.token_hex(4))
+        click.echo(f"restarting (not live-migrating) pid {pid} on {node} as job {spec.job_id}: {' '.join(argv)}",
+                   err=True)
+        job_id, _ = backend.submit(c, spec, detach=True, on_output=_write)
+        if stop_original:
+            _wait_running(backend, c, job_id)
+            os.kill(pid, signal.SIGTERM)
+            click.echo(f"stopped the original pid {pid}", err=True)
+        status = backend.logs(c, job_id, follow=True, on_output=_write)
+    if status:
+        raise SystemExit(status)
+
+
+def _wait_running(backend: Any, c: Any, job_id: str, timeout: float = 60.0) -> None:
+    """Until the copy has started (or ended), so the original is never stopped for nothing."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = next((j for j in backend.jobs(c) if j["id"] == job_id), None)
+        if job and job["state"] == "running":
+            return
+        if job and job["state"] in ("failed", "stopped"):
+            raise GridError(f"the copy (job {job_id}) {job['state']}; the original keeps running")
+        time.sleep(0.25)
+    raise GridError(f"the copy (job {job_id}) did not start within {timeout:.0f} s; the original keeps running")

@@ -1,0 +1,193 @@
+"""`grid run` and `grid jobs ...`: commands run as jobs on the cluster, through the backend."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from grid_core.cli.context import config_option, console, json_option, print_json, state
+from grid_core.errors import GridError
+
+if TYPE_CHECKING:
+    from grid_core.cluster import Cluster
+    from grid_core.types import Backend, WorkRequest
+
+UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from `2G`, `512MiB`, `1.5gb` or a plain number of bytes (binary units)."""
+    match = SIZE.match(text)
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a size such as 512M or 2G")
+    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
+
+
+def _write(stream: str, text: str) -> None:
+    out = sys.stdout if stream == "stdout" else sys.stderr
+    out.write(text)
+    out.flush()
+
+
+def choose_node(c: Cluster, backend: Backend, request: WorkRequest, wanted: str | None,
+                avoid: tuple[str, ...] = ()) -> str:
+    """The named node if it can take the request, else the configured scheduler's choice among
+    alive nodes (less `avoid`), from live metrics and Ray's available resources. A held node has
+    its free CPUs reserved, so it does not fit while others do."""
+    from grid_core import plugins
+    from grid_core.types import NodeView
+
+    engine = backend.status(c)
+    alive = [n for n in c.config.nodes if engine.get(n.name, {}).get("alive")]
+    if not alive:
+        reason = next((v.get("ray_error") for v in engine.values() if v.get("ray_error")), None)
+        raise GridError(f"cluster {c.config.name!r} is not running: {reason or 'start it with grid cluster start'}")
+
+    def fits_total(name: str) -> str | None:
+        res = engine[name].get("resources", {})
+        for key, asked in (("CPU", request.cpus), ("GPU", request.gpus), ("memory", request.memory_bytes)):
+            total = res.get(key, {}).get("total", 0.0)
+            if asked > total:
+                return f"node {name} has {total:g} {key} in all, the job asks for {asked:g}"
+        return None
+
+    if wanted is not None:
+        c.config.node(wanted)  # an unknown name is a config error naming the nodes
+        if wanted not in {n.name for n in alive}:
+            raise GridError(f"node {wanted} is not running in cluster {c.config.name!r}")
+        if problem := fits_total(wanted):
+            raise GridError(problem)
+        return wanted
+    alive = [n for n in alive if n.name not in avoid]
+    if not alive:
+        raise GridError(f"no other node is running in cluster {c.config.name!r}")
+    readings = c.sample(alive)
+    views = []
+    for node in alive:
+        available = {k: v["available"] for k, v in engine[node.name].get("resources", {}).items()}
+        reading = readings[node.name]
+        views.append(NodeView(name=node.name, role="head" if node.is_head else "worker",
+                              metrics=reading.value if reading.error is None else None,
+                              available=available, tags=tuple(node.tags)))
+    scheduler = plugins.host().get("grid_schedulers", c.config.scheduler.name).factory()
+    chosen = scheduler.choose(request, views)
+    if chosen is None:
+        reasons = "; ".join(filter(None, (fits_total(n.name) for n in alive))) or "all are busy"
+        raise GridError(f"no node can take the job now: {reasons}")
+    return chosen.name
+
+
+@click.command("run")
+@click.option("--node", "-n", default=None, metavar="NAME", help="Run on this node (default: the scheduler picks).")
+@click.option("--cpus", type=click.FloatRange(min=0), default=1.0, show_default=True, help="CPUs the job holds.")
+@click.option("--gpus", type=click.FloatRange(min=0), default=0.0, show_default=True, help="GPUs the job holds.")
+@click.option("--memory", default=None, metavar="SIZE", help="Memory the job holds, e.g. 2G.")
+@click.option("--detach", "-d", is_flag=True, help="Print the job id and return; the job keeps running.")
+@config_option
+@click.argument("argv", nargs=-1, required=True)
+def run(node: str | None, cpus: float, gpus: float, memory: str | None, detach: bool, argv: tuple[str, ...]) -> None:
+    """Run ARGV as a job on the cluster; its output streams back and its exit status is grid's.
+
+    Arguments arrive literally; for pipes or variables run a shell: grid run -- sh -c 'nproc; hostname'.
+    Ctrl-C stops the job (unless --detach).
+    """
+    from grid_core.backends import load_backend
+    from grid_core.types import JobSpec, WorkRequest
+
+    memory_bytes = parse_size(memory) if memory else 0
+    with state().cluster() as c:
+        backend = load_backend(c.config)
+        request = WorkRequest(cpus=cpus, gpus=gpus, memory_bytes=memory_bytes, origin=c.config.head.name)
+        boosted = None if node else backend.boost_for(c, request)  # a boost lent to this node comes first
+        target = boosted[0] if boosted else choose_node(c, backend, request, node)
+        execution = c.config.execution
+        cwd = execution.working_directory or (os.getcwd() if c.config.node(target).transport_name == "local" else None)
+        spec = JobSpec(argv=argv, node=target, cpus=cpus, gpus=gpus, memory_bytes=memory_bytes, cwd=cwd,
+                       env=dict(execution.environment), job_id=secrets.token_hex(4),
+                       boost=boosted[1] if boosted else None)
+        try:
+            job_id, status = backend.submit(c, spec, detach=detach, on_output=_write)
+        except KeyboardInterrupt:
+            # The driver may not see the interrupt (a closed SSH channel, a broken pipe): stop it from here.
+            if not detach:
+                click.echo(f"interrupted: stopping job {spec.job_id}", err=True)
+                with contextlib.suppress(GridError):
+                    backend.stop_job(c, str(spec.job_id))
+            raise SystemExit(130) from None
+    if detach:
+        click.echo(job_id)
+        click.echo(f"job {job_id} runs on {target}; follow it: grid jobs logs {job_id} --follow", err=True)
+        return
+    if status:
+        raise SystemExit(status)
+
+
+@click.group()
+def jobs() -> None:
+    """List, follow and stop jobs."""
+
+
+def _when(value: Any) -> str:
+    import time
+
+    return "-" if not value else time.strftime("%H:%M:%S", time.localtime(float(value)))
+
+
+@jobs.command("list")
+@json_option
+@config_option
+def list_jobs(as_json: bool) -> None:
+    """Every job the cluster knows, oldest first."""
+    from grid_core.backends import load_backend
+
+    with state().cluster() as c:
+        found = load_backend(c.config).jobs(c)
+    if as_json:
+        print_json(found)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "node", "state", "exit", "submitted", "ended", "command"):
+        table.add_column(column)
+    colours = {"running": "cyan", "pending": "yellow", "succeeded": "green", "failed": "red", "stopped": "magenta"}
+    for job in found:
+        colour = colours.get(job["state"], "white")
+        exit_status = "-" if job.get("exit_status") is None else str(job["exit_status"])
+        table.add_row(job["id"], job["node"], f"[{colour}]{job['state']}[/]", exit_status, _when(job.get("submitted")),
+                      _when(job.get("ended")), " ".join(job["argv"]))
+    console().print(table)
+
+
+@jobs.command()
+@click.option("--follow", "-f", is_flag=True, help="Keep following until the job ends; exit with its status.")
+@config_option
+@click.argument("job_id")
+def logs(follow: bool, job_id: str) -> None:
+    """A job's output (what is kept of it: the last 8 MiB)."""
+    from grid_core.backends import load_backend
+
+    with state().cluster() as c:
+        status = load_backend(c.config).logs(c, job_id, follow=follow, on_output=_write)
+    if follow and status:
+        raise SystemExit(status)
+
+
+@jobs.command("stop")
+@config_option
+@click.argument("job_id")
+def stop_job(job_id: str) -> None:
+    """Stop a job: SIGTERM to its whole process group, SIGKILL after 5 s."""
+    from grid_core.backends import load_backend
+
+    with state().cluster() as c:
+        info = load_backend(c.config).stop_job(c, job_id)
+    click.echo(f"job {job_id}: {info['state']}" + ("" if info.get("exit_status") is None
+                                                   else f" (exit status {info['exit_status']})"))

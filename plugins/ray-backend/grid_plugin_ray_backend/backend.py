@@ -1,0 +1,481 @@
+"""The `ray` backend: Ray's life on the cluster's nodes, driven through each node's transport.
+
+start: probe every node at once (Python, versions, grid's Ray processes there), ask the GCS what
+is alive, start the head and wait for it by asking the GCS, start the missing workers in
+parallel and confirm each has joined. A node counts as up when the GCS lists its raylet alive and
+the raylet process is really there (the GCS notices a killed raylet only after its health checks
+fail). stop: end the processes grid started on each node, by PID (onnode.py), workers first.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from functools import cache
+from importlib import metadata, resources
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from grid_core.errors import GridError
+from grid_core.types import CommandResult, JobSpec, NodeOutcome, Progress, TransportError, WorkRequest
+from grid_plugin_ray_backend import auth, gcs, layout, records
+from grid_plugin_ray_backend.driver import DRIVER_ERROR, EVENT
+
+if TYPE_CHECKING:
+    from grid_core.cluster import Cluster
+    from grid_core.config import ClusterConfig, NodeConfig
+
+DISTS = ("ray", "grid-core", "grid-plugin-ray-backend")
+PROBE_TIMEOUT = 60.0
+START_TIMEOUT = 180.0  # one `ray start`; a cold start on a slow disk takes tens of seconds
+JOIN_TIMEOUT = 60.0
+STOP_TIMEOUT = 60.0
+
+
+@cache
+def onnode_source() -> str:
+    return resources.files("grid_plugin_ray_backend").joinpath("onnode.py").read_text()
+
+
+@cache
+def local_versions() -> dict[str, str | None]:
+    """This machine's versions, which every node must match."""
+    out: dict[str, str | None] = {"python": ".".join(map(str, sys.version_info[:2]))}
+    for dist in DISTS:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+@attrs.frozen
+class Facts:
+    """What a node's probe found."""
+
+    python: str
+    executable: str
+    hostname: str
+    home: str
+    ssh_server_ip: str | None
+    versions: dict[str, str | None]
+    pids: list[int]
+    raylets: list[str]
+
+
+def _tail(result: CommandResult, lines: int = 3) -> str:
+    text = (result.stderr.strip() or result.stdout.strip()).splitlines()
+    return " | ".join(line.strip() for line in text[-lines:]) or f"exit status {result.exit_status}"
+
+
+def route_source(toward: str | None) -> str:
+    """The address this machine sends from toward `toward` (its main address without one);
+    a UDP connect picks the route and sends nothing."""
+    target = toward or "192.0.2.1"  # TEST-NET-1: only the route to it matters
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((target, 9))
+            return str(s.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+def resolve(host: str) -> str:
+    try:
+        return str(socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0])
+    except OSError:
+        return host
+
+
+class RayBackend:
+    """Ray on the nodes of one cluster config."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+
+    # ------------------------------------------------------------------ nodes
+
+    def _dir(self, node: NodeConfig) -> str:
+        return layout.node_dir(self.config, node)
+
+    def probe(self, cluster: Cluster, node: NodeConfig) -> Facts:
+        """Run the probe with the first of the node's interpreters that exists."""
+        transport = cluster.transport(node)
+        candidates = layout.python_candidates(self.config, node)
+        for python in candidates:
+            result = transport.run([python, "-c", onnode_source(), "probe", self._dir(node), *DISTS],
+                                   timeout=PROBE_TIMEOUT)
+            if result.exit_status == 127 or "No such file or directory" in result.stderr:
+                continue
+            if result.exit_status != 0:
+                raise GridError(f"{python} failed on the node: {_tail(result)}")
+            try:
+                return Facts(**json.loads(result.stdout.strip().splitlines()[-1]))
+            except (ValueError, IndexError, TypeError):
+                raise GridError(f"unexpected answer from {python}: {_tail(result)}") from None
+        raise GridError(f"no Python at {' or '.join(candidates)}; run `grid cluster install` or set backend.python")
+
+    def _survey(self, cluster: Cluster, nodes: Sequence[NodeConfig], progress: Progress) -> dict[str, Facts | str]:
+        for node in nodes:
+            progress(node.name, "checking")
+        out: dict[str, Facts | str] = {}
+        for result in cluster.fan_out(nodes, lambda n: self.probe(cluster, n)):
+            out[result.node.name] = result.value if result.error is None else result.error
+        return out
+
+    @staticmethod
+    def mismatch(facts: Facts) -> str | None:
+        """Why the node cannot join this machine's cluster, or None."""
+        here = local_versions()
+        if facts.python.rsplit(".", 1)[0] != here["python"]:
+            return f"Python {facts.python} at {facts.executable}, {here['python']} here; run `grid cluster install`"
+        for dist in DISTS:
+            if facts.versions.get(dist) is None:
+                return f"{dist} is not installed for {facts.executable}; run `grid cluster install`"
+            if facts.versions[dist] != here[dist]:
+                return (f"{dist} {facts.versions[dist]} at {facts.executable}, {here[dist]} here; "
+                        "run `grid cluster install`")
+        return None
+
+    def _addresses(self, survey: dict[str, Facts | str]) -> dict[str, str]:
+        """Each node's address, as the others reach it: set in ray_start_params, else the address
+        its SSH connection arrived at, else its host resolved; local nodes use the route toward
+        the first remote node."""
+        out = {}
+        for node in self.config.nodes:
+            param = node.ray_start_params.get("node-ip-address") or node.ray_start_params.get("node_ip_address")
+            facts = survey.get(node.name)
+            if param:
+                out[node.name] = str(param)
+            elif node.transport_name != "local":
+                ssh_ip = facts.ssh_server_ip if isinstance(facts, Facts) else None
+                out[node.name] = ssh_ip or resolve(node.host)
+        remote = next(iter(out.values()), None)
+        for node in self.config.nodes:
+            out.setdefault(node.name, route_source(remote))
+        return out
+
+    def _gcs_address(self, addresses: dict[str, str]) -> str:
+        return f"{addresses[self.config.head.name]}:{self.config.backend.port}"
+
+    # ------------------------------------------------------------------ the contract
+
+    def install(self, cluster: Cluster, nodes: Sequence[NodeConfig], *, wheelhouse: str | None,
+                extra: Sequence[str], progress: Progress) -> list[NodeOutcome]:
+        from grid_plugin_ray_backend.install import install
+
+        return install(self.config, cluster, nodes, wheelhouse=wheelhouse, extra=extra, progress=progress)
+
+    def check(self, cluster: Cluster) -> list[NodeOutcome]:
+        survey = self._survey(cluster, self.config.nodes, lambda _n, _m: None)
+        out = []
+        for node in self.config.nodes:
+            facts = survey[node.name]
+            if isinstance(facts, str):
+                out.append(NodeOutcome(node.name, False, "failed", facts))
+            elif problem := self.mismatch(facts):
+                out.append(NodeOutcome(node.name, False, "failed", problem))
+            else:
+                out.append(NodeOutcome(node.name, True, "ready", f"ray {facts.versions['ray']} at {facts.executable}"))
+        return out
+
+    def start(self, cluster: Cluster, *, dry_run: bool, progress: Progress) -> list[NodeOutcome]:
+        cfg, head = self.config, self.config.head
+        auth.use_in_this_process(cfg.name)
+        began = time.monotonic()
+        survey = self._survey(cluster, cfg.nodes, progress)
+        failed: dict[str, str] = {}
+        facts: dict[str, Facts] = {}
+        for name, found in survey.items():
+            if isinstance(found, str):
+                failed[name] = found
+            elif problem := self.mismatch(found):
+                failed[name] = problem
+            else:
+                facts[name] = found
+        addresses = self._addresses(survey)
+        gcs_address = self._gcs_address(addresses)
+        alive: dict[str, gcs.RayNode] = {}
+        if head.name in facts and gcs.port_open(gcs_address):
+            try:
+                alive = gcs.alive_by_name(gcs.read_nodes(gcs_address))
+            except gcs.GcsError as exc:
+                failed[head.name] = str(exc)
+
+        def up(name: str) -> bool:
+            return name in alive and name in facts and alive[name].node_id in facts[name].raylets
+
+        head_up = up(head.name)
+        if head.name in failed:
+            for name in facts:
+                if name != head.name:
+                    failed[name] = f"not started: the head {head.name} cannot start"
+            facts = {}
+        plan = {name: "running" if head_up and up(name) else "start" for name in facts}
+        for name, action in plan.items():
+            role = "head" if name == head.name else "worker"
+            progress(name, f"up as {role} at {addresses[name]}; left alone" if action == "running"
+                     else f"will start as {role} at {addresses[name]}")
+        if dry_run:
+            planned = {n: "running" if a == "running" else "would start" for n, a in plan.items()}
+            return self._outcomes(failed, planned, {}, time.monotonic() - began)
+
+        done: dict[str, str] = {n: "running" for n, a in plan.items() if a == "running"}
+        seconds: dict[str, float] = {}
+        state = records.load(cfg.name)
+        workers = [n for n in cfg.nodes if plan.get(n.name) == "start" and n.name != head.name]
+
+        def start_worker(node: NodeConfig) -> None:
+            stale = {alive[node.name].node_id} if node.name in alive else set()
+            self._start_node(cluster, node, facts[node.name], addresses[node.name], gcs_address, gcs_address,
+                             stale, progress)
+
+        if plan.get(head.name) == "start":
+            state = records.Records()  # a new head: what was recorded belongs to the old cluster
+            # Workers start once the head's `ray start` has returned. Starting them as soon as its GCS
+            # answers was slower on a 2-core machine (every start competes for the same CPUs).
+            began = time.monotonic()
+            try:
+                self._start_node(cluster, head, facts[head.name], addresses[head.name], None, gcs_address,
+                                 {alive[head.name].node_id} if head.name in alive else set(), progress)
+                done[head.name] = "started"
+            except (GridError, TransportError) as exc:
+                failed[head.name] = str(exc)
+                for node in workers:
+                    failed[node.name] = f"not started: the head {head.name} did not start"
+            seconds[head.name] = time.monotonic() - began
+        if head.name in done:
+            for result in cluster.fan_out(workers, start_worker):
+                seconds[result.node.name] = result.seconds
+                if result.error is None:
+                    done[result.node.name] = "started"
+                else:
+                    failed[result.node.name] = result.error
+            state.gcs_address = gcs_address
+            for name in done:
+                self._record(state, cfg.node(name), facts[name], addresses[name])
+            records.save(cfg.name, state)
+        return self._outcomes(failed, done, seconds, 0.0)
+
+    def _outcomes(self, failed: dict[str, str], done: dict[str, str], seconds: dict[str, float],
+                  default_seconds: float) -> list[NodeOutcome]:
+        out = []
+        for node in self.config.nodes:
+            took = seconds.get(node.name, default_seconds)
+            if node.name in failed:
+                out.append(NodeOutcome(node.name, False, "failed", failed[node.name], took))
+            else:
+                out.append(NodeOutcome(node.name, True, done.get(node.name, "skipped"), "", took))
+        return out
+
+    def _record(self, state: records.Records, node: NodeConfig, facts: Facts, address: str) -> None:
+        state.nodes[node.name] = records.NodeRecord(self._dir(node), address, facts.executable,
+                                                    node.name == self.config.head.name)
+
+    def _start_node(self, cluster: Cluster, node: NodeConfig, facts: Facts, address: str, head_address: str | None,
+                    gcs_address: str, stale: set[str], progress: Progress) -> None:
+        """Start Ray on one node (stopping grid's leftovers there first) and wait until the GCS lists it."""
+        transport = cluster.transport(node)
+        directory = self._dir(node)
+        if facts.pids:
+            progress(node.name, f"stopping {len(facts.pids)} leftover Ray processes")
+            self._stop_processes(cluster, node, facts.executable, directory)
+        progress(node.name, "copying the token")
+        token = auth.carry(transport, self.config.name, directory)
+        argv = layout.ray_start_argv(self.config, node, python=facts.executable, address=address,
+                                     directory=directory, head_address=head_address)
+        progress(node.name, "ray start")
+        env = {**self.config.backend.env, **auth.ray_env(token)}
+        result = transport.run(argv, env=env, timeout=START_TIMEOUT)
+        if result.exit_status != 0:
+            raise GridError(f"ray start failed: {_tail(result)}")
+        progress(node.name, "waiting for the GCS to list it")
+
+        def joined(nodes: list[gcs.RayNode]) -> gcs.RayNode | None:
+            return next((n for n in nodes if n.alive and n.grid_name == node.name and n.node_id not in stale), None)
+
+        try:
+            gcs.wait_for(gcs_address, joined, JOIN_TIMEOUT)
+        except gcs.GcsError as exc:
+            self._stop_processes(cluster, node, facts.executable, directory)
+            raise GridError(f"started but did not join: {exc}") from None
+        progress(node.name, "joined")
+
+    def _stop_processes(self, cluster: Cluster, node: NodeConfig, python: str, directory: str) -> dict[str, Any]:
+        result = cluster.transport(node).run([python, "-c", onnode_source(), "stop", directory],
+                                             timeout=STOP_TIMEOUT)
+        try:
+            answer: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise GridError(f"stopping Ray failed: {_tail(result)}") from None
+        if answer.get("left"):
+            raise GridError(f"Ray processes {answer['left']} did not end")
+        return answer
+
+    def stop(self, cluster: Cluster, *, progress: Progress) -> list[NodeOutcome]:
+        cfg = self.config
+        state = records.load(cfg.name)
+        known = {n.name for n in cfg.nodes}
+        outcomes: dict[str, NodeOutcome] = {}
+        for name in state.nodes:
+            if name not in known:
+                outcomes[name] = NodeOutcome(name, False, "failed",
+                                             f"grid started Ray there, but the config no longer has node {name!r}")
+
+        def stop_node(node: NodeConfig) -> tuple[str, str]:
+            record = state.nodes.get(node.name)
+            python = record.python if record else None
+            directory = record.directory if record else self._dir(node)
+            progress(node.name, "stopping")
+            if python is None:
+                python = self.probe(cluster, node).executable
+            answer = self._stop_processes(cluster, node, python, directory)
+            count = len(answer["stopped"])
+            return ("stopped", f"{count} processes") if count else ("not running", "")
+
+        head = cfg.head
+        workers = [n for n in cfg.nodes if n.name != head.name]
+        for group in (workers, [head]):
+            for result in cluster.fan_out(group, stop_node):
+                name = result.node.name
+                if result.error is None:
+                    action, detail = result.value
+                    outcomes[name] = NodeOutcome(name, True, action, detail, result.seconds)
+                    state.nodes.pop(name, None)
+                elif name not in state.nodes:
+                    outcomes[name] = NodeOutcome(name, True, "not started", f"not reached: {result.error}",
+                                                 result.seconds)
+                else:
+                    outcomes[name] = NodeOutcome(name, False, "failed", result.error, result.seconds)
+        if not state.nodes:
+            state.gcs_address = None
+        records.save(cfg.name, state)
+        order = [n.name for n in cfg.nodes] + [n for n in outcomes if n not in known]
+        return [outcomes[name] for name in order if name in outcomes]
+
+    def status(self, cluster: Cluster) -> dict[str, dict[str, Any]]:
+        cfg = self.config
+        rows: dict[str, dict[str, Any]] = {
+            n.name: {"alive": False, "cpus": None, "gpus": None, "memory_bytes": None, "resources": {},
+                     "ray_address": None, "node_id": None, "ray_error": None}
+            for n in cfg.nodes
+        }
+        address = records.load(cfg.name).gcs_address
+        if address is None:
+            for row in rows.values():
+                row["ray_error"] = "not started; start it with `grid cluster start`"
+            return rows
+        auth.use_in_this_process(cfg.name)
+        try:
+            nodes = gcs.alive_by_name(gcs.read_nodes(address))
+        except gcs.GcsError as exc:
+            for row in rows.values():
+                row["ray_error"] = str(exc)
+            return rows
+        for name, row in rows.items():
+            node = nodes.get(name)
+            if node is None:
+                row["ray_error"] = "not in the Ray cluster"
+                continue
+            row.update(alive=True, node_id=node.node_id, ray_address=node.address,
+                       cpus=node.total.get("CPU", 0.0), gpus=node.total.get("GPU", 0.0),
+                       memory_bytes=int(node.total.get("memory", 0)), resources=gcs.resource_usage(node))
+        return rows
+
+    # ------------------------------------------------------------------ jobs
+
+    def _driver(self, cluster: Cluster, args: Sequence[str],
+                on_output: Callable[[str, str], None] | None = None) -> tuple[int, str, list[dict[str, Any]]]:
+        """Run the driver on the head: its exit status, stdout (unless streamed) and @grid events."""
+        cfg, head = self.config, self.config.head
+        state = records.load(cfg.name)
+        record = state.nodes.get(head.name)
+        if state.gcs_address is None or record is None:
+            raise GridError(f"cluster {cfg.name!r} is not running; start it with `grid cluster start`")
+        argv = [record.python, "-m", "grid_plugin_ray_backend.driver", "--address", state.gcs_address,
+                "--namespace", cfg.backend.namespace, "--head", head.name, *args]
+        env = {**cfg.backend.env, **auth.ray_env(layout.token_path(record.directory))}
+        events: list[dict[str, Any]] = []
+        pending = {"stderr": ""}
+
+        def relay(stream: str, text: str) -> None:
+            if stream == "stdout":
+                if on_output:
+                    on_output(stream, text)
+                return
+            pending["stderr"] += text
+            *lines, pending["stderr"] = pending["stderr"].split("\n")
+            for line in lines:
+                if line.startswith(EVENT):
+                    events.append(json.loads(line[len(EVENT):]))
+                elif on_output:
+                    on_output("stderr", line + "\n")
+
+        result = cluster.transport(head).run(argv, env=env, on_output=relay)
+        if pending["stderr"]:
+            relay("stderr", "\n")
+        for found in events:
+            if found.get("event") == "error":
+                raise GridError(found["message"])
+        if result.exit_status == DRIVER_ERROR and not events:
+            raise GridError(f"the driver on {head.name} failed: {_tail(result)}")
+        return result.exit_status, result.stdout, events
+
+    def submit(self, cluster: Cluster, spec: JobSpec, *, detach: bool,
+               on_output: Callable[[str, str], None]) -> tuple[str, int | None]:
+        job_id = spec.job_id or new_job_id()
+        payload = json.dumps({"job_id": job_id, "node": spec.node, "argv": list(spec.argv), "cpus": spec.cpus,
+                              "gpus": spec.gpus, "memory_bytes": spec.memory_bytes, "cwd": spec.cwd,
+                              "boost": spec.boost, "env": dict(spec.env)})
+        status, _, _ = self._driver(cluster, ["run", *(["--detach"] if detach else []), payload],
+                                    on_output=on_output)
+        return job_id, None if detach else status
+
+    def jobs(self, cluster: Cluster) -> list[dict[str, Any]]:
+        _, stdout, _ = self._driver(cluster, ["list"])
+        return list(json.loads(stdout.strip().splitlines()[-1]))
+
+    def logs(self, cluster: Cluster, job_id: str, *, follow: bool,
+             on_output: Callable[[str, str], None]) -> int | None:
+        status, _, _ = self._driver(cluster, ["logs", *(["--follow"] if follow else []), job_id], on_output=on_output)
+        return status
+
+    def stop_job(self, cluster: Cluster, job_id: str) -> dict[str, Any]:
+        _, stdout, _ = self._driver(cluster, ["stop", job_id])
+        return dict(json.loads(stdout.strip().splitlines()[-1]))
+
+
+    def boost_for(self, cluster: Cluster, request: WorkRequest) -> tuple[str, str] | None:
+        """A boost lent to the request's origin with room for it: (node, boost reservation)."""
+        state = records.load(self.config.name)
+        if state.gcs_address is None or not request.origin:
+            return None
+        auth.use_in_this_process(self.config.name)
+        try:
+            groups = gcs.boost_groups(state.gcs_address, request.origin)
+            names = {n.node_id: n.grid_name for n in gcs.read_nodes(state.gcs_address) if n.alive}
+        except gcs.GcsError:
+            return None
+        for group in groups:
+            free = group.free
+            if (free.get("CPU", 0.0) >= request.cpus and free.get("GPU", 0.0) >= request.gpus
+                    and free.get("memory", 0.0) >= request.memory_bytes and names.get(group.node_id)):
+                return str(names[group.node_id]), group.name
+        return None
+
+    def control(self, cluster: Cluster, action: str, params: dict[str, Any]) -> Any:
+        from grid_core.config import unstructure
+
+        config = json.dumps(unstructure(self.config))
+        _, stdout, _ = self._driver(cluster, ["control", action, json.dumps(params), config])
+        return json.loads(stdout.strip().splitlines()[-1])
+
+
+def new_job_id() -> str:
+    import secrets
+
+    return secrets.token_hex(4)

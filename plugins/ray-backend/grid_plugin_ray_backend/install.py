@@ -1,0 +1,217 @@
+"""`grid cluster install`: each node gets a venv with this machine's Ray and grid (core and plugins).
+
+What "the same" means: the exact versions installed here of ray, grid-core and every distribution
+that registers grid plugins. grid's own distributions are built into wheels here (`pip wheel`
+from the source trees they were installed from) unless the wheelhouse already holds them; the
+wheels are copied to each node over its transport and pip installs from them. With a wheelhouse
+pip also takes Ray and every dependency from it (`--no-index`), for nodes without internet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
+
+from grid_core.errors import GridError
+from grid_core.types import CommandResult, NodeOutcome, Progress
+from grid_plugin_ray_backend import layout
+
+if TYPE_CHECKING:
+    from grid_core.cluster import Cluster
+    from grid_core.config import ClusterConfig, NodeConfig
+
+PIP_TIMEOUT = 1800.0
+
+
+def wanted() -> dict[str, str]:
+    """Distribution -> version every node must have: ray, grid-core and the grid plugins here."""
+    names = {"ray", "grid-core"} | {ep.dist.name for ep in metadata.entry_points(group="grid") if ep.dist}
+    out = {}
+    for name in sorted(names):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _has_wheel(directory: Path, dist: str, version: str) -> bool:
+    """Whether a wheel `{dist}-{version}-...whl` is there (names compared as PEP 503 does)."""
+    for path in directory.glob("*.whl"):
+        parts = path.name.split("-")
+        if len(parts) >= 5 and _norm(parts[0]) == _norm(dist) and parts[1] == version:
+            return True
+    return False
+
+
+def source_tree(dist: str) -> str | None:
+    """The local source directory a distribution was installed from (PEP 610), if any."""
+    # Several may be found (an .egg-info in the working directory shadows the installed one).
+    for found in metadata.distributions(name=dist):
+        text = found.read_text("direct_url.json")
+        if not text:
+            continue
+        parsed = urlparse(json.loads(text).get("url", ""))
+        path = unquote(parsed.path)
+        if parsed.scheme == "file" and os.path.isdir(path):
+            return path
+    return None
+
+
+def _dist_of(wheel: Path) -> str:
+    return _norm(wheel.name.split("-", 1)[0])
+
+
+def build_grid_wheels(target: Path, versions: dict[str, str], wheelhouse: Path | None) -> list[Path]:
+    """The wheels to copy: grid's distributions built fresh from their source trees (a wheel of
+    the same version in the wheelhouse may hold older code), else taken from the wheelhouse;
+    plus, with a wheelhouse, everything else in it."""
+    grid_dists = [d for d in versions if d != "ray"]
+    trees = {d: source_tree(d) for d in grid_dists}
+    lost = [d for d in grid_dists if trees[d] is None and not (wheelhouse and _has_wheel(wheelhouse, d, versions[d]))]
+    if lost:
+        where = f"in {wheelhouse} " if wheelhouse else ""
+        raise GridError(f"no wheel of {', '.join(lost)} {where}and no source tree to build one from; "
+                        "pass --wheelhouse DIR holding them")
+    built = [tree for tree in trees.values() if tree]
+    if built:
+        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                                 "--wheel-dir", str(target), *built], capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            raise GridError(f"building grid's wheels failed: {result.stderr.strip()[-500:]}")
+    fresh = sorted(target.glob("*.whl"))
+    shadowed = {_dist_of(w) for w in fresh}
+    kept = [w for w in sorted(wheelhouse.glob("*.whl")) if _dist_of(w) not in shadowed] if wheelhouse else []
+    return fresh + kept
+
+
+class Installer:
+    """One install run: the wheels prepared here (once, by the first node that needs them), then
+    each node brought to match."""
+
+    def __init__(self, config: ClusterConfig, cluster: Cluster, wheelhouse: str | None, extra: Sequence[str],
+                 progress: Progress) -> None:
+        self.config, self.cluster, self.extra, self.progress = config, cluster, list(extra), progress
+        self.versions = wanted()
+        self.wheelhouse = Path(wheelhouse).expanduser() if wheelhouse is not None else None
+        if self.wheelhouse is not None and not _has_wheel(self.wheelhouse, "ray", self.versions["ray"]):
+            raise GridError(f"{self.wheelhouse} has no wheel of ray {self.versions['ray']}; fill it with: "
+                            f"pip download -d {self.wheelhouse} ray=={self.versions['ray']} and grid's dependencies")
+        self._tmp = tempfile.TemporaryDirectory(prefix="grid-wheels-")
+        self._wheels: list[Path] | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def wheels(self, node: NodeConfig) -> list[Path]:
+        with self._lock:
+            if self._wheels is None:
+                self.progress(node.name, "building grid's wheels here")
+                self._wheels = build_grid_wheels(Path(self._tmp.name), self.versions, self.wheelhouse)
+            return self._wheels
+
+    def venv(self, node: NodeConfig) -> str:
+        return layout.on_node(node, self.config.backend.venv or layout.DEFAULT_VENV)
+
+    def run(self, node: NodeConfig, argv: Sequence[str], timeout: float = 300.0) -> CommandResult:
+        return self.cluster.transport(node).run(argv, timeout=timeout)
+
+    def current(self, node: NodeConfig, python: str) -> dict[str, str | None] | None:
+        """The versions in the node's venv, or None when it has no venv yet."""
+        from grid_plugin_ray_backend.backend import onnode_source
+
+        names = [*self.versions, *(_requirement_name(x) for x in self.extra)]
+        result = self.run(node, [python, "-c", onnode_source(), "probe", "/nonexistent", *names], timeout=60)
+        if result.exit_status == 127 or "No such file or directory" in result.stderr:
+            return None
+        if result.exit_status != 0:
+            raise GridError(f"{python} failed: {result.stderr.strip()[-300:]}")
+        versions: dict[str, str | None] = json.loads(result.stdout.strip().splitlines()[-1])["versions"]
+        return versions
+
+    def install(self, node: NodeConfig) -> tuple[str, str]:
+        if node.python:
+            return "skipped", f"nodes[{node.name}].python is set; grid uses that interpreter as it is"
+        venv = self.venv(node)
+        python = posixpath.join(venv, "bin", "python")
+        if node.transport_name == "local" and os.path.realpath(python) == os.path.realpath(sys.executable):
+            return "up to date", "this machine's own environment"
+        have = self.current(node, python)
+        if have is not None and self._matches(have):
+            return "up to date", f"ray {self.versions['ray']} in {venv}"
+        if have is None:
+            self.progress(node.name, f"creating {venv}")
+            base = self.config.backend.python or "python3"
+            made = self.run(node, [base, "-m", "venv", venv], timeout=300)
+            if made.exit_status != 0:
+                raise GridError(f"cannot create {venv} with {base}: {made.stderr.strip()[-300:]}")
+        directory = posixpath.join(layout.node_dir(self.config, node), "wheels")
+        self._copy_wheels(node, directory)
+        self.progress(node.name, "pip install")
+        pins = [f"{d}=={v}" for d, v in self.versions.items()]
+        argv = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--find-links", directory,
+                *(["--no-index"] if self.wheelhouse else []), *pins, *self.extra]
+        result = self.run(node, argv, timeout=PIP_TIMEOUT)
+        self.run(node, ["rm", "-rf", directory], timeout=60)
+        if result.exit_status != 0:
+            raise GridError(f"pip install failed: {result.stderr.strip()[-500:]}")
+        have = self.current(node, python)
+        if have is None or not self._matches(have):
+            raise GridError(f"after pip install {venv} still differs: {have}")
+        return "installed", f"ray {self.versions['ray']} in {venv}"
+
+    def _matches(self, have: dict[str, str | None]) -> bool:
+        return all(have.get(d) == v for d, v in self.versions.items()) and all(
+            have.get(_requirement_name(x)) for x in self.extra)
+
+    def _copy_wheels(self, node: NodeConfig, directory: str) -> None:
+        files = self.wheels(node)
+        transport = self.cluster.transport(node)
+        made = transport.run(["sh", "-c", 'umask 077 && mkdir -p "$1"', "sh", directory], timeout=60)
+        if made.exit_status != 0:
+            raise GridError(f"cannot make {directory}: {made.stderr.strip()}")
+        size = sum(w.stat().st_size for w in files) / 2**20
+        self.progress(node.name, f"copying {len(files)} wheels ({size:.0f} MiB)")
+        for wheel in files:
+            transport.put(str(wheel), posixpath.join(directory, wheel.name))
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]
+
+
+def install(config: ClusterConfig, cluster: Cluster, nodes: Sequence[NodeConfig], *, wheelhouse: str | None,
+            extra: Sequence[str], progress: Progress) -> list[NodeOutcome]:
+    """Bring each node's venv to this machine's versions, all nodes at once."""
+    installer = Installer(config, cluster, wheelhouse, extra, progress)
+    try:
+        for node in nodes:
+            progress(node.name, "checking")
+        results = {r.node.name: r for r in cluster.fan_out(nodes, installer.install)}
+    finally:
+        installer.close()
+    out = []
+    for node in nodes:
+        r = results[node.name]
+        if r.error is not None:
+            out.append(NodeOutcome(node.name, False, "failed", r.error, r.seconds))
+        else:
+            action, detail = r.value
+            out.append(NodeOutcome(node.name, True, action, detail, r.seconds))
+    return out

@@ -1,0 +1,181 @@
+"""Jobs: a command run on a chosen node by a detached Ray actor, its output kept on the head.
+
+Two kinds of actor live in grid's namespace, both detached so they outlive the CLI:
+- `grid-jobs`, one per cluster, on the head (no CPU): every job's record and its output.
+- `grid-job-<id>`, one per job, pinned to its node by the node's `grid-node-<name>` resource and
+  holding the job's CPUs, GPUs and memory while it runs: it runs the command in a new session,
+  sends its output to `grid-jobs` as it comes, records the exit status and then exits, freeing
+  the resources.
+
+This module is imported on the nodes by Ray's workers, so it imports only the standard library at
+the top; Ray is there when these classes run.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+REGISTRY = "grid-jobs"
+RUNNER = "grid-job-{}"
+MAX_OUTPUT_CHARS = 8 * 2**20  # per job; older output is dropped beyond it
+STOP_GRACE = 5.0
+FLUSH_SECONDS = 0.1
+
+Chunk = tuple[str, str]  # (stream, text)
+
+
+class JobRegistry:
+    """Every job's record and output; one per cluster, on the head."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.output: dict[str, list[Chunk]] = {}
+        self.dropped: dict[str, int] = {}  # chunks dropped from the front of each job's output
+        self.chars: dict[str, int] = {}
+
+    def add(self, info: dict[str, Any]) -> None:
+        job_id = info["id"]
+        self.jobs[job_id] = {"state": "pending", "exit_status": None, "submitted": time.time(), **info}
+        self.output[job_id], self.dropped[job_id], self.chars[job_id] = [], 0, 0
+
+    def update(self, job_id: str, fields: Mapping[str, Any]) -> None:
+        if job_id in self.jobs and self.jobs[job_id]["state"] in ("pending", "running"):
+            self.jobs[job_id].update(fields)
+
+    def append(self, job_id: str, chunks: Sequence[Chunk]) -> None:
+        if job_id not in self.output:
+            return
+        out = self.output[job_id]
+        out.extend(chunks)
+        self.chars[job_id] += sum(len(text) for _, text in chunks)
+        while self.chars[job_id] > MAX_OUTPUT_CHARS and len(out) > 1:
+            self.chars[job_id] -= len(out.pop(0)[1])
+            self.dropped[job_id] += 1
+
+    def read(self, job_id: str, offset: int) -> tuple[list[Chunk], int, dict[str, Any] | None]:
+        """Output chunks from `offset` (a count of chunks since the job began), the next offset, the record."""
+        if job_id not in self.jobs:
+            return [], offset, None
+        start = max(0, offset - self.dropped[job_id])
+        chunks = self.output[job_id][start:]
+        return chunks, self.dropped[job_id] + start + len(chunks), dict(self.jobs[job_id])
+
+    def list(self) -> list[dict[str, Any]]:
+        return [dict(job) for job in sorted(self.jobs.values(), key=lambda j: j["submitted"])]
+
+
+class JobRunner:
+    """Runs one job's command on its node from the moment it is placed, reports to the registry,
+    and ends itself when the command ends."""
+
+    def __init__(self, job_id: str, argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
+                 namespace: str) -> None:
+        self.job_id, self.argv, self.namespace = job_id, list(argv), namespace
+        self.cwd = cwd or os.path.expanduser("~")
+        # The node's own interpreter (grid's venv there) comes first on PATH, so `python` is the one with Ray.
+        path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+        self.env = {**os.environ, "PATH": path, **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stopping = False
+        # The job starts with the actor, not with a method call: a call from a driver that has
+        # exited (`grid run --detach`) before the actor was placed would never be delivered.
+        threading.Thread(target=self.run, name=f"grid-job-{job_id}", daemon=True).start()
+
+    def ping(self) -> bool:
+        """True once the actor is up; a failed start raises here for whoever asks."""
+        return True
+
+    def run(self) -> int:
+        import ray
+
+        registry = ray.get_actor(REGISTRY, namespace=self.namespace)
+        try:
+            self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            message = f"grid: cannot run {self.argv[0]!r} in {self.cwd}: {exc.strerror or exc}\n"
+            ray.get(registry.append.remote(self.job_id, [("stderr", message)]))
+            ray.get(registry.update.remote(self.job_id, {"state": "failed", "exit_status": 127, "ended": time.time()}))
+            return self._exit(127)
+        registry.update.remote(self.job_id, {"state": "running", "pid": self.proc.pid, "started": time.time(),
+                                             "hostname": socket.gethostname()})
+        chunks: queue.Queue[Chunk | None] = queue.Queue()
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        pumps = [threading.Thread(target=_pump, args=(name, stream, chunks), daemon=True)
+                 for name, stream in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr))]
+        for pump in pumps:
+            pump.start()
+        open_streams = len(pumps)
+        while open_streams:
+            batch: list[Chunk] = []
+            deadline = time.monotonic() + FLUSH_SECONDS
+            while open_streams and time.monotonic() < deadline:
+                try:
+                    item = chunks.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    open_streams -= 1
+                else:
+                    batch.append(item)
+            if batch:
+                registry.append.remote(self.job_id, batch)
+        status = self.proc.wait()
+        exit_status = status if status >= 0 else 128 - status
+        state = "stopped" if self.stopping else "succeeded" if exit_status == 0 else "failed"
+        # Calls from one caller run in order, so every append lands before this.
+        ray.get(registry.update.remote(self.job_id, {"state": state, "exit_status": exit_status,
+                                                     "ended": time.time()}))
+        return self._exit(exit_status)
+
+    def stop(self) -> bool:
+        """SIGTERM the job's whole session, SIGKILL it after a grace period; False if it was not running."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return False
+        self.stopping = True
+        _signal_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid, signal.SIGKILL)
+        return True
+
+    def _exit(self, exit_status: int) -> int:
+        """End the actor, so its CPUs and GPUs are free for the next job."""
+        import ray
+
+        ray.kill(ray.get_actor(RUNNER.format(self.job_id), namespace=self.namespace))
+        return exit_status
+
+
+def _pump(name: str, stream: Any, chunks: queue.Queue[Chunk | None]) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    fd = stream.fileno()
+    while True:
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        text = decoder.decode(data)
+        if text:
+            chunks.put((name, text))
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        chunks.put((name, tail))
+    chunks.put(None)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(OSError):
+        os.killpg(pid, sig)

@@ -1,0 +1,130 @@
+"""Where grid keeps things on a node, which Python it uses there, and the `ray start` command line.
+
+Each node gets one directory of grid's own, `<base>/grid-<cluster>-<node>` (mode 0700): the token
+(`auth_token`, 0600) and Ray's temp dir (`ray/`, which Ray makes world-writable; the 0700 parent
+keeps others out). Ray's processes name that temp dir on their command lines, which is how grid
+finds, on each node, exactly the processes it started (onnode.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import sys
+import tempfile
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from grid_core.config import ClusterConfig, NodeConfig
+
+DEFAULT_VENV = "~/.grid/venv"
+NODE_RESOURCE = "grid-node-{}"
+# Ray's longest socket path is <temp>/ray/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store;
+# a Unix socket path holds at most 107 bytes.
+SOCKET_SUFFIX = len("/ray/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
+# Options grid sets itself; the same keys in a node's ray_start_params would break what grid relies on.
+RESERVED = frozenset({"head", "address", "port", "temp-dir", "block", "include-dashboard"})
+
+
+def node_resource(name: str) -> str:
+    """The custom resource that names a node, so work can be pinned to it."""
+    return NODE_RESOURCE.format(name)
+
+
+def on_node(node: NodeConfig, path: str) -> str:
+    """A path as the node's transport takes it: `~` expanded here for local nodes; for remote
+    nodes made relative, because SSH starts in the home directory."""
+    if node.transport_name == "local":
+        return os.path.expanduser(path)
+    if path == "~":
+        return "."
+    return path[2:] if path.startswith("~/") else path
+
+
+def node_dir(config: ClusterConfig, node: NodeConfig) -> str:
+    """grid's directory on the node: under backend.temp_dir, else $RAY_TMPDIR or /tmp."""
+    if config.backend.temp_dir:
+        base = on_node(node, config.backend.temp_dir)
+    elif node.transport_name == "local":
+        base = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    else:
+        base = "/tmp"
+    path = posixpath.join(base, f"grid-{config.name}-{node.name}")
+    if len(path) + SOCKET_SUFFIX > 107:
+        digest = hashlib.sha1(f"{config.name}/{node.name}".encode()).hexdigest()[:12]
+        path = posixpath.join(base, f"grid-{digest}")
+    return path
+
+
+def token_path(directory: str) -> str:
+    return posixpath.join(directory, "auth_token")
+
+
+def python_candidates(config: ClusterConfig, node: NodeConfig) -> list[str]:
+    """Interpreters to try on the node, in order: the configured one, else (local) this one,
+    else (remote) the venv `grid cluster install` makes, then python3."""
+    venv = posixpath.join(config.backend.venv, "bin", "python") if config.backend.venv else None
+    explicit = node.python or venv or config.backend.python
+    if explicit:
+        return [on_node(node, explicit)]
+    if node.transport_name == "local":
+        return [sys.executable]
+    return [on_node(node, posixpath.join(DEFAULT_VENV, "bin", "python")), "python3"]
+
+
+def _resources(value: Any) -> dict[str, float]:
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, Mapping):
+        raise ValueError(f"resources must be a table or a JSON object, got {value!r}")
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def start_options(config: ClusterConfig, node: NodeConfig) -> tuple[dict[str, Any], list[str]]:
+    """The node's own `ray start` options (sizes, seed ray_start_params) and notes on ignored keys."""
+    options: dict[str, Any] = {}
+    notes = []
+    if node.cpu_count is not None:
+        options["num-cpus"] = node.cpu_count
+    if node.gpu_count is not None:
+        options["num-gpus"] = node.gpu_count
+    if node.memory_gb is not None:
+        options["memory"] = int(node.memory_gb * 2**30)
+    resources = {node_resource(node.name): 1000.0}
+    for key, value in node.ray_start_params.items():
+        flag = key.replace("_", "-").lstrip("-")
+        if flag == "resources":
+            resources.update(_resources(value))
+        elif flag in RESERVED:
+            notes.append(f"ray_start_params.{key} is set by grid and ignored")
+        else:
+            options[flag] = value
+    options["resources"] = json.dumps(resources, sort_keys=True)
+    return options, notes
+
+
+def ray_start_argv(config: ClusterConfig, node: NodeConfig, *, python: str, address: str, directory: str,
+                   head_address: str | None) -> list[str]:
+    """`python -m ray.scripts.scripts start ...` for a head (head_address None) or a worker."""
+    options, _ = start_options(config, node)
+    options.setdefault("node-ip-address", address)
+    argv = [python, "-m", "ray.scripts.scripts", "start"]
+    if head_address is None:
+        argv += ["--head", f"--port={config.backend.port}"]
+        if config.backend.dashboard:
+            argv += ["--include-dashboard=true", f"--dashboard-host={options['node-ip-address']}",
+                     f"--dashboard-port={config.backend.dashboard_port}"]
+        else:
+            argv.append("--include-dashboard=false")
+    else:
+        argv.append(f"--address={head_address}")
+    argv += [f"--temp-dir={posixpath.join(directory, 'ray')}", "--disable-usage-stats"]
+    for flag, value in options.items():
+        if value is True:
+            argv.append(f"--{flag}")
+        elif value is not False and value is not None:
+            argv.append(f"--{flag}={value}")
+    return argv

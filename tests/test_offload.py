@@ -1,0 +1,283 @@
+"""Offload and boost end to end: a real two-node Ray cluster started by grid, driven through the CLI.
+
+Both nodes are this machine (two raylets, `local` transport): distinct hosts do not matter here,
+and the head must be the machine the CLI and the CPU burners run on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grid_core.config import load_file
+from grid_plugin_ray_backend import layout, onnode
+from tests.conftest import grid
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+INTERVAL = 1.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, Any]]:
+    root = Path(tempfile.mkdtemp(prefix="gro", dir="/tmp"))  # short: Unix socket paths hold 107 bytes
+    env = {"HOME": str(root / "home"), "GRID_STATE_DIR": str(root / "state"), "RAY_TMPDIR": str(root / "rt"),
+           "XDG_STATE_HOME": str(root / "xdg"), "RAY_AUTH_MODE": "disabled"}
+    for key in ("HOME", "RAY_TMPDIR"):
+        Path(env[key]).mkdir(parents=True)
+    config = root / "grid.toml"
+    config.write_text(textwrap.dedent(f"""
+        name = "offl"
+        [[nodes]]
+        name = "head"
+        role = "head"
+        transport = "local"
+        cpu_count = 2
+        memory_gb = 2
+        [[nodes]]
+        name = "w1"
+        transport = "local"
+        cpu_count = 2
+        memory_gb = 2
+        [backend]
+        port = {_free_port()}
+        [offload]
+        interval_seconds = {INTERVAL}
+        cooldown_seconds = 2.0
+        window = 2
+        """))
+    env["GRID_CONFIG"] = str(config)
+    started = grid("cluster", "start", env=env, timeout=180)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield {"env": env, "config": config, "root": root}
+    finally:
+        grid("cluster", "stop", env=env, timeout=120)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("RAY_TMPDIR", env["RAY_TMPDIR"])
+            cfg = load_file(config)
+            for node in cfg.nodes:
+                for pid in onnode.grid_processes(layout.node_dir(cfg, node))[0]:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def cli(c: dict[str, Any], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return grid(*args, env=c["env"], timeout=timeout)
+
+
+def ok_json(c: dict[str, Any], *args: str) -> Any:
+    result = cli(c, *args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def ray_program(c: dict[str, Any], body: str, timeout: float = 120) -> Any:
+    """Run a Ray driver on the head (this machine) against the cluster, with grid's token; its JSON."""
+    from grid_plugin_ray_backend import records
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRID_STATE_DIR", c["env"]["GRID_STATE_DIR"])
+        address = records.load("offl").gcs_address
+        token = Path(c["env"]["GRID_STATE_DIR"], "offl", "auth_token")
+    script = textwrap.dedent(f"""
+        import json, ray
+        ray.init(address={address!r}, namespace="grid", log_to_driver=False)
+        nodes = {{k[len("grid-node-"):]: n["NodeID"] for n in ray.nodes() if n["Alive"]
+                 for k in n["Resources"] if k.startswith("grid-node-")}}
+        """) + textwrap.dedent(body)
+    env = {**os.environ, **c["env"], "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+WHERE_TASKS_RUN = """
+@ray.remote(num_cpus=1)
+def where():
+    import time
+    time.sleep(0.2)
+    return ray.get_runtime_context().get_node_id()
+ids = ray.get([where.remote() for _ in range(4)], timeout=60)
+by_id = {v: k for k, v in nodes.items()}
+print(json.dumps(sorted({by_id[i] for i in ids})))
+"""
+
+
+def wait_for(check: Any, timeout: float, step: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(step)
+    return check()
+
+
+def test_bad_settings_change_nothing(cluster: dict[str, Any]) -> None:
+    before = ok_json(cluster, "offload", "auto", "--status")
+    for args, message in ((["--threshold", "cpu=180"], "at most 100"), (["--threshold", "gpu=x"], "not a number"),
+                          (["--policy", "nope"], "no offload policy named 'nope'")):
+        result = cli(cluster, "offload", "auto", "--enable", *args)
+        assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+    assert ok_json(cluster, "offload", "auto", "--status") == before
+    assert cli(cluster, "offload", "auto").returncode == 2  # no mode
+
+
+def test_burner_holds_the_head_and_tasks_go_to_the_worker(cluster: dict[str, Any]) -> None:
+    enabled = ok_json(cluster, "offload", "auto", "--enable", "--threshold", "cpu=60")
+    assert enabled["enabled"] is True and enabled["thresholds"]["cpu"] == 60
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        began = time.monotonic()
+        held = wait_for(lambda: "head" in ok_json(cluster, "offload", "auto", "--status")["held"], timeout=30)
+        assert held, ok_json(cluster, "offload", "auto", "--status")
+        print(f"held {time.monotonic() - began:.1f} s after the burners started (interval {INTERVAL} s)")
+        status = ok_json(cluster, "offload", "auto", "--status")
+        assert "cpu" in status["held"]["head"]["reason"]
+        assert ray_program(cluster, WHERE_TASKS_RUN) == ["w1"]  # Ray itself keeps new work off the head
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    freed = wait_for(lambda: not ok_json(cluster, "offload", "auto", "--status")["held"], timeout=60)
+    assert freed, ok_json(cluster, "offload", "auto", "--status")
+    pinned = "r = ray.remote(num_cpus=1, resources={'grid-node-head': 0.001})(lambda: 1)\nprint(ray.get(r.remote()))"
+    assert ray_program(cluster, pinned) == 1  # the head takes work again
+    assert ok_json(cluster, "offload", "auto", "--status")["last_event"]["kind"] in ("release", "settings")
+    ok_json(cluster, "offload", "auto", "--disable")
+
+
+def test_settings_and_holds_survive_a_controller_restart(cluster: dict[str, Any]) -> None:
+    ok_json(cluster, "offload", "auto", "--enable", "--threshold", "cpu=95", "--threshold", "memory=90")
+    assert cli(cluster, "offload", "hold", "w1", "--reason", "disk swap").returncode == 0
+    restarted = ray_program(cluster, """
+        ctl = ray.get_actor("grid-offload")
+        ray.kill(ctl, no_restart=False)
+        import time
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                print(json.dumps(ray.get(ray.get_actor("grid-offload").status.remote(), timeout=5)))
+                break
+            except Exception:
+                time.sleep(0.5)
+        """)
+    assert restarted["enabled"] is True and restarted["thresholds"]["cpu"] == 95
+    assert restarted["held"]["w1"]["reason"] == "manual: disk swap" and restarted["held"]["w1"]["groups"]
+    status = ok_json(cluster, "offload", "auto", "--status")
+    assert status["held"]["w1"]["manual"] is True
+    assert cli(cluster, "offload", "release", "w1").returncode == 0
+    assert "w1" not in ok_json(cluster, "offload", "auto", "--status")["held"]
+    ok_json(cluster, "offload", "auto", "--disable")
+
+
+def _available_cpu(c: dict[str, Any], node: str) -> float:
+    rows = ok_json(c, "cluster", "status")["nodes"]
+    return float(next(r for r in rows if r["name"] == node)["resources"]["CPU"]["available"])
+
+
+def test_boost_reserves_on_the_worker_and_grid_run_uses_it(cluster: dict[str, Any]) -> None:
+    before = _available_cpu(cluster, "w1")
+    made = ok_json(cluster, "boost", "request", "head", "cpu", "1", "--priority", "high")
+    assert (made["source"], made["target"], made["state"]) == ("w1", "head", "active")
+    assert wait_for(lambda: _available_cpu(cluster, "w1") == before - 1, timeout=10)
+    ran = cli(cluster, "run", "--", sys.executable, "-c", "print('in the boost')")
+    assert ran.returncode == 0 and "in the boost" in ran.stdout
+    job = ok_json(cluster, "jobs", "list")[-1]
+    assert job["node"] == "w1"
+    listed = ok_json(cluster, "boost", "list")
+    assert [b["id"] for b in listed] == [made["id"]]
+    assert set(listed[0]) >= {"id", "target", "source", "resource", "amount", "priority", "expires_at", "state"}
+    assert cli(cluster, "boost", "release", made["id"]).returncode == 0
+    assert wait_for(lambda: _available_cpu(cluster, "w1") == before, timeout=10)
+    again = cli(cluster, "boost", "release", made["id"])
+    assert again.returncode != 0 and "already released" in again.stderr
+
+
+def test_boosts_expire(cluster: dict[str, Any]) -> None:
+    made = ok_json(cluster, "boost", "request", "head", "cpu", "1", "--duration", "2s")
+    assert made["expires_at"] is not None
+    state = wait_for(lambda: next(b["state"] for b in ok_json(cluster, "boost", "status") if b["id"] == made["id"])
+                     == "expired", timeout=20)
+    assert state
+
+
+def test_impossible_boost_fails_cleanly(cluster: dict[str, Any]) -> None:
+    before = ok_json(cluster, "boost", "status")
+    for args, message in ((["head", "cpu", "64"], "no node can lend 64 cpu"), (["head", "disk", "1"], "disk"),
+                          (["head", "cpu", "1", "--source", "nowhere"], "no node named 'nowhere'"),
+                          (["head", "cpu", "1", "--duration", "soon"], "duration 'soon'")):
+        result = cli(cluster, "boost", "request", *args)
+        assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+    assert ok_json(cluster, "boost", "status") == before
+
+
+def test_scan_finds_a_busy_process_and_move_restarts_it_on_a_worker(cluster: dict[str, Any], tmp_path: Path) -> None:
+    script, stop = tmp_path / "busy.py", tmp_path / "stop"
+    script.write_text("import os, sys\nwhile not os.path.exists(sys.argv[1]): pass\nprint('busy work done')\n")
+    original = subprocess.Popen([sys.executable, str(script), str(stop)], cwd=tmp_path)
+    try:
+        time.sleep(1.0)
+        found = ok_json(cluster, "offload", "scan")
+        mine = next(p for p in found if p["pid"] == original.pid)
+        assert mine["cpu_percent"] > 20 and mine["kind"] == "python" and "cpu" in mine["why"]
+        move = subprocess.Popen([sys.executable, "-m", "grid_core", "offload", "move", str(original.pid), "--to", "w1",
+                                 "--stop-original"], env={**os.environ, **cluster["env"]}, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert original.wait(timeout=60) == -signal.SIGTERM  # stopped once the copy was running
+        stop.touch()  # now the copy (the same command, restarted on w1) may finish
+        out, err = move.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            original.kill()
+        stop.touch()
+    assert move.returncode == 0, err
+    assert "restarting (not live-migrating)" in err and "busy work done" in out
+    job = ok_json(cluster, "jobs", "list")[-1]
+    assert job["node"] == "w1" and job["argv"][-2:] == [str(script), str(stop)] and job["state"] == "succeeded"
+
+
+def test_watch_draws_nodes_and_holds_and_quits_on_q(cluster: dict[str, Any]) -> None:
+    assert cli(cluster, "offload", "hold", "w1", "--reason", "watch test").returncode == 0
+    parent, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "grid_core", "offload", "watch", "--interval", "0.5"],
+                            stdin=child, stdout=child, stderr=child, env={**os.environ, **cluster["env"],
+                                                                           "COLUMNS": "160", "LINES": "50"})
+    os.close(child)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (b"w1" in screen and b"held" in screen and b"head" in screen):
+            if select.select([parent], [], [], 0.5)[0]:
+                screen += os.read(parent, 65536)
+        os.write(parent, b"q")
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(parent)
+        cli(cluster, "offload", "release", "w1")
+    text = screen.decode(errors="replace")
+    assert "watch test" in text and "held" in text and "grid offload" in text

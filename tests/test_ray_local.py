@@ -1,0 +1,190 @@
+"""The ray backend on the embedded default (one local node), through the real CLI and a real Ray.
+
+One cluster serves the module: started by the fixture, stopped by the last test, and stopped by
+PID in the finalizer whatever happens. grid's home, state and Ray temp dirs are the test's own,
+and RAY_AUTH_MODE is set to `disabled` in the CLI's environment to show grid sets it itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from grid_core.config import embedded_default
+from grid_plugin_ray_backend import layout, onnode
+from tests.conftest import grid
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.fixture(scope="module")
+def local_env() -> Iterator[dict[str, str]]:
+    if not _port_free(6379):
+        pytest.skip("port 6379 (the embedded default's) is in use on this machine")
+    root = Path(tempfile.mkdtemp(prefix="grl", dir="/tmp"))  # short: a Unix socket path holds 107 bytes
+    env = {"HOME": str(root / "home"), "GRID_STATE_DIR": str(root / "state"), "RAY_TMPDIR": str(root / "rt"),
+           "XDG_STATE_HOME": str(root / "xdg"), "RAY_AUTH_MODE": "disabled", "GRID_CONFIG": ""}
+    for key in ("HOME", "RAY_TMPDIR"):
+        Path(env[key]).mkdir(parents=True)
+    env.pop("GRID_CONFIG")
+    yield env
+    for pid in onnode.grid_processes(node_dir(env))[0]:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def node_dir(env: dict[str, str]) -> str:
+    """grid's directory for the local node, as the CLI running with `env` computes it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_TMPDIR", env["RAY_TMPDIR"])
+        config = embedded_default()
+        return layout.node_dir(config, config.head)
+
+
+def run(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return grid(*args, env=env, timeout=timeout)
+
+
+def status(env: dict[str, str]) -> dict[str, object]:
+    result = run(env, "cluster", "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["nodes"][0]  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def started(local_env: dict[str, str]) -> dict[str, str]:
+    began = time.monotonic()
+    down = status(local_env)
+    assert time.monotonic() - began < 5, "status must answer fast when the cluster is down"
+    assert down["alive"] is False
+    result = run(local_env, "cluster", "start", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (node,) = json.loads(result.stdout)["nodes"]
+    assert (node["name"], node["ok"], node["action"]) == ("local", True, "started")
+    assert "local: ray start" in result.stderr  # per-node progress on stderr
+    return local_env
+
+
+def test_missing_backend_is_a_clear_error(local_env: dict[str, str]) -> None:
+    result = run({**local_env, "GRID_DISABLE_PLUGINS": "ray-backend"}, "cluster", "start")
+    assert result.returncode != 0
+    assert "no backend named 'ray'" in result.stderr and "grid-plugin-ray-backend" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_status_shows_the_node_alive(started: dict[str, str]) -> None:
+    row = status(started)
+    assert row["alive"] is True and row["reachable"] is True
+    assert row["cpus"] == os.cpu_count()
+    assert row["resources"]["CPU"]["total"] == os.cpu_count()  # type: ignore[index]
+    token = Path(started["GRID_STATE_DIR"]) / "local" / "auth_token"
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert Path(node_dir(started), "auth_token").stat().st_mode & 0o777 == 0o600
+
+
+def test_second_start_is_a_no_op(started: dict[str, str]) -> None:
+    before = status(started)["node_id"]
+    result = run(started, "cluster", "start", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["nodes"][0]["action"] == "running"
+    assert status(started)["node_id"] == before
+
+
+def test_run_streams_output_and_returns_the_exit_status(started: dict[str, str]) -> None:
+    result = run(started, "run", "--", sys.executable, "-c", "import socket; print(socket.gethostname())")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == socket.gethostname()
+    failed = run(started, "run", "--node", "local", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert failed.returncode == 3
+    assert failed.stdout == "out\n" and "err" in failed.stderr
+
+
+def test_detached_job_outlives_the_cli_and_logs_follow(started: dict[str, str]) -> None:
+    ticks = "for i in 1 2 3; do echo tick $i; sleep 0.5; done; exit 4"
+    result = run(started, "run", "--detach", "--", "sh", "-c", ticks)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip()
+    followed = run(started, "jobs", "logs", job_id, "--follow")
+    assert followed.returncode == 4
+    assert followed.stdout == "tick 1\ntick 2\ntick 3\n"
+    listing = run(started, "jobs", "list", "--json")
+    job = next(j for j in json.loads(listing.stdout) if j["id"] == job_id)
+    assert (job["state"], job["exit_status"], job["node"]) == ("failed", 4, "local")
+
+
+def test_jobs_stop_ends_the_process_and_frees_its_cpus(started: dict[str, str]) -> None:
+    marker = f"grid-test-{os.getpid()}"
+    result = run(started, "run", "-d", "--cpus", "1", "--", sys.executable, "-c", "import time; time.sleep(300)",
+                 marker)
+    job_id = result.stdout.strip()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and status(started)["resources"]["CPU"]["used"] < 1:  # type: ignore[index]
+        time.sleep(0.2)
+    stopped = run(started, "jobs", "stop", job_id)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped" in stopped.stdout
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and status(started)["resources"]["CPU"]["used"] > 0:  # type: ignore[index]
+        time.sleep(0.2)
+    assert status(started)["resources"]["CPU"]["used"] == 0  # type: ignore[index]
+
+
+DRIVER = "import sys, ray; ray.init(address=sys.argv[1]); print('CONNECTED')"
+
+
+def test_a_driver_without_the_token_is_refused(started: dict[str, str]) -> None:
+    address = json.loads((Path(started["GRID_STATE_DIR"]) / "local" / "ray.json").read_text())["gcs_address"]
+    base = {**os.environ, **started}
+    base.pop("RAY_AUTH_TOKEN", None)
+    base.pop("RAY_AUTH_TOKEN_PATH", None)
+    attempts = {
+        "no token": {**base, "RAY_AUTH_MODE": "disabled"},
+        "wrong token": {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64},
+    }
+    procs = {name: subprocess.Popen([sys.executable, "-c", DRIVER, address], env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for name, env in attempts.items()}
+    token = (Path(started["GRID_STATE_DIR"]) / "local" / "auth_token")
+    good = subprocess.run([sys.executable, "-c", DRIVER, address], capture_output=True, text=True, timeout=60,
+                          env={**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)})
+    assert "CONNECTED" in good.stdout, good.stderr
+    for name, proc in procs.items():
+        out, _ = proc.communicate(timeout=90)
+        assert proc.returncode != 0 and "CONNECTED" not in out, name
+        assert "InvalidAuthToken" in out or "Authentication" in out, (name, out[-2000:])
+
+
+def test_stop_leaves_no_process_of_the_cluster(started: dict[str, str]) -> None:
+    pids = list(onnode.grid_processes(node_dir(started))[0])
+    assert pids, "the cluster's processes should be found before stopping"
+    result = run(started, "cluster", "stop", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["nodes"][0]["action"] == "stopped"
+    alive = [p for p in pids if onnode._alive(p)]
+    assert not alive
+    assert not onnode.grid_processes(node_dir(started))[0]
+    again = run(started, "cluster", "stop", "--json")
+    assert again.returncode == 0
+    assert json.loads(again.stdout)["nodes"][0]["action"] == "not running"
+    began = time.monotonic()
+    assert status(started)["alive"] is False
+    assert time.monotonic() - began < 5
+    assert run(started, "run", "--", "true").returncode != 0

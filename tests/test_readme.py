@@ -1,0 +1,50 @@
+"""The README's quick start is true: its two commands are the Makefile's, CI runs the second, and
+the first (grid's main job on the embedded default) works, here with its own home and state."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, grid
+
+
+def quick_start() -> list[str]:
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"## Quick start.*?```sh\n(.*?)```", readme, re.S)
+    assert block, "README has a Quick start with a sh block"
+    return [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_two_commands_and_ci_runs_the_test_one() -> None:
+    assert quick_start() == ["make demo", "make test"]
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_make_demo_runs_the_main_job() -> None:
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", 6379)) == 0:
+            pytest.skip("port 6379 (the embedded default's) is in use on this machine")
+    root = Path(tempfile.mkdtemp(prefix="grd", dir="/tmp"))
+    env = {**os.environ, "HOME": str(root / "home"), "GRID_STATE_DIR": str(root / "state"),
+           "RAY_TMPDIR": str(root / "rt"), "RAY_AUTH_MODE": "disabled"}
+    env.pop("GRID_CONFIG", None)
+    for key in ("HOME", "RAY_TMPDIR"):
+        Path(env[key]).mkdir(parents=True)
+    venv = Path(sys.prefix)
+    try:
+        demo = subprocess.run(["make", "-C", str(REPO), "demo", f"VENV={venv}"], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "job ran on" in demo.stdout and "grid cluster stop" in demo.stdout
+    finally:
+        stopped = grid("cluster", "stop", env={k: env[k] for k in ("HOME", "GRID_STATE_DIR", "RAY_TMPDIR")})
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+    assert stopped.returncode == 0, stopped.stderr
