@@ -29,18 +29,22 @@ def fits(request: WorkRequest, node: NodeView) -> bool:
 
 
 class LeastLoaded:
-    """Picks the fitting node with the lowest load; held nodes only when nothing else fits."""
+    """Picks the fitting node with the lowest load; held nodes only when nothing else fits.
+
+    Many placements are made against one snapshot of the cluster, so the order is computed once
+    per snapshot (a tuple, which cannot change under us) and each placement walks it to the
+    first node that fits.
+    """
+
+    def __init__(self) -> None:
+        self._snapshot: tuple[NodeView, ...] | None = None
+        self._order: list[NodeView] = []
 
     def choose(self, request: WorkRequest, nodes: Sequence[NodeView]) -> NodeView | None:
-        best: NodeView | None = None
-        best_key = (True, float("inf"))
-        for node in nodes:
-            if not fits(request, node):
-                continue
-            key = (node.held, load_score(node))
-            if key < best_key:
-                best, best_key = node, key
-        return best
+        if not (isinstance(nodes, tuple) and nodes is self._snapshot):
+            self._order = sorted(nodes, key=lambda n: (n.held, load_score(n)))
+            self._snapshot = nodes if isinstance(nodes, tuple) else None
+        return next((node for node in self._order if fits(request, node)), None)
 
 
 @hookimpl

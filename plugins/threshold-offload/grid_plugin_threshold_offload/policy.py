@@ -37,10 +37,10 @@ class ThresholdPolicy:
         self.cooldown = float(settings.get("cooldown_seconds", 30.0))
         self._recent: deque[dict[str, float]] = deque(maxlen=self.window)
         self._calm_since: float | None = None
+        self._snapshot: tuple[Sequence[NodeView], str, tuple[str, ...], NodeView | None] | None = None
 
     def decide(self, nodes: Sequence[NodeView], state: ControllerState) -> OffloadDecision:
-        head = next((n for n in nodes if n.name == state.head), None)
-        targets = self._targets(nodes, state.head)
+        head, targets = self._survey(nodes, state.head)
         if head is None or head.metrics is None:
             return OffloadDecision(state.held, "no reading from the head; keeping the current state", (), targets)
         now = readings(head.metrics)
@@ -66,6 +66,17 @@ class ThresholdPolicy:
             return OffloadDecision(False, f"below the low-water marks for {waited:.0f} s", (), targets)
         return OffloadDecision(True, f"cooling down: below the low-water marks for {waited:.0f}/{self.cooldown:.0f} s",
                                (), targets)
+
+    def _survey(self, nodes: Sequence[NodeView], head: str) -> tuple[NodeView | None, tuple[str, ...]]:
+        """The head's view and the targets, computed once per snapshot (a tuple cannot change)."""
+        cached = self._snapshot
+        if cached is not None and cached[0] is nodes and cached[1] == head:
+            return cached[3], cached[2]
+        found = next((n for n in nodes if n.name == head), None)
+        targets = self._targets(nodes, head)
+        if isinstance(nodes, tuple):
+            self._snapshot = (nodes, head, targets, found)
+        return found, targets
 
     def _targets(self, nodes: Sequence[NodeView], head: str) -> tuple[str, ...]:
         """Workers not themselves over a high mark, least loaded first."""

@@ -1,0 +1,162 @@
+"""Offload figures from one run, each beside its peer or goal.
+
+1. decisions per second of the `threshold` policy with 1,000 simulated nodes (goal > 10,000/s);
+2. `least-loaded` placements per second with 1,000 nodes (goal > 10,000/s);
+3. with --cluster: a real two-node grid cluster on this machine, measuring
+   a. the time from CPU burners starting to the head being held (goal: one interval plus sampling
+      time beyond the policy's window of readings), and
+   b. `grid run -- true` beside the same command as a Ray task from a fresh driver process
+      (what a user would script without grid), and the ratio (goal < 1.2x).
+
+Usage: .venv/bin/python benchmarks/offload.py [--cluster]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from grid_core.builtin.least_loaded import LeastLoaded
+from grid_core.types import ControllerState, NodeMetrics, NodeView, WorkRequest
+from grid_plugin_threshold_offload.policy import ThresholdPolicy
+
+SETTINGS = {"high": {"cpu": 80.0, "memory": 70.0, "gpu": 90.0}, "low": {"cpu": 60.0, "memory": 55.0, "gpu": 70.0},
+            "window": 2, "cooldown_seconds": 30.0}
+
+
+def simulated_nodes(n: int) -> tuple[NodeView, ...]:
+    rng = random.Random(7)
+    return tuple(NodeView(f"n{i}", "head" if i == 0 else "worker",
+                          NodeMetrics("sim", rng.uniform(0, 100), rng.uniform(0, 100)),
+                          {"CPU": float(rng.randint(0, 16)), "GPU": 0.0}) for i in range(n))
+
+
+def rate(fn: object, seconds: float = 2.0) -> float:
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()  # type: ignore[operator]
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def pure_figures() -> None:
+    nodes = simulated_nodes(1000)
+    policy = ThresholdPolicy(SETTINGS)
+    clock = iter(range(10**9))
+    decisions = rate(lambda: policy.decide(nodes, ControllerState("n0", False, float(next(clock)))))
+    scheduler = LeastLoaded()
+    request = WorkRequest(cpus=1)
+    placements = rate(lambda: scheduler.choose(request, nodes))
+    # Cold: every call sees a new snapshot (a new list), as the first call after each interval does.
+    cold_decisions = rate(lambda: policy.decide(list(nodes), ControllerState("n0", False, float(next(clock)))))
+    cold_placements = rate(lambda: scheduler.choose(request, list(nodes)))
+    print(f"threshold policy, 1,000 nodes : {decisions:12,.0f} decisions/s on one snapshot, "
+          f"{cold_decisions:,.0f}/s each on a new one (goal > 10,000/s: {'met' if decisions > 10_000 else 'NOT met'})")
+    print(f"least-loaded, 1,000 nodes     : {placements:12,.0f} placements/s on one snapshot, "
+          f"{cold_placements:,.0f}/s each on a new one (goal > 10,000/s: "
+          f"{'met' if placements > 10_000 else 'NOT met'})")
+
+
+def grid(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "grid_core", *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+
+
+def cluster_figures() -> None:
+    root = Path(tempfile.mkdtemp(prefix="gbo", dir="/tmp"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    interval = 1.0
+    config = root / "grid.toml"
+    config.write_text(textwrap.dedent(f"""
+        name = "bench"
+        [[nodes]]
+        name = "head"
+        role = "head"
+        transport = "local"
+        cpu_count = 2
+        memory_gb = 2
+        [[nodes]]
+        name = "w1"
+        transport = "local"
+        cpu_count = 2
+        memory_gb = 2
+        [backend]
+        port = {port}
+        [offload]
+        interval_seconds = {interval}
+        window = 2
+        cooldown_seconds = 2
+        """))
+    env = {"HOME": str(root), "GRID_STATE_DIR": str(root / "state"), "RAY_TMPDIR": str(root / "rt"),
+           "GRID_CONFIG": str(config)}
+    (root / "rt").mkdir()
+    try:
+        started = grid(env, "cluster", "start")
+        if started.returncode:
+            sys.exit(f"cluster start failed: {started.stderr}")
+        grid(env, "offload", "auto", "--enable", "--threshold", "cpu=60")
+        burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+        began = time.monotonic()
+        held_after = None
+        while time.monotonic() - began < 60:
+            status = json.loads(grid(env, "offload", "auto", "--status", "--json").stdout)
+            if "head" in status["held"]:
+                held_after = time.monotonic() - began
+                break
+        for burner in burners:
+            burner.kill()
+        grid(env, "offload", "auto", "--disable")
+        print(f"burners start -> head held    : {held_after if held_after is None else round(held_after, 2)} s "
+              f"(interval {interval} s, window 2 readings: goal <= {2 * interval:.0f} s + sampling and the "
+              f"status poll, about 1.5 s a poll here)")
+
+        def timed(argv: list[str], extra: dict[str, str]) -> float:
+            start = time.perf_counter()
+            result = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **env, **extra},
+                                    timeout=300)
+            assert result.returncode == 0, result.stderr
+            return time.perf_counter() - start
+
+        state = json.loads((root / "state" / "bench" / "ray.json").read_text())
+        token = str(root / "state" / "bench" / "auth_token")
+        bare = textwrap.dedent(f"""
+            import subprocess, ray
+            ray.init(address={state['gcs_address']!r}, log_to_driver=False)
+            run = ray.remote(num_cpus=1)(lambda: subprocess.run(["true"]).returncode)
+            raise SystemExit(ray.get(run.remote()))
+            """)
+        token_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token}
+        grid_times = [timed([sys.executable, "-m", "grid_core", "run", "--", "true"], {}) for _ in range(5)]
+        ray_times = [timed([sys.executable, "-c", bare], token_env) for _ in range(5)]
+        g, r = statistics.median(grid_times), statistics.median(ray_times)
+        print(f"grid run -- true              : {g:.2f} s median of 5")
+        print(f"Ray task from a fresh driver  : {r:.2f} s median of 5")
+        print(f"grid run / Ray task           : {g / r:.2f}x (goal < 1.2x: {'met' if g / r < 1.2 else 'NOT met'})")
+    finally:
+        grid(env, "cluster", "stop")
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cluster", action="store_true", help="also the figures that need a real cluster")
+    args = parser.parse_args()
+    pure_figures()
+    if args.cluster:
+        cluster_figures()
+
+
+if __name__ == "__main__":
+    main()
