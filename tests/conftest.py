@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,3 +52,11 @@ def grid_json(*args: str, **kwargs: object) -> object:
     result = grid(*args, **kwargs)  # type: ignore[arg-type]
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def local_pair() -> Iterator[dict[str, Any]]:
+    """A two-node grid cluster of this machine (tests/local_pair.py), shared by the whole session."""
+    from tests.local_pair import start_pair
+
+    yield from start_pair()

@@ -35,6 +35,12 @@ def connect(config: Any = None, capacity_share: float | None = None) -> Pool:
         if state.gcs_address is None:
             raise PoolError(f"cluster {config.name!r} is not running; start it with `grid cluster start`")
         auth.use_in_this_process(config.name)
+        # Ray reads the auth settings when it is imported, and importing this plugin imported it:
+        # have it read them again now that they point at this cluster's token.
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
         try:
             ray.init(address=state.gcs_address, namespace=config.backend.namespace, logging_level=logging.ERROR,
                      log_to_driver=False)
