@@ -209,3 +209,25 @@ def test_watch_draws_nodes_and_holds_and_quits_on_q(cluster: dict[str, Any]) -> 
         cli(cluster, "offload", "release", "w1")
     text = screen.decode(errors="replace")
     assert "watch test" in text and "held" in text and "grid offload" in text
+
+
+def test_an_in_house_policy_is_pip_installed_and_selected(cluster: dict[str, Any]) -> None:
+    """examples/offload-policy, installed into the environment the cluster runs from."""
+    from tests.conftest import REPO
+
+    pip = [sys.executable, "-m", "pip"]
+    example = str(REPO / "examples" / "offload-policy")
+    subprocess.run([*pip, "install", "-q", "--no-deps", "--no-build-isolation", example], check=True,
+                   capture_output=True)
+    try:
+        listed = {p["name"]: p for p in ok_json(cluster, "plugins", "list")}
+        assert listed["loadavg"]["hooks"] == {"grid_offload_policies": ["loadavg"]}
+        status = ok_json(cluster, "offload", "auto", "--enable", "--policy", "loadavg")
+        assert status["policy"] == "loadavg" and status["enabled"] is True
+        decided = wait_for(lambda: (ok_json(cluster, "offload", "auto", "--status").get("decision") or {})
+                           .get("reason", "").startswith("load "), timeout=30)
+        assert decided  # the controller asked the new policy
+    finally:
+        cli(cluster, "offload", "auto", "--enable", "--policy", "threshold")
+        cli(cluster, "offload", "auto", "--disable")
+        subprocess.run([*pip, "uninstall", "-q", "-y", "grid-policy-loadavg"], check=True, capture_output=True)

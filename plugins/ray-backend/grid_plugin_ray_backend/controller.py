@@ -264,8 +264,12 @@ class OffloadController:
             if policy is not None:
                 try:
                     plugins.host().get("grid_offload_policies", policy)
-                except GridError as exc:
-                    raise ControllerError(str(exc)) from None
+                except GridError:
+                    plugins.configure()  # a policy pip-installed since this process loaded its plugins
+                    try:
+                        plugins.host().get("grid_offload_policies", policy)
+                    except GridError as exc:
+                        raise ControllerError(str(exc)) from None
                 self.settings["policy"] = policy
             for metric, mark in (high or {}).items():
                 self.settings["high"][metric] = mark
