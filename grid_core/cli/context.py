@@ -71,6 +71,10 @@ class GridContext:
             handler.setFormatter(JsonFormatter() if as_json else text)
         root.handlers[:] = handlers
         root.setLevel(level)
+        # Libraries log their own tracebacks for failures grid reports in one line (an unreachable
+        # node); show them only when asked for debug output.
+        for noisy in ("paramiko", "ray"):
+            logging.getLogger(noisy).setLevel(level if level <= logging.DEBUG else logging.CRITICAL)
 
 
 def state() -> GridContext:

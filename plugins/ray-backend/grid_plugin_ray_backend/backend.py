@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -187,6 +188,8 @@ class RayBackend:
         cfg, head = self.config, self.config.head
         auth.use_in_this_process(cfg.name)
         began = time.monotonic()
+        # Ray's import (half a second of CPU) overlaps the probes, which mostly wait on the network.
+        threading.Thread(target=gcs.import_ray, daemon=True).start()
         survey = self._survey(cluster, cfg.nodes, progress)
         failed: dict[str, str] = {}
         facts: dict[str, Facts] = {}
@@ -421,7 +424,7 @@ class RayBackend:
         for found in events:
             if found.get("event") == "error":
                 raise GridError(found["message"])
-        if result.exit_status == DRIVER_ERROR and not events:
+        if (result.exit_status == DRIVER_ERROR and not events) or (on_output is None and result.exit_status != 0):
             raise GridError(f"the driver on {head.name} failed: {_tail(result)}")
         return result.exit_status, result.stdout, events
 

@@ -50,6 +50,12 @@ def port_open(address: str, timeout: float = 1.5) -> bool:
         return False
 
 
+def import_ray() -> None:
+    """Import what read_nodes needs (ahead of time, from a thread)."""
+    import ray._private.state
+    import ray._raylet  # noqa: F401
+
+
 def read_nodes(address: str) -> list[RayNode]:
     """Every node the GCS at host:port knows, alive or dead. The token must be set up already."""
     if not port_open(address):
