@@ -26,6 +26,7 @@ BOOST_GROUP = "grid-boost-{id}-for-{target}"  # the target in the name: `grid ru
 RESERVE_TIMEOUT = 10.0
 PIN = 0.01  # of a node's grid-node-<name> resource (1000 in all): room for jobs inside a bundle
 RAY_GB = 10**9
+WATCHED_SECONDS = 30.0
 
 
 class ControllerError(Exception):
@@ -57,6 +58,7 @@ class OffloadController:
         self.lock = threading.RLock()
         self.policy: Any = None
         self.started = time.time()
+        self.asked = self.started
         self._recover()
         threading.Thread(target=self._loop, name="grid-offload", daemon=True).start()
 
@@ -168,7 +170,10 @@ class OffloadController:
         from grid_core.types import ControllerState, NodeView
 
         now = time.time()
-        readings = self._sample()
+        # Sampling costs the nodes a little every interval: do it while offload is on or while
+        # someone is looking (status, watch), not for an idle cluster.
+        watched = now - self.asked < WATCHED_SECONDS
+        readings = self._sample() if self.settings["enabled"] or watched else {}
         available = self._available()
         head = self.config.head.name
         with self.lock:
@@ -246,6 +251,7 @@ class OffloadController:
 
     def status(self) -> dict[str, Any]:
         with self.lock:
+            self.asked = time.time()
             s = self.settings
             return {"cluster": self.config.name, "enabled": s["enabled"], "policy": s["policy"],
                     "thresholds": s["high"], "low": s["low"], "interval_seconds": s["interval_seconds"],
