@@ -17,11 +17,9 @@ import argparse
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -67,60 +65,30 @@ def pure_figures() -> None:
           f"{'met' if placements > 10_000 else 'NOT met'})")
 
 
-def grid(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "grid_core", *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=300)
-
-
 def cluster_figures() -> None:
-    root = Path(tempfile.mkdtemp(prefix="gbo", dir="/tmp"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.local_pair import cli, ok_json, start_pair  # the test suite's two-node cluster of this machine
+
+    pair = start_pair()
+    c = next(pair)
     interval = 1.0
-    config = root / "grid.toml"
-    config.write_text(textwrap.dedent(f"""
-        name = "bench"
-        [[nodes]]
-        name = "head"
-        role = "head"
-        transport = "local"
-        cpu_count = 2
-        memory_gb = 2
-        [[nodes]]
-        name = "w1"
-        transport = "local"
-        cpu_count = 2
-        memory_gb = 2
-        [backend]
-        port = {port}
-        [offload]
-        interval_seconds = {interval}
-        window = 2
-        cooldown_seconds = 2
-        """))
-    env = {"HOME": str(root), "GRID_STATE_DIR": str(root / "state"), "RAY_TMPDIR": str(root / "rt"),
-           "GRID_CONFIG": str(config)}
-    (root / "rt").mkdir()
     try:
-        started = grid(env, "cluster", "start")
-        if started.returncode:
-            sys.exit(f"cluster start failed: {started.stderr}")
-        grid(env, "offload", "auto", "--enable", "--threshold", "cpu=60")
+        cli(c, "offload", "auto", "--enable", "--threshold", "cpu=60")
         burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
         began = time.monotonic()
         held_after = None
         while time.monotonic() - began < 60:
-            status = json.loads(grid(env, "offload", "auto", "--status", "--json").stdout)
-            if "head" in status["held"]:
+            if "head" in ok_json(c, "offload", "auto", "--status")["held"]:
                 held_after = time.monotonic() - began
                 break
         for burner in burners:
             burner.kill()
-        grid(env, "offload", "auto", "--disable")
+        cli(c, "offload", "auto", "--disable")
         print(f"burners start -> head held    : {held_after if held_after is None else round(held_after, 2)} s "
               f"(interval {interval} s, window 2 readings: goal <= {2 * interval:.0f} s + sampling and the "
               f"status poll, about 1.5 s a poll here)")
+
+        env = c["env"]
 
         def timed(argv: list[str], extra: dict[str, str]) -> float:
             start = time.perf_counter()
@@ -129,15 +97,15 @@ def cluster_figures() -> None:
             assert result.returncode == 0, result.stderr
             return time.perf_counter() - start
 
-        state = json.loads((root / "state" / "bench" / "ray.json").read_text())
-        token = str(root / "state" / "bench" / "auth_token")
+        state_dir = Path(env["GRID_STATE_DIR"]) / "offl"
+        address = json.loads((state_dir / "ray.json").read_text())["gcs_address"]
         bare = textwrap.dedent(f"""
             import subprocess, ray
-            ray.init(address={state['gcs_address']!r}, log_to_driver=False)
+            ray.init(address={address!r}, log_to_driver=False)
             run = ray.remote(num_cpus=1)(lambda: subprocess.run(["true"]).returncode)
             raise SystemExit(ray.get(run.remote()))
             """)
-        token_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token}
+        token_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(state_dir / "auth_token")}
         grid_times = [timed([sys.executable, "-m", "grid_core", "run", "--", "true"], {}) for _ in range(5)]
         ray_times = [timed([sys.executable, "-c", bare], token_env) for _ in range(5)]
         g, r = statistics.median(grid_times), statistics.median(ray_times)
@@ -145,8 +113,7 @@ def cluster_figures() -> None:
         print(f"Ray task from a fresh driver  : {r:.2f} s median of 5")
         print(f"grid run / Ray task           : {g / r:.2f}x (goal < 1.2x: {'met' if g / r < 1.2 else 'NOT met'})")
     finally:
-        grid(env, "cluster", "stop")
-        subprocess.run(["rm", "-rf", str(root)], check=False)
+        next(pair, None)
 
 
 def main() -> None:
