@@ -12,6 +12,8 @@ $(VENV)/.installed: pyproject.toml $(PLUGINS:%=%/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e . $(addprefix -e ,$(PLUGINS))
+	@# Editable sources get no bytecode where PYTHONDONTWRITEBYTECODE is set: compile once here.
+	$(BIN)/python -m compileall -q grid_core $(PLUGINS) >/dev/null
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed

@@ -75,18 +75,19 @@ def cluster_figures() -> None:
     try:
         cli(c, "offload", "auto", "--enable", "--threshold", "cpu=60")
         burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
-        began = time.monotonic()
-        held_after = None
-        while time.monotonic() - began < 60:
-            if "head" in ok_json(c, "offload", "auto", "--status")["held"]:
-                held_after = time.monotonic() - began
-                break
+        began = time.time()
+        held_at = None
+        while time.time() - began < 60 and held_at is None:
+            status = ok_json(c, "offload", "auto", "--status")
+            if "head" in status["held"]:
+                held_at = status["held"]["head"]["since"]  # the controller's own clock of the hold
         for burner in burners:
             burner.kill()
         cli(c, "offload", "auto", "--disable")
-        print(f"burners start -> head held    : {held_after if held_after is None else round(held_after, 2)} s "
-              f"(interval {interval} s, window 2 readings: goal <= {2 * interval:.0f} s + sampling and the "
-              f"status poll, about 1.5 s a poll here)")
+        seen = time.time() - began
+        held = "never" if held_at is None else f"{held_at - began:.2f} s"
+        print(f"burners start -> head held    : {held} (interval {interval} s, a window of 2 readings: goal "
+              f"<= {2 * interval:.0f} s plus sampling); the CLI saw it after {seen:.1f} s")
 
         env = c["env"]
 

@@ -50,6 +50,7 @@ class Cluster:
         self.config = config
         self.plugins = plugins
         self._transports: dict[str, Transport] = {}
+        self._sources: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
     def __enter__(self) -> Cluster:
@@ -128,7 +129,11 @@ class Cluster:
                 yield ExecResult(out.node.name, r.exit_status, r.stdout, r.stderr, None, out.seconds)
 
     def metrics_sources(self) -> dict[str, Any]:
-        return {name: e.registration.factory() for name, e in self.plugins.all("grid_metrics_sources").items()}
+        """The metrics sources, made once per cluster so that a source may keep state between samples."""
+        if self._sources is None:
+            self._sources = {name: e.registration.factory()
+                             for name, e in self.plugins.all("grid_metrics_sources").items()}
+        return self._sources
 
     def sample(self, nodes: Sequence[NodeConfig]) -> dict[str, Outcome]:
         """Live metrics per node; an unreachable node carries its reason."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
+import time
 from typing import TYPE_CHECKING
 
 from grid_core.hookspecs import hookimpl
@@ -29,15 +31,37 @@ def local_gpus() -> tuple[GpuReading, ...]:
 
 
 class PsutilSource:
+    """The first sample measures CPU over SAMPLE_SECONDS; later ones (a controller's, every
+    interval) measure it since the previous sample, without waiting."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: tuple[float, float] | None = None  # (when, cpu percent)
+
+    def _cpu(self) -> float:
+        import psutil
+
+        with self._lock:  # psutil's "since the last call" is process-wide: one caller at a time
+            now = time.monotonic()
+            if self._last is None:
+                cpu = psutil.cpu_percent(interval=SAMPLE_SECONDS)
+            elif now - self._last[0] < SAMPLE_SECONDS:
+                return self._last[1]  # another local node of this machine, read a moment ago
+            else:
+                cpu = psutil.cpu_percent(interval=None)
+            self._last = (time.monotonic(), cpu)
+            return cpu
+
     def sample(self, node: NodeConfig, transport: Transport) -> NodeMetrics | None:
         if node.transport_name != "local":
             return None
         import psutil
 
         mem = psutil.virtual_memory()
+        cpu = self._cpu()
         return NodeMetrics(
             source="psutil",
-            cpu_percent=psutil.cpu_percent(interval=SAMPLE_SECONDS),
+            cpu_percent=cpu,
             memory_percent=mem.percent,
             swap_percent=psutil.swap_memory().percent,
             load1=os.getloadavg()[0],

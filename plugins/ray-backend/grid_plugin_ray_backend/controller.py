@@ -59,6 +59,7 @@ class OffloadController:
         self.policy: Any = None
         self.started = time.time()
         self.asked = self.started
+        self._cluster: Any = None
         self._recover()
         threading.Thread(target=self._loop, name="grid-offload", daemon=True).start()
 
@@ -154,17 +155,19 @@ class OffloadController:
             time.sleep(max(0.05, interval - (time.monotonic() - started)))
 
     def _sample(self) -> dict[str, Any]:
+        """Each node's reading; connections and metrics sources are kept from one interval to the next."""
         import attrs
 
         from grid_core import plugins
         from grid_core.cluster import Cluster
 
-        head = self.config.head
-        # This actor runs on the head: read it directly, the others through their transports.
-        nodes = [attrs.evolve(n, transport="local") if n.name == head.name else n for n in self.config.nodes]
-        config = attrs.evolve(self.config, nodes=nodes)
-        with Cluster(config, plugins.host()) as cluster:
-            return {name: out.value for name, out in cluster.sample(nodes).items() if out.error is None}
+        if self._cluster is None:
+            head = self.config.head
+            # This actor runs on the head: read it directly, the others through their transports.
+            nodes = [attrs.evolve(n, transport="local") if n.name == head.name else n for n in self.config.nodes]
+            self._cluster = Cluster(attrs.evolve(self.config, nodes=nodes), plugins.host())
+        cluster = self._cluster
+        return {name: out.value for name, out in cluster.sample(cluster.config.nodes).items() if out.error is None}
 
     def tick(self) -> None:
         from grid_core.types import ControllerState, NodeView
