@@ -183,6 +183,7 @@ class Pool:
         self.namespace = namespace
         self.head = head
         self.directory = self._actor(Directory, DIRECTORY, head)
+        self._holders: dict[str, Any] = {}
         call(self.directory.set_capacity.remote({n.name: n.capacity for n in self.nodes.values() if n.alive}))
 
     @classmethod
@@ -196,6 +197,12 @@ class Pool:
         slot = self.nodes[node]
         return cls.options(name=name, namespace=self.namespace, lifetime="detached", get_if_exists=True,
                            resources={slot.resource: 0.001}).remote()
+
+    def _holder(self, node: str, fresh: bool = False) -> Any:
+        """The node's holder; looking a named actor up costs a GCS round trip, so once per node."""
+        if fresh or node not in self._holders:
+            self._holders[node] = self._actor(Holder, HOLDER.format(node=node), node)
+        return self._holders[node]
 
     def _slot(self, node: str | None) -> NodeSlot:
         if node is None:
@@ -218,12 +225,15 @@ class Pool:
         size = size_of(obj)
         if size >= PRECHECK_BYTES:  # refuse before moving much data; commit checks again anyway
             call(self.directory.make_room.remote(key, slot.name, size, replace, evict))
-        holder = self._actor(Holder, HOLDER.format(node=slot.name), slot.name)
+        holder = self._holder(slot.name)
         # The holder writes the object itself, so that it owns it and the data outlives this
         # process (Ray 2.56 removed ray.put's _owner). Bytes travel as a uint8 view so that the
         # holder reads them without a copy; get turns them back into bytes.
         payload = numpy.frombuffer(obj, dtype=numpy.uint8) if isinstance(obj, bytes) else obj
-        refs = call(holder.store.remote(payload))
+        try:
+            refs = call(holder.store.remote(payload))
+        except ray.exceptions.RayActorError:  # the node restarted since: ask for its new holder once
+            refs = call(self._holder(slot.name, fresh=True).store.remote(payload))
         if isinstance(obj, bytes):
             refs = [*refs, "bytes"]
         return list(call(self.directory.commit.remote(key, slot.name, slot.node_id, size, refs, replace, evict)))
