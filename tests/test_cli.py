@@ -97,8 +97,12 @@ def test_exec_on_the_local_default() -> None:
 def test_exec_worst_status_across_nodes(tmp_path: Path) -> None:
     cfg = tmp_path / "two.toml"
     cfg.write_text('[[nodes]]\nname = "a"\ntags = ["x"]\n[[nodes]]\nname = "b"\ntags = ["x"]\n')
-    result = grid("exec", "-c", str(cfg), "--tag", "x", "--", "sh", "-c", 'test "$GRIDN" = 1 || exit 4')
+    # Node a exits 0 and node b exits 4 (each `mkdir` of one shared directory: only the first wins).
+    shared = tmp_path / "once"
+    result = grid("exec", "-c", str(cfg), "--tag", "x", "--parallel", "1", "--", "sh", "-c",
+                  f"mkdir {shared} 2>/dev/null || exit 4")
     assert result.returncode == 4 and "── a" in result.stdout and "── b" in result.stdout
+    assert "exit 0" in result.stdout and "exit 4" in result.stdout
     ok = grid_json("exec", "-c", str(cfg), "--node", "b", "--json", "--", "true")
     assert [r["node"] for r in ok] == ["b"]  # type: ignore[union-attr, index]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from grid_core.cli.context import config_option, json_option, print_json, state
+from grid_core.cluster import ExecResult
 
 
 @click.command("exec")
@@ -44,7 +45,7 @@ def exec_command(names: tuple[str, ...], tags: tuple[str, ...], all_nodes: bool,
         raise SystemExit(worst)
 
 
-def _print_result(result) -> None:  # type: ignore[no-untyped-def]
+def _print_result(result: ExecResult) -> None:
     status = f"error: {result.error}" if result.error else f"exit {result.exit_status}"
     click.secho(f"── {result.node} ({status}, {result.seconds:.2f} s)", bold=True, err=False)
     if result.stdout:
