@@ -26,11 +26,6 @@ NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 METRICS = ("cpu", "memory", "gpu")
 
 
-def _node_name(_i: object, _a: object, value: str) -> None:
-    if not NODE_NAME.match(value):
-        raise ValueError(f"node name {value!r} may hold only letters, digits, '.', '_' and '-'")
-
-
 @attrs.frozen(kw_only=True)
 class NodeSharing:
     """The seed's per-node `resource_sharing`: how much of this node others may borrow."""

@@ -38,18 +38,14 @@ class OffloadController:
 
     def __init__(self, config_data: dict[str, Any], namespace: str) -> None:
         from grid_core.config import structure
+        from grid_core.offload import policy_settings
 
         self.namespace = namespace
         saved = self._load()
         self.config = structure(saved.get("config") or config_data, "the cluster config")
         offload = self.config.offload
         self.settings: dict[str, Any] = saved.get("settings") or {
-            "enabled": offload.enabled, "policy": offload.policy,
-            "high": {"cpu": offload.high.cpu, "memory": offload.high.memory, "gpu": offload.high.gpu},
-            "low": {"cpu": offload.low.cpu, "memory": offload.low.memory, "gpu": offload.low.gpu},
-            "interval_seconds": offload.interval_seconds, "cooldown_seconds": offload.cooldown_seconds,
-            "window": offload.window,
-        }
+            "enabled": offload.enabled, "policy": offload.policy, **policy_settings(offload)}
         self.holds: dict[str, dict[str, Any]] = saved.get("holds", {})
         self.boosts: list[dict[str, Any]] = saved.get("boosts", [])
         self.events: deque[dict[str, Any]] = deque(saved.get("events", []), maxlen=100)
