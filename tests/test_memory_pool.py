@@ -118,6 +118,35 @@ def test_lru_eviction_takes_the_least_recently_read(pool: Pool) -> None:
     assert sorted(pool.keys()) == ["incoming", "old"]
 
 
+def test_reads_answered_from_the_cache_count_for_lru(pool: Pool) -> None:
+    for key in ("first", "second", "third"):
+        pool.put(key, b"." * MIB, node="b")
+    for key in ("first", "second", "third", "first"):  # the last read comes from this Pool's cache
+        assert pool.get(key) == b"." * MIB
+    pool.list()  # the directory hears of cached reads with the Pool's next call (or within a second)
+    other = Pool.connect(structure(CONFIG, "test"))  # as another process would
+    assert other.put("incoming", b"!" * (2 * MIB), node="b", evict="lru") == ["second"]
+
+
+def test_a_cached_entry_follows_another_process_s_replace_and_rm(pool: Pool, cluster: Any) -> None:
+    pool.put("shared", b"v1", node="c")
+    assert pool.get("shared") == b"v1" and pool.get("shared") == b"v1"  # the second from the cache
+    script = textwrap.dedent(f"""
+        import sys, ray
+        from grid_core.config import structure
+        from grid_plugin_memory_pool import Pool
+        ray.init(address={cluster.address!r}, namespace="grid", log_to_driver=False)
+        pool = Pool.connect(structure({CONFIG!r}, "t"))
+        pool.put("shared", b"v2", node="a", replace=True) if sys.argv[1] == "put" else pool.delete("shared")
+        """)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    subprocess.run([sys.executable, "-c", script, "put"], check=True, env=env, timeout=120)
+    assert pool.get("shared") == b"v2"  # the writer's notice arrived while it was exiting
+    subprocess.run([sys.executable, "-c", script, "rm"], check=True, env=env, timeout=120)
+    with pytest.raises(PoolError, match="no entry named 'shared'"):
+        pool.get("shared")
+
+
 @pytest.mark.parametrize(("call", "message"), [
     (lambda p: p.get("missing"), "no entry named 'missing'"),
     (lambda p: p.get("bad key!"), "invalid key"),
@@ -152,6 +181,7 @@ def test_a_killed_node_s_entries_are_reported_lost(pool: Pool, cluster: Any) -> 
     """Runs last in this module: it removes worker c."""
     pool.put("doomed", b"on c", node="c")
     pool.put("safe", b"on a", node="a")
+    assert pool.get("doomed") == b"on c"  # cached here: the loss must still be noticed
     cluster.remove_node(cluster.workers["c"], allow_graceful=False)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -4,15 +4,25 @@ Two kinds of actor, both detached in grid's namespace:
 - one `holder` per node, pinned there: it owns the node's objects (a put on that node names it
   as owner, so the data outlives the process that wrote it) and writes data sent from elsewhere;
 - one `directory` on the head: key -> node, size, times and the object reference, with per-node
-  capacity. It is one actor, so a put is checked, evicted for and committed in one step: an entry
-  appears only once its data is stored, and a refused put leaves the pool as it was.
+  capacity. Its methods never await while they change state, so a put is checked, evicted for and
+  committed in one step: an entry appears only once its data is stored, and a refused put leaves
+  the pool as it was.
+
+Each `Pool` keeps what it has read (the reference, and a read-only array's view of the store) and
+asks the directory again only after the directory's change feed names the key: a repeated get
+costs what a `ray.get` of a held reference costs, not a round trip to the head.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import pickle
 import re
 import time
+import weakref
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,7 +36,12 @@ KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}$")
 DIRECTORY = "grid-pool-directory"
 HOLDER = "grid-pool-holder-{node}"
 GET_TIMEOUT = 60.0
-PRECHECK_BYTES = 1 << 20
+PRECHECK_BYTES = 64 << 20  # above this, ask whether a put fits before moving its data
+NODE_POLL_S = 1.0  # how often the directory looks for dead nodes while caches are listening
+CATCH_UP_S = 5.0  # the longest a get waits for a change notice it knows is coming
+FEED_WAIT_S = 30.0  # a change feed answers "nothing" after this, so a vanished Pool's call ends
+READS_FLUSH_S = 1.0  # how long a Pool may keep cached reads before telling the directory (LRU)
+CHANGE_LOG = 4096  # changes kept for caches that are behind; further behind, they drop everything
 
 
 class PoolError(GridError):
@@ -79,25 +94,67 @@ class Holder:
         return [ray.put(value)]
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
+@ray.remote(num_cpus=0, max_restarts=0, max_concurrency=4096)  # type: ignore[call-overload]
 class Directory:
-    """Every entry, and each node's capacity. One actor: its methods run one at a time."""
+    """Every entry, each node's capacity, and a numbered log of which keys changed.
+
+    Answers that reflect the entries carry the version they were read at. An asyncio actor, so
+    that every Pool can keep a `changes` call waiting here without holding a thread; the other
+    methods do not await, so each runs whole before the next starts.
+    """
 
     def __init__(self) -> None:
         self.entries: dict[str, Entry] = {}
         self.capacity: dict[str, int] = {}
+        self.version = 0
+        self.log: deque[tuple[int, str]] = deque(maxlen=CHANGE_LOG)
+        self.changed = asyncio.Event()
+        self.dead: set[str] = set()
+        self.dead_checked = 0.0
 
-    def set_capacity(self, capacity: dict[str, int]) -> None:
+    async def set_capacity(self, capacity: dict[str, int]) -> int:
         self.capacity.update(capacity)
+        return self.version
 
-    def _dead_node_ids(self) -> set[str]:
-        return {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
+    def _bump(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if keys:
+            self.version += 1
+            self.log.extend((self.version, key) for key in keys)
+            self.changed.set()
+            self.changed = asyncio.Event()
+
+    def _dead_node_ids(self, max_age: float = 0.0) -> set[str]:
+        """Ray node ids that have died; entries on a newly dead node count as changed."""
+        if time.monotonic() - self.dead_checked >= max_age:
+            self.dead_checked = time.monotonic()
+            dead = {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
+            self._bump(e.key for e in self.entries.values() if e.node_id in dead - self.dead)
+            self.dead = dead
+        return self.dead
+
+    async def changes(self, since: int) -> tuple[int, list[str] | None]:
+        """Wait until something changes after version `since`; the keys, or None for "all"."""
+        give_up = time.monotonic() + FEED_WAIT_S
+        while self.version <= since:
+            if time.monotonic() > give_up:
+                return since, []
+            try:
+                await asyncio.wait_for(self.changed.wait(), NODE_POLL_S)
+            except TimeoutError:
+                self._dead_node_ids(max_age=NODE_POLL_S)
+        if not self.log or self.log[0][0] > since + 1:
+            return self.version, None
+        return self.version, sorted({key for version, key in self.log if version > since})
 
     def used(self, node: str) -> int:
         return sum(e.size for e in self.entries.values() if e.node == node)
 
-    def make_room(self, key: str, node: str, size: int, replace: bool, evict: str | None) -> list[str]:
+    async def make_room(self, key: str, node: str, size: int, replace: bool, evict: str | None) -> list[str]:
         """Check a put before its data moves; returns keys that would be evicted. Changes nothing."""
+        return self._make_room(key, node, size, replace, evict)
+
+    def _make_room(self, key: str, node: str, size: int, replace: bool, evict: str | None) -> list[str]:
         if key in self.entries and not replace:
             raise PoolError(f"key {key!r} already exists on node {self.entries[key].node}; pass --replace")
         capacity = self.capacity.get(node)
@@ -120,33 +177,46 @@ class Directory:
                 free += e.size
         return victims
 
-    def commit(self, key: str, node: str, node_id: str, size: int, refs: list[Any], replace: bool,
-               evict: str | None) -> list[str]:
-        """Add the entry (evicting first if allowed), or raise and leave everything as it was."""
-        victims = self.make_room(key, node, size, replace, evict)
+    async def commit(self, key: str, node: str, node_id: str, size: int, stored: list[Any], kind: list[str],
+                     replace: bool, evict: str | None) -> tuple[int, list[str]]:
+        """Add the entry (evicting first if allowed), or raise and leave everything as it was.
+
+        `stored` is the holder's answer: Ray waits for it before this runs."""
+        victims = self._make_room(key, node, size, replace, evict)
         for victim in victims:
             del self.entries[victim]
         now = time.time()
-        self.entries[key] = Entry(key, node, node_id, size, now, now, refs)
-        return victims
+        self.entries[key] = Entry(key, node, node_id, size, now, now, [*stored, *kind])
+        self._bump([key, *victims])
+        return self.version, victims
 
-    def lookup(self, key: str) -> tuple[str, bool, list[Any]]:
+    async def lookup(self, key: str) -> tuple[int, tuple[str, bool, list[Any]]]:
         """(node, lost, [ref]) for a key; marks it read."""
         entry = self.entries.get(key)
         if entry is None:
             raise PoolError(f"no entry named {key!r} in the pool")
         entry.last_read = time.time()
-        return entry.node, entry.node_id in self._dead_node_ids(), entry.refs
+        lost = entry.node_id in self._dead_node_ids(max_age=NODE_POLL_S / 2)
+        return self.version, (entry.node, lost, entry.refs)
 
-    def delete(self, key: str) -> None:
+    async def touch(self, reads: dict[str, float]) -> None:
+        """Reads a Pool answered from its cache, for LRU and `ls`."""
+        for key, when in reads.items():
+            entry = self.entries.get(key)
+            if entry is not None and when > entry.last_read:
+                entry.last_read = when
+
+    async def delete(self, key: str) -> tuple[int, None]:
         if self.entries.pop(key, None) is None:
             raise PoolError(f"no entry named {key!r} in the pool")
+        self._bump([key])
+        return self.version, None
 
-    def list(self) -> list[dict[str, Any]]:
+    async def list(self) -> tuple[int, list[dict[str, Any]]]:
         dead = self._dead_node_ids()
-        return [e.public(e.node_id in dead) for e in sorted(self.entries.values(), key=lambda e: e.key)]
+        return self.version, [e.public(e.node_id in dead) for e in sorted(self.entries.values(), key=lambda e: e.key)]
 
-    def stats(self) -> dict[str, dict[str, int]]:
+    async def stats(self) -> dict[str, dict[str, int]]:
         return {node: {"used": self.used(node), "capacity": cap, "entries":
                        sum(1 for e in self.entries.values() if e.node == node)}
                 for node, cap in sorted(self.capacity.items())}
@@ -175,6 +245,16 @@ class NodeSlot:
     alive: bool
 
 
+@attrs.define
+class Cached:
+    """What a Pool remembers of an entry it has read."""
+
+    node: str
+    ref: Any
+    as_bytes: bool
+    array: Any = None  # the read-only numpy view of the store, once read
+
+
 class Pool:
     """Named data in the cluster's memory. `Pool.connect()` from any process on any node."""
 
@@ -182,9 +262,19 @@ class Pool:
         self.nodes = {n.name: n for n in nodes}
         self.namespace = namespace
         self.head = head
+        self.here = ray.get_runtime_context().get_node_id()
         self.directory = self._actor(Directory, DIRECTORY, head)
         self._holders: dict[str, Any] = {}
-        call(self.directory.set_capacity.remote({n.name: n.capacity for n in self.nodes.values() if n.alive}))
+        self._cache: dict[str, Cached] = {}
+        self._reads: dict[str, float] = {}
+        self._reads_sent = time.monotonic()
+        # The cache is up to date with directory version `_version`; `_seen` is the newest version
+        # any answer has shown this Pool. The feed is opened with the first cached entry.
+        self._version = self._seen = call(self.directory.set_capacity.remote(
+            {n.name: n.capacity for n in self.nodes.values() if n.alive}))
+        self._feed: Any = None
+        self._feed_broken = False
+        _open_pools.add(self)
 
     @classmethod
     def connect(cls, config: Any = None, capacity_share: float | None = None) -> Pool:
@@ -206,14 +296,63 @@ class Pool:
 
     def _slot(self, node: str | None) -> NodeSlot:
         if node is None:
-            here = ray.get_runtime_context().get_node_id()
-            return next((s for s in self.nodes.values() if s.node_id == here), self.nodes[self.head])
+            return next((s for s in self.nodes.values() if s.node_id == self.here), self.nodes[self.head])
         if node not in self.nodes:
             raise PoolError(f"no node named {node!r} (nodes: {', '.join(self.nodes)})")
         slot = self.nodes[node]
         if not slot.alive:
             raise PoolError(f"node {node!r} is not alive in the cluster; choose another --node")
         return slot
+
+    def _ask(self, ref: Any) -> Any:
+        """A directory answer's result, noting the version it was read at."""
+        version, result = call(ref)
+        self._seen = max(self._seen, version)
+        return result
+
+    def _catch_up(self) -> None:
+        """Forget cached entries that changed since the cache was last up to date.
+
+        A notice that has arrived costs a local check, no round trip. When this Pool has already
+        seen a newer version (its own put, an `ls` that found a node gone), it waits for the
+        notice, so that a get never contradicts what this Pool was told.
+        """
+        while self._feed is not None:
+            behind = self._version < self._seen
+            if not ray.wait([self._feed], timeout=CATCH_UP_S if behind else 0, fetch_local=False)[0]:
+                if behind:  # no notice in time: start again from an empty cache
+                    self._cache.clear()
+                    self._seen = self._version
+                return
+            try:
+                self._version, keys = ray.get(self._feed)
+            except ray.exceptions.RayError:  # the directory is gone: nothing cached can be trusted
+                self._feed, self._feed_broken = None, True
+                self._cache.clear()
+                return
+            for key in list(self._cache) if keys is None else keys:
+                self._cache.pop(key, None)
+            self._feed = self.directory.changes.remote(self._version)
+            if self._version >= self._seen:
+                return
+
+    def _remember(self, key: str, entry: Cached) -> None:
+        """Cache an entry just read, opening the change feed from the version it was read at."""
+        if self._feed_broken:
+            return
+        if self._feed is None:
+            self._version = self._seen
+            self._feed = self.directory.changes.remote(self._version)
+        self._cache[key] = entry
+
+    def _send_reads(self, wait: bool = False) -> None:
+        """Tell the directory about reads answered from the cache; calls made after this see them."""
+        self._reads_sent = time.monotonic()
+        if self._reads:
+            reads, self._reads = self._reads, {}
+            sent = self.directory.touch.remote(reads)
+            if wait:
+                ray.wait([sent], timeout=5)
 
     def put(self, key: str, obj: Any, node: str | None = None, *, replace: bool = False,
             evict: str | None = None) -> list[str]:
@@ -223,42 +362,85 @@ class Pool:
             raise PoolError(f"unknown eviction policy {evict!r} (use lru)")
         slot = self._slot(node)
         size = size_of(obj)
+        if size > slot.capacity:
+            raise PoolError(f"{size} bytes do not fit in node {slot.name}'s pool capacity of {slot.capacity} bytes")
+        self._send_reads()
         if size >= PRECHECK_BYTES:  # refuse before moving much data; commit checks again anyway
             call(self.directory.make_room.remote(key, slot.name, size, replace, evict))
-        holder = self._holder(slot.name)
         # The holder writes the object itself, so that it owns it and the data outlives this
         # process (Ray 2.56 removed ray.put's _owner). Bytes travel as a uint8 view so that the
-        # holder reads them without a copy; get turns them back into bytes.
+        # holder reads them without a copy; get turns them back into bytes. The commit waits for
+        # the store inside Ray, without a round trip back here.
         payload = numpy.frombuffer(obj, dtype=numpy.uint8) if isinstance(obj, bytes) else obj
-        try:
-            refs = call(holder.store.remote(payload))
-        except ray.exceptions.RayActorError:  # the node restarted since: ask for its new holder once
-            refs = call(self._holder(slot.name, fresh=True).store.remote(payload))
-        if isinstance(obj, bytes):
-            refs = [*refs, "bytes"]
-        return list(call(self.directory.commit.remote(key, slot.name, slot.node_id, size, refs, replace, evict)))
+        kind = ["bytes"] if isinstance(obj, bytes) else []
+        for fresh in (False, True):
+            stored = self._holder(slot.name, fresh).store.remote(payload)
+            try:
+                victims = self._ask(self.directory.commit.remote(key, slot.name, slot.node_id, size, stored, kind,
+                                                                 replace, evict))
+                break
+            except ray.exceptions.RayActorError:  # the node restarted since: ask for its new holder once
+                if fresh:
+                    raise
+        for gone in (key, *victims):
+            self._cache.pop(gone, None)
+        return list(victims)
 
     def get(self, key: str, timeout: float = GET_TIMEOUT) -> Any:
         """The object stored under key; numpy arrays come back without a copy on the same node."""
         check_key(key)
-        node, lost, refs = call(self.directory.lookup.remote(key))
-        if lost:
-            raise PoolError(f"entry {key!r} is lost: its node {node} has left the cluster")
-        try:
-            value = ray.get(refs[0], timeout=timeout)
-            return value.tobytes() if refs[1:] == ["bytes"] else value
-        except (ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError, ray.exceptions.GetTimeoutError) as exc:
-            raise PoolError(f"entry {key!r} on node {node} cannot be read: {type(exc).__name__}") from None
+        self._catch_up()
+        hit = self._cache.get(key)
+        if hit is None:
+            node, lost, refs = self._ask(self.directory.lookup.remote(key))
+            if lost:
+                raise PoolError(f"entry {key!r} is lost: its node {node} has left the cluster")
+            hit = Cached(node, refs[0], refs[1:] == ["bytes"])
+            self._remember(key, hit)
+        else:
+            self._reads[key] = time.time()
+            if time.monotonic() - self._reads_sent > READS_FLUSH_S:
+                self._send_reads()
+        value = hit.array
+        if value is None:
+            try:
+                value = ray.get(hit.ref, timeout=timeout)
+            except (ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError,
+                    ray.exceptions.GetTimeoutError) as exc:
+                self._cache.pop(key, None)
+                raise PoolError(f"entry {key!r} on node {hit.node} cannot be read: {type(exc).__name__}") from None
+            if isinstance(value, numpy.ndarray) and not value.flags.writeable:
+                hit.array = value  # a view of the store: handing it out again copies nothing
+        return value.tobytes() if hit.as_bytes else value
 
     def delete(self, key: str) -> None:
         check_key(key)
-        call(self.directory.delete.remote(key))
+        self._send_reads()
+        self._cache.pop(key, None)
+        self._ask(self.directory.delete.remote(key))
 
     def keys(self) -> list[str]:
         return [e["key"] for e in self.list()]
 
     def list(self) -> list[dict[str, Any]]:
-        return list(call(self.directory.list.remote()))
+        self._send_reads()
+        return list(self._ask(self.directory.list.remote()))
 
     def stats(self) -> dict[str, dict[str, int]]:
         return dict(call(self.directory.stats.remote()))
+
+
+_open_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_pools() -> None:
+    """Send the last cached reads and end the change feeds (they would end by themselves later)."""
+    if not ray.is_initialized():
+        return
+    for pool in list(_open_pools):
+        if pool._reads:
+            pool._send_reads(wait=True)
+        if pool._feed is not None:
+            with contextlib.suppress(Exception):  # at exit; the feed ends by itself within FEED_WAIT_S
+                ray.cancel(pool._feed)
