@@ -177,6 +177,15 @@ def test_round_trip_of_arbitrary_bytes_and_keys(pool: Pool, key: str, data: byte
     pool.delete(key)
 
 
+def test_a_put_after_a_holder_died_gets_a_new_holder(pool: Pool) -> None:
+    pool.put("before", b"owned by the first holder", node="a")
+    ray.kill(pool._holder("a"), no_restart=True)  # as when a node's holder process dies
+    pool.put("after", b"owned by its successor", node="a")
+    assert pool.get("after") == b"owned by its successor"
+    with pytest.raises(PoolError, match="'before' on node a cannot be read: OwnerDiedError"):
+        pool.get("before")
+
+
 def test_a_killed_node_s_entries_are_reported_lost(pool: Pool, cluster: Any) -> None:
     """Runs last in this module: it removes worker c."""
     pool.put("doomed", b"on c", node="c")
