@@ -56,6 +56,11 @@ def check_key(key: str) -> str:
     return key
 
 
+def check_fits(size: int, node: str, capacity: int) -> None:
+    if size > capacity:
+        raise PoolError(f"{size} bytes do not fit in node {node}'s pool capacity of {capacity} bytes")
+
+
 def size_of(obj: Any) -> int:
     """Bytes the object takes in the store (close enough for capacity accounting)."""
     if isinstance(obj, bytes | bytearray):
@@ -160,8 +165,7 @@ class Directory:
         capacity = self.capacity.get(node)
         if capacity is None:
             raise PoolError(f"node {node!r} has no pool capacity set")
-        if size > capacity:
-            raise PoolError(f"{size} bytes do not fit in node {node}'s pool capacity of {capacity} bytes")
+        check_fits(size, node, capacity)
         old = self.entries.get(key)
         free = capacity - self.used(node) + (old.size if old and old.node == node else 0)
         victims: list[str] = []
@@ -362,8 +366,7 @@ class Pool:
             raise PoolError(f"unknown eviction policy {evict!r} (use lru)")
         slot = self._slot(node)
         size = size_of(obj)
-        if size > slot.capacity:
-            raise PoolError(f"{size} bytes do not fit in node {slot.name}'s pool capacity of {slot.capacity} bytes")
+        check_fits(size, slot.name, slot.capacity)  # here, before any round trip; the directory checks again
         self._send_reads()
         if size >= PRECHECK_BYTES:  # refuse before moving much data; commit checks again anyway
             call(self.directory.make_room.remote(key, slot.name, size, replace, evict))
