@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml $(PLUGINS:%=%/pyproject.toml)
 	$(BIN)/python -m compileall -q grid_core $(PLUGINS) >/dev/null
 	touch $@
 
-$(VENV)/.test-installed: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e '.[test]'
+# The test extras, and a metrics source whose readings the tests write (tests/plugins/).
+$(VENV)/.test-installed: $(VENV)/.installed tests/plugins/scripted-metrics/pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[test]' -e tests/plugins/scripted-metrics
 	touch $@
 
 # grid's main job on the embedded default: a one-node Ray cluster of this machine, a job on it.

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import posixpath
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,8 +22,31 @@ from grid_core.plugins import PluginHost
 from grid_core.types import NodeMetrics, Transport, TransportError
 
 T = TypeVar("T")
+DEFAULT_VENV = "~/.grid/venv"  # each node's environment, as `grid cluster install` makes it
 log = logging.getLogger(__name__)
 UNREACHABLE = 255  # the exit status OpenSSH and pdsh give for a node they could not reach
+
+
+def on_node(node: NodeConfig, path: str) -> str:
+    """A path as the node's transport takes it: `~` expanded here for local nodes; for remote
+    nodes made relative, because SSH starts in the home directory."""
+    if node.transport_name == "local":
+        return os.path.expanduser(path)
+    if path == "~":
+        return "."
+    return path[2:] if path.startswith("~/") else path
+
+
+def python_candidates(config: ClusterConfig, node: NodeConfig) -> list[str]:
+    """Interpreters to try on the node, in order: the configured one, else (local) this one,
+    else (remote) the venv `grid cluster install` makes, then python3."""
+    venv = posixpath.join(config.backend.venv, "bin", "python") if config.backend.venv else None
+    explicit = node.python or venv or config.backend.python
+    if explicit:
+        return [on_node(node, explicit)]
+    if node.transport_name == "local":
+        return [sys.executable]
+    return [on_node(node, posixpath.join(DEFAULT_VENV, "bin", "python")), "python3"]
 
 
 @attrs.frozen
@@ -131,8 +157,12 @@ class Cluster:
     def metrics_sources(self) -> dict[str, Any]:
         """The metrics sources, made once per cluster so that a source may keep state between samples."""
         if self._sources is None:
-            self._sources = {name: e.registration.factory()
-                             for name, e in self.plugins.all("grid_metrics_sources").items()}
+            entries = self.plugins.all("grid_metrics_sources")
+            first = self.config.metrics.sources
+            for name in first:
+                self.plugins.get("grid_metrics_sources", name)  # an unknown name: a clear error naming what exists
+            order = [*first, *(name for name in entries if name not in first)]
+            self._sources = {name: entries[name].registration.factory() for name in order}
         return self._sources
 
     def sample(self, nodes: Sequence[NodeConfig]) -> dict[str, Outcome]:

@@ -1,21 +1,28 @@
 """The cluster config: attrs models, loading from TOML or the seed's YAML, and the lookup order.
 
-One model reads both formats: the seed's YAML differs only in a few spellings (role `master`,
-`execution.runtime_env`, `resource_sharing` blocks), which the model accepts and maps onto
-grid's own settings after loading. Every error names the file and the path of each bad value.
+One model reads both formats. The seed's YAML differs in spellings (role `master`,
+`execution.runtime_env`, the `resource_sharing` blocks); after loading, `_map_seed` turns those
+into grid's own settings (docs/config.md has the table), so the rest of grid reads only those.
+Every error names the file and the path of each bad value; seed keys that mean nothing in grid
+are kept as notes for `config validate`.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import attrs
 import cattrs
+from cattrs.cols import list_structure_factory, mapping_structure_factory
 from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.v import transform_error
 
 from grid_core.errors import ConfigError
@@ -23,7 +30,120 @@ from grid_core.errors import ConfigError
 EMBEDDED_DEFAULT = "<embedded default>"
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Cluster names become directory and file names (state dir, node dirs): no '/', no leading '.' or '-'.
+CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+START_FLAG = re.compile(r"^-{0,2}[A-Za-z][A-Za-z0-9_-]*$")
 METRICS = ("cpu", "memory", "gpu")
+INT_MAX = 2**63 - 1
+# Words for a node's priority as a boost source; numbers (the seed writes 0.8) sort among them.
+PRIORITY_WORDS = {"low": 0.25, "normal": 0.5, "high": 0.75, "critical": 1.0}
+# `ray start` flags that can bind Ray's servers on every interface; refused without
+# backend.allow_public_bind.
+EXPOSING_FLAGS = frozenset({"dashboard-host", "ray-client-server-port"})
+
+
+# --------------------------------------------------------------------------- value rules
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _show(value: Any) -> str:
+    """A value for a message: its repr, cut short (a 400-digit number says nothing more)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class Rule:
+    """A check on one value, attached with `Annotated[T, rule]` and run as the value is read,
+    so its message carries the value's path. `before` sees the raw value, `check` the typed one."""
+
+    def before(self, value: Any) -> Any:
+        return value
+
+    def check(self, value: Any) -> None:
+        pass
+
+
+@attrs.frozen
+class Bound(Rule):
+    low: float
+    high: float | None = None
+    above: bool = False  # the low end excluded: "must be positive"
+    what: str | None = None
+
+    def check(self, value: Any) -> None:
+        if self.high is not None and not self.low <= value <= self.high:
+            raise _Mismatch(f"expected {self.what or f'{self.low:g}-{self.high:g}'}, got {_show(value)}")
+        if self.above and value <= self.low:
+            raise _Mismatch(f"must be positive, got {_show(value)}" if self.low == 0 else
+                            f"must be above {self.low:g}, got {_show(value)}")
+        if value < self.low:
+            raise _Mismatch(f"must not be negative, got {_show(value)}" if self.low == 0 else
+                            f"must be at least {self.low:g}, got {_show(value)}")
+
+
+@attrs.frozen
+class Pattern(Rule):
+    regex: re.Pattern[str]
+    message: str
+
+    def check(self, value: Any) -> None:
+        if not self.regex.match(value):
+            raise _Mismatch(f"{_show(value)} {self.message}")
+
+
+class _PriorityWords(Rule):
+    def before(self, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lower() not in PRIORITY_WORDS:
+                raise _Mismatch(f"expected a number or one of {', '.join(PRIORITY_WORDS)}, got {_show(value)}")
+            return PRIORITY_WORDS[value.lower()]
+        return value
+
+
+class _EnvKey(Rule):
+    def check(self, value: Any) -> None:
+        if not value or "=" in value or "\0" in value:
+            raise _Mismatch(f"environment variable name {_show(value)} must be non-empty, without '=' or NUL")
+
+
+class _StartValue(Rule):
+    """`ray start` takes flags with plain values; a YAML null or date would become garbage there.
+    (A table is allowed for `resources` only, which `_check_start_params` checks.)"""
+
+    def check(self, value: Any) -> None:
+        if isinstance(value, float) and not _finite(value):
+            raise _Mismatch(f"expected a finite number, got {_show(value)}")
+        if not isinstance(value, str | int | float | bool | dict):
+            raise _Mismatch(f"expected a string, number or true/false, got {_show(value)}")
+
+
+NonNegative = Annotated[float, Bound(0)]
+Positive = Annotated[float, Bound(0, above=True)]
+Percent = Annotated[float, Bound(0, 100, what="a percentage 0-100")]
+Fraction = Annotated[float, Bound(0, 1, above=True, what="a fraction in (0, 1]")]
+Count = Annotated[int, Bound(0)]
+AtLeastOne = Annotated[int, Bound(1)]
+Port = Annotated[int, Bound(1, 65535)]
+Priority = Annotated[float, _PriorityWords(), Bound(0)]
+EnvKey = Annotated[str, _EnvKey()]
+Environment = dict[EnvKey, str]
+StartValue = Annotated[Any, _StartValue()]
+StartFlag = Annotated[str, Pattern(START_FLAG, "is not a `ray start` flag name")]
+Host = Annotated[str, Pattern(re.compile(r"^\S+$"), "is not a host name or address")]
+
+
+def _percent(value: float) -> float:
+    """The seed's percentages: a fraction when at most 1 (`0.8`), else percent (`80`)."""
+    return round(value * 100, 9) if value <= 1 else value  # round: 0.29 * 100 is 28.999999999999996
+
+
+SeedPercent = Annotated[float, Bound(0, 100, what="a fraction 0-1 or a percentage 0-100")]
+
+
+# --------------------------------------------------------------------------- grid's models
 
 
 @attrs.frozen(kw_only=True)
@@ -31,10 +151,10 @@ class NodeSharing:
     """The seed's per-node `resource_sharing`: how much of this node others may borrow."""
 
     can_share: bool = True
-    max_share_cpu: float | None = None
-    max_share_memory_gb: float | None = None
-    max_share_gpu: float | None = None
-    priority: str = "normal"
+    max_share_cpu: NonNegative | None = None
+    max_share_memory_gb: NonNegative | None = None
+    max_share_gpu: NonNegative | None = None
+    priority: Priority | None = None  # mapped onto the node's `priority`
     initialization_commands: list[str] = attrs.Factory(list)
 
 
@@ -43,22 +163,23 @@ class NodeConfig:
     """One machine of the cluster."""
 
     name: str
-    host: str = "localhost"
+    host: Host = "localhost"
     user: str | None = None
-    port: int | None = None
+    port: Port | None = None
     role: Literal["head", "worker", "master"] = "worker"
     transport: str | None = None  # None: `local` for this machine, else `ssh`
-    cpu_count: int | None = None
-    gpu_count: int | None = None
-    memory_gb: float | None = None
+    cpu_count: Count | None = None
+    gpu_count: Count | None = None
+    memory_gb: NonNegative | None = None
     tags: list[str] = attrs.Factory(list)
     ssh_key_path: str | None = None
     known_hosts: str | None = None
     host_key_policy: Literal["strict", "accept-new"] | None = None
-    connect_timeout: float | None = None
-    command_timeout: float | None = None
+    connect_timeout: Positive | None = None
+    command_timeout: Positive | None = None
     python: str | None = None
-    ray_start_params: dict[str, Any] = attrs.Factory(dict)
+    priority: Priority = PRIORITY_WORDS["normal"]  # as a boost source: higher is chosen first
+    ray_start_params: dict[StartFlag, StartValue] = attrs.Factory(dict)
     resource_sharing: NodeSharing | None = None
 
     @property
@@ -76,8 +197,8 @@ class SshSettings:
 
     host_key_policy: Literal["strict", "accept-new"] = "strict"
     known_hosts: str | None = None
-    connect_timeout: float = 10.0
-    command_timeout: float | None = None
+    connect_timeout: Positive = 10.0
+    command_timeout: Positive | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -85,23 +206,25 @@ class BackendSettings:
     """The compute engine on the nodes."""
 
     name: str = "ray"
-    port: int = 6379
+    port: Port = 6379
     temp_dir: str | None = None
     python: str | None = None  # the interpreter on the nodes; default: the head's
     venv: str | None = None
-    env: dict[str, str] = attrs.Factory(dict)
+    env: Environment = attrs.Factory(dict)
     dashboard: bool = False
-    dashboard_port: int = 8265
+    dashboard_port: Port = 8265
     namespace: str = "grid"
+    # Lets ray_start_params set flags that bind Ray's servers beyond the node's own address.
+    allow_public_bind: bool = False
 
 
 @attrs.frozen(kw_only=True)
 class Marks:
     """Percent thresholds per metric."""
 
-    cpu: float = 80.0
-    memory: float = 70.0
-    gpu: float = 90.0
+    cpu: Percent = 80.0
+    memory: Percent = 70.0
+    gpu: Percent = 90.0
 
 
 @attrs.frozen(kw_only=True)
@@ -112,9 +235,31 @@ class OffloadSettings:
     policy: str = "threshold"
     high: Marks = Marks()
     low: Marks = Marks(cpu=60.0, memory=55.0, gpu=70.0)
-    interval_seconds: float = 5.0
-    cooldown_seconds: float = 30.0
-    window: int = 3
+    interval_seconds: Positive = 5.0
+    cooldown_seconds: NonNegative = 30.0
+    window: AtLeastOne = 3
+
+
+@attrs.frozen(kw_only=True)
+class LendRules:
+    """When a node may lend: a source whose reading breaks one of these is not chosen."""
+
+    cpu_percent_max: Percent | None = None  # the node's CPU use, percent
+    memory_percent_max: Percent | None = None
+    gpu_percent_max: Percent | None = None  # its busiest GPU's utilisation
+    cpu_min_free: NonNegative | None = None  # cores free for work
+    memory_min_free_gb: NonNegative | None = None
+    gpu_memory_min_free_mb: NonNegative | None = None  # on its GPU with the most free
+
+
+@attrs.frozen(kw_only=True)
+class BoostSettings:
+    """Boosts: one node borrowing capacity on another (grid_core/boost.py)."""
+
+    enabled: bool = True
+    default_duration_seconds: Positive | None = None  # None: until released
+    max_per_source: AtLeastOne | None = None  # active boosts one node serves at once
+    lend: LendRules = LendRules()
 
 
 @attrs.frozen(kw_only=True)
@@ -123,32 +268,80 @@ class SchedulerSettings:
 
 
 @attrs.frozen(kw_only=True)
-class SeedSharing:
-    """The seed's `execution.resource_sharing` block; its thresholds map onto `offload`."""
+class MetricsSettings:
+    """Metrics sources asked first, in this order; every other source follows in load order."""
 
-    enabled: bool = True
-    mode: str | None = None
-    policy: str | None = None
-    monitoring_interval: float | None = None
-    rebalance_interval: float | None = None
-    thresholds: dict[str, float] = attrs.Factory(dict)
-    priorities: dict[str, Any] = attrs.Factory(dict)
+    sources: list[str] = attrs.Factory(list)
+
+
+# The seed's `resource_sharing` blocks. Every field is None unless written, so that the block
+# under `execution` can override the top-level one key by key; `_map_seed` reads them.
+
+
+@attrs.frozen(kw_only=True)
+class SeedThresholds:
+    cpu_pressure_high: SeedPercent | None = None
+    cpu_pressure_low: SeedPercent | None = None
+    memory_pressure_high: SeedPercent | None = None
+    memory_pressure_low: SeedPercent | None = None
+    gpu_pressure_high: SeedPercent | None = None
+    gpu_pressure_low: SeedPercent | None = None
+    excess_threshold: SeedPercent | None = None
+    gpu_utilization_max: SeedPercent | None = None
+    gpu_memory_min_mb: NonNegative | None = None
+    memory_percent_max: SeedPercent | None = None
+    memory_min_gb: NonNegative | None = None
+    cpu_percent_max: SeedPercent | None = None
+    cpu_min_cores: NonNegative | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SeedPriorities:
+    master_node: Priority | None = None
+    worker_nodes: dict[str, Priority] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SeedAutoOffload:
+    enabled: bool | None = None
+    head_only_mode: bool | None = None
+    cpu_threshold: SeedPercent | None = None
+    memory_threshold: SeedPercent | None = None
+    gpu_threshold: SeedPercent | None = None
+    check_interval_seconds: Positive | None = None
+    cooldown_seconds: NonNegative | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SeedSharing:
+    enabled: bool | None = None
+    mode: Literal["offload_only", "share_and_offload", "dynamic_balancing"] | None = None
+    policy: Literal["conservative", "balanced", "aggressive", "predictive"] | None = None
+    monitoring_interval_seconds: Positive | None = None
+    rebalance_interval_seconds: Positive | None = None
+    allocation_timeout_minutes: Positive | None = None
+    check_interval: Positive | None = None
+    offer_expiry: Positive | None = None
+    max_offers_per_node: AtLeastOne | None = None
+    thresholds: SeedThresholds | None = None
+    priorities: SeedPriorities | None = None
+    auto_offload: SeedAutoOffload | None = None
 
 
 @attrs.frozen(kw_only=True)
 class RuntimeEnv:
-    env_vars: dict[str, str] = attrs.Factory(dict)
+    env_vars: Environment = attrs.Factory(dict)
 
 
 @attrs.frozen(kw_only=True)
 class ExecutionSettings:
     working_directory: str | None = None
-    environment: dict[str, str] = attrs.Factory(dict)
-    timeout_seconds: float | None = None
-    retry_attempts: int = 0
-    default_nodes: int | None = None
-    default_gpus_per_node: int | None = None
-    parallel: int = 32
+    environment: Environment = attrs.Factory(dict)
+    timeout_seconds: Positive | None = None  # for `grid run`
+    retry_attempts: Count = 0  # for `grid run`
+    default_nodes: AtLeastOne | None = None  # seed only: no effect
+    default_gpus_per_node: Count | None = None  # seed only: no effect
+    parallel: AtLeastOne = 32
     runtime_env: RuntimeEnv = RuntimeEnv()
     resource_sharing: SeedSharing | None = None
 
@@ -161,19 +354,37 @@ class LoggingSettings:
 
 
 @attrs.frozen(kw_only=True)
+class MemoryPoolSettings:
+    """`plugins.memory-pool`, read by that plugin (grid_plugin_memory_pool.cluster); checked here
+    so that `config validate` reports what the pool would otherwise silently replace by its default."""
+
+    capacity_gb: NonNegative | dict[str, NonNegative] | None = None  # one number, or per node
+    capacity_share: Fraction | None = None  # of each node's object store
+
+
+# Plugin sections whose shape is known; others are free-form tables for their plugin.
+PLUGIN_SECTIONS: dict[str, type] = {"memory-pool": MemoryPoolSettings}
+
+
+@attrs.frozen(kw_only=True)
 class ClusterConfig:
     """A whole cluster: its nodes and how grid runs them."""
 
-    name: str = "grid"
+    name: Annotated[str, Pattern(CLUSTER_NAME, "may hold only letters, digits, '-', '_' and '.', "
+                                               "and must not start with '.' or '-'")] = "grid"
     nodes: list[NodeConfig]
     ssh: SshSettings = SshSettings()
     backend: BackendSettings = BackendSettings()
     offload: OffloadSettings = OffloadSettings()
+    boost: BoostSettings = BoostSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    metrics: MetricsSettings = MetricsSettings()
     execution: ExecutionSettings = ExecutionSettings()
     logging: LoggingSettings = LoggingSettings()
+    resource_sharing: SeedSharing | None = None  # the seed's top-level block; execution's wins
     plugins: dict[str, dict[str, Any]] = attrs.Factory(dict)
-    source: str = attrs.field(default=EMBEDDED_DEFAULT, metadata={"internal": True})
+    source: str = EMBEDDED_DEFAULT  # not read from the file
+    notes: tuple[str, ...] = ()  # seed keys accepted without effect; not read from the file
 
     @property
     def head(self) -> NodeConfig:
@@ -191,8 +402,15 @@ class ClusterConfig:
 # --------------------------------------------------------------------------- structuring
 
 
-class _Mismatch(Exception):
-    pass
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _type_label(t: Any) -> str:
@@ -201,11 +419,15 @@ def _type_label(t: Any) -> str:
 
 def _strict(t: type) -> Any:
     def hook(value: Any, _type: Any) -> Any:
-        ok = isinstance(value, t) and not (isinstance(value, bool) and t is not bool)
-        if t is float and isinstance(value, int) and not isinstance(value, bool):
+        if t is float and _is_number(value):
+            # nan and inf pass every comparison a bound makes, then break what uses them.
+            if not _finite(value):
+                raise _Mismatch(f"expected a finite number, got {_show(value)}")
             return float(value)
-        if not ok:
-            raise _Mismatch(f"expected {_type_label(t)}, got {value!r}")
+        if not isinstance(value, t) or (isinstance(value, bool) and t is not bool):
+            raise _Mismatch(f"expected {_type_label(t)}, got {_show(value)}")
+        if isinstance(value, int) and abs(value) > INT_MAX:  # what a C long (Ray, select, sleep) holds
+            raise _Mismatch(f"too large, got {_show(value)}")
         return value
 
     return hook
@@ -216,7 +438,7 @@ def _literal_hook(t: Any) -> Any:
 
     def hook(value: Any, _type: Any) -> Any:
         if value not in choices:
-            raise _Mismatch(f"expected one of {', '.join(map(repr, choices))}, got {value!r}")
+            raise _Mismatch(f"expected one of {', '.join(map(repr, choices))}, got {_show(value)}")
         return value
 
     return hook
@@ -226,12 +448,62 @@ def _any_hook(value: Any, _type: Any) -> Any:
     return value
 
 
+def _capacity_hook(value: Any, _type: Any) -> Any:
+    """`capacity_gb`: a number for every node, or a table of node name to number."""
+    if value is None:
+        return None
+    return converter.structure(value, dict[str, NonNegative] if isinstance(value, dict) else NonNegative)
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True)
     for t in (int, float, str, bool):
         conv.register_structure_hook(t, _strict(t))
     conv.register_structure_hook_factory(lambda t: get_origin(t) is Literal, _literal_hook)
     conv.register_structure_hook(Any, _any_hook)
+
+    def annotated(t: Any) -> Callable[[Any, Any], Any]:
+        base, *meta = get_args(t)
+        rules = [m for m in meta if isinstance(m, Rule)]
+
+        def hook(value: Any, _type: Any) -> Any:
+            for rule in rules:
+                value = rule.before(value)
+            value = conv.structure(value, base)
+            for rule in rules:
+                rule.check(value)
+            return value
+
+        return hook
+
+    conv.register_structure_hook_factory(lambda t: get_origin(t) is Annotated, annotated)
+    conv.register_structure_hook(NonNegative | dict[str, NonNegative] | None, _capacity_hook)
+
+    # cattrs takes any iterable as a list ("abc" as three tags) and fails on a non-table with an
+    # AttributeError: require the container the model names, and say so.
+    def shaped(kind: type, label: str, make: Callable[[Any], Callable[[Any, Any], Any]]) -> Any:
+        def factory(t: Any) -> Callable[[Any, Any], Any]:
+            inner = make(t)
+
+            def hook(value: Any, _type: Any) -> Any:
+                if not isinstance(value, kind):
+                    raise _Mismatch(f"expected {label}, got {_show(value)}")
+                return inner(value, _type)
+
+            return hook
+
+        return factory
+
+    # `source` and `notes` are grid's records about a file, never keys in one.
+    internal = {"source": override(omit=True), "notes": override(omit=True)}
+    conv.register_structure_hook_factory(lambda t: get_origin(t) is list, shaped(
+        list, "a list", lambda t: list_structure_factory(t, conv)))
+    conv.register_structure_hook_factory(lambda t: get_origin(t) is dict, shaped(
+        dict, "a table", lambda t: mapping_structure_factory(t, conv)))
+    conv.register_structure_hook_factory(attrs.has, shaped(dict, "a table", lambda t: make_dict_structure_fn(
+        t, conv, **(internal if t is ClusterConfig else {}))))  # type: ignore[arg-type]
+    conv.register_unstructure_hook(ClusterConfig, make_dict_unstructure_fn(
+        ClusterConfig, conv, **internal))  # type: ignore[arg-type]
     return conv
 
 
@@ -249,9 +521,9 @@ def _describe(exc: BaseException, _type: Any) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _error_lines(exc: Exception) -> list[str]:
+def _error_lines(exc: Exception, root: str = "") -> list[str]:
     lines = []
-    for item in transform_error(exc, path="", format_exception=_describe):
+    for item in transform_error(exc, path=root, format_exception=_describe):
         message, _, path = item.rpartition(" @ ")
         path = path.lstrip(".")
         # A missing key is reported at its parent; cattrs puts the key in the message.
@@ -259,79 +531,224 @@ def _error_lines(exc: Exception) -> list[str]:
     return lines
 
 
+def _structure(data: Any, model: Any, root: str = "") -> tuple[Any, list[str]]:
+    """`data` as `model`, or None and one line per bad value."""
+    try:
+        return converter.structure(data, model), []
+    except cattrs.BaseValidationError as exc:
+        return None, _error_lines(exc, root)
+    except (_Mismatch, ValueError, TypeError) as exc:
+        return None, [f"{root}: {exc}" if root else str(exc)]
+
+
+def _fail(source: str, problems: list[str]) -> ConfigError:
+    return ConfigError(f"{source}: " + "\n  ".join(["invalid config:", *problems]))
+
+
 def structure(data: Any, source: str) -> ClusterConfig:
     """Build a ClusterConfig from parsed data, or raise ConfigError listing every problem."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a table of settings at the top, got {type(data).__name__}")
-    data = {k: v for k, v in data.items() if k != "source"}
-    try:
-        config = converter.structure(data, ClusterConfig)
-    except (cattrs.BaseValidationError, _Mismatch, ValueError, TypeError) as exc:
-        lines = _error_lines(exc) if isinstance(exc, cattrs.BaseValidationError) else [str(exc)]
-        raise ConfigError(f"{source}: " + "\n  ".join(["invalid config:", *lines])) from None
-    return _checked(attrs.evolve(config, source=source))
+    config, problems = _structure(data, ClusterConfig)
+    if isinstance(data.get("plugins"), dict):  # checked with the rest, not only once it is right
+        problems += _plugin_problems(data["plugins"], config)
+    if config is None:
+        raise _fail(source, problems)
+    config = attrs.evolve(config, source=source)
+    config, notes = _map_seed(config, problems)
+    problems += _check(config)
+    if problems:
+        raise _fail(source, problems)
+    return attrs.evolve(config, notes=tuple(notes))
 
 
-def _checked(config: ClusterConfig) -> ClusterConfig:
-    """Rules across fields, and the seed's spellings mapped onto grid's settings."""
+def _check(config: ClusterConfig) -> list[str]:
+    """Rules across fields, on the config with the seed's keys already mapped."""
     problems = []
     if not config.nodes:
         problems.append("nodes: at least one node is required")
     seen: set[str] = set()
     for i, node in enumerate(config.nodes):
         if not NODE_NAME.match(node.name):
-            problems.append(f"nodes[{i}].name: {node.name!r} may hold only letters, digits, '.', '_' and '-'")
+            problems.append(f"nodes[{i}].name: {_show(node.name)} may hold only letters, digits, '.', '_' and '-'")
         if node.name in seen:
             problems.append(f"nodes[{i}].name: duplicate node name {node.name!r}")
         seen.add(node.name)
-        for field in ("cpu_count", "gpu_count", "memory_gb", "port"):
-            value = getattr(node, field)
-            if value is not None and value < 0:
-                problems.append(f"nodes[{i}].{field}: must not be negative, got {value!r}")
-        if node.port is not None and not 0 < node.port < 65536:
-            problems.append(f"nodes[{i}].port: expected 1-65535, got {node.port}")
+        problems += _check_start_params(config, node, f"nodes[{i}].ray_start_params")
     heads = [n.name for n in config.nodes if n.is_head]
     if len(heads) > 1:
         problems.append(f"nodes: more than one head ({', '.join(heads)})")
+    log_path = config.logging.file_path
+    if log_path is not None:
+        folder = Path(log_path).parent
+        if not log_path or Path(log_path).is_dir():
+            problems.append(f"logging.file_path: {log_path!r} is not a file name")
+        elif not folder.is_dir():
+            problems.append(f"logging.file_path: directory {str(folder)!r} does not exist")
+        elif not os.access(folder, os.W_OK | os.X_OK) and not os.access(log_path, os.W_OK):
+            problems.append(f"logging.file_path: cannot write in {str(folder)!r}")
+    return problems
+
+
+def _plugin_problems(plugins: dict[Any, Any], config: ClusterConfig | None) -> list[str]:
+    """The plugin sections whose shape grid knows (PLUGIN_SECTIONS), as their plugin reads them."""
+    problems = []
+    names = {n.name for n in config.nodes} if config else None
+    for name, model in PLUGIN_SECTIONS.items():
+        if isinstance(plugins.get(name), dict):  # a non-table is reported with `plugins` itself
+            root = f"plugins[{name!r}]"
+            section, errors = _structure(plugins[name], model, root)
+            problems += errors
+            table = getattr(section, "capacity_gb", None)
+            if isinstance(table, dict) and names is not None:
+                problems += [f"{root}.capacity_gb[{node!r}]: no node named {node!r}"
+                             for node in table if node not in names]
+    return problems
+
+
+def start_flag(key: str) -> str:
+    """A ray_start_params key as the `ray start` flag it sets: `object_store_memory` is `object-store-memory`."""
+    return key.replace("_", "-").lstrip("-")
+
+
+def _check_start_params(config: ClusterConfig, node: NodeConfig, path: str) -> list[str]:
+    problems = []
+    for key, value in node.ray_start_params.items():
+        flag, where = start_flag(key), f"{path}[{key!r}]"
+        if flag in EXPOSING_FLAGS and not config.backend.allow_public_bind:
+            problems.append(f"{where}: may bind Ray beyond this node's address; set "
+                            "backend.allow_public_bind = true to allow it")
+        elif flag == "resources":
+            problems += [f"{where}{sub}" for sub in _resource_problems(value)]
+        elif isinstance(value, dict):
+            problems.append(f"{where}: expected a string, number or true/false, got {_show(value)}")
+    return problems
+
+
+def _resource_problems(value: Any) -> list[str]:
+    """Custom resources: a table or a JSON object of name -> non-negative number."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            return [f": not a JSON object: {exc}"]
+    if not isinstance(value, dict):
+        return [f": expected a table or JSON object of name -> number, got {_show(value)}"]
+    problems = []
+    for name, amount in value.items():
+        if not name or not _is_number(amount) or not _finite(amount) or amount < 0:
+            problems.append(f"[{name!r}]: expected a resource name with a non-negative number, got {_show(amount)}")
+    return problems
+
+
+# --------------------------------------------------------------------------- the seed's keys
+
+# Seed keys grid accepts without effect, with why (one line each from `config validate`).
+EXECUTION_NO_EFFECT = {
+    "default_nodes": "grid run picks its node with --node, else the scheduler",
+    "default_gpus_per_node": "grid run's --gpus says what a job needs",
+}
+SHARING_NO_EFFECT = {
+    ("mode",): "grid always offloads from a held head and lends by boosts",
+    ("policy",): "offload.policy names grid's policy",
+    ("rebalance_interval_seconds",): "grid does not rebalance on a timer",
+    ("check_interval",): "boosts are granted on request, not offered on a timer",
+    ("thresholds", "excess_threshold"): "lending is decided by boost.lend",
+    ("auto_offload", "head_only_mode"): "grid's offload always watches only the head",
+}
+
+
+def _seed_values(config: ClusterConfig) -> dict[tuple[str, ...], tuple[Any, str]]:
+    """Every written key of the seed's resource_sharing blocks -> (value, its path); the block under
+    `execution` wins key by key over the top-level one."""
+    values: dict[tuple[str, ...], tuple[Any, str]] = {}
+
+    def walk(obj: Any, key: tuple[str, ...], path: str) -> None:
+        if attrs.has(type(obj)):
+            for field in attrs.fields(type(obj)):
+                value = getattr(obj, field.name)
+                if value is not None:
+                    walk(value, (*key, field.name), f"{path}.{field.name}")
+        elif isinstance(obj, dict):
+            for name, value in obj.items():
+                values[(*key, name)] = (value, f"{path}[{name!r}]")
+        else:
+            values[key] = (obj, path)
+
+    for block, path in ((config.resource_sharing, "resource_sharing"),
+                        (config.execution.resource_sharing, "execution.resource_sharing")):
+        if block is not None:
+            walk(block, (), path)
+    return values
+
+
+def _map_seed(config: ClusterConfig, problems: list[str]) -> tuple[ClusterConfig, list[str]]:
+    """The seed's spellings as grid's settings (docs/config.md, "The seed's keys"); returns the
+    config without the seed-only blocks, and the notes for keys that have no effect."""
+    seed = _seed_values(config)
+    notes = [f"note: execution.{key} has no effect in grid: {why}"
+             for key, why in EXECUTION_NO_EFFECT.items() if getattr(config.execution, key) is not None]
+    notes += [f"note: {path} has no effect in grid: {why}"
+              for key, why in SHARING_NO_EFFECT.items() if (path := seed.get(key, (None, ""))[1])]
+
+    def value(*key: str) -> Any:
+        return seed.get(key, (None, ""))[0]
+
+    # Offload: marks, interval, cooldown, on/off. auto_offload is the more specific block, so it wins.
     offload = config.offload
-    sharing = config.execution.resource_sharing
-    if sharing is not None:
-        offload, seed_problems = _apply_seed_thresholds(offload, sharing)
-        problems.extend(seed_problems)
-    for level in ("high", "low"):
-        for metric in METRICS:
-            value = getattr(getattr(offload, level), metric)
-            if not 0 <= value <= 100:
-                problems.append(f"offload.{level}.{metric}: expected a percentage 0-100, got {value!r}")
-    for metric in METRICS:
-        if getattr(offload.low, metric) > getattr(offload.high, metric):
-            problems.append(f"offload.low.{metric}: must not exceed offload.high.{metric}")
-    if offload.interval_seconds <= 0:
-        problems.append("offload.interval_seconds: must be positive")
-    if offload.window < 1:
-        problems.append("offload.window: must be at least 1")
-    if config.execution.parallel < 1:
-        problems.append("execution.parallel: must be at least 1")
-    if problems:
-        raise ConfigError(f"{config.source}: " + "\n  ".join(["invalid config:", *problems]))
-    env = {**config.execution.runtime_env.env_vars, **config.execution.environment}
-    execution = attrs.evolve(config.execution, environment=env)
-    return attrs.evolve(config, offload=offload, execution=execution)
+    marks = {"high": attrs.asdict(offload.high), "low": attrs.asdict(offload.low)}
+    origin = {(level, m): f"offload.{level}.{m}" for level in marks for m in METRICS}
+    for m in METRICS:
+        for level, key in (("high", ("thresholds", f"{m}_pressure_high")), ("low", ("thresholds", f"{m}_pressure_low")),
+                           ("high", ("auto_offload", f"{m}_threshold"))):
+            if key in seed:
+                marks[level][m], origin[(level, m)] = _percent(seed[key][0]), seed[key][1]
+        if origin[("high", m)] != f"offload.high.{m}" and origin[("low", m)] == f"offload.low.{m}":
+            # Only the high mark was given: keep the default band below it, as `offload auto` does.
+            marks["low"][m] = min(marks["low"][m], marks["high"][m] * 0.75)
+        if marks["low"][m] > marks["high"][m]:
+            problems.append(f"{origin[('low', m)]}: {marks['low'][m]:g}% must not exceed "
+                            f"{origin[('high', m)]} ({marks['high'][m]:g}%)")
+    interval = value("auto_offload", "check_interval_seconds") or value("monitoring_interval_seconds")
+    enabled, cooldown = value("auto_offload", "enabled"), value("auto_offload", "cooldown_seconds")
+    offload = attrs.evolve(
+        offload, high=Marks(**marks["high"]), low=Marks(**marks["low"]),
+        interval_seconds=interval or offload.interval_seconds,
+        enabled=offload.enabled if enabled is None else enabled,
+        cooldown_seconds=offload.cooldown_seconds if cooldown is None else cooldown)
 
+    # Boosts: on/off, default duration, per-source count, and when a node may lend.
+    boost = config.boost
+    minutes, expiry = value("allocation_timeout_minutes"), value("offer_expiry")
+    lend_keys = {"cpu_percent_max": "cpu_percent_max", "memory_percent_max": "memory_percent_max",
+                 "gpu_utilization_max": "gpu_percent_max", "cpu_min_cores": "cpu_min_free",
+                 "memory_min_gb": "memory_min_free_gb", "gpu_memory_min_mb": "gpu_memory_min_free_mb"}
+    lend = {grid: value("thresholds", key) for key, grid in lend_keys.items() if ("thresholds", key) in seed}
+    lend = {k: _percent(v) if k.endswith("_percent_max") else v for k, v in lend.items()}
+    boost = attrs.evolve(
+        boost, enabled=boost.enabled if value("enabled") is None else value("enabled"),
+        default_duration_seconds=minutes * 60 if minutes else expiry or boost.default_duration_seconds,
+        max_per_source=value("max_offers_per_node") or boost.max_per_source,
+        lend=attrs.evolve(boost.lend, **lend))
 
-def _apply_seed_thresholds(offload: OffloadSettings, sharing: SeedSharing) -> tuple[OffloadSettings, list[str]]:
-    """Map `cpu_pressure_high: 0.8` (fraction or percent) onto offload.high.cpu = 80."""
-    high, low, problems = attrs.asdict(offload.high), attrs.asdict(offload.low), []
-    for key, value in sharing.thresholds.items():
-        metric = key.removesuffix("_pressure_high").removesuffix("_pressure_low")
-        level = "high" if key.endswith("_pressure_high") else "low" if key.endswith("_pressure_low") else None
-        if level is None or metric not in METRICS:
-            problems.append(f"execution.resource_sharing.thresholds: unknown key {key!r}")
-            continue
-        percent = value * 100 if value <= 1 else value
-        (high if level == "high" else low)[metric] = float(percent)
-    interval = sharing.monitoring_interval or offload.interval_seconds
-    return attrs.evolve(offload, high=Marks(**high), low=Marks(**low), interval_seconds=interval), problems
+    # Source priorities: the node's own resource_sharing.priority, else the cluster's table.
+    names = {n.name for n in config.nodes}
+    problems += [f"{path}: no node named {key[-1]!r}" for key, (_, path) in seed.items()
+                 if key[:2] == ("priorities", "worker_nodes") and key[-1] not in names]
+    nodes = []
+    for node in config.nodes:
+        keys: list[tuple[str, ...]] = [("priorities", "master_node")] if node is config.head else []
+        keys.append(("priorities", "worker_nodes", node.name))
+        own = node.resource_sharing.priority if node.resource_sharing else None
+        priority = own if own is not None else next((seed[k][0] for k in keys if k in seed), None)
+        nodes.append(node if priority is None else attrs.evolve(node, priority=priority))
+
+    runtime = config.execution.runtime_env.env_vars
+    execution = attrs.evolve(config.execution, environment={**runtime, **config.execution.environment},
+                             runtime_env=RuntimeEnv(), resource_sharing=None)
+    mapped = attrs.evolve(config, nodes=nodes, offload=offload, boost=boost, execution=execution,
+                          resource_sharing=None)
+    return mapped, notes
 
 
 def unstructure(config: ClusterConfig) -> dict[str, Any]:
@@ -339,14 +756,13 @@ def unstructure(config: ClusterConfig) -> dict[str, Any]:
 
     def prune(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: prune(v) for k, v in value.items() if v is not None and v != {}}
+            pruned = {k: prune(v) for k, v in value.items() if v is not None}
+            return {k: v for k, v in pruned.items() if v != {}}
         if isinstance(value, list):
             return [prune(v) for v in value]
         return value
 
-    data = converter.unstructure(config)
-    data.pop("source", None)
-    return prune(data)  # type: ignore[no-any-return]
+    return prune(converter.unstructure(config))  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- files and lookup
@@ -371,7 +787,7 @@ def parse_file(path: Path) -> Any:
 
         try:
             return yaml.safe_load(text)
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, ValueError) as exc:  # ValueError: a date YAML cannot build
             raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     try:
         return tomllib.loads(text)

@@ -3,96 +3,189 @@
 A plugin that fails to import or to register is recorded as failed and skipped; nothing else
 breaks. `GRID_DISABLE_PLUGINS=a,b` blocks plugins by name and `GRID_NO_PLUGINS=1` (or
 `grid --no-plugins`) loads only the built-ins.
+
+Loading every plugin imports importlib.metadata, attrs, pluggy and each plugin, which together
+cost more than importing click. What `grid --help`, `grid plugins list` and finding a command
+need (each plugin's record, the names it registers, each command's summary and import path) is
+therefore kept in an index file under grid's state dir. The index is used only while its key
+still matches: the metadata and .pth files of every sys.path entry (what pip install and
+uninstall change) and the source files of every module the plugins loaded (an editable plugin
+edited in place). Anything that needs a registration object loads the plugins for real.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
+import json
 import os
-from collections.abc import Iterable
-from importlib.metadata import entry_points
-from typing import Any, Literal, TypeVar
+import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-import attrs
-import pluggy
+from grid_core.errors import GridError, PluginError
 
-from grid_core import __version__, hookspecs
-from grid_core.errors import PluginError
-from grid_core.types import (
-    GridBackend,
-    GridCommand,
-    GridMetricsSource,
-    GridOffloadPolicy,
-    GridScheduler,
-    GridTransport,
-)
+if TYPE_CHECKING:
+    from pathlib import Path
 
-log = logging.getLogger(__name__)
+    import pluggy
 
 # Each built-in is one module registered as a plugin, so the core uses its own contract.
 BUILTINS = {
     "local": "grid_core.builtin.local",
     "psutil": "grid_core.builtin.psutil_metrics",
     "procfs": "grid_core.builtin.procfs_metrics",
+    "nvml": "grid_core.builtin.nvml_metrics",
     "least-loaded": "grid_core.builtin.least_loaded",
     "commands": "grid_core.builtin.commands",
 }
 
-# hook name -> (kind shown to users, registration type)
-KINDS: dict[str, tuple[str, type]] = {
-    "grid_transports": ("transport", GridTransport),
-    "grid_backends": ("backend", GridBackend),
-    "grid_schedulers": ("scheduler", GridScheduler),
-    "grid_offload_policies": ("offload policy", GridOffloadPolicy),
-    "grid_metrics_sources": ("metrics source", GridMetricsSource),
-    "grid_commands": ("command", GridCommand),
+# hook name -> (kind shown to users, name of the registration type in grid_core.types); types
+# are looked up only when plugins load, so that importing this module stays cheap.
+KINDS: dict[str, tuple[str, str]] = {
+    "grid_transports": ("transport", "GridTransport"),
+    "grid_backends": ("backend", "GridBackend"),
+    "grid_schedulers": ("scheduler", "GridScheduler"),
+    "grid_offload_policies": ("offload policy", "GridOffloadPolicy"),
+    "grid_metrics_sources": ("metrics source", "GridMetricsSource"),
+    "grid_commands": ("command", "GridCommand"),
 }
 
-R = TypeVar("R")
+INDEX_FORMAT = 1
+# What installing or removing a distribution changes in a sys.path entry.
+METADATA_SUFFIXES = (".dist-info", ".egg-info", ".egg-link", ".egg", ".pth")
+ENTRY_POINTS = "entry_points.txt"
+
 Status = Literal["active", "blocked", "failed"]
 
 
-@attrs.define
 class PluginRecord:
     """One plugin as `grid plugins list` shows it."""
 
-    name: str
-    distribution: str
-    version: str
-    package: str  # top-level import package, used to blame a plugin for an unexpected error
-    status: Status = "active"
-    reason: str = ""
-    hooks: dict[str, list[str]] = attrs.Factory(dict)
+    # A plain class rather than attrs: importing attrs alone costs a fifth of `import click`.
+    __slots__ = ("distribution", "hooks", "name", "package", "reason", "status", "version")
+
+    def __init__(self, name: str, distribution: str, version: str, package: str, status: Status = "active",
+                 reason: str = "", hooks: dict[str, list[str]] | None = None) -> None:
+        self.name, self.distribution, self.version = name, distribution, version
+        self.package = package  # top-level import package, used to blame a plugin for an unexpected error
+        self.status: Status = status
+        self.reason = reason
+        self.hooks: dict[str, list[str]] = hooks if hooks is not None else {}
+
+    def __repr__(self) -> str:
+        return f"PluginRecord({self.as_dict()!r})"
 
     @property
     def label(self) -> str:
         return f"plugin {self.name!r} ({self.distribution} {self.version})"
 
+    def as_dict(self) -> dict[str, Any]:
+        """The record's fields, as the index stores them."""
+        return {name: getattr(self, name) for name in self.__slots__}
 
-@attrs.frozen
-class Entry:
+
+class Entry(NamedTuple):
+    """A registration and the plugin that made it."""
+
     registration: Any
     plugin: PluginRecord
 
 
+class CommandSummary(NamedTuple):
+    """What the root command needs of a `grid_commands` registration, without loading its plugin."""
+
+    name: str
+    summary: str
+    import_path: str
+    plugin: str
+
+
 def disabled_names() -> set[str]:
+    """The plugin names in $GRID_DISABLE_PLUGINS."""
     return {n.strip() for n in os.environ.get("GRID_DISABLE_PLUGINS", "").split(",") if n.strip()}
 
 
-class PluginHost:
-    """Loads plugins and holds what they register, per kind, each with the plugin behind it."""
+def _clash(hook: str, name: str, plugins: Iterable[PluginRecord]) -> str:
+    return f"{KINDS[hook][0]} {name!r} is registered by {' and '.join(p.label for p in plugins)}"
 
-    def __init__(self, *, no_plugins: bool = False, disabled: Iterable[str] | None = None) -> None:
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
-        self.pm.add_hookspecs(hookspecs)
+
+class PluginHost:
+    """Loads plugins and holds what they register, per kind, each with the plugin behind it.
+
+    With `indexed`, records and command summaries come from the index when it is current, and
+    the plugins load only when a registration is asked for; a full load refreshes the index.
+    """
+
+    def __init__(self, *, no_plugins: bool = False, disabled: Iterable[str] | None = None,
+                 indexed: bool = False) -> None:
+        self.no_plugins = no_plugins or os.environ.get("GRID_NO_PLUGINS", "") in ("1", "true", "yes")
+        self.blocked = disabled_names() if disabled is None else set(disabled)
         self.records: dict[str, PluginRecord] = {}
-        self._entries: dict[str, dict[str, list[Entry]]] = {hook: {} for hook in KINDS}
-        blocked = disabled_names() if disabled is None else set(disabled)
+        self._indexed = indexed
+        self._index: dict[str, Any] | None = _read_index() if indexed else None
+        self._commands: dict[str, list[CommandSummary]] | None = None
+        self._entries: dict[str, dict[str, list[Entry]]] | None = None
+        self._pm: pluggy.PluginManager | None = None
+        if not (self._index is not None and self._use_index(self._index)):
+            self._load()
+
+    # ----------------------------------------------------------------------------- the index
+
+    def _use_index(self, index: dict[str, Any]) -> bool:
+        """Take records and commands from the index; False where it lacks a plugin to load."""
+        records: dict[str, PluginRecord] = {}
+        for fields in index["plugins"]:
+            record = PluginRecord(**fields)
+            if self.no_plugins and record.name not in BUILTINS:
+                continue
+            if record.name in self.blocked:
+                record.status, record.reason, record.hooks = "blocked", "blocked by GRID_DISABLE_PLUGINS", {}
+            elif record.status != "active":  # blocked when written, or failed: its error must be current
+                return False
+            records[record.name] = record
+        commands: dict[str, list[CommandSummary]] = {}
+        for row in index["commands"]:
+            command = CommandSummary(*row)
+            if command.plugin in records and records[command.plugin].status == "active":
+                commands.setdefault(command.name, []).append(command)
+        self.records, self._commands = records, commands
+        return True
+
+    def _index_data(self, key: list[Any]) -> dict[str, Any]:
+        packages = {r.package for r in self.records.values()}
+        entries = self._entries or {}
+        return {
+            "format": INDEX_FORMAT,
+            "key": key,
+            "files": _source_files(packages),
+            "plugins": [r.as_dict() for r in self.records.values()],
+            "commands": [
+                [name, e.registration.summary, e.registration.import_path, e.plugin.name]
+                for name, found in entries.get("grid_commands", {}).items()
+                for e in found
+            ],
+        }
+
+    # ----------------------------------------------------------------------------- loading
+
+    def _load(self) -> None:
+        """Import and register every plugin that is not blocked."""
+        import functools
+        import importlib
+        from importlib.metadata import entry_points
+
+        import pluggy
+
+        from grid_core import __version__, hookspecs
+
+        key = _fingerprint() if self._indexed else []
+        self._pm = pm = pluggy.PluginManager(hookspecs.PROJECT)
+        pm.add_hookspecs(hookspecs)
+        self.records, self._commands = {}, None
+        self._entries = {hook: {} for hook in KINDS}
         for name, module in BUILTINS.items():
             record = PluginRecord(name, "grid-core", __version__, "grid_core")
-            self._add(record, blocked, lambda module=module: importlib.import_module(module))
-        if not no_plugins and os.environ.get("GRID_NO_PLUGINS", "") not in ("1", "true", "yes"):
+            self._add(record, self.blocked, functools.partial(importlib.import_module, module))
+        if not self.no_plugins:
             for ep in sorted(entry_points(group=hookspecs.PROJECT), key=lambda e: e.name):
                 dist = ep.dist
                 record = PluginRecord(
@@ -101,20 +194,43 @@ class PluginHost:
                     dist.version if dist else "?",
                     ep.module.split(".")[0],
                 )
-                self._add(record, blocked, ep.load)
+                self._add(record, self.blocked, ep.load)
+            if self._indexed:
+                data = self._index_data(key)
+                if data != self._index:
+                    _write_index(data)
+                    self._index = data
+
+    @property
+    def pm(self) -> pluggy.PluginManager:
+        """The pluggy manager the plugins are registered with (loads them on first use)."""
+        self._ensure_loaded()
+        assert self._pm is not None
+        return self._pm
+
+    def _ensure_loaded(self) -> dict[str, dict[str, list[Entry]]]:
+        if self._entries is None:
+            self._load()
+        assert self._entries is not None
+        return self._entries
 
     def add(self, plugin: object, name: str, distribution: str = "<in-memory>", version: str = "0") -> PluginRecord:
         """Register an object as a plugin (tests, embedding); returns its record."""
+        self._ensure_loaded()
         package = getattr(plugin, "__module__", None) or getattr(plugin, "__name__", "")
         record = PluginRecord(name, distribution, version, str(package).split(".")[0])
         self._add(record, set(), lambda: plugin)
         return record
 
-    def _add(self, record: PluginRecord, blocked: set[str], load: Any) -> None:
+    def _add(self, record: PluginRecord, blocked: set[str], load: Callable[[], Any]) -> None:
+        from grid_core import types
+
+        entries = self._ensure_loaded()
         if record.name in self.records:
             other = self.records[record.name]
             raise PluginError(f"two plugins are named {record.name!r}: {other.label} and {record.label}")
         self.records[record.name] = record
+        self._commands = None
         if record.name in blocked:
             record.status, record.reason = "blocked", "blocked by GRID_DISABLE_PLUGINS"
             return
@@ -125,7 +241,8 @@ class PluginHost:
         except Exception as exc:  # any failure of a plugin is its own, never the CLI's
             self._fail(record, exc, stage="load")
             return
-        for hook, (_kind, expected) in KINDS.items():
+        for hook, (_kind, type_name) in KINDS.items():
+            expected = getattr(types, type_name)
             for impl in getattr(self.pm.hook, hook).get_hookimpls():
                 if impl.plugin_name != record.name:
                     continue
@@ -133,47 +250,56 @@ class PluginHost:
                     items = list(impl.function() or ())
                     for item in items:
                         if not isinstance(item, expected):
-                            raise TypeError(f"{hook} yielded {item!r}, expected a {expected.__name__}")
+                            raise TypeError(f"{hook} yielded {item!r}, expected a {type_name}")
                 except Exception as exc:
                     self._fail(record, exc, stage="register")
                     return
                 for item in items:
-                    self._entries[hook].setdefault(item.name, []).append(Entry(item, record))
+                    entries[hook].setdefault(item.name, []).append(Entry(item, record))
                 record.hooks[hook] = [item.name for item in items]
-        log.debug("loaded %s: %s", record.label, record.hooks)
+        _log().debug("loaded %s: %s", record.label, record.hooks)
 
     def _fail(self, record: PluginRecord, exc: Exception, stage: str) -> None:
+        import logging
+
         record.status, record.reason = "failed", f"{stage} error: {type(exc).__name__}: {exc}"
+        log = _log()
         log.warning("%s failed to %s: %s", record.label, stage, exc, exc_info=log.isEnabledFor(logging.DEBUG))
         if self.pm.is_registered(self.pm.get_plugin(record.name)):
             self.pm.unregister(name=record.name)
-        for by_name in self._entries.values():
+        for by_name in self._ensure_loaded().values():
             for name in list(by_name):
                 by_name[name] = [e for e in by_name[name] if e.plugin is not record]
                 if not by_name[name]:
                     del by_name[name]
         record.hooks.clear()
 
+    # ----------------------------------------------------------------------------- queries
+
     def conflicts(self) -> list[str]:
         """One message per name that more than one plugin registers in the same kind."""
         out = []
-        for hook, by_name in self._entries.items():
-            for name, entries in by_name.items():
-                if len(entries) > 1:
-                    who = " and ".join(e.plugin.label for e in entries)
-                    out.append(f"{KINDS[hook][0]} {name!r} is registered by {who}")
+        for hook in KINDS:
+            by_name: dict[str, list[PluginRecord]] = {}
+            for record in self.records.values():
+                for name in record.hooks.get(hook, ()):
+                    by_name.setdefault(name, []).append(record)
+            out += [_clash(hook, name, found) for name, found in by_name.items() if len(found) > 1]
         return out
+
+    def commands(self) -> dict[str, CommandSummary]:
+        """Every `grid_commands` registration by name, from the index when it is current."""
+        if self._commands is None:
+            self._commands = {
+                name: [CommandSummary(name, e.registration.summary, e.registration.import_path, e.plugin.name)
+                       for e in found]
+                for name, found in self._ensure_loaded()["grid_commands"].items()
+            }
+        return _unique("grid_commands", self._commands, lambda c: self.records[c.plugin])
 
     def all(self, hook: str) -> dict[str, Entry]:
         """Every registration of one kind by name; a name registered twice is an error."""
-        by_name = self._entries[hook]
-        for name, entries in by_name.items():
-            if len(entries) > 1:
-                who = " and ".join(e.plugin.label for e in entries)
-                raise PluginError(
-                    f"{KINDS[hook][0]} {name!r} is registered by {who}; block one with GRID_DISABLE_PLUGINS"
-                )
-        return {name: entries[0] for name, entries in by_name.items()}
+        return _unique(hook, self._ensure_loaded()[hook], lambda e: e.plugin)
 
     def get(self, hook: str, name: str) -> Any:
         """The registration named `name`, or a clear error listing what exists."""
@@ -192,7 +318,121 @@ class PluginHost:
         return "; not loaded: " + ", ".join(f"{r.name} ({r.status})" for r in off)
 
     def plugin_for_package(self, package: str) -> PluginRecord | None:
+        """The plugin whose top-level package is `package` (never grid-core's built-ins)."""
         return next((r for r in self.records.values() if r.package == package and r.package != "grid_core"), None)
+
+
+def _unique(hook: str, by_name: dict[str, list[Any]], plugin_of: Callable[[Any], PluginRecord]) -> dict[str, Any]:
+    """One value per name, or PluginError naming every plugin behind a name registered twice."""
+
+    for name, found in by_name.items():
+        if len(found) > 1:
+            raise PluginError(f"{_clash(hook, name, map(plugin_of, found))}; block one with GRID_DISABLE_PLUGINS")
+    return {name: found[0] for name, found in by_name.items()}
+
+
+def _log() -> Any:
+    import logging  # only where something is logged: `grid --help` never needs the module
+
+    return logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- the index file
+
+
+def _fingerprint() -> list[Any]:
+    """The installed distributions as the file system shows them: per sys.path entry, the name,
+    inode and mtime of each metadata, .pth and editable-finder file, and of an .egg-info's
+    entry_points.txt (setuptools rewrites it in place, which leaves the directory's mtime alone;
+    installers make each .dist-info afresh)."""
+    key: list[Any] = []
+    for entry in sys.path:
+        path = os.path.abspath(entry or ".")
+        found = []
+        try:
+            with os.scandir(path) as listing:
+                for item in listing:
+                    if item.name.endswith(METADATA_SUFFIXES) or item.name.startswith("__editable__"):
+                        inner = _mtime(item.path, ENTRY_POINTS) if item.name.endswith(".egg-info") else 0
+                        found.append([item.name, item.inode(), _mtime(item.path), inner])
+        except NotADirectoryError:  # a zip file on the path
+            try:
+                stat = os.stat(path)
+                found.append(["", stat.st_ino, stat.st_mtime_ns])
+            except OSError:
+                continue
+        except OSError:  # missing now; should it appear with distributions, the key changes
+            continue
+        if found:
+            key.append([path, sorted(found)])
+    return key
+
+
+def _mtime(*path: str) -> int:
+    """A file's mtime in ns; 0 when it is missing (a dangling link, no entry_points.txt)."""
+    try:
+        return os.stat(os.path.join(*path)).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _source_files(packages: set[str]) -> list[list[Any]]:
+    """[file, mtime] of every loaded module of these top-level packages."""
+    files = []
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if path and name.partition(".")[0] in packages:
+            try:
+                files.append([path, os.stat(path).st_mtime_ns])
+            except OSError:
+                continue
+    return sorted(files)
+
+
+def _index_path(key: list[Any]) -> Path:
+    import zlib
+
+    from grid_core.state import state_dir
+
+    # One file per environment and set of paths with distributions (`grid` and `python -m grid`
+    # from a source tree see different ones); the key inside says whether it is still current.
+    where = "\0".join([sys.prefix, *(path for path, _found in key)])
+    return state_dir() / f"plugin-index-{zlib.crc32(where.encode()):08x}.json"
+
+
+def _read_index() -> dict[str, Any] | None:
+    """The index when it is readable and current, else None (it is then rebuilt)."""
+    try:
+        key = _fingerprint()
+        with open(_index_path(key), encoding="utf-8") as f:
+            data = json.load(f)
+        if data.get("format") != INDEX_FORMAT or data["key"] != key:
+            return None
+        for path, mtime in data["files"]:
+            if os.stat(path).st_mtime_ns != mtime:
+                return None
+        return data if isinstance(data["plugins"], list) and isinstance(data["commands"], list) else None
+    except (OSError, GridError, ValueError, KeyError, TypeError, AttributeError):  # missing, corrupt, old shape
+        return None
+
+
+def _write_index(data: dict[str, Any]) -> None:
+    """Write atomically (a temporary file renamed over the old one); a failure only costs speed."""
+    import contextlib
+
+    try:
+        path = _index_path(data["key"])
+    except (OSError, GridError) as exc:  # no usable state dir
+        _log().debug("plugin index not written: %s", exc)
+        return
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        _log().debug("plugin index not written: %s", exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 _host: PluginHost | None = None
@@ -207,8 +447,8 @@ def configure(**options: Any) -> None:
 
 
 def host() -> PluginHost:
-    """The process-wide PluginHost, loaded on first use."""
+    """The process-wide PluginHost: from the index when it is current, loaded on first need."""
     global _host
     if _host is None:
-        _host = PluginHost(**_options)
+        _host = PluginHost(indexed=True, **_options)
     return _host

@@ -43,14 +43,29 @@ class CommandResult:
 
 
 @attrs.frozen
+class GpuProcess:
+    """A process on a GPU, its GPU memory, and the grid job or Ray task it belongs to."""
+
+    pid: int
+    memory_used_bytes: int | None  # None where the driver cannot say (it hides other users' figures)
+    kind: str = "compute"  # or "graphics"
+    command: str = ""
+    owner: str = ""  # "grid job", "ray <task>" or "" for anything else
+    job_pid: int | None = None  # the pid of the grid job's own command, to match a job's recorded pid
+
+
+@attrs.frozen
 class GpuReading:
-    """One GPU's utilisation and memory, in percent and bytes."""
+    """One GPU's utilisation and memory, in percent and bytes; temperature and power where known."""
 
     index: int
     name: str
     util_percent: float
     memory_used_bytes: int
     memory_total_bytes: int
+    temperature_c: float | None = None
+    power_watts: float | None = None
+    processes: tuple[GpuProcess, ...] = ()
 
     @property
     def memory_percent(self) -> float:
@@ -187,6 +202,18 @@ class JobSpec:
     env: Mapping[str, str] = attrs.field(factory=dict)
     job_id: str | None = None  # None: the backend makes one
     boost: str | None = None  # run inside this boost's reservation on `node`
+    timeout_seconds: float | None = None  # then the job is stopped and fails with exit status 124
+    retries: int = 0  # runs again after a failure, up to this many times
+
+
+@attrs.frozen
+class ShellEnv:
+    """What a shell needs so the engine's own tools reach the running cluster (`grid cluster env`)."""
+
+    cluster: str
+    variables: Mapping[str, str]
+    unset: tuple[str, ...] = ()  # variables that would override these if the shell had them
+    notes: tuple[str, ...] = ()  # what the variables do not cover, e.g. a job server that is off
 
 
 class Backend(Protocol):
@@ -241,6 +268,21 @@ class Backend(Protocol):
 
     def boost_for(self, cluster: Cluster, request: WorkRequest) -> tuple[str, str] | None:
         """A boost lent to `request.origin` with room for the request: (node, reservation), or None."""
+        ...
+
+    def python_problem(self, version: str, head_version: str | None) -> str | None:
+        """Why the engine would refuse a node whose Python is `version` beside the head's, with the
+        remedy; None when it would not."""
+        ...
+
+    def shell_env(self, cluster: Cluster) -> ShellEnv:
+        """The variables that point the engine's own tools at this running cluster, from this
+        machine; paths only, never a secret itself. GridError when the cluster is not running."""
+        ...
+
+    def stray_engines(self, cluster: Cluster) -> list[str]:
+        """Warnings about engine state on this machine that would catch a program meant for this
+        cluster (another local instance, a default token that differs); empty when all is well."""
         ...
 
     def control(self, cluster: Cluster, action: str, params: dict[str, Any]) -> Any:

@@ -35,7 +35,8 @@ def _free_port() -> int:
 def start_pair() -> Iterator[dict[str, Any]]:
     root = Path(tempfile.mkdtemp(prefix="gro", dir="/tmp"))  # short: Unix socket paths hold 107 bytes
     env = {"HOME": str(root / "home"), "GRID_STATE_DIR": str(root / "state"), "RAY_TMPDIR": str(root / "rt"),
-           "XDG_STATE_HOME": str(root / "xdg"), "RAY_AUTH_MODE": "disabled"}
+           "XDG_STATE_HOME": str(root / "xdg"), "RAY_AUTH_MODE": "disabled",
+           "GRID_SCRIPTED_METRICS": str(root / "scripted.json")}
     for key in ("HOME", "RAY_TMPDIR"):
         Path(env[key]).mkdir(parents=True)
     config = root / "grid.toml"
@@ -54,6 +55,8 @@ def start_pair() -> Iterator[dict[str, Any]]:
         memory_gb = 2
         [backend]
         port = {_free_port()}
+        [metrics]
+        sources = ["scripted"]  # tests/plugins/scripted-metrics: where a test writes a node's readings
         [offload]
         interval_seconds = 1.0
         cooldown_seconds = 2.0
@@ -74,6 +77,13 @@ def start_pair() -> Iterator[dict[str, Any]]:
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
         subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def script_metrics(c: dict[str, Any], readings: dict[str, dict[str, float]]) -> None:
+    """What the `scripted` source reports from now on, per node; nodes left out read the machine."""
+    path = Path(c["env"]["GRID_SCRIPTED_METRICS"])
+    path.with_suffix(".tmp").write_text(json.dumps(readings))
+    path.with_suffix(".tmp").rename(path)  # the controller never reads half a file
 
 
 def cli(c: dict[str, Any], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

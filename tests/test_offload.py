@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.local_pair import cli, ok_json, ray_program
+from tests.local_pair import cli, ok_json, ray_program, script_metrics
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 INTERVAL = 1.0  # the offload interval of tests/local_pair.py
@@ -62,39 +62,55 @@ def test_bad_settings_change_nothing(cluster: dict[str, Any]) -> None:
     assert cli(cluster, "offload", "auto").returncode == 2  # no mode
 
 
+def _held(c: dict[str, Any]) -> dict[str, Any]:
+    return dict(ok_json(c, "offload", "auto", "--status")["held"])
+
+
+def test_scripted_load_holds_the_head_once_and_releases_it_after_the_cooldown(cluster: dict[str, Any]) -> None:
+    """Hysteresis end to end on readings the test writes (tests/plugins/scripted-metrics), so the
+    machine's own load cannot change the outcome."""
+    began = time.time()
+    ok_json(cluster, "offload", "auto", "--enable", "--threshold", "cpu=60")  # low mark: 45
+    try:
+        script_metrics(cluster, {"head": {"cpu_percent": 95.0, "memory_percent": 10.0}})
+        assert wait_for(lambda: "head" in _held(cluster), timeout=30), ok_json(cluster, "offload", "auto", "--status")
+        assert "cpu" in _held(cluster)["head"]["reason"]
+        script_metrics(cluster, {"head": {"cpu_percent": 50.0, "memory_percent": 10.0}})  # between the marks
+        time.sleep(4 * INTERVAL + 2.0)  # more than the window and the cooldown
+        assert "head" in _held(cluster)
+        script_metrics(cluster, {"head": {"cpu_percent": 5.0, "memory_percent": 10.0}})
+        assert wait_for(lambda: "head" not in _held(cluster), timeout=30)
+        time.sleep(3 * INTERVAL)  # no flapping afterwards
+        events = ok_json(cluster, "offload", "auto", "--status")["events"]
+        kinds = [e["kind"] for e in events if e["node"] == "head" and e["time"] >= began]
+        assert kinds == ["hold", "release"], events
+    finally:
+        script_metrics(cluster, {})
+        ok_json(cluster, "offload", "auto", "--disable")
+
+
 def test_burner_holds_the_head_and_tasks_go_to_the_worker(cluster: dict[str, Any]) -> None:
+    """The real path (psutil on a real burner). Every assertion holds on a busy machine too: a
+    busy machine only holds the head sooner, and the release is asked for, not waited on."""
     enabled = ok_json(cluster, "offload", "auto", "--enable", "--threshold", "cpu=60")
     assert enabled["enabled"] is True and enabled["thresholds"]["cpu"] == 60
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
     try:
         began = time.monotonic()
-        held = wait_for(lambda: "head" in ok_json(cluster, "offload", "auto", "--status")["held"], timeout=30)
+        held = wait_for(lambda: "head" in _held(cluster), timeout=30)
         assert held, ok_json(cluster, "offload", "auto", "--status")
         print(f"held {time.monotonic() - began:.1f} s after the burners started (interval {INTERVAL} s)")
-        status = ok_json(cluster, "offload", "auto", "--status")
-        assert "cpu" in status["held"]["head"]["reason"]
+        assert "cpu" in _held(cluster)["head"]["reason"]
         assert ray_program(cluster, WHERE_TASKS_RUN) == ["w1"]  # Ray itself keeps new work off the head
     finally:
         for burner in burners:
             burner.kill()
             burner.wait()
-    # Poll from one quiet driver: a CLI call a second would itself keep two cores busy.
-    freed = ray_program(cluster, """
-        import time
-        ctl = ray.get_actor("grid-offload")
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            status = ray.get(ctl.status.remote())
-            if not status["held"]:
-                break
-            time.sleep(1.0)
-        print(json.dumps({"held": status["held"], "nodes": status["nodes"], "events": status["events"][-3:]}))
-        """, timeout=150)
-    assert not freed["held"], freed
+    disabled = ok_json(cluster, "offload", "auto", "--disable")
+    assert "head" not in disabled["held"]
+    assert any(e["kind"] == "release" and e["node"] == "head" for e in disabled["events"][-3:]), disabled["events"]
     pinned = "r = ray.remote(num_cpus=1, resources={'grid-node-head': 0.001})(lambda: 1)\nprint(ray.get(r.remote()))"
     assert ray_program(cluster, pinned) == 1  # the head takes work again
-    assert ok_json(cluster, "offload", "auto", "--status")["last_event"]["kind"] in ("release", "settings")
-    ok_json(cluster, "offload", "auto", "--disable")
 
 
 def test_settings_and_holds_survive_a_controller_restart(cluster: dict[str, Any]) -> None:

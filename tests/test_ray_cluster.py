@@ -183,6 +183,21 @@ def test_a_client_without_the_token_is_refused(bed: tuple[Testbed, Env, Path]) -
     assert allowed.stdout.strip() in ("3", "4"), allowed.stderr
 
 
+def test_ray_status_reaches_the_cluster_after_eval_of_cluster_env(bed: tuple[Testbed, Env, Path]) -> None:
+    """The user's path to Ray's own CLI: `eval "$(grid cluster env)"`, then `ray status`."""
+    _, env, _ = bed
+    bin_dir = Path(sys.executable).parent
+    shell = {**os.environ, **env.vars, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_TOKEN": "stale"}
+    ran = subprocess.run(["sh", "-c", 'eval "$(grid cluster env)" && ray status'], capture_output=True, text=True,
+                         env=shell, timeout=120)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    active = ran.stdout.split("Active:", 1)[1].split("Pending:", 1)[0]
+    assert active.count("node_") >= 3, ran.stdout  # every node (a killed raylet may linger as a 4th)
+    printed = env.grid("cluster", "env").stdout
+    token = env.vars["GRID_STATE_DIR"] + "/tb/auth_token"
+    assert f"export RAY_AUTH_TOKEN_PATH={token};" in printed and Path(token).read_text() not in printed
+
+
 def test_stop_leaves_no_ray_process_on_any_host(bed: tuple[Testbed, Env, Path]) -> None:
     tb, env, _ = bed
     assert all(ray_processes(tb, h) for h in ("host1", "host2", "host3"))
@@ -255,7 +270,7 @@ execution:
   timeout_seconds: 600
   working_directory: /tmp
   resource_sharing:
-    mode: dynamic
+    mode: dynamic_balancing
     thresholds:
       cpu_pressure_high: 0.8
       cpu_pressure_low: 0.5

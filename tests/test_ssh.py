@@ -97,6 +97,28 @@ def test_connection_is_reused_and_command_timeout_holds(config: Path) -> None:
 
 
 @realhost
+def test_a_timeout_ends_the_remote_command_and_what_it_started(bed: Testbed, config: Path) -> None:
+    def sleepers() -> list[str]:
+        listing = bed.host_exec("host1", ["ps", "-eo", "args"], check=True).stdout
+        return [line for line in listing.splitlines() if line.startswith("sleep 31.")]
+
+    with open_cluster(config) as cluster:
+        transport = cluster.transport(cluster.config.node("host1"))
+        with pytest.raises(TransportError, match=r"timed out after 0\.5 s"):
+            transport.run(["sh", "-c", "sleep 31.7 & sleep 31.6; :"], timeout=0.5)
+        deadline = time.monotonic() + 3
+        while sleepers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sleepers() == []
+        # A timed command's output is its own: the process-group line grid reads is not in it.
+        result = transport.run(["sh", "-c", "echo out; echo err >&2"], timeout=10)
+        assert (result.stdout, result.stderr) == ("out\n", "err\n")
+        with pytest.raises(TransportError, match="positive number of seconds"):
+            transport.run(["true"], timeout=float("nan"))
+        assert transport.run(["echo", "no limit"], timeout=float("inf")).stdout == "no limit\n"
+
+
+@realhost
 def test_copy_both_ways(bed: Testbed, config: Path, tmp_path: Path) -> None:
     payload = bytes(range(256)) * 400  # binary, 100 KiB
     local = tmp_path / "payload.bin"
@@ -250,6 +272,23 @@ def test_changed_host_key_is_refused_even_with_accept_new(bed: Testbed, tmp_path
     assert old_known.read_text() == (tmp_path / "old_known_hosts").read_text()
     with open_cluster(cfg) as cluster, pytest.raises(HostKeyError):
         cluster.transport(cluster.config.node("host3")).run(["true"])
+
+
+@realhost
+def test_known_hosts_markers_are_understood(bed: Testbed, tmp_path: Path) -> None:
+    key_type, key = bed.host("host1").host_key_path.with_suffix(".pub").read_text().split()[:2]
+    known = tmp_path / "marked_known_hosts"
+    # paramiko's own loader raises InvalidHostKey at the first marker line and reads nothing after it
+    known.write_text(f"@cert-authority *.lab {key_type} {key}\nnot a valid line\n{bed.known_hosts.read_text()}")
+    cfg = bed.write_grid_config(tmp_path / "marked.toml", ["host1"], node_fields={"known_hosts": str(known)},
+                                ssh={"host_key_policy": "accept-new"})
+    assert exec_json(cfg, "hostname")["host1"]["stdout"] == "host1\n"
+
+    known.write_text(f"{bed.known_hosts.read_text()}@revoked * {key_type} {key}\n")
+    before = known.read_text()
+    error = exec_json(cfg, "true", expect=255)["host1"]["error"]
+    assert "REVOKED" in error and str(known) in error  # refused although listed, even with accept-new
+    assert known.read_text() == before
 
 
 @realhost

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from rich.console import Console
 
 from grid_core.cli.watch import render
@@ -47,3 +48,41 @@ def test_bars_are_coloured_against_the_marks() -> None:
 
 def test_an_empty_status_still_draws() -> None:
     assert "grid offload" in screen({})
+
+
+# ---------------------------------------------------------------------- text others control is never markup
+
+MARKUP = "[/] [bold]x[/bold] [gpu1]:2222"
+
+
+def test_markup_in_names_reasons_and_commands_is_shown_literally() -> None:
+    status = {**STATUS, "cluster": "[red]lab", "policy": "[/]",
+              "nodes": [{**STATUS["nodes"][0], "name": "[gpu1]:2222", "hold": MARKUP}],  # type: ignore[index]
+              "jobs": [{"job_id": "j1", "node": "[gpu1]:2222", "argv": ["python", "[/]", "[bold]"],
+                        "state": "running"}],
+              "events": [{"time": 0, "kind": "hold", "node": "[gpu1]:2222", "reason": MARKUP}]}
+    text = screen(status)
+    assert f"held ({MARKUP})" in text and "python [/] [bold]" in text and "cluster [red]lab" in text
+    assert text.count("[gpu1]:2222") >= 4
+
+
+def test_tables_and_lines_from_the_output_helpers_are_literal() -> None:
+    from grid_core.cli import output
+
+    console = Console(record=True, width=200, color_system=None)
+    console.print(output.table(("a", "b"), [(MARKUP, output.styled("[/]", "red")), (None, 3)], title="[bold]t"))
+    console.print(output.join(("[x]", "bold"), " [/]"))
+    text = console.export_text()
+    assert MARKUP in text and "[/]" in text and "[bold]t" in text and "[x] [/]" in text
+    assert output.clock(None) == "-" and output.clock("junk") == "-" and output.clock(float("nan")) == "-"
+
+
+def test_doctor_and_status_tables_keep_bracketed_host_names(capsys: pytest.CaptureFixture[str]) -> None:
+    import attrs
+
+    from grid_core.cli.doctor import Check, _print_report
+
+    checks = [attrs.asdict(Check("reachable", True, "via ssh")), attrs.asdict(Check("host_key", False, MARKUP))]
+    _print_report([{"node": "[gpu1]", "host": "[gpu1]:2222", "transport": "ssh", "ok": False, "checks": checks}])
+    out = capsys.readouterr().out
+    assert "[gpu1]:2222" in out and f"[gpu1] host key: {MARKUP}" in out and "0 of 1 nodes ready" in out

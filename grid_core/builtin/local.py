@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -30,8 +33,11 @@ class LocalTransport:
         env: Mapping[str, str] | None = None,
         on_output: Callable[[str, str], None] | None = None,
     ) -> CommandResult:
+        limit = command_limit(timeout or self.default_timeout)
         full_env = {**os.environ, **env} if env else None
         try:
+            # Its own process group, so that a timeout ends what the command started too (a
+            # `sh -c 'sleep 4; :'` leaves the sleep holding our pipes otherwise).
             proc = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
@@ -40,6 +46,7 @@ class LocalTransport:
                 env=full_env,
                 text=True,
                 errors="replace",
+                process_group=0,
             )
         except OSError as exc:
             return CommandResult(127, "", f"{argv[0]}: {exc.strerror or exc}\n")
@@ -57,14 +64,19 @@ class LocalTransport:
         for reader in readers:
             reader.start()
         try:
-            status = proc.wait(timeout=timeout or self.default_timeout)
+            status = proc.wait(timeout=limit)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal_group(proc, signal.SIGKILL)
             proc.wait()
-            raise TransportError(f"command timed out after {timeout or self.default_timeout} s") from None
-        finally:
-            for reader in readers:
-                reader.join()
+            for reader in readers:  # a descendant that left the group may still hold the pipes
+                reader.join(timeout=1.0)
+            raise TransportError(f"command timed out after {limit:g} s") from None
+        except BaseException:
+            # Ctrl-C reaches only the terminal's foreground group, no longer the command's: pass it on.
+            _signal_group(proc, signal.SIGINT)
+            raise
+        for reader in readers:
+            reader.join()
         return CommandResult(status, "".join(chunks["stdout"]), "".join(chunks["stderr"]))
 
     def put(self, local_path: str, remote_path: str) -> None:
@@ -75,6 +87,20 @@ class LocalTransport:
 
     def close(self) -> None:
         pass
+
+
+def command_limit(seconds: float | None) -> float | None:
+    """A command's time limit: None (or inf) for none; nan, zero or negative are refused."""
+    if seconds is None or seconds == math.inf:
+        return None
+    if not seconds > 0:  # also catches nan, which every comparison fails
+        raise TransportError(f"a command timeout must be a positive number of seconds, not {seconds!r}")
+    return seconds
+
+
+def _signal_group(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group is gone already
+        os.killpg(proc.pid, sig)
 
 
 @hookimpl

@@ -20,7 +20,17 @@ SAMPLE_SECONDS = 0.2
 
 
 def local_gpus() -> tuple[GpuReading, ...]:
-    """GPU readings through nvidia-smi when it is installed; none otherwise."""
+    """This machine's GPUs: through NVML when it answers (no subprocess per sample), else
+    nvidia-smi when it is installed, else none."""
+    from grid_core.builtin import nvml_metrics
+
+    if nvml_metrics.READER.status().available:
+        return nvml_metrics.local_gpus()
+    return nvidia_smi_gpus()
+
+
+def nvidia_smi_gpus() -> tuple[GpuReading, ...]:
+    """GPU readings from one run of nvidia-smi; none where it is missing or fails."""
     if not shutil.which("nvidia-smi"):
         return ()
     try:

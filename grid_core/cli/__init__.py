@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from typing import Any
 
 import click
 
 from grid_core import plugins as plugin_host
-from grid_core.cli.context import GridContext, config_option
 from grid_core.errors import GridError
 
 
@@ -22,13 +20,13 @@ class PluginCommands(click.Group):
     """Subcommands registered through `grid_commands`, imported only when invoked."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(plugin_host.host().all("grid_commands"))
+        return sorted(plugin_host.host().commands())
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        entry = plugin_host.host().all("grid_commands").get(name)
-        if entry is None:
+        command = plugin_host.host().commands().get(name)
+        if command is None:
             return None
-        module_name, _, attr = entry.registration.import_path.partition(":")
+        module_name, _, attr = command.import_path.partition(":")
         import importlib
 
         obj: Any = importlib.import_module(module_name)
@@ -37,8 +35,8 @@ class PluginCommands(click.Group):
         return obj  # type: ignore[no-any-return]
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        entries = plugin_host.host().all("grid_commands")
-        rows = [(name, entries[name].registration.summary) for name in sorted(entries)]
+        commands = plugin_host.host().commands()
+        rows = [(name, commands[name].summary) for name in sorted(commands)]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -59,10 +57,20 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     ctx.exit()
 
 
+def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        from grid_core.cli.context import GridContext
+
+        ctx.find_root().ensure_object(GridContext).config_path = value
+
+
+# The root declares context.config_option's -c itself: importing grid_core.cli.context (attrs,
+# logging) would cost `grid --help` a third of its budget; commands use config_option.
 @click.group(cls=PluginCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Show core's and each plugin's version.")
-@config_option
+@click.option("-c", "--config", type=str, expose_value=False, callback=_remember_config, is_eager=True,
+              metavar="FILE", help="Cluster config (TOML, or the seed's YAML).")
 @click.option("--no-plugins", is_flag=True, help="Load only the built-in plugins.")
 @click.option("-v", "--verbose", count=True, help="More diagnostics on stderr (-vv for debug).")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
@@ -73,6 +81,8 @@ def cli(ctx: click.Context, no_plugins: bool, verbose: int, debug: bool) -> None
     Config lookup: -c FILE, then $GRID_CONFIG, then ./grid.toml, then a one-node cluster of
     this machine.
     """
+    from grid_core.cli.context import GridContext
+
     state = ctx.ensure_object(GridContext)
     state.verbosity, state.debug = verbose, debug
     state.setup_logging()
@@ -108,6 +118,8 @@ def main() -> None:
         sys.exit(130)
     except GridError as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -115,6 +127,8 @@ def main() -> None:
         sys.exit(141)
     except Exception as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         click.echo(f"error: {_blame(exc)}", err=True)
         if not debug:

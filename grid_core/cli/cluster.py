@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from grid_core.cli.context import config_option, console, json_option, print_json, state
+from grid_core.cli.context import config_option, json_option, print_json, state
+from grid_core.cli.output import console, join, say, styled, table
 
 
 @click.group()
@@ -102,50 +103,63 @@ def status(as_json: bool) -> None:
         if as_json:
             print_json({"cluster": c.config.name, "source": c.config.source, "nodes": rows})
             return
-    from rich.table import Table
-
-    table = Table(title=f"cluster {c.config.name} ({c.config.source})", box=None, header_style="bold")
-    for column in ("node", "host", "role", "reachable", "alive", "cpus", "gpus", "cpu used", "gpu used",
-                   "cpu", "mem", "swap", "load", "gpu"):
-        table.add_column(column)
-    notes = []
+    notes, cells = [], []
     for r in rows:
-        reach = "[green]yes[/]" if r["reachable"] else f"[red]no[/] ({r['error']})"
-        alive = "-" if r["alive"] is None else "[green]yes[/]" if r["alive"] else "[red]no[/]"
+        reach = styled("yes", "green") if r["reachable"] else join(("no", "red"), f" ({r['error']})")
+        alive = None if r["alive"] is None else styled("yes", "green") if r["alive"] else styled("no", "red")
         if r.get("backend_error"):
             notes.append(f"{r['name']}: {r['backend_error']}")
-        table.add_row(r["name"], r["host"], r["role"], reach, alive, _num(r["cpus"]), _num(r["gpus"] or 0),
+        cells.append((r["name"], r["host"], r["role"], reach, alive, _num(r["cpus"]), _num(r["gpus"] or 0),
                       _used(r, "CPU"), _used(r, "GPU"),
                       _pct(r["cpu_percent"]), _pct(r["memory_percent"]), _pct(r["swap_percent"]),
-                      "-" if r["load1"] is None else f"{r['load1']:.2f}", _pct(r["gpu_percent"]))
-    console().print(table)
+                      "-" if r["load1"] is None else f"{r['load1']:.2f}", _pct(r["gpu_percent"])))
+    console().print(table(("node", "host", "role", "reachable", "alive", "cpus", "gpus", "cpu used", "gpu used",
+                           "cpu", "mem", "swap", "load", "gpu"), cells,
+                          title=f"cluster {c.config.name} ({c.config.source})"))
     if notes and len({n.partition(": ")[2] for n in notes}) == 1 and len(notes) == len(rows):
         notes = [f"all nodes: {notes[0].partition(': ')[2]}"]
     for note in notes:
-        console().print(f"[dim]engine: {note}[/]")
+        say((f"engine: {note}", "dim"))
 
 
 @cluster.command()
 @click.option("--dry-run", is_flag=True, help="Check the nodes and say what would be done; change nothing.")
+@click.option("--install", "install_first", is_flag=True,
+              help="First give every node this machine's engine and grid (as `grid cluster install`).")
 @json_option
 @config_option
-def start(dry_run: bool, as_json: bool) -> None:
+def start(dry_run: bool, install_first: bool, as_json: bool) -> None:
     """Start the engine: check every node, start the head, then the workers in parallel.
 
-    Nodes already up in this cluster are left alone; missing or dead ones are (re)started.
+    Nodes already up in this cluster are left alone; missing or dead ones are (re)started. One
+    start, stop or install of a cluster runs at a time: a second waits, and says for whom.
     """
     from grid_core.backends import load_backend
     from grid_core.cli.progress import NodeProgress, report
 
-    with state().cluster() as c:
+    with state().cluster() as c, _one_at_a_time(c.config.name, "start"):
         backend = load_backend(c.config)
-        with NodeProgress(f"starting {c.config.name}", [n.name for n in c.config.nodes]) as progress:
+        names = [n.name for n in c.config.nodes]
+        if install_first and not dry_run:
+            with NodeProgress(f"installing on {c.config.name}", names) as progress:
+                installed = backend.install(c, c.config.nodes, wheelhouse=None, extra=[], progress=progress)
+            if code := report(f"cluster {c.config.name}: install", installed, as_json):
+                raise SystemExit(code)
+        with NodeProgress(f"starting {c.config.name}", names) as progress:
             outcomes = backend.start(c, dry_run=dry_run, progress=progress)
         code = report(f"cluster {c.config.name}: {'plan' if dry_run else 'start'}", outcomes, as_json)
     if not as_json and not dry_run and not code:
         click.echo("run a job: grid run -- CMD   status: grid cluster status   stop: grid cluster stop", err=True)
+        click.echo("Ray's own tools (ray status, a script's ray.init()): eval \"$(grid cluster env)\" first",
+                   err=True)
     if code:
         raise SystemExit(code)
+
+
+def _one_at_a_time(cluster_name: str, operation: str) -> Any:
+    from grid_core.state import operation_lock
+
+    return operation_lock(cluster_name, operation, lambda message: click.echo(message, err=True))
 
 
 @cluster.command()
@@ -156,7 +170,7 @@ def stop(as_json: bool) -> None:
     from grid_core.backends import load_backend
     from grid_core.cli.progress import NodeProgress, report
 
-    with state().cluster() as c:
+    with state().cluster() as c, _one_at_a_time(c.config.name, "stop"):
         backend = load_backend(c.config)
         with NodeProgress(f"stopping {c.config.name}", [n.name for n in c.config.nodes]) as progress:
             outcomes = backend.stop(c, progress=progress)
@@ -177,7 +191,7 @@ def install(wheelhouse: str | None, extra: tuple[str, ...], names: tuple[str, ..
     from grid_core.backends import load_backend
     from grid_core.cli.progress import NodeProgress, report
 
-    with state().cluster() as c:
+    with state().cluster() as c, _one_at_a_time(c.config.name, "install"):
         backend = load_backend(c.config)
         nodes = c.select(names)
         with NodeProgress(f"installing on {c.config.name}", [n.name for n in nodes]) as progress:
@@ -185,3 +199,32 @@ def install(wheelhouse: str | None, extra: tuple[str, ...], names: tuple[str, ..
         code = report(f"cluster {c.config.name}: install", outcomes, as_json)
     if code:
         raise SystemExit(code)
+
+
+@cluster.command()
+@click.option("--shell", "shell", type=click.Choice(["sh", "fish"]), default="sh", show_default=True,
+              help="Syntax of the lines printed (sh suits bash, zsh, dash and ksh).")
+@json_option
+@config_option
+def env(shell: str, as_json: bool) -> None:
+    """Print what a shell needs for the engine's own tools: eval "$(grid cluster env)".
+
+    Then `ray status`, a script's plain `ray.init()` and the rest of Ray's CLI reach this cluster.
+    Only paths are printed, never the token itself.
+    """
+    import shlex
+
+    from grid_core.backends import load_backend
+
+    with state().cluster() as c:
+        found = load_backend(c.config).shell_env(c)
+    if as_json:
+        print_json(found)
+        return
+    for name in found.unset:
+        click.echo(f"set -e {name};" if shell == "fish" else f"unset {name};")
+    for name, value in found.variables.items():
+        quoted = shlex.quote(value)
+        click.echo(f"set -gx {name} {quoted};" if shell == "fish" else f"export {name}={quoted};")
+    for note in found.notes:
+        click.echo(f"# {note}")

@@ -55,6 +55,15 @@ cpu = 60.0
 memory = 55.0
 gpu = 70.0
 
+[boost]                      # one node borrowing capacity on another (docs/config.md)
+enabled = true
+# default_duration_seconds = 3600   # a boost without --duration ends after this (default: when released)
+# max_per_source = 5                # the most boosts one node serves at once
+
+# [boost.lend]               # a node breaking one of these is not chosen as a source
+# cpu_percent_max = 30.0
+# cpu_min_free = 1.0
+
 [scheduler]
 name = "least-loaded"
 
@@ -87,8 +96,10 @@ def init(path: str, force: bool) -> None:
 @config.command()
 @config_option
 def validate() -> None:
-    """Check the config and report every problem."""
+    """Check the config and report every problem; seed keys without effect in grid are noted."""
     cfg = state().config()
+    for note in cfg.notes:
+        click.echo(note, err=True)
     click.echo(f"{cfg.source}: valid ({len(cfg.nodes)} node{'s' if len(cfg.nodes) != 1 else ''}, head {cfg.head.name})")
 
 

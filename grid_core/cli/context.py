@@ -1,9 +1,13 @@
-"""What every command shares: the config lookup, logging, output consoles and --json."""
+"""What every command shares: the config lookup, logging, --json and finite-number options.
+
+The consoles and tables live in grid_core.cli.output.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -11,9 +15,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import click
 
-if TYPE_CHECKING:
-    from rich.console import Console
+# Re-exported: plugins' commands import the consoles from here.
+from grid_core.cli.output import console as console
+from grid_core.cli.output import err_console as err_console
 
+if TYPE_CHECKING:
     from grid_core.cluster import Cluster
     from grid_core.config import ClusterConfig
 
@@ -57,6 +63,7 @@ class GridContext:
 
     def setup_logging(self, config: ClusterConfig | None = None) -> None:
         """Diagnostics go to stderr (and the config's file); -v raises the level for this run."""
+        _pass_undecodable_bytes()
         configured = config.logging.level.upper() if config else "WARNING"
         level = min(logging.getLevelName(configured), logging.getLevelName(LEVELS[min(self.verbosity, 2)]))
         if self.debug:
@@ -75,6 +82,17 @@ class GridContext:
         # node); show them only when asked for debug output.
         for noisy in ("paramiko", "ray"):
             logging.getLogger(noisy).setLevel(level if level <= logging.DEBUG else logging.CRITICAL)
+
+
+def _pass_undecodable_bytes() -> None:
+    """Write argv bytes that are not UTF-8 (file names, node names) back out as they came in.
+
+    Python decodes such bytes in argv to lone surrogates, and a UTF-8 stdout refuses to encode
+    them (UnicodeEncodeError, in every locale but C); stderr already escapes them.
+    """
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None and getattr(sys.stdout, "errors", None) == "strict":
+        reconfigure(errors="surrogateescape")
 
 
 def state() -> GridContext:
@@ -99,17 +117,22 @@ def json_option(f: F) -> F:
 
 
 def print_json(data: Any) -> None:
+    """Print data as JSON; a record (an attrs class of grid_core.types) as its cattrs unstructure."""
+    if attrs.has(type(data)) or (isinstance(data, list) and data and attrs.has(type(data[0]))):
+        import cattrs
+
+        data = cattrs.unstructure(data)
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def console() -> Console:
-    from rich.console import Console
+class FiniteFloat(click.FloatRange):
+    """A FloatRange that refuses nan and inf: they pass every comparison click makes, and later
+    break what consumes them (`select(nan)`, `Event.wait(inf)`, a resource request of nan CPUs)."""
 
-    # Pipes get a wide console so that tables are not cut for scripts and logs.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    name = "finite number"
 
-
-def err_console() -> Console:
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number

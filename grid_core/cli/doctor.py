@@ -9,18 +9,20 @@ login was refused; any other TransportError that the node was not reached at all
 
 from __future__ import annotations
 
-import posixpath
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import click
 
-from grid_core.cli.context import config_option, console, json_option, print_json, state
+from grid_core.cli.context import config_option, json_option, print_json, state
+from grid_core.cli.output import console, join, say, styled, table
+from grid_core.cluster import python_candidates
 from grid_core.types import AuthError, CommandResult, HostKeyError, TransportError
 
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
-    from grid_core.config import ClusterConfig, NodeConfig
+    from grid_core.config import NodeConfig
 
 MIN_PYTHON = (3, 11)
 PROBE_TIMEOUT = 60.0  # a cold `import ray` on a slow disk takes seconds
@@ -36,10 +38,22 @@ try:
     print("ray=" + ray.__version__)
 except Exception as exc:
     print("ray_error=" + (type(exc).__name__ + ": " + str(exc)).replace("\\n", " ")[:300])
+try:
+    from grid_core.builtin.nvml_metrics import READER
+    nvml = READER.status()
+    print(("nvml=" if nvml.available else "nvml_error=") + nvml.line())
+except Exception:
+    pass
 """
-# $1: the interpreter, $2: PYTHON_PROBE; passed as arguments, never pasted into the script.
+# $1: PYTHON_PROBE, then the interpreters grid would use, in order (the first that exists answers);
+# passed as arguments, never pasted into the script.
 SHELL_PROBE = """\
-if command -v "$1" >/dev/null 2>&1; then "$1" -c "$2" || echo "python_failed=$?"; else echo "python_missing=1"; fi
+probe=$1; shift; found=
+for py; do
+  command -v "$py" >/dev/null 2>&1 || continue
+  echo "interpreter=$py"; "$py" -c "$probe" || echo "python_failed=$?"; found=1; break
+done
+[ -n "$found" ] || echo "python_missing=1"
 if command -v nvidia-smi >/dev/null 2>&1; then echo "nvidia=nvidia-smi"
 elif { ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep -q 'libnvidia-ml\\.so'; then echo "nvidia=libnvidia-ml"
 fi
@@ -65,29 +79,22 @@ class Probe:
     other_error: str | None = None  # a failure before the transport ran (unknown transport, bad config)
 
 
-def node_python(node: NodeConfig, config: ClusterConfig) -> str:
-    """The interpreter grid uses on a node: the node's own, the backend's venv or python, else python3."""
-    if node.python:
-        return node.python
-    if config.backend.venv:
-        return posixpath.join(config.backend.venv, "bin", "python")
-    return config.backend.python or "python3"
-
-
 def probe(cluster: Cluster, node: NodeConfig) -> Probe:
     """Run the probe on a node; transport errors are kept (with their class), never raised."""
-    python = node_python(node, cluster.config)
+    candidates = python_candidates(cluster.config, node)
+    python = " or ".join(candidates)
     try:
         result: CommandResult = cluster.transport(node).run(
-            ["sh", "-c", SHELL_PROBE, "grid-doctor", python, PYTHON_PROBE], timeout=PROBE_TIMEOUT
+            ["sh", "-c", SHELL_PROBE, "grid-doctor", PYTHON_PROBE, *candidates], timeout=PROBE_TIMEOUT
         )
     except TransportError as exc:
         return Probe(python, error=exc)
     facts = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
-    return Probe(python, facts, result.stderr.strip())
+    return Probe(facts.get("interpreter", python), facts, result.stderr.strip())
 
 
-def checks_for(node: NodeConfig, found: Probe, head_ray: str | None, is_head: bool) -> list[Check]:
+def checks_for(node: NodeConfig, found: Probe, head_ray: str | None, is_head: bool, head_python: str | None = None,
+               python_problem: Callable[[str, str | None], str | None] = lambda _v, _h: None) -> list[Check]:
     """The node's checks from its probe; checks that could not run are left out."""
     if found.other_error is not None:
         return [Check("reachable", False, found.other_error)]
@@ -103,10 +110,11 @@ def checks_for(node: NodeConfig, found: Probe, head_ray: str | None, is_head: bo
         if isinstance(error, AuthError):
             return [*out, Check("auth", False, str(error))]
         out.append(Check("auth", True, "accepted"))
-    return out + _python_checks(node, found, head_ray, is_head)
+    return out + _python_checks(node, found, head_ray, is_head, head_python, python_problem)
 
 
-def _python_checks(node: NodeConfig, found: Probe, head_ray: str | None, is_head: bool) -> list[Check]:
+def _python_checks(node: NodeConfig, found: Probe, head_ray: str | None, is_head: bool, head_python: str | None,
+                   python_problem: Callable[[str, str | None], str | None]) -> list[Check]:
     facts, python = found.facts, found.python
     out = []
     if "python_missing" in facts:
@@ -119,13 +127,24 @@ def _python_checks(node: NodeConfig, found: Probe, head_ray: str | None, is_head
         version = facts["python"]
         parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
         wanted = ".".join(map(str, MIN_PYTHON))
-        out.append(Check("python", parts >= MIN_PYTHON, f"{version} ({python})" if parts >= MIN_PYTHON
-                         else f"{version} ({python}); grid needs Python >= {wanted}"))
+        if parts < MIN_PYTHON:
+            out.append(Check("python", False, f"{version} ({python}); grid needs Python >= {wanted}"))
+        elif not is_head and (problem := python_problem(version, head_python)):
+            out.append(Check("python", False, f"{version} ({python}); {problem}"))
+        else:
+            out.append(Check("python", True, f"{version} ({python})"))
         out.append(_ray_check(facts, python, head_ray, is_head))
+    nvml, why_not = facts.get("nvml"), facts.get("nvml_error")  # the driver's and NVML's versions, or why not
     if (node.gpu_count or 0) > 0:
         found_by = facts.get("nvidia")
-        out.append(Check("gpu", bool(found_by), f"{found_by} present" if found_by else
-                         f"gpu_count = {node.gpu_count} but neither nvidia-smi nor libnvidia-ml is installed"))
+        if found_by:
+            detail = (nvml or f"{found_by} present") + (f"; {why_not}" if why_not else "")
+        else:
+            detail = (f"gpu_count = {node.gpu_count} but neither nvidia-smi nor libnvidia-ml is installed"
+                      + (f" ({why_not})" if why_not else ""))
+        out.append(Check("gpu", bool(found_by), detail))
+    elif nvml:  # GPUs the config does not declare: worth knowing, never a failure
+        out.append(Check("gpu", True, nvml))
     return out
 
 
@@ -148,12 +167,14 @@ def diagnose(cluster: Cluster, parallel: int | None = None) -> list[dict[str, An
     probes: dict[str, Probe] = {}
     for out in cluster.fan_out(nodes, lambda node: probe(cluster, node), parallel):
         probes[out.node.name] = out.value if out.error is None else \
-            Probe(node_python(out.node, cluster.config), other_error=out.error)
+            Probe(" or ".join(python_candidates(cluster.config, out.node)), other_error=out.error)
     head = cluster.config.head
     head_ray = probes[head.name].facts.get("ray")
+    head_python = probes[head.name].facts.get("python")
     report = []
     for node in nodes:
-        checks = checks_for(node, probes[node.name], head_ray, node.name == head.name)
+        checks = checks_for(node, probes[node.name], head_ray, node.name == head.name, head_python,
+                            _python_problem(cluster))
         report.append({
             "node": node.name,
             "host": node.host,
@@ -177,6 +198,9 @@ def doctor(parallel: int | None, as_json: bool) -> None:
     """
     with state().cluster() as cluster:
         report = diagnose(cluster, parallel)
+        warnings = _stray_engines(cluster)
+    for warning in warnings:  # they fail no check: the cluster works, a program run without grid may not
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         print_json(report)
     else:
@@ -185,32 +209,46 @@ def doctor(parallel: int | None, as_json: bool) -> None:
         raise SystemExit(1)
 
 
-def _print_report(report: list[dict[str, Any]]) -> None:
-    from rich.markup import escape
-    from rich.table import Table
+def _python_problem(cluster: Cluster) -> Callable[[str, str | None], str | None]:
+    """The backend's rule for a node's Python beside the head's; none without a backend."""
+    from grid_core.backends import load_backend
+    from grid_core.errors import GridError
 
-    table = Table(box=None, header_style="bold")
-    for column in ("node", "host", *(c.replace("_", " ") for c in CHECKS)):
-        table.add_column(column)
-    problems = []
+    try:
+        return load_backend(cluster.config).python_problem
+    except GridError:
+        return lambda _version, _head: None
+
+
+def _stray_engines(cluster: Cluster) -> list[str]:
+    """The backend's warnings about this machine; none when no backend is installed."""
+    from grid_core.backends import load_backend
+    from grid_core.errors import GridError
+
+    try:
+        return load_backend(cluster.config).stray_engines(cluster)
+    except GridError:
+        return []
+
+
+def _print_report(report: list[dict[str, Any]]) -> None:
+    rows, problems = [], []
     for row in report:
         by_name = {c["name"]: c for c in row["checks"]}
-        cells = []
+        cells: list[Any] = [row["node"], row["host"]]
         for name in CHECKS:
             check = by_name.get(name)
             if check is None:
-                cells.append("[dim]-[/]")
+                cells.append(styled("-", "dim"))
             elif check["ok"]:
-                short = check["detail"].split(" ")[0] if name in ("python", "ray") else "ok"
-                cells.append(f"[green]{escape(short)}[/]")
+                shown = check["detail"].split(" ")[0] if name in ("python", "ray", "gpu") else "ok"  # versions
+                cells.append(styled(shown, "green"))
             else:
-                cells.append("[red]FAIL[/]")
-                problems.append(f"[bold]{escape(row['node'])}[/] {name.replace('_', ' ')}: {escape(check['detail'])}")
-        table.add_row(escape(row["node"]), escape(row["host"]), *cells)
-    out = console()
-    out.print(table)
-    healthy = sum(row["ok"] for row in report)
+                cells.append(styled("FAIL", "red"))
+                problems.append(join((row["node"], "bold"), f" {name.replace('_', ' ')}: {check['detail']}"))
+        rows.append(cells)
+    console().print(table(("node", "host", *(c.replace("_", " ") for c in CHECKS)), rows))
     for line in problems:
-        out.print(line)
-    colour = "green" if healthy == len(report) else "red"
-    out.print(f"[{colour}]{healthy} of {len(report)} nodes ready[/]")
+        console().print(line)
+    healthy = sum(row["ok"] for row in report)
+    say((f"{healthy} of {len(report)} nodes ready", "green" if healthy == len(report) else "red"))

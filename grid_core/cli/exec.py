@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from grid_core.cli.context import config_option, json_option, print_json, state
+from grid_core.cli.context import FiniteFloat, config_option, json_option, print_json, state
 from grid_core.cluster import ExecResult
 
 
@@ -13,7 +13,7 @@ from grid_core.cluster import ExecResult
 @click.option("--tag", "-t", "tags", multiple=True, metavar="TAG", help="Nodes with this tag (repeatable).")
 @click.option("--all", "all_nodes", is_flag=True, help="Every node (the default without --node or --tag).")
 @click.option("--parallel", type=click.IntRange(min=1), default=None, help="Nodes in flight at once [32].")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds per node.")
+@click.option("--timeout", type=FiniteFloat(min=0, min_open=True), default=None, help="Seconds per node.")
 @json_option
 @config_option
 @click.argument("argv", nargs=-1, required=True)

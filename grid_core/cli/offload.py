@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from grid_core.cli.context import config_option, console, json_option, print_json, state
+from grid_core.cli.context import FiniteFloat, config_option, json_option, print_json, state
+from grid_core.cli.output import console, table
 from grid_core.errors import GridError
 
 
@@ -71,7 +72,7 @@ def auto(mode: str | None, thresholds: tuple[str, ...], policy: str | None, as_j
 def _summary(status: dict[str, Any]) -> dict[str, Any]:
     return {"enabled": status["enabled"], "policy": status["policy"], "thresholds": status["thresholds"],
             "low": status["low"], "held": status["held"], "decision": status.get("decision"),
-            "last_event": status.get("last_event")}
+            "last_event": status.get("last_event"), "events": status.get("events", [])}
 
 
 @offload.command()
@@ -94,7 +95,7 @@ def release(node: str) -> None:
 
 
 @offload.command()
-@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True, help="Seconds per redraw.")
+@click.option("--interval", type=FiniteFloat(min=0.2), default=2.0, show_default=True, help="Seconds per redraw.")
 @config_option
 def watch(interval: float) -> None:
     """A live dashboard: nodes against the marks, holds, boosts, jobs, events. q or Ctrl-C quits."""
@@ -131,24 +132,18 @@ def scan(as_json: bool) -> None:
                      "memory_bytes": p.memory_bytes, "gpu_memory_bytes": p.gpu_memory_bytes,
                      "age_seconds": round(p.age_seconds, 1), "kind": p.kind, "why": p.why} for p in found])
         return
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    for column in ("pid", "kind", "cpu", "memory", "age", "why", "command"):
-        table.add_column(column)
-    for p in found:
-        table.add_row(str(p.pid), p.kind, f"{p.cpu_percent:.0f}%", f"{p.memory_bytes / 2**20:.0f} MiB",
-                      f"{p.age_seconds:.0f} s", p.why, " ".join(p.argv)[:60])
-    console().print(table)
+    console().print(table(("pid", "kind", "cpu", "memory", "age", "why", "command"), (
+        (str(p.pid), p.kind, f"{p.cpu_percent:.0f}%", f"{p.memory_bytes / 2**20:.0f} MiB", f"{p.age_seconds:.0f} s",
+         p.why, " ".join(p.argv)[:60]) for p in found)))
     if found:
         click.echo("grid offload move PID restarts one elsewhere (a restart, not live migration)", err=True)
 
 
 @offload.command()
-@click.argument("pid", type=int)
+@click.argument("pid", type=click.IntRange(min=1, max=2**31 - 1))  # a pid_t; psutil refuses 0 and below
 @click.option("--to", "target", default=None, metavar="NODE", help="Where to run it (default: the scheduler picks).")
 @click.option("--stop-original", is_flag=True, help="Stop the original once the copy is running.")
-@click.option("--cpus", type=click.FloatRange(min=0), default=1.0, show_default=True, help="CPUs the copy holds.")
+@click.option("--cpus", type=FiniteFloat(min=0), default=1.0, show_default=True, help="CPUs the copy holds.")
 @config_option
 def move(pid: int, target: str | None, stop_original: bool, cpus: float) -> None:
     """Restart process PID's command (argv, cwd, environment) as a job on another node.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from grid_core import plugins as plugin_host
-from grid_core.cli.context import config_option, console, err_console, json_option, print_json
+from grid_core.cli.context import config_option, json_option, print_json
+from grid_core.cli.output import console, join, say, table
 from grid_core.plugins import KINDS
 
 
@@ -28,16 +29,12 @@ def list_plugins(as_json: bool) -> None:
             for r in records
         ])
     else:
-        from rich.table import Table
-
-        table = Table(box=None, header_style="bold")
-        for column in ("plugin", "distribution", "version", "status", "registers"):
-            table.add_column(column)
         colours = {"active": "green", "blocked": "yellow", "failed": "red"}
+        rows = []
         for r in records:
             registers = "; ".join(f"{KINDS[h][0]}: {', '.join(names)}" for h, names in r.hooks.items() if names)
-            status = f"[{colours[r.status]}]{r.status}[/]" + (f" ({r.reason})" if r.reason else "")
-            table.add_row(r.name, r.distribution, r.version, status, registers or "-")
-        console().print(table)
+            status = join((r.status, colours[r.status]), f" ({r.reason})" if r.reason else "")
+            rows.append((r.name, r.distribution, r.version, status, registers or "-"))
+        console().print(table(("plugin", "distribution", "version", "status", "registers"), rows))
     for conflict in host.conflicts():
-        err_console().print(f"[red]conflict:[/] {conflict}")
+        say(("conflict:", "red"), f" {conflict}", err=True)

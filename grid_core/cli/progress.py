@@ -8,7 +8,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from grid_core.cli.context import console, err_console, print_json
+from grid_core.cli.context import print_json
+from grid_core.cli.output import console, err_console, say, styled, table
 
 if TYPE_CHECKING:
     from rich.live import Live
@@ -43,19 +44,13 @@ class NodeProgress:
         with self.lock:
             self.steps[node] = (message, time.monotonic())
         if self.live is None:
-            err_console().print(f"[dim]{time.monotonic() - self.began:6.1f}s[/] {node}: {message}")
+            say((f"{time.monotonic() - self.began:6.1f}s", "dim"), f" {node}: {message}", err=True)
 
     def _table(self) -> Any:
-        from rich.table import Table
-
-        table = Table(title=self.title, box=None, header_style="bold", title_justify="left")
-        for column in ("node", "step", "since"):
-            table.add_column(column)
         now = time.monotonic()
         with self.lock:
-            for node, (message, since) in self.steps.items():
-                table.add_row(node, message, f"{now - since:.1f}s")
-        return table
+            rows = [(node, message, f"{now - since:.1f}s") for node, (message, since) in self.steps.items()]
+        return table(("node", "step", "since"), rows, title=self.title)
 
 
 def report(title: str, outcomes: Sequence[NodeOutcome], as_json: bool) -> int:
@@ -66,13 +61,7 @@ def report(title: str, outcomes: Sequence[NodeOutcome], as_json: bool) -> int:
             {"name": o.node, "ok": o.ok, "action": o.action, "reason": o.reason or None,
              "seconds": round(o.seconds, 3)} for o in outcomes]})
     else:
-        from rich.table import Table
-
-        table = Table(title=title, box=None, header_style="bold", title_justify="left")
-        for column in ("node", "result", "took", "reason"):
-            table.add_column(column)
-        for o in outcomes:
-            result = f"[green]{o.action}[/]" if o.ok else f"[red]{o.action}[/]"
-            table.add_row(o.node, result, f"{o.seconds:.1f}s" if o.seconds else "-", o.reason or "")
-        console().print(table)
+        console().print(table(("node", "result", "took", "reason"), (
+            (o.node, styled(o.action, "green" if o.ok else "red"), f"{o.seconds:.1f}s" if o.seconds else None,
+             o.reason or "") for o in outcomes), title=title))
     return 1 if failed else 0

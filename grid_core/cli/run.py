@@ -7,11 +7,12 @@ import os
 import re
 import secrets
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from grid_core.cli.context import config_option, console, json_option, print_json, state
+from grid_core.cli.context import FiniteFloat, config_option, json_option, print_json, state
+from grid_core.cli.output import clock, console, styled, table
 from grid_core.errors import GridError
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from grid_core.types import Backend, WorkRequest
 
 UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+MAX_SIZE = 2**60  # 1 EiB: more is a typo, and Ray's resource amounts overflow long before
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 
 
@@ -27,7 +29,10 @@ def parse_size(text: str) -> int:
     match = SIZE.match(text)
     if not match:
         raise click.BadParameter(f"{text!r} is not a size such as 512M or 2G")
-    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
+    size = float(match.group(1)) * UNITS[match.group(2).lower()]
+    if size > MAX_SIZE:
+        raise click.BadParameter(f"{text!r} is more than 1 EiB")
+    return int(size)
 
 
 def _write(stream: str, text: str) -> None:
@@ -86,8 +91,8 @@ def choose_node(c: Cluster, backend: Backend, request: WorkRequest, wanted: str 
 
 @click.command("run")
 @click.option("--node", "-n", default=None, metavar="NAME", help="Run on this node (default: the scheduler picks).")
-@click.option("--cpus", type=click.FloatRange(min=0), default=1.0, show_default=True, help="CPUs the job holds.")
-@click.option("--gpus", type=click.FloatRange(min=0), default=0.0, show_default=True, help="GPUs the job holds.")
+@click.option("--cpus", type=FiniteFloat(min=0), default=1.0, show_default=True, help="CPUs the job holds.")
+@click.option("--gpus", type=FiniteFloat(min=0), default=0.0, show_default=True, help="GPUs the job holds.")
 @click.option("--memory", default=None, metavar="SIZE", help="Memory the job holds, e.g. 2G.")
 @click.option("--detach", "-d", is_flag=True, help="Print the job id and return; the job keeps running.")
 @config_option
@@ -111,7 +116,8 @@ def run(node: str | None, cpus: float, gpus: float, memory: str | None, detach: 
         cwd = execution.working_directory or (os.getcwd() if c.config.node(target).transport_name == "local" else None)
         spec = JobSpec(argv=argv, node=target, cpus=cpus, gpus=gpus, memory_bytes=memory_bytes, cwd=cwd,
                        env=dict(execution.environment), job_id=secrets.token_hex(4),
-                       boost=boosted[1] if boosted else None)
+                       boost=boosted[1] if boosted else None, timeout_seconds=execution.timeout_seconds,
+                       retries=execution.retry_attempts)
         try:
             job_id, status = backend.submit(c, spec, detach=detach, on_output=_write)
         except KeyboardInterrupt:
@@ -134,12 +140,6 @@ def jobs() -> None:
     """List, follow and stop jobs."""
 
 
-def _when(value: Any) -> str:
-    import time
-
-    return "-" if not value else time.strftime("%H:%M:%S", time.localtime(float(value)))
-
-
 @jobs.command("list")
 @json_option
 @config_option
@@ -152,18 +152,11 @@ def list_jobs(as_json: bool) -> None:
     if as_json:
         print_json(found)
         return
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    for column in ("id", "node", "state", "exit", "submitted", "ended", "command"):
-        table.add_column(column)
     colours = {"running": "cyan", "pending": "yellow", "succeeded": "green", "failed": "red", "stopped": "magenta"}
-    for job in found:
-        colour = colours.get(job["state"], "white")
-        exit_status = "-" if job.get("exit_status") is None else str(job["exit_status"])
-        table.add_row(job["id"], job["node"], f"[{colour}]{job['state']}[/]", exit_status, _when(job.get("submitted")),
-                      _when(job.get("ended")), " ".join(job["argv"]))
-    console().print(table)
+    console().print(table(("id", "node", "state", "exit", "submitted", "ended", "command"), (
+        (job["id"], job["node"], styled(job["state"], colours.get(job["state"], "white")),
+         None if job.get("exit_status") is None else str(job["exit_status"]), clock(job.get("submitted")),
+         clock(job.get("ended")), " ".join(job["argv"])) for job in found)))
 
 
 @jobs.command()

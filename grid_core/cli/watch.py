@@ -13,12 +13,12 @@ import select
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
+
+from grid_core.cli.output import clock, console, join, styled, table
 
 BAR = 20
 
@@ -36,56 +36,68 @@ def bar(percent: float | None, high: float, low: float) -> Text:
     return text
 
 
-def _when(stamp: float | None) -> str:
-    return datetime.fromtimestamp(stamp).strftime("%H:%M:%S") if stamp else "-"
-
-
 def render(status: dict[str, Any]) -> RenderableType:
     """The whole screen for one status snapshot."""
     high, low = status.get("thresholds", {}), status.get("low", {})
-    mode = "[green]auto on[/]" if status.get("enabled") else "[dim]auto off[/]"
     marks = "  ".join(f"{m} {high.get(m, 0):.0f}%/{low.get(m, 0):.0f}%" for m in ("cpu", "memory", "gpu"))
-    header = Text.from_markup(
-        f"[bold]grid offload[/]  cluster {status.get('cluster', '?')}  {mode}  policy "
-        f"{status.get('policy', '?')}  marks high/low: {marks}  every {status.get('interval_seconds', '?')} s")
-    nodes = Table(box=None, header_style="bold", expand=False)
-    for column in ("node", "role", "cpu", "memory", "gpu", "state"):
-        nodes.add_column(column)
-    for node in status.get("nodes", []):
-        hold = node.get("hold")
-        state = Text.from_markup(f"[red]held[/] ({hold})") if hold else Text.from_markup("[green]free[/]")
-        nodes.add_row(node["name"], node.get("role", ""),
-                      bar(node.get("cpu_percent"), high.get("cpu", 80), low.get("cpu", 60)),
-                      bar(node.get("memory_percent"), high.get("memory", 70), low.get("memory", 55)),
-                      bar(node.get("gpu_percent"), high.get("gpu", 90), low.get("gpu", 70)), state)
+    header = join(("grid offload", "bold"), f"  cluster {status.get('cluster', '?')}  ",
+                  ("auto on", "green") if status.get("enabled") else ("auto off", "dim"),
+                  f"  policy {status.get('policy', '?')}  marks high/low: {marks}  "
+                  f"every {status.get('interval_seconds', '?')} s")
+    nodes = table(("node", "role", "cpu", "memory", "gpu", "state"), (
+        (node["name"], node.get("role", ""),
+         bar(node.get("cpu_percent"), high.get("cpu", 80), low.get("cpu", 60)),
+         bar(node.get("memory_percent"), high.get("memory", 70), low.get("memory", 55)),
+         bar(node.get("gpu_percent"), high.get("gpu", 90), low.get("gpu", 70)),
+         join(("held", "red"), f" ({node['hold']})") if node.get("hold") else styled("free", "green"))
+        for node in status.get("nodes", [])))
     parts: list[RenderableType] = [header, nodes]
+    running = [j for j in status.get("jobs", []) if j.get("state") == "running"]
+    gpus = [(node["name"], gpu) for node in status.get("nodes", []) for gpu in node.get("gpus") or ()]
+    gpu_marks = (high.get("gpu", 90), low.get("gpu", 70))
+    if gpus:
+        parts.append(table(("node", "gpu", "use", "memory", "temp", "power", "processes (pid, memory, holder)"), (
+            (name, f"{gpu['index']} {gpu.get('name', '')}", bar(gpu.get("util_percent"), *gpu_marks),
+             bar(_percent(gpu.get("memory_used_bytes"), gpu.get("memory_total_bytes")), *gpu_marks),
+             _unit(gpu.get("temperature_c"), "°C"), _unit(gpu.get("power_watts"), " W"),
+             "; ".join(f"{p['pid']} {_mib(p.get('memory_used_bytes'))} {gpu_holder(p, name, running)}"
+                       for p in gpu.get("processes") or ()) or "-")
+            for name, gpu in gpus), title="gpus"))
     boosts = [b for b in status.get("boosts", []) if b.get("state") == "active"]
     if boosts:
-        table = Table(title="boosts", title_justify="left", box=None, header_style="bold")
-        for column in ("id", "target", "source", "amount", "priority", "expires"):
-            table.add_column(column)
-        for b in boosts:
-            table.add_row(b["id"], b["target"], b["source"], f"{b['amount']:g} {b['resource']}", b["priority"],
-                          _when(b.get("expires_at")))
-        parts.append(table)
-    jobs = [j for j in status.get("jobs", []) if j.get("state") == "running"]
-    if jobs:
-        table = Table(title="running jobs", title_justify="left", box=None, header_style="bold")
-        for column in ("job", "node", "command"):
-            table.add_column(column)
-        for j in jobs:
-            table.add_row(j["job_id"], j["node"], " ".join(j.get("argv", []))[:60])
-        parts.append(table)
+        parts.append(table(("id", "target", "source", "amount", "priority", "expires"), (
+            (b["id"], b["target"], b["source"], f"{b['amount']:g} {b['resource']}", b["priority"],
+             clock(b.get("expires_at"))) for b in boosts), title="boosts"))
+    if running:
+        parts.append(table(("job", "node", "command"), (
+            (j["job_id"], j["node"], " ".join(j.get("argv", []))[:60]) for j in running), title="running jobs"))
     events = status.get("events", [])[-6:]
     if events:
-        table = Table(title="last events", title_justify="left", box=None, header_style="bold")
-        for column in ("time", "event", "node", "why"):
-            table.add_column(column)
-        for e in events:
-            table.add_row(_when(e.get("time")), e.get("kind", ""), e.get("node") or "", e.get("reason", ""))
-        parts.append(table)
+        parts.append(table(("time", "event", "node", "why"), (
+            (clock(e.get("time")), e.get("kind", ""), e.get("node") or "", e.get("reason", "")) for e in events),
+            title="last events"))
     parts.append(Text("q or Ctrl-C to quit", style="dim"))
     return Group(*parts)
+
+
+def gpu_holder(process: dict[str, Any], node: str, jobs: list[dict[str, Any]]) -> str:
+    """Who holds a GPU process: `job <id>` when its job's recorded pid on that node matches, else the
+    owner its node saw (`grid job`, `ray <task>`), else `-`."""
+    job_pid = process.get("job_pid")
+    job = next((j for j in jobs if job_pid is not None and j.get("pid") == job_pid and j.get("node") == node), None)
+    return f"job {job['job_id']}" if job else process.get("owner") or "-"
+
+
+def _percent(used: float | None, total: float | None) -> float | None:
+    return 100.0 * used / total if used is not None and total else None
+
+
+def _unit(value: float | None, unit: str) -> str:
+    return "-" if value is None else f"{value:.0f}{unit}"
+
+
+def _mib(value: int | None) -> str:
+    return "?" if value is None else f"{value / 2**20:.0f} MiB"
 
 
 @contextlib.contextmanager
@@ -108,11 +120,9 @@ def _keys() -> Iterator[Callable[[], str | None]]:
 
 def run(fetch: Callable[[], dict[str, Any]], interval: float) -> None:
     """Redraw in place every `interval` seconds until q or Ctrl-C."""
-    from rich.console import Console
     from rich.live import Live
 
-    console = Console()
-    with _keys() as key, Live(render(fetch()), console=console, auto_refresh=False, screen=False,
+    with _keys() as key, Live(render(fetch()), console=console(), auto_refresh=False, screen=False,
                              transient=False) as live:
         try:
             while True:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from grid_core.state import state_dir
 from grid_core.types import Transport, TransportError
-from grid_plugin_ray_backend.layout import token_path
+from grid_plugin_ray_backend.layout import make_private, token_path
 
 
 def local_token(cluster_name: str) -> Path:
@@ -42,15 +42,13 @@ def use_in_this_process(cluster_name: str) -> None:
     os.environ.update(ray_env(str(local_token(cluster_name))))
 
 
-MAKE_PRIVATE = 'umask 077 && mkdir -p "$1" && chmod 700 "$1" && : > "$2" && chmod 600 "$2"'
-
-
 def carry(transport: Transport, cluster_name: str, directory: str) -> str:
     """Copy the token into the node's grid directory, never readable by others; its path there."""
     remote = token_path(directory)
-    result = transport.run(["sh", "-c", MAKE_PRIVATE, "sh", directory, remote], timeout=60)
+    make_private(transport, directory)
+    result = transport.run(["sh", "-c", 'umask 077 && : > "$1" && chmod 600 "$1"', "sh", remote], timeout=60)
     if result.exit_status != 0:
-        raise TransportError(f"cannot prepare {directory}: {result.stderr.strip() or result.exit_status}")
+        raise TransportError(f"cannot prepare {remote}: {result.stderr.strip() or result.exit_status}")
     source = local_token(cluster_name)
     if posixpath.abspath(remote) != str(source.resolve()):
         transport.put(str(source), remote)

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from grid_core.cluster import on_node, python_candidates
 from grid_core.errors import GridError
-from grid_core.types import CommandResult, JobSpec, NodeOutcome, Progress, TransportError, WorkRequest
+from grid_core.types import CommandResult, JobSpec, NodeOutcome, Progress, ShellEnv, TransportError, WorkRequest
 from grid_plugin_ray_backend import auth, gcs, layout, records
 from grid_plugin_ray_backend.driver import DRIVER_ERROR, EVENT
 
@@ -106,7 +107,7 @@ class RayBackend:
     def probe(self, cluster: Cluster, node: NodeConfig) -> Facts:
         """Run the probe with the first of the node's interpreters that exists."""
         transport = cluster.transport(node)
-        candidates = layout.python_candidates(self.config, node)
+        candidates = python_candidates(self.config, node)
         for python in candidates:
             result = transport.run([python, "-c", onnode_source(), "probe", self._dir(node), *DISTS],
                                    timeout=PROBE_TIMEOUT)
@@ -127,6 +128,17 @@ class RayBackend:
         for result in cluster.fan_out(nodes, lambda n: self.probe(cluster, n)):
             out[result.node.name] = result.value if result.error is None else result.error
         return out
+
+    def python_problem(self, version: str, head_version: str | None) -> str | None:
+        # Ray compares at the level RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL names (default: patch).
+        level = self.config.backend.env.get("RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL", "patch")
+        parts = 3 if level == "patch" else 2
+        if head_version is None or version.split(".")[:parts] == head_version.split(".")[:parts]:
+            return None
+        what, alternative = ("patch level", ', or set backend.env.RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL = "minor"') \
+            if parts == 3 else ("version", "")
+        return (f"Python {version} here, {head_version} on the head, and Ray refuses a different {what}: install "
+                f"Python {head_version} on the node (then `grid cluster install`){alternative}")
 
     @staticmethod
     def mismatch(facts: Facts) -> str | None:
@@ -173,12 +185,14 @@ class RayBackend:
 
     def check(self, cluster: Cluster) -> list[NodeOutcome]:
         survey = self._survey(cluster, self.config.nodes, lambda _n, _m: None)
+        head = survey.get(self.config.head.name)
         out = []
         for node in self.config.nodes:
             facts = survey[node.name]
             if isinstance(facts, str):
                 out.append(NodeOutcome(node.name, False, "failed", facts))
-            elif problem := self.mismatch(facts):
+            elif problem := self.mismatch(facts) or (None if node.is_head else self.python_problem(
+                    facts.python, head.python if isinstance(head, Facts) else None)):
                 out.append(NodeOutcome(node.name, False, "failed", problem))
             else:
                 out.append(NodeOutcome(node.name, True, "ready", f"ray {facts.versions['ray']} at {facts.executable}"))
@@ -193,10 +207,13 @@ class RayBackend:
         survey = self._survey(cluster, cfg.nodes, progress)
         failed: dict[str, str] = {}
         facts: dict[str, Facts] = {}
+        head_facts = survey.get(head.name)
+        head_python = head_facts.python if isinstance(head_facts, Facts) else None
         for name, found in survey.items():
             if isinstance(found, str):
                 failed[name] = found
-            elif problem := self.mismatch(found):
+            elif problem := self.mismatch(found) or (
+                    None if name == head.name else self.python_problem(found.python, head_python)):
                 failed[name] = problem
             else:
                 facts[name] = found
@@ -228,6 +245,11 @@ class RayBackend:
             return self._outcomes(failed, planned, {}, time.monotonic() - began)
 
         done: dict[str, str] = {n: "running" for n, a in plan.items() if a == "running"}
+        # Nodes left alone still get a working directory added to the config since they started.
+        for result in cluster.fan_out([cfg.node(n) for n in done], lambda n: self._working_directory(cluster, n)):
+            if result.error is not None:
+                failed[result.node.name] = result.error
+                done.pop(result.node.name)
         seconds: dict[str, float] = {}
         state = records.load(cfg.name)
         workers = [n for n in cfg.nodes if plan.get(n.name) == "start" and n.name != head.name]
@@ -284,6 +306,7 @@ class RayBackend:
         """Start Ray on one node (stopping grid's leftovers there first) and wait until the GCS lists it."""
         transport = cluster.transport(node)
         directory = self._dir(node)
+        self._initialize(cluster, node, progress)
         if facts.pids:
             progress(node.name, f"stopping {len(facts.pids)} leftover Ray processes")
             self._stop_processes(cluster, node, facts.executable, directory)
@@ -307,6 +330,26 @@ class RayBackend:
             self._stop_processes(cluster, node, facts.executable, directory)
             raise GridError(f"started but did not join: {exc}") from None
         progress(node.name, "joined")
+
+    def _working_directory(self, cluster: Cluster, node: NodeConfig) -> None:
+        """Make execution.working_directory on the node, where jobs run."""
+        path = self.config.execution.working_directory
+        if path:
+            made = cluster.transport(node).run(["mkdir", "-p", on_node(node, path)], timeout=60)
+            if made.exit_status != 0:
+                raise GridError(f"cannot make the working directory {path}: {_tail(made)}")
+
+    def _initialize(self, cluster: Cluster, node: NodeConfig, progress: Progress) -> None:
+        """Before Ray starts on a node: its working directory, then its initialization commands in order."""
+        self._working_directory(cluster, node)
+        sharing = node.resource_sharing
+        for command in sharing.initialization_commands if sharing else ():
+            progress(node.name, f"initialization: {command}")
+            result = cluster.transport(node).run(["sh", "-c", command], timeout=START_TIMEOUT)
+            if result.exit_status != 0:
+                raise GridError(f"initialization command {command!r} failed: {_tail(result)}")
+            if out := result.stdout.strip():
+                progress(node.name, f"initialization: {out.splitlines()[-1][:200]}")
 
     def _stop_processes(self, cluster: Cluster, node: NodeConfig, python: str, directory: str) -> dict[str, Any]:
         result = cluster.transport(node).run([python, "-c", onnode_source(), "stop", directory],
@@ -433,7 +476,8 @@ class RayBackend:
         job_id = spec.job_id or new_job_id()
         payload = json.dumps({"job_id": job_id, "node": spec.node, "argv": list(spec.argv), "cpus": spec.cpus,
                               "gpus": spec.gpus, "memory_bytes": spec.memory_bytes, "cwd": spec.cwd,
-                              "boost": spec.boost, "env": dict(spec.env)})
+                              "boost": spec.boost, "env": dict(spec.env), "timeout_seconds": spec.timeout_seconds,
+                              "retries": spec.retries})
         status, _, _ = self._driver(cluster, ["run", *(["--detach"] if detach else []), payload],
                                     on_output=on_output)
         return job_id, None if detach else status
@@ -469,6 +513,31 @@ class RayBackend:
                     and free.get("memory", 0.0) >= request.memory_bytes and names.get(group.node_id)):
                 return str(names[group.node_id]), group.name
         return None
+
+    # ------------------------------------------------------------------ Ray's own tools
+
+    def shell_env(self, cluster: Cluster) -> ShellEnv:
+        name = self.config.name
+        state = records.load(name)
+        if state.gcs_address is None:
+            raise GridError(f"cluster {name!r} is not running; start it with `grid cluster start`")
+        variables = {"RAY_ADDRESS": state.gcs_address, **auth.ray_env(str(auth.local_token(name)))}
+        notes = []
+        if self.config.backend.dashboard:
+            host = state.gcs_address.rsplit(":", 1)[0]
+            variables["RAY_API_SERVER_ADDRESS"] = f"http://{host}:{self.config.backend.dashboard_port}"
+        else:
+            notes.append("`ray job submit` and `ray list` need Ray's dashboard: set backend.dashboard = true "
+                         "(with ray[default] on the nodes) and start the cluster again")
+        # RAY_AUTH_TOKEN would win over the token path: a shell's old value must not pick the cluster.
+        return ShellEnv(name, variables, unset=("RAY_AUTH_TOKEN",), notes=tuple(notes))
+
+    def stray_engines(self, cluster: Cluster) -> list[str]:
+        from grid_plugin_ray_backend.strays import stray_warnings
+
+        own_dirs = [self._dir(n) for n in self.config.nodes if n.transport_name == "local"]
+        state = records.load(self.config.name)
+        return stray_warnings(self.config.name, own_dirs, state.gcs_address)
 
     def control(self, cluster: Cluster, action: str, params: dict[str, Any]) -> Any:
         from grid_core.config import unstructure

@@ -177,7 +177,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
     env = {**spec.get("env", {}), "RAY_ADDRESS": args.address}
     runner = ray.remote(JobRunner).options(**options).remote(job_id, spec["argv"], spec.get("cwd"), env,
-                                                             args.namespace)
+                                                             args.namespace, spec.get("timeout_seconds"),
+                                                             spec.get("retries", 0))
     event("job", id=job_id, node=node)
     if args.detach:
         return 0

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
+from grid_core.cluster import DEFAULT_VENV, on_node
 from grid_core.errors import GridError
 from grid_core.types import CommandResult, NodeOutcome, Progress
 from grid_plugin_ray_backend import layout
@@ -90,14 +91,40 @@ def build_grid_wheels(target: Path, versions: dict[str, str], wheelhouse: Path |
                         "pass --wheelhouse DIR holding them")
     built = [tree for tree in trees.values() if tree]
     if built:
-        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                                 "--wheel-dir", str(target), *built], capture_output=True, text=True, timeout=600)
-        if result.returncode != 0:
-            raise GridError(f"building grid's wheels failed: {result.stderr.strip()[-500:]}")
+        _pip_wheel(built, target, wheelhouse)
     fresh = sorted(target.glob("*.whl"))
     shadowed = {_dist_of(w) for w in fresh}
     kept = [w for w in sorted(wheelhouse.glob("*.whl")) if _dist_of(w) not in shadowed] if wheelhouse else []
     return fresh + kept
+
+
+# grid's pyproject files use PEP 639's `license = "MIT"`, which setuptools reads from 77 on.
+SETUPTOOLS_NEEDED = (77,)
+
+
+def _setuptools_here() -> tuple[int, ...] | None:
+    try:
+        return tuple(int(p) for p in metadata.version("setuptools").split(".")[:2] if p.isdigit())
+    except metadata.PackageNotFoundError:  # Python 3.12's venvs have none
+        return None
+
+
+def _pip_wheel(trees: list[str], target: Path, wheelhouse: Path | None) -> None:
+    """Build wheels of the source trees with this environment's setuptools when it is new enough
+    (no network), else in pip's isolated build environment (a current setuptools from the index,
+    or from the wheelhouse)."""
+    have = _setuptools_here()
+    isolated = have is None or have < SETUPTOOLS_NEEDED
+    argv = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(target),
+            *([] if isolated else ["--no-build-isolation"]),
+            *(["--find-links", str(wheelhouse)] if isolated and wheelhouse else []), *trees]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        found = "no setuptools" if have is None else f"setuptools {'.'.join(map(str, have))}"
+        hint = (f"; this environment has {found} and pip could not fetch a newer one: run "
+                f"`{sys.executable} -m pip install 'setuptools>=77'`, or put a setuptools wheel in the "
+                "wheelhouse" if isolated else "")
+        raise GridError(f"building grid's wheels failed: {result.stderr.strip()[-400:]}{hint}")
 
 
 class Installer:
@@ -127,7 +154,7 @@ class Installer:
             return self._wheels
 
     def venv(self, node: NodeConfig) -> str:
-        return layout.on_node(node, self.config.backend.venv or layout.DEFAULT_VENV)
+        return on_node(node, self.config.backend.venv or DEFAULT_VENV)
 
     def run(self, node: NodeConfig, argv: Sequence[str], timeout: float = 300.0) -> CommandResult:
         return self.cluster.transport(node).run(argv, timeout=timeout)
@@ -155,20 +182,24 @@ class Installer:
         have = self.current(node, python)
         if have is not None and self._matches(have):
             return "up to date", f"ray {self.versions['ray']} in {venv}"
-        if have is None:
-            self.progress(node.name, f"creating {venv}")
-            base = self.config.backend.python or "python3"
-            made = self.run(node, [base, "-m", "venv", venv], timeout=300)
-            if made.exit_status != 0:
-                raise GridError(f"cannot create {venv} with {base}: {made.stderr.strip()[-300:]}")
         directory = posixpath.join(layout.node_dir(self.config, node), "wheels")
         self._copy_wheels(node, directory)
-        self.progress(node.name, "pip install")
+        self.progress(node.name, f"pip install into {venv}")
         pins = [f"{d}=={v}" for d, v in self.versions.items()]
-        argv = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--find-links", directory,
-                *(["--no-index"] if self.wheelhouse else []), *pins, *self.extra]
+        pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--find-links", directory,
+               *(["--no-index"] if self.wheelhouse else []), *pins, *self.extra]
+        # Made and filled under one lock beside the venv: nodes sharing a home take turns, and pip
+        # finds the later ones' requirements already met.
+        base = self.config.backend.python or "python3"
+        script = '[ -x "$1/bin/python" ] || "$2" -m venv "$1" || exit 3; shift 2; exec "$@"'
+        from grid_plugin_ray_backend.backend import onnode_source
+
+        argv = [base, "-c", onnode_source(), "locked", f"{venv.rstrip('/')}.lock", "sh", "-c", script, "sh",
+                venv, base, *pip]
         result = self.run(node, argv, timeout=PIP_TIMEOUT)
         self.run(node, ["rm", "-rf", directory], timeout=60)
+        if result.exit_status == 3:
+            raise GridError(f"cannot create {venv} with {base}: {result.stderr.strip()[-300:]}")
         if result.exit_status != 0:
             raise GridError(f"pip install failed: {result.stderr.strip()[-500:]}")
         have = self.current(node, python)
@@ -183,9 +214,7 @@ class Installer:
     def _copy_wheels(self, node: NodeConfig, directory: str) -> None:
         files = self.wheels(node)
         transport = self.cluster.transport(node)
-        made = transport.run(["sh", "-c", 'umask 077 && mkdir -p "$1"', "sh", directory], timeout=60)
-        if made.exit_status != 0:
-            raise GridError(f"cannot make {directory}: {made.stderr.strip()}")
+        layout.make_private(transport, posixpath.dirname(directory), directory)
         size = sum(w.stat().st_size for w in files) / 2**20
         self.progress(node.name, f"copying {len(files)} wheels ({size:.0f} MiB)")
         for wheel in files:

@@ -80,14 +80,16 @@ class JobRunner:
     and ends itself when the command ends."""
 
     def __init__(self, job_id: str, argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
-                 namespace: str) -> None:
+                 namespace: str, timeout_seconds: float | None = None, retries: int = 0) -> None:
         self.job_id, self.argv, self.namespace = job_id, list(argv), namespace
-        self.cwd = cwd or os.path.expanduser("~")
+        self.timeout_seconds, self.retries = timeout_seconds, retries
+        self.cwd = os.path.expanduser(cwd or "~")
         # The node's own interpreter (grid's venv there) comes first on PATH, so `python` is the one with Ray.
         path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
         self.env = {**os.environ, "PATH": path, **env}
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopping = False
+        self.timed_out = False
         # The job starts with the actor, not with a method call: a call from a driver that has
         # exited (`grid run --detach`) before the actor was placed would never be delivered.
         threading.Thread(target=self.run, name=f"grid-job-{job_id}", daemon=True).start()
@@ -97,19 +99,38 @@ class JobRunner:
         return True
 
     def run(self) -> int:
+        """The command, again after a failure while retries are left (execution.retry_attempts)."""
         import ray
 
         registry = ray.get_actor(REGISTRY, namespace=self.namespace)
+        for attempt in range(1 + self.retries):
+            exit_status = self._attempt(registry)
+            if exit_status in (0, 127) or self.stopping or attempt == self.retries:
+                break
+            note = f"grid: exit status {exit_status}; retrying ({attempt + 1} of {self.retries})\n"
+            registry.append.remote(self.job_id, [("stderr", note)])
+        state = "stopped" if self.stopping else "succeeded" if exit_status == 0 else "failed"
+        # Calls from one caller run in order, so every append lands before this.
+        ray.get(registry.update.remote(self.job_id, {"state": state, "exit_status": exit_status,
+                                                     "ended": time.time()}))
+        return self._exit(exit_status)
+
+    def _attempt(self, registry: Any) -> int:
+        """Run the command once, its output sent to the registry as it comes; its exit status
+        (127: it could not start; 124: execution.timeout_seconds ran out, as timeout(1) says)."""
         try:
             self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             message = f"grid: cannot run {self.argv[0]!r} in {self.cwd}: {exc.strerror or exc}\n"
-            ray.get(registry.append.remote(self.job_id, [("stderr", message)]))
-            ray.get(registry.update.remote(self.job_id, {"state": "failed", "exit_status": 127, "ended": time.time()}))
-            return self._exit(127)
+            registry.append.remote(self.job_id, [("stderr", message)])
+            return 127
         registry.update.remote(self.job_id, {"state": "running", "pid": self.proc.pid, "started": time.time(),
                                              "hostname": socket.gethostname()})
+        timer = threading.Timer(self.timeout_seconds, self._time_out) if self.timeout_seconds else None
+        if timer:
+            timer.daemon = True
+            timer.start()
         chunks: queue.Queue[Chunk | None] = queue.Queue()
         assert self.proc.stdout is not None and self.proc.stderr is not None
         pumps = [threading.Thread(target=_pump, args=(name, stream, chunks), daemon=True)
@@ -132,12 +153,21 @@ class JobRunner:
             if batch:
                 registry.append.remote(self.job_id, batch)
         status = self.proc.wait()
-        exit_status = status if status >= 0 else 128 - status
-        state = "stopped" if self.stopping else "succeeded" if exit_status == 0 else "failed"
-        # Calls from one caller run in order, so every append lands before this.
-        ray.get(registry.update.remote(self.job_id, {"state": state, "exit_status": exit_status,
-                                                     "ended": time.time()}))
-        return self._exit(exit_status)
+        if timer:
+            timer.cancel()
+        if self.timed_out:
+            registry.append.remote(self.job_id, [("stderr", f"grid: timed out after {self.timeout_seconds:g} s\n")])
+            return 124
+        return status if status >= 0 else 128 - status
+
+    def _time_out(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            self.timed_out = True
+            _signal_group(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=STOP_GRACE)
+            _signal_group(proc.pid, signal.SIGKILL)
 
     def stop(self) -> bool:
         """SIGTERM the job's whole session, SIGKILL it after a grace period; False if it was not running."""

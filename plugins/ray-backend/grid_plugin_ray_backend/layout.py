@@ -1,4 +1,4 @@
-"""Where grid keeps things on a node, which Python it uses there, and the `ray start` command line.
+"""Where grid keeps things on a node, and the `ray start` command line.
 
 Each node gets one directory of grid's own, `<base>/grid-<cluster>-<node>` (mode 0700): the token
 (`auth_token`, 0600) and Ray's temp dir (`ray/`, which Ray makes world-writable; the 0700 parent
@@ -12,15 +12,16 @@ import hashlib
 import json
 import os
 import posixpath
-import sys
 import tempfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from grid_core.cluster import on_node
+from grid_core.types import Transport, TransportError
+
 if TYPE_CHECKING:
     from grid_core.config import ClusterConfig, NodeConfig
 
-DEFAULT_VENV = "~/.grid/venv"
 NODE_RESOURCE = "grid-node-{}"
 # Ray's longest socket path is <temp>/ray/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store;
 # a Unix socket path holds at most 107 bytes.
@@ -32,16 +33,6 @@ RESERVED = frozenset({"head", "address", "port", "temp-dir", "block", "include-d
 def node_resource(name: str) -> str:
     """The custom resource that names a node, so work can be pinned to it."""
     return NODE_RESOURCE.format(name)
-
-
-def on_node(node: NodeConfig, path: str) -> str:
-    """A path as the node's transport takes it: `~` expanded here for local nodes; for remote
-    nodes made relative, because SSH starts in the home directory."""
-    if node.transport_name == "local":
-        return os.path.expanduser(path)
-    if path == "~":
-        return "."
-    return path[2:] if path.startswith("~/") else path
 
 
 def node_dir(config: ClusterConfig, node: NodeConfig) -> str:
@@ -59,20 +50,27 @@ def node_dir(config: ClusterConfig, node: NodeConfig) -> str:
     return path
 
 
+# Each directory is made 0700, or, where it exists, checked: a directory of this user's own, not a
+# link, mode 0700. One that another user made first could hold planted files (a wheel pip would
+# install, a token), so it is refused with the reason, never used.
+PRIVATE_DIRS = r"""umask 077
+for d; do
+  mkdir -p "$d" || exit 1
+  if [ -L "$d" ] || [ ! -O "$d" ]; then echo "refusing $d: it is not $(id -un)'s own directory" >&2; exit 1; fi
+  m=$(stat -c %a "$d") || exit 1
+  [ "$m" = 700 ] || { echo "refusing $d: its mode is $m, not 700 (remove it if it is yours)" >&2; exit 1; }
+done"""
+
+
+def make_private(transport: Transport, *directories: str) -> None:
+    """Make (or check) grid's own directories on a node, parents first; TransportError says why not."""
+    result = transport.run(["sh", "-c", PRIVATE_DIRS, "sh", *directories], timeout=60)
+    if result.exit_status != 0:
+        raise TransportError(result.stderr.strip() or f"cannot make {directories[-1]}: exit {result.exit_status}")
+
+
 def token_path(directory: str) -> str:
     return posixpath.join(directory, "auth_token")
-
-
-def python_candidates(config: ClusterConfig, node: NodeConfig) -> list[str]:
-    """Interpreters to try on the node, in order: the configured one, else (local) this one,
-    else (remote) the venv `grid cluster install` makes, then python3."""
-    venv = posixpath.join(config.backend.venv, "bin", "python") if config.backend.venv else None
-    explicit = node.python or venv or config.backend.python
-    if explicit:
-        return [on_node(node, explicit)]
-    if node.transport_name == "local":
-        return [sys.executable]
-    return [on_node(node, posixpath.join(DEFAULT_VENV, "bin", "python")), "python3"]
 
 
 def _resources(value: Any) -> dict[str, float]:

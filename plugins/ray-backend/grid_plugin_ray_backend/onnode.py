@@ -2,6 +2,7 @@
 
     python -c SOURCE probe NODE_DIR [DIST ...]   versions, addresses and grid's Ray processes there
     python -c SOURCE stop NODE_DIR               stop grid's Ray processes there, by PID
+    python -c SOURCE locked LOCK_FILE ARGV...    run ARGV holding a lock (installs into a shared venv)
 
 grid's Ray processes on a node are those whose command line names Ray's temp dir inside NODE_DIR
 (gcs_server, raylet, monitor, log_monitor, dashboard), plus all their descendants (Ray's workers,
@@ -143,8 +144,22 @@ def stop(node_dir: str) -> dict[str, object]:
     return {"stopped": pids, "killed": killed, "left": left}
 
 
+def locked(lock_path: str, argv: list[str]) -> int:
+    """Run argv holding an exclusive lock on lock_path: nodes that share one home (NFS) and so one
+    venv install into it one at a time, and the later ones find it done."""
+    import fcntl
+    import subprocess
+
+    os.makedirs(os.path.dirname(lock_path) or ".", exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        return subprocess.call(argv)
+
+
 def main(argv: list[str]) -> int:
     command, node_dir, rest = argv[0], argv[1], argv[2:]
+    if command == "locked":
+        return locked(node_dir, rest)
     if command == "probe":
         print(json.dumps(probe(node_dir, rest)))
     elif command == "stop":

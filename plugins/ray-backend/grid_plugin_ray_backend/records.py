@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
 
-from grid_core.state import state_dir
+from grid_core.errors import GridError
+from grid_core.state import state_dir, write_atomic
 
 FILE = "ray.json"
 _lock = threading.Lock()
@@ -25,6 +26,9 @@ class NodeRecord:
     head: bool
 
 
+_NODE_TYPES: dict[str, type[Any]] = {f.name: f.type for f in attrs.fields(attrs.resolve_types(NodeRecord)) if f.type}
+
+
 @attrs.define
 class Records:
     gcs_address: str | None = None
@@ -32,13 +36,47 @@ class Records:
 
 
 def load(cluster_name: str) -> Records:
+    """The records, or none when the file is missing; a file grid did not write is a clear error."""
     path = state_dir(cluster_name) / FILE
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return Records()
-    nodes = {name: NodeRecord(**entry) for name, entry in data.get("nodes", {}).items()}
-    return Records(data.get("gcs_address"), nodes)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GridError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return _parse(json.loads(text))
+    except ValueError as exc:  # json's errors are ValueErrors too
+        raise GridError(f"{path} is not a record grid wrote ({exc}). If grid started nothing that still runs, "
+                        "delete the file; otherwise stop Ray on each node (`ray stop`) first, then delete it and "
+                        "run `grid cluster start`") from None
+
+
+def _parse(data: Any) -> Records:
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    _no_unknown(data, ("gcs_address", "nodes"), "")
+    address, nodes = data.get("gcs_address"), data.get("nodes", {})
+    if address is not None and not isinstance(address, str):
+        raise ValueError("gcs_address is not a string")
+    if not isinstance(nodes, dict):
+        raise ValueError("nodes is not an object")
+    parsed = {}
+    for name, entry in nodes.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"nodes.{name} is not an object")
+        _no_unknown(entry, _NODE_TYPES, f"nodes.{name}.")
+        for key, wanted in _NODE_TYPES.items():
+            if type(entry.get(key)) is not wanted:
+                raise ValueError(f"nodes.{name}.{key} is missing or not a {wanted.__name__}")
+        parsed[name] = NodeRecord(**entry)
+    return Records(address, parsed)
+
+
+def _no_unknown(data: dict[str, Any], known: Iterable[str], where: str) -> None:
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(where + k for k in unknown)}")
 
 
 def save(cluster_name: str, records: Records) -> None:
@@ -47,6 +85,4 @@ def save(cluster_name: str, records: Records) -> None:
     data: dict[str, Any] = {"gcs_address": records.gcs_address,
                             "nodes": {name: attrs.asdict(r) for name, r in sorted(records.nodes.items())}}
     with _lock:
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(data, indent=2))

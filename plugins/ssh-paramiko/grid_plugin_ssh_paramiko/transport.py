@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
+from grid_core.builtin.local import command_limit
 from grid_core.types import AuthError, CommandResult, HostKeyError, TransportError
 
 from . import host_keys
@@ -36,6 +37,8 @@ READ_SIZE = 65536
 KEEPALIVE_SECONDS = 30  # long-lived processes (the offload controller) keep NAT and firewalls open
 LOST_EXIT_STATUS = 255  # killed by a signal or the connection dropped: what OpenSSH reports
 QUICKACK: int = getattr(socket, "TCP_QUICKACK", 0)  # Linux only; 0 where the option does not exist
+KILL_SECONDS = 5.0  # for the kill of a timed-out command's process group
+LEADER_MARK = "grid-pgid="
 
 
 def remote_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
@@ -73,16 +76,19 @@ class SshTransport:
     ) -> CommandResult:
         command = remote_command(argv, env)
         _, options = self._resolve()
-        limit = timeout or options.command_timeout
+        limit = command_limit(timeout or options.command_timeout)
+        leader = _Leader() if limit else None
         channel = self._open_session()
         deadline = time.monotonic() + limit if limit else None  # the connect timeout covers connecting
         try:
-            channel.exec_command(command)
-            stdout, stderr = _collect(channel, deadline, on_output)
+            channel.exec_command(leader.wrap(command) if leader else command)
+            stdout, stderr = _collect(channel, deadline, on_output, leader)
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not channel.status_event.wait(remaining):
                 raise TimeoutError
         except TimeoutError:
+            if leader is not None and leader.pgid:
+                self._kill_group(leader.pgid)
             raise TransportError(f"command timed out after {limit:g} s on {self.node.name}") from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise TransportError(f"{self.node.name}: connection lost while running a command: {exc}") from None
@@ -90,6 +96,20 @@ class SshTransport:
             channel.close()
         status = channel.exit_status
         return CommandResult(LOST_EXIT_STATUS if status < 0 else status, stdout, stderr)
+
+    def _kill_group(self, pgid: int) -> None:
+        """End a timed-out command and everything it started: closing its channel does not (sshd
+        only closes the pipes, and a `sleep` that never writes never notices)."""
+        kill = f"kill -KILL -- -{pgid} 2>/dev/null || kill -KILL {pgid} 2>/dev/null; exit 0"
+        try:
+            channel = self._open_session()
+            try:
+                channel.exec_command(kill)
+                channel.status_event.wait(KILL_SECONDS)
+            finally:
+                channel.close()
+        except (TransportError, paramiko.SSHException, EOFError, OSError):
+            pass  # the connection is gone too; the timeout is what the caller hears about
 
     def put(self, local_path: str, remote_path: str) -> None:
         mode = os.stat(local_path).st_mode & 0o777 if os.path.exists(local_path) else None
@@ -250,8 +270,8 @@ def _handshake(
     client = paramiko.SSHClient()
     remaining = max(0.1, deadline - time.monotonic())
     try:
-        host_keys.load(client, options.known_hosts)
-        client.set_missing_host_key_policy(host_keys.CheckedPolicy(target, options.known_hosts, options.accept_new))
+        known = host_keys.load(client, options.known_hosts)
+        client.set_missing_host_key_policy(host_keys.CheckedPolicy(target, known, options.accept_new))
         client.connect(
             target.host_key_alias or target.hostname,
             port=target.port,
@@ -302,8 +322,42 @@ def _explain(exc: BaseException, target: SshTarget, options: SshOptions) -> Base
 # ---------------------------------------------------------------------- reading output
 
 
+class _Leader:
+    """The remote process group of a timed command, so that a timeout can end all of it.
+
+    sshd starts each session's command in a new session (setsid), so the shell it runs leads a
+    process group whose id is its pid. The wrapped command reports that pid as the first line of
+    stderr, then execs the command in the same process; _collect strips the line.
+    """
+
+    def __init__(self) -> None:
+        self.pgid = 0
+        self._pending: str | None = ""  # stderr until the mark's line is complete; None after
+
+    @staticmethod
+    def wrap(command: str) -> str:
+        return f"echo {LEADER_MARK}$$ >&2; exec {command}"
+
+    def strip(self, text: str) -> str:
+        """stderr text less the mark's line (held back until that line is whole)."""
+        if self._pending is None:
+            return text
+        self._pending += text
+        *lines, tail = self._pending.split("\n")
+        for i, line in enumerate(lines):  # a login shell's rc file may print before the mark
+            if line.startswith(LEADER_MARK) and line[len(LEADER_MARK):].isdigit():
+                self.pgid, self._pending = int(line[len(LEADER_MARK):]), None
+                return "".join(f"{before}\n" for before in lines[:i]) + "\n".join([*lines[i + 1:], tail])
+        return ""
+
+    def flush(self) -> str:
+        pending, self._pending = self._pending or "", None
+        return pending
+
+
 def _collect(
-    channel: paramiko.Channel, deadline: float | None, on_output: Callable[[str, str], None] | None
+    channel: paramiko.Channel, deadline: float | None, on_output: Callable[[str, str], None] | None,
+    leader: _Leader | None = None,
 ) -> tuple[str, str]:
     """Read stdout and stderr until the remote side closes them, streaming to on_output."""
     decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
@@ -311,6 +365,8 @@ def _collect(
 
     def take(name: str, data: bytes, final: bool = False) -> None:
         text = decoders[name].decode(data, final)
+        if name == "stderr" and leader is not None:
+            text = leader.strip(text) + (leader.flush() if final else "")
         if text:
             chunks[name].append(text)
             if on_output is not None:

@@ -1,0 +1,55 @@
+"""The local transport's timeouts end the whole process tree, and bad limits are clear errors."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from grid_core.builtin.local import LocalTransport
+from grid_core.types import TransportError
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie waiting for its parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_timeout_kills_what_the_command_started(tmp_path: Path) -> None:
+    pid_file = tmp_path / "sleep.pid"
+    script = f"sleep 30 & echo $! > {pid_file}; wait"  # the shell's child outlives a kill of the shell alone
+    start = time.monotonic()
+    with pytest.raises(TransportError, match="timed out after 1 s"):
+        LocalTransport().run(["sh", "-c", script], timeout=1)
+    assert time.monotonic() - start < 3
+    sleeper = int(pid_file.read_text())
+    deadline = time.monotonic() + 2
+    while alive(sleeper) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(sleeper), f"sleep {sleeper} still runs after the timeout"
+
+
+def test_the_issue_command_returns_at_its_timeout() -> None:
+    start = time.monotonic()
+    with pytest.raises(TransportError):
+        LocalTransport().run(["sh", "-c", "sleep 4; :"], timeout=1)
+    assert time.monotonic() - start < 2.5
+
+
+def test_commands_that_finish_are_untouched_and_inf_means_no_limit() -> None:
+    result = LocalTransport().run(["sh", "-c", "echo out; echo err >&2; exit 3"], timeout=math.inf)
+    assert (result.exit_status, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    group = LocalTransport().run(["sh", "-c", "ps -o pid=,pgid= -p $$"]).stdout.split()
+    assert group[0] == group[1] and int(group[1]) != os.getpgrp()  # its own process group
+
+
+@pytest.mark.parametrize("bad", [math.nan, -1.0, -math.inf])
+def test_a_bad_limit_is_a_clear_error(bad: float) -> None:
+    with pytest.raises(TransportError, match="positive number of seconds"):
+        LocalTransport().run(["true"], timeout=bad)

@@ -1,0 +1,69 @@
+"""Ray's own tools and a plain `ray.init()` against a grid cluster (issue: Ray's own tools reach it).
+
+The shared two-node cluster of this machine (tests/local_pair.py): the head is where the script runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.local_pair import cli
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+PLAIN_SCRIPT = "import ray\nray.init()\nprint(len([n for n in ray.nodes() if n['Alive']]))\n"
+
+
+def _gcs_servers() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "gcs_server"}
+
+
+def _shell(c: dict[str, Any], script: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, **c["env"], "PATH": f"{bin_dir}:{os.environ['PATH']}", **extra}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_a_plain_ray_init_after_eval_joins_the_cluster_and_starts_nothing(local_pair: dict[str, Any],
+                                                                          tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text(PLAIN_SCRIPT)
+    before = _gcs_servers()
+    ran = _shell(local_pair, f'eval "$(grid cluster env)" && python {tmp_path / "train.py"}')
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert ran.stdout.strip().splitlines()[-1] == "2"  # both nodes of grid's cluster
+    assert "Started a local Ray instance" not in ran.stderr
+    assert _gcs_servers() == before  # no second GCS
+
+
+def test_without_the_env_start_says_what_to_run_and_doctor_warns_of_a_stray_token(
+        local_pair: dict[str, Any]) -> None:
+    """The documented behaviour without the env: `cluster start` names the command, and doctor
+    warns of what would catch a plain script (here, a ~/.ray/auth_token of another cluster)."""
+    again = cli(local_pair, "cluster", "start")
+    assert again.returncode == 0 and 'eval "$(grid cluster env)"' in again.stderr
+    stray = Path(local_pair["env"]["HOME"], ".ray", "auth_token")
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_text("another-clusters-token")
+    try:
+        doctor = cli(local_pair, "doctor")
+        assert f"warning: {stray} differs from cluster offl's token" in doctor.stderr, doctor.stderr
+    finally:
+        stray.unlink()
+    assert "auth_token differs" not in cli(local_pair, "doctor").stderr
+
+
+def test_cluster_env_for_fish_and_json(local_pair: dict[str, Any]) -> None:
+    fish = cli(local_pair, "cluster", "env", "--shell", "fish")
+    assert fish.returncode == 0
+    assert "set -gx RAY_AUTH_MODE token;" in fish.stdout and "set -e RAY_AUTH_TOKEN;" in fish.stdout
+    data = json.loads(cli(local_pair, "cluster", "env", "--json").stdout)
+    assert data["cluster"] == "offl"
+    assert set(data["variables"]) >= {"RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"}

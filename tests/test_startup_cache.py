@@ -1,0 +1,140 @@
+"""The plugin index behind fast start-up: used while current, rebuilt after any install or edit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grid_core import plugins
+from grid_core.plugins import PluginHost
+from tests.conftest import grid
+from tests.test_plugins import HELLO_PLUGIN, _package
+
+
+def _index_files() -> list[Path]:
+    return sorted(Path(os.environ["GRID_STATE_DIR"]).glob("plugin-index-*.json"))
+
+
+def test_a_full_load_writes_the_index_and_the_next_host_uses_it_without_loading() -> None:
+    first = PluginHost(indexed=True)
+    assert first._entries is not None and len(_index_files()) == 1
+    second = PluginHost(indexed=True)
+    assert second._entries is None  # nothing imported or registered
+    assert [r.as_dict() for r in second.records.values()] == [r.as_dict() for r in first.records.values()]
+    assert second.commands() == first.commands() and "plugins" in second.commands()
+    # Asking for a registration loads for real.
+    assert second.get("grid_transports", "local").name == "local" and second._entries is not None
+
+
+def test_blocking_and_no_plugins_apply_to_what_the_index_holds() -> None:
+    PluginHost(indexed=True)
+    blocked = PluginHost(indexed=True, disabled={"commands"})
+    assert blocked._entries is None
+    assert blocked.records["commands"].status == "blocked" and blocked.records["commands"].hooks == {}
+    assert "plugins" not in blocked.commands()
+    only_builtins = PluginHost(indexed=True, no_plugins=True)
+    assert only_builtins._entries is None
+    assert set(only_builtins.records) == set(plugins.BUILTINS)
+    # Unblocking needs what the blocked plugin registers: a host built while it was blocked cannot say.
+    for path in _index_files():
+        path.unlink()
+    PluginHost(indexed=True, disabled={"commands"})
+    unblocked = PluginHost(indexed=True)
+    assert unblocked._entries is not None and "plugins" in unblocked.commands()
+
+
+def test_a_new_distribution_on_the_path_invalidates_the_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    PluginHost(indexed=True)
+    before = plugins._read_index()
+    assert before is not None
+    metadata = tmp_path / "grid_plugin_new.egg-info"
+    metadata.mkdir()  # an install
+    assert plugins._read_index() is None
+    PluginHost(indexed=True)
+    assert plugins._read_index() is not None
+    (metadata / "entry_points.txt").write_text("[grid]\nnew = grid_plugin_new\n")  # rewritten in place
+    assert plugins._read_index() is None
+    (metadata / "entry_points.txt").unlink()
+    metadata.rmdir()  # an uninstall: back to the state the first index was built for
+    assert plugins._read_index() == before
+
+
+def test_an_edited_plugin_module_invalidates_the_index() -> None:
+    PluginHost(indexed=True)
+    index = plugins._read_index()
+    assert index is not None
+    module = next(path for path, _mtime in index["files"] if path.endswith("builtin/commands.py"))
+    stat = os.stat(module)
+    try:
+        os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+        assert plugins._read_index() is None
+    finally:
+        os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[]", '{"format": 1}', '{"format": 1, "key": 3}'])
+def test_a_corrupt_index_is_ignored_and_replaced(content: str) -> None:
+    PluginHost(indexed=True)
+    (path,) = _index_files()
+    path.write_text(content)
+    host = PluginHost(indexed=True)
+    assert host._entries is not None and "plugins" in host.commands()
+    assert json.loads(path.read_text())["format"] == plugins.INDEX_FORMAT
+
+
+def test_a_failed_plugin_is_loaded_again_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure's reason must be current (a missing dependency may be installed since)."""
+    PluginHost(indexed=True)
+    index = plugins._read_index()
+    assert index is not None
+    index["plugins"][0]["status"] = "failed"
+    plugins._write_index(index)
+    assert PluginHost(indexed=True)._entries is not None
+
+
+def test_an_unwritable_state_dir_costs_only_speed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("GRID_STATE_DIR", str(blocker / "state"))  # below a file: cannot be made
+    host = PluginHost(indexed=True)
+    assert "plugins" in host.commands()
+
+
+# --------------------------------------------------------------------------- real pip install / uninstall
+
+
+def _pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", *args], check=True, capture_output=True, timeout=300)
+
+
+def test_installing_and_removing_a_plugin_shows_at_once(tmp_path: Path) -> None:
+    """Into this very environment: the index built before the install must not hide the plugin."""
+    dist, module = "grid-plugin-startup-probe", "grid_startup_probe"
+    source = HELLO_PLUGIN.replace("grid_hello", module).replace('name="hello"', 'name="startup-probe"')
+    source = source.replace('name="first-node"', 'name="startup-probe-first"')
+    pkg = _package(tmp_path, dist, module, "startup-probe", source)
+    before = grid("--help")
+    assert before.returncode == 0 and "startup-probe" not in before.stdout
+    assert _index_files()
+    try:
+        _pip("install", "-q", "--no-deps", "--no-build-isolation", "--no-index", str(pkg))
+        helped = grid("--help")
+        assert "startup-probe" in helped.stdout and "Greet someone." in helped.stdout
+        listed = {p["name"]: p for p in json.loads(grid("plugins", "list", "--json").stdout)}
+        assert listed["startup-probe"]["status"] == "active"
+        assert listed["startup-probe"]["hooks"]["grid_commands"] == ["startup-probe"]
+        assert grid("startup-probe", "you").stdout == "hello you\n"
+        assert "startup-probe" in grid("--help").stdout  # from the rebuilt index
+    finally:
+        _pip("uninstall", "-y", "-q", dist)
+    after = grid("--help")
+    assert after.returncode == 0 and "startup-probe" not in after.stdout
+    assert "startup-probe" not in {p["name"] for p in json.loads(grid("plugins", "list", "--json").stdout)}
+    gone = grid("startup-probe", "you")
+    assert gone.returncode != 0 and "No such command" in gone.stderr
