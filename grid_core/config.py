@@ -16,16 +16,14 @@ import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 
 import attrs
-import cattrs
-from cattrs.cols import list_structure_factory, mapping_structure_factory
-from cattrs.errors import ForbiddenExtraKeysError
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
-from cattrs.v import transform_error
 
 from grid_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    import cattrs  # imported with the converter, on first use: see _converter
 
 EMBEDDED_DEFAULT = "<embedded default>"
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -216,6 +214,7 @@ class BackendSettings:
     namespace: str = "grid"
     # Lets ray_start_params set flags that bind Ray's servers beyond the node's own address.
     allow_public_bind: bool = False
+    tls: bool = False  # Ray's gRPC over TLS, with certificates grid makes (auth.py says what the token alone is)
 
 
 @attrs.frozen(kw_only=True)
@@ -452,10 +451,14 @@ def _capacity_hook(value: Any, _type: Any) -> Any:
     """`capacity_gb`: a number for every node, or a table of node name to number."""
     if value is None:
         return None
-    return converter.structure(value, dict[str, NonNegative] if isinstance(value, dict) else NonNegative)
+    return _converter().structure(value, dict[str, NonNegative] if isinstance(value, dict) else NonNegative)
 
 
 def _make_converter() -> cattrs.Converter:
+    import cattrs
+    from cattrs.cols import list_structure_factory, mapping_structure_factory
+    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
     conv = cattrs.Converter(forbid_extra_keys=True)
     for t in (int, float, str, bool):
         conv.register_structure_hook(t, _strict(t))
@@ -507,10 +510,27 @@ def _make_converter() -> cattrs.Converter:
     return conv
 
 
-converter = _make_converter()
+_built: cattrs.Converter | None = None
+
+
+def _converter() -> cattrs.Converter:
+    """The converter, built on first use: importing cattrs and building it cost more than all
+    else in this module, and a command on the embedded default config structures nothing."""
+    global _built
+    if _built is None:
+        _built = _make_converter()
+    return _built
+
+
+def __getattr__(name: str) -> Any:
+    if name == "converter":  # the module's name for it before it was built lazily
+        return _converter()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _describe(exc: BaseException, _type: Any) -> str:
+    from cattrs.errors import ForbiddenExtraKeysError
+
     if isinstance(exc, ForbiddenExtraKeysError):
         keys = ", ".join(repr(k) for k in sorted(exc.extra_fields))
         return f"unknown key{'s' if len(exc.extra_fields) > 1 else ''} {keys}"
@@ -522,6 +542,8 @@ def _describe(exc: BaseException, _type: Any) -> str:
 
 
 def _error_lines(exc: Exception, root: str = "") -> list[str]:
+    from cattrs.v import transform_error
+
     lines = []
     for item in transform_error(exc, path=root, format_exception=_describe):
         message, _, path = item.rpartition(" @ ")
@@ -533,8 +555,11 @@ def _error_lines(exc: Exception, root: str = "") -> list[str]:
 
 def _structure(data: Any, model: Any, root: str = "") -> tuple[Any, list[str]]:
     """`data` as `model`, or None and one line per bad value."""
+    conv = _converter()
+    import cattrs
+
     try:
-        return converter.structure(data, model), []
+        return conv.structure(data, model), []
     except cattrs.BaseValidationError as exc:
         return None, _error_lines(exc, root)
     except (_Mismatch, ValueError, TypeError) as exc:
@@ -762,7 +787,7 @@ def unstructure(config: ClusterConfig) -> dict[str, Any]:
             return [prune(v) for v in value]
         return value
 
-    return prune(converter.unstructure(config))  # type: ignore[no-any-return]
+    return prune(_converter().unstructure(config))  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- files and lookup

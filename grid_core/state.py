@@ -15,11 +15,15 @@ from pathlib import Path
 from grid_core.errors import GridError
 
 
+def state_base() -> str:
+    """$GRID_STATE_DIR, else $XDG_STATE_HOME/grid, else ~/.local/state/grid (not made here)."""
+    return os.environ.get("GRID_STATE_DIR") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "grid")
+
+
 def state_dir(cluster_name: str | None = None) -> Path:
-    """$GRID_STATE_DIR, else $XDG_STATE_HOME/grid, else ~/.local/state/grid; per cluster below it."""
-    base = os.environ.get("GRID_STATE_DIR") or os.path.join(
-        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "grid"
-    )
+    """state_base(), made 0700; per cluster below it."""
+    base = state_base()
     if cluster_name is not None and (cluster_name in ("", ".", "..") or "/" in cluster_name or "\0" in cluster_name):
         raise GridError(f"cluster name {cluster_name!r} cannot name a directory below {base}")
     path = Path(base) / cluster_name if cluster_name else Path(base)

@@ -143,8 +143,14 @@ class Transport(Protocol):
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         on_output: Callable[[str, str], None] | None = None,
+        stdin: bytes | str | None = None,
     ) -> CommandResult:
-        """Run argv; `on_output(stream, text)` receives output as it arrives when given."""
+        """Run argv; `on_output(stream, text)` receives output as it arrives when given.
+
+        `stdin` is written to the command's standard input, then EOF (str as UTF-8); without it
+        the command reads EOF at once. Neither `env` nor `stdin` may appear on a command line
+        another user can read (`ps`): they carry secrets (the job environment, Ray's settings).
+        """
         ...
 
     def put(self, local_path: str, remote_path: str) -> None:

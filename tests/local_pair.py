@@ -71,6 +71,7 @@ def start_pair() -> Iterator[dict[str, Any]]:
         grid("cluster", "stop", env=env, timeout=120)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("RAY_TMPDIR", env["RAY_TMPDIR"])
+            mp.setenv("GRID_STATE_DIR", env["GRID_STATE_DIR"])
             cfg = load_file(config)
             for node in cfg.nodes:
                 for pid in onnode.grid_processes(layout.node_dir(cfg, node))[0]:

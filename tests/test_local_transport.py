@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -53,3 +54,24 @@ def test_commands_that_finish_are_untouched_and_inf_means_no_limit() -> None:
 def test_a_bad_limit_is_a_clear_error(bad: float) -> None:
     with pytest.raises(TransportError, match="positive number of seconds"):
         LocalTransport().run(["true"], timeout=bad)
+
+
+def test_stdin_reaches_the_command_then_eof() -> None:
+    big = "".join(f"line {i:07d} ünïcode\n" for i in range(50_000))  # over 1 MB: more than any pipe holds
+    assert len(big.encode()) > 1_000_000
+    seen: list[str] = []
+    result = LocalTransport().run(["cat"], stdin=big, on_output=lambda s, t: seen.append(t), timeout=30)
+    assert result.exit_status == 0 and result.stdout == big and "".join(seen) == big
+    payload = bytes(range(256)) * 4096  # binary, 1 MiB, through a command that writes as it reads
+    digest = LocalTransport().run(["sha256sum"], stdin=payload, timeout=30).stdout.split()[0]
+    assert digest == hashlib.sha256(payload).hexdigest()
+    # A command that never reads its stdin is no error, and without stdin a command reads EOF.
+    assert LocalTransport().run(["true"], stdin=big, timeout=30).exit_status == 0
+    assert LocalTransport().run(["cat"], timeout=30).stdout == ""
+
+
+def test_a_timeout_holds_while_stdin_is_still_being_written() -> None:
+    start = time.monotonic()
+    with pytest.raises(TransportError, match="timed out after 1 s"):
+        LocalTransport().run(["sh", "-c", "sleep 30"], stdin=b"x" * 4_000_000, timeout=1)
+    assert time.monotonic() - start < 3

@@ -34,9 +34,10 @@ RAY_NAMES = ("raylet", "gcs_server", "ray::", "ray/dashboard", "log_monitor", "m
 
 
 def fill_wheelhouse() -> Path:
-    """Ray and the third-party requirements of grid's distributions, as wheels."""
-    if any(WHEELHOUSE.glob(f"ray-{RAY_VERSION}-*.whl")):
-        return WHEELHOUSE
+    """Ray and the third-party requirements of grid's distributions, as wheels; downloaded again
+    when a requirement has no wheel there yet (a dependency added since the last run)."""
+    import re
+
     from grid_plugin_ray_backend.install import wanted
 
     requirements = {f"ray=={RAY_VERSION}"}
@@ -46,6 +47,13 @@ def fill_wheelhouse() -> Path:
             if "extra ==" not in req and not name.lower().startswith(("grid-", "grid_", "ray")):
                 requirements.add(name)
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "_", name).lower()
+
+    have = {norm(w.name.split("-", 1)[0]) for w in WHEELHOUSE.glob("*.whl")}
+    if all(norm(re.split(r"[\s<>=!~\[]", r, maxsplit=1)[0]) in have for r in requirements):
+        return WHEELHOUSE
     result = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(WHEELHOUSE),
                              *sorted(requirements)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"cannot fill the wheelhouse: {result.stderr[-2000:]}"
@@ -198,6 +206,48 @@ def test_ray_status_reaches_the_cluster_after_eval_of_cluster_env(bed: tuple[Tes
     assert f"export RAY_AUTH_TOKEN_PATH={token};" in printed and Path(token).read_text() not in printed
 
 
+def test_job_environment_and_config_never_appear_in_any_command_line(bed: tuple[Testbed, Env, Path]) -> None:
+    """execution.environment and backend.env (the whole config, too) reach the driver and the job
+    over stdin, never through argv: no `ps` on any host, nor on this machine, shows them."""
+    import secrets
+    import time
+
+    tb, env, root = bed
+    job_marker, config_marker = f"grid-job-{secrets.token_hex(8)}", f"grid-cfg-{secrets.token_hex(8)}"
+    data = tomllib.loads((root / "grid.toml").read_text())
+    data.setdefault("execution", {})["environment"] = {"GRID_MARKER": job_marker}
+    data.setdefault("backend", {}).setdefault("env", {})["GRID_CONFIG_MARKER"] = config_marker
+    config = root / "marker.toml"
+    config.write_text(tomli_w.dumps(data))
+    job = subprocess.Popen([sys.executable, "-m", "grid_core", "run", "--node", "host2", "--", "sh", "-c",
+                            'echo "$GRID_MARKER"; sleep 3'],
+                           env={**os.environ, **env.vars, "GRID_CONFIG": str(config)}, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    listings: list[tuple[str, str]] = []
+    try:
+        deadline = time.monotonic() + 120
+        while job.poll() is None and time.monotonic() < deadline:
+            for host in ("host1", "host2", "host3"):
+                listings.append((host, tb.host_exec(host, ["ps", "-eo", "args"], check=True).stdout))
+            here = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True, timeout=30)
+            listings.append(("this machine", here.stdout))
+            time.sleep(0.05)
+        out, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
+    assert job.returncode == 0, err
+    assert out.strip() == job_marker  # the job got its environment
+    assert any(host == "host2" and 'echo "$GRID_MARKER"; sleep 3' in text for host, text in listings), \
+        "never saw the job running"
+    assert any(host == "host1" and "grid_plugin_ray_backend.driver" in text for host, text in listings), \
+        "never saw the driver running"
+    leaked = [(host, line) for host, text in listings for line in text.splitlines()
+              if job_marker in line or config_marker in line]
+    assert leaked == []
+
+
 def test_stop_leaves_no_ray_process_on_any_host(bed: tuple[Testbed, Env, Path]) -> None:
     tb, env, _ = bed
     assert all(ray_processes(tb, h) for h in ("host1", "host2", "host3"))
@@ -227,79 +277,142 @@ def test_an_unreachable_host_is_reported_and_the_others_come_up(bed: tuple[Testb
     assert ray_processes(tb, "host1") == [] and ray_processes(tb, "host2") == []
 
 
-SEED = """\
-name: seed-cluster
-nodes:
-  - name: alpha
-    host: {ip1}
-    port: 22
-    user: root
-    role: worker
-    cpu_count: 1
-    gpu_count: 0
-    memory_gb: 2
-    tags: [cpu]
-    ssh_key_path: {key}
-    known_hosts: {known_hosts}
-  - name: beta
-    host: {ip2}
-    port: 22
-    user: root
-    role: master
-    cpu_count: 2
-    memory_gb: 2
-    ssh_key_path: {key}
-    known_hosts: {known_hosts}
-    ray_start_params:
-      object-store-memory: 200000000
-    resource_sharing:
-      can_share: true
-      max_share_cpu: 1
-      priority: normal
-  - name: gamma
-    host: {ip3}
-    port: 22
-    user: root
-    role: worker
-    cpu_count: 1
-    ssh_key_path: {key}
-    known_hosts: {known_hosts}
-    ray_start_params:
-      resources: '{{"seed_slots": 4}}'
-execution:
-  timeout_seconds: 600
-  working_directory: /tmp
-  resource_sharing:
-    mode: dynamic_balancing
-    thresholds:
-      cpu_pressure_high: 0.8
-      cpu_pressure_low: 0.5
-logging:
-  level: WARNING
-backend:
-  venv: {venv}
-"""
+def seed_config_for(tb: Testbed, root: Path) -> Path:
+    """tests/data/seed-every-key.yaml (every key of the seed's format) pointed at the test hosts:
+    its three nodes on host1-3, sizes the hosts can hold, and initialization commands that leave
+    proof on their node."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    data = yaml.safe_load((REPO / "tests" / "data" / "seed-every-key.yaml").read_text())
+    for node, host in zip(data["nodes"], tb.hosts, strict=True):
+        node.update(host=host.ip, port=22, user="root", ssh_key_path=str(tb.client_key),
+                    known_hosts=str(tb.known_hosts), cpu_count=1, memory_gb=2, gpu_count=0)
+        node.setdefault("resource_sharing", {})["initialization_commands"] = [
+            'echo "init ran on $(hostname)" > /tmp/grid-init-proof', "cat /tmp/grid-init-proof"]
+    data["logging"]["file_path"] = str(root / "grid-seed.log")
+    data["backend"] = {"venv": VENV}  # grid's own keys sit beside the seed's
+    path = root / "my-cluster-enhanced.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
-def test_a_seed_format_config_starts_with_its_master_as_head(bed: tuple[Testbed, Env, Path]) -> None:
+def test_a_seed_format_config_with_every_key_starts_and_means_what_it_says(bed: tuple[Testbed, Env, Path]) -> None:
     tb, env, root = bed
-    ips = {f"ip{i}": h.ip for i, h in enumerate(tb.hosts, 1)}
-    seed = root / "my-cluster-enhanced.yaml"
-    seed.write_text(SEED.format(key=tb.client_key, known_hosts=tb.known_hosts, venv=VENV, **ips))
+    seed = seed_config_for(tb, root)
     try:
         result = env.grid("cluster", "start", "--json", config=seed)
         assert result.returncode == 0, result.stdout + result.stderr
         rows = by_name(env.json("cluster", "status", config=seed))
-        assert rows["beta"]["role"] == "head" and rows["alpha"]["role"] == "worker"
+        assert rows["gpu-master"]["role"] == "head" and rows["gpu1"]["role"] == "worker"
         assert all(r["alive"] for r in rows.values())
-        assert rows["gamma"]["resources"]["seed_slots"]["total"] == 4
-        assert rows["beta"]["resources"]["object_store_memory"]["total"] == 200000000
-        assert rows["alpha"]["memory_bytes"] == 2 * 2**30
-        address = json.loads((root / "state" / "seed-cluster" / "ray.json").read_text())["gcs_address"]
-        assert address == f"{tb.hosts[1].ip}:6379"
-        ran = env.grid("run", "--node", "gamma", "--", "sh", "-c", "hostname; pwd", config=seed)
-        assert ran.stdout.split() == ["host3", "/tmp"]
+        assert rows["gpu1"]["resources"]["slots"]["total"] == 4  # ray_start_params.resources, a table
+        assert rows["gpu-master"]["resources"]["head_slot"]["total"] == 1  # ... and a JSON string
+        assert rows["gpu-master"]["resources"]["object_store_memory"]["total"] == 200000000
+        assert rows["gpu2"]["memory_bytes"] == 2 * 2**30
+        address = json.loads((root / "state" / "seed-every-key" / "ray.json").read_text())["gcs_address"]
+        assert address == f"{tb.hosts[0].ip}:6379"
+        ran = env.grid("run", "--node", "gpu2", "--", "sh", "-c", "hostname; pwd; echo $OMP_NUM_THREADS",
+                       config=seed)
+        # made at start, and jobs run there; runtime_env.env_vars reach the job
+        assert ran.stdout.split() == ["host3", "/tmp/grid-seed-work", "4"], ran.stderr
+        for host in tb.hosts:  # each node's initialization commands ran there
+            proof = tb.host_exec(host, ["cat", "/tmp/grid-init-proof"], check=True).stdout
+            assert proof.strip() == f"init ran on {host.name}"
+        retried = env.grid("run", "--node", "gpu1", "--", "sh", "-c", "echo try; exit 3", config=seed)
+        assert (retried.returncode, retried.stdout.split()) == (3, ["try", "try", "try"]), retried.stderr
+        assert "retrying (2 of 2)" in retried.stderr  # execution.retry_attempts
     finally:
         stopped = env.grid("cluster", "stop", config=seed)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert all(ray_processes(tb, h.name) == [] for h in tb.hosts)
+
+
+def test_a_failing_initialization_command_is_shown_in_the_start_table(bed: tuple[Testbed, Env, Path]) -> None:
+    tb, env, root = bed
+    config = edit_config(tb.write_grid_config(root / "init-fails.toml", nodes=["host2"], name="initfail",
+                                              backend={"venv": VENV, "port": 6390}))
+    data = tomllib.loads(config.read_text())
+    data["nodes"][0]["resource_sharing"] = {"initialization_commands": ["echo nope >&2; exit 4"]}
+    config.write_text(tomli_w.dumps(data))
+    result = env.grid("cluster", "start", "--json", config=config)
+    assert result.returncode != 0
+    row = json.loads(result.stdout)["nodes"][0]
+    assert row["ok"] is False and "initialization command" in row["reason"] and "nope" in row["reason"], row
+    assert ray_processes(tb, "host2") == []  # Ray was never started there
+
+
+def test_install_refuses_a_directory_another_user_made_first(bed: tuple[Testbed, Env, Path]) -> None:
+    """A local user who makes grid's node directory first (0777) could plant a wheel there."""
+    from grid_core.config import load_file
+    from grid_plugin_ray_backend import layout
+
+    tb, env, root = bed
+    config = tb.write_grid_config(root / "planted.toml", nodes=["host2"], name="planted",
+                                  backend={"venv": "/tmp/grid-venv-planted"})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRID_STATE_DIR", env.vars["GRID_STATE_DIR"])
+        cfg = load_file(config)
+        directory = layout.node_dir(cfg, cfg.nodes[0])
+    tb.host_exec("host2", ["sh", "-c", f"mkdir -p {directory}/wheels && chmod 777 {directory} {directory}/wheels "
+                                       f"&& chown -R nobody {directory}"], check=True)
+    result = env.grid("cluster", "install", "--wheelhouse", str(WHEELHOUSE), "--json", config=config)
+    assert result.returncode != 0
+    row = json.loads(result.stdout)["nodes"][0]
+    assert "refusing" in row["reason"] and "own directory" in row["reason"], row
+    assert tb.host_exec("host2", ["test", "-e", "/tmp/grid-venv-planted"]).returncode != 0  # nothing installed
+
+
+def test_a_cluster_with_tls_runs_jobs_and_refuses_clients_without_it(bed: tuple[Testbed, Env, Path]) -> None:
+    tb, env, root = bed
+    config = edit_config(tb.write_grid_config(root / "tls.toml", nodes=["host2", "host3"], name="tls",
+                                              backend={"venv": VENV, "port": 6391, "tls": True}))
+    try:
+        started = env.grid("cluster", "start", "--json", config=config)
+        assert started.returncode == 0, started.stdout + started.stderr
+        for host in ("host2", "host3"):
+            ran = env.grid("run", "--node", host, "--", "hostname", config=config)
+            assert (ran.returncode, ran.stdout.strip()) == (0, host), ran.stderr
+        address = json.loads((root / "state" / "tls" / "ray.json").read_text())["gcs_address"]
+        ask = ("import sys\nfrom ray._raylet import GcsClient\n"
+               "print(len(GcsClient(address=sys.argv[1]).get_all_node_info(timeout=5)))")
+        state = root / "state" / "tls"
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_TLS", "RAY_USE_TLS"))}
+        plain = {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(state / "auth_token")}
+        refused = subprocess.run([sys.executable, "-c", ask, address], capture_output=True, text=True, timeout=60,
+                                 env=plain)
+        assert refused.returncode != 0  # the token alone no longer gets in: the channel is TLS
+        tls = {**plain, "RAY_USE_TLS": "1", "RAY_TLS_CA_CERT": str(state / "tls" / "ca.crt"),
+               "RAY_TLS_SERVER_CERT": str(state / "tls" / "node.crt"),
+               "RAY_TLS_SERVER_KEY": str(state / "tls" / "node.key")}
+        allowed = subprocess.run([sys.executable, "-c", ask, address], capture_output=True, text=True, timeout=60,
+                                 env=tls)
+        assert allowed.stdout.strip() == "2", allowed.stderr[-2000:]
+    finally:
+        env.grid("cluster", "stop", config=config)
+    for host in ("host2", "host3"):  # stop takes the token and certificates back
+        left = tb.host_exec(host, ["sh", "-c", "ls /tmp/grid-tls-*/auth_token /tmp/grid-tls-*/tls/node.key"])
+        assert left.returncode != 0 and not left.stdout.strip(), left.stdout
+
+
+def test_three_concurrent_starts_leave_one_raylet_per_node(bed: tuple[Testbed, Env, Path]) -> None:
+    """`cluster start` takes the cluster's lock: the later runs wait, then find the nodes up."""
+    tb, env, _ = bed
+    starts = [subprocess.Popen([sys.executable, "-m", "grid_core", "cluster", "start", "--json"],
+                               env={**os.environ, **env.vars}, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE) for _ in range(3)]
+    try:
+        outs = [p.communicate(timeout=300) for p in starts]
+        assert [p.returncode for p in starts] == [0, 0, 0], [err for _, err in outs]
+        assert any("waiting for `grid cluster start` (pid" in err for _, err in outs), [err for _, err in outs]
+        actions = sorted(sorted({n["action"] for n in json.loads(out)["nodes"]}) for out, _ in outs)
+        assert actions == [["running"], ["running"], ["started"]]
+        for host in ("host1", "host2", "host3"):
+            raylets = [p for p in ray_processes(tb, host) if p.split()[0].endswith("/raylet")]
+            assert len(raylets) == 1, (host, raylets)
+    finally:
+        for p in starts:
+            if p.poll() is None:
+                p.kill()
+        env.grid("cluster", "stop")

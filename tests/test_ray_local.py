@@ -54,6 +54,7 @@ def node_dir(env: dict[str, str]) -> str:
     """grid's directory for the local node, as the CLI running with `env` computes it."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_TMPDIR", env["RAY_TMPDIR"])
+        mp.setenv("GRID_STATE_DIR", env["GRID_STATE_DIR"])
         config = embedded_default()
         return layout.node_dir(config, config.head)
 

@@ -8,11 +8,15 @@ so nothing reads or writes the real ~/.ssh.
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
+import math
 import os
+import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from grid_core.builtin.local import LocalTransport
 from grid_core.cluster import Cluster
 from grid_core.config import load_file
 from grid_core.plugins import PluginHost
@@ -116,6 +121,120 @@ def test_a_timeout_ends_the_remote_command_and_what_it_started(bed: Testbed, con
         with pytest.raises(TransportError, match="positive number of seconds"):
             transport.run(["true"], timeout=float("nan"))
         assert transport.run(["echo", "no limit"], timeout=float("inf")).stdout == "no limit\n"
+
+
+# Values a shell would mangle if they were ever quoted, split or expanded on the way.
+TRICKY_VALUES = ["a b", "it's", '"quoted"', "$HOME $(touch /tmp/pwned) `id` ${X:-y}", "back\\slash\\n\\",
+                 "line1\nline2\n", "\n\n", "", "ünïcödé ✓ 日本", "  lead and trail  ", "tab\there\r", "'", "-n",
+                 "%s %d \\0", "a=b;c|d&e>f<g*?[h]~ !", "export X=1; echo gotcha"]
+
+
+def tricky_env() -> dict[str, str]:
+    # The prologue's own variable names must not break the values that follow them either.
+    return {**{f"V{i}": v for i, v in enumerate(TRICKY_VALUES)}, "__grid_nl": "mine", "__grid_env": "mine too"}
+
+
+# Each variable's bytes, then stdin's, in hex: no newline translation or decoding on the way back.
+PRINT_ENV = ["sh", "-c", 'for n; do printenv "$n" | od -An -tx1 -v; echo =; done; od -An -tx1 -v', "sh"]
+
+
+def printed(stdout: str) -> dict[str, str]:
+    *values, rest = (bytes.fromhex(block).decode("utf-8", "surrogateescape") for block in stdout.split("="))
+    names = [*(f"V{i}" for i in range(len(values) - 2)), "__grid_nl", "__grid_env"]
+    return {**{name: v.removesuffix("\n") for name, v in zip(names, values, strict=True)}, "rest": rest}
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+@pytest.mark.parametrize("leader", [False, True])
+def test_the_remote_prologue_sets_any_value_and_leaves_stdin_to_the_command(shell: str, leader: bool) -> None:
+    """What sshd runs (`$SHELL -c LINE`, stdin from the channel), here through a local shell."""
+    from grid_plugin_ssh_paramiko.transport import env_line, remote_command
+
+    env = tricky_env()
+    line = remote_command([*PRINT_ENV, *env], env, leader=leader)
+    assert all(value not in line for value in TRICKY_VALUES if len(value) > 1)  # no value on the command line
+    result = LocalTransport().run([shell, "-c", line], stdin=env_line(env) + b"the rest\nof stdin", timeout=30)
+    assert result.exit_status == 0, result.stderr
+    assert printed(result.stdout) == {**env, "rest": "the rest\nof stdin"}
+    with pytest.raises(TransportError, match="NUL"):
+        env_line({"A": "x\0y"})
+
+
+@realhost
+def test_env_and_stdin_never_reach_a_command_line(bed: Testbed, config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import paramiko
+
+    marker = f"grid-marker-{secrets.token_hex(8)}"
+    sent: list[str] = []  # every command line sshd is asked to run: `ps` may miss a short-lived one
+    real_exec = paramiko.Channel.exec_command
+    monkeypatch.setattr(paramiko.Channel, "exec_command", lambda self, command: (sent.append(command),
+                                                                                 real_exec(self, command))[1])
+    with open_cluster(config) as cluster:
+        transport = cluster.transport(cluster.config.node("host1"))
+        for limit in (math.inf, 30.0):  # without and with the process-group line of timed commands
+            results: list[Any] = []
+
+            def job(limit: float = limit, results: list[Any] = results) -> None:
+                results.append(transport.run(["sh", "-c", "printenv MARKER; cat; sleep 2"], env={"MARKER": marker},
+                                             stdin=f"{marker}-stdin\n", timeout=limit))
+
+            thread = threading.Thread(target=job)
+            thread.start()
+            listings = []
+            deadline = time.monotonic() + 15
+            while thread.is_alive() and time.monotonic() < deadline:
+                listings.append(bed.host_exec("host1", ["ps", "-eo", "args"], check=True).stdout)
+                time.sleep(0.05)
+            thread.join(10)
+            assert results and results[0].exit_status == 0, results
+            assert results[0].stdout == f"{marker}\n{marker}-stdin\n"
+            assert sum("printenv MARKER" in listing for listing in listings) >= 3  # it ran while we looked
+            assert [listing for listing in listings if marker in listing] == []
+        assert sent and [command for command in sent if marker in command] == []
+
+
+@realhost
+def test_env_values_and_stdin_arrive_intact_over_ssh(bed: Testbed, config: Path) -> None:
+    env = tricky_env()
+    with open_cluster(config) as cluster:
+        transport = cluster.transport(cluster.config.node("host2"))
+        for limit in (math.inf, 30.0):
+            result = transport.run([*PRINT_ENV, *env], env=env, stdin="the rest\nof stdin", timeout=limit)
+            assert result.exit_status == 0, result.stderr
+            assert printed(result.stdout) == {**env, "rest": "the rest\nof stdin"}
+        assert bed.host_exec("host2", ["ls", "/tmp"]).stdout.split().count("pwned") == 0
+        # Bytes that are not UTF-8 (os.environ holds them as surrogates) arrive as the same bytes.
+        raw = transport.run(["sh", "-c", 'printenv B | od -An -tx1'], env={"B": "\udcff\udcfe"}).stdout
+        assert raw.split() == ["ff", "fe", "0a"]
+        big = "".join(f"line {i:07d} ünïcode\n" for i in range(50_000))  # over 1 MB, more than any window
+        assert transport.run(["cat"], env={"A": "1"}, stdin=big, timeout=60).stdout == big
+        payload = bytes(range(256)) * 4096
+        digest = transport.run(["sha256sum"], stdin=payload, timeout=60).stdout.split()[0]
+        assert digest == hashlib.sha256(payload).hexdigest()
+        assert transport.run(["true"], stdin=big, timeout=60).exit_status == 0  # never read: no error, no hang
+        start = time.monotonic()
+        assert transport.run(["cat"], timeout=10).stdout == ""  # without stdin, EOF at once
+        assert time.monotonic() - start < 2
+
+
+@realhost
+def test_a_timeout_with_env_and_unread_stdin_still_ends_the_command(bed: Testbed, config: Path) -> None:
+    def sleepers() -> list[str]:
+        listing = bed.host_exec("host3", ["ps", "-eo", "args"], check=True).stdout
+        return [line for line in listing.splitlines() if line.startswith("sleep 32.")]
+
+    with open_cluster(config) as cluster:
+        transport = cluster.transport(cluster.config.node("host3"))
+        start = time.monotonic()
+        with pytest.raises(TransportError, match=r"timed out after 0\.5 s"):
+            transport.run(["sh", "-c", "sleep 32.7 & sleep 32.6; :"], env={"X": "1"}, stdin=b"x" * 4_000_000,
+                          timeout=0.5)
+        assert time.monotonic() - start < 2
+        deadline = time.monotonic() + 3
+        while sleepers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sleepers() == []
+        assert transport.run(["echo", "still usable"], env={"X": "1"}).stdout == "still usable\n"
 
 
 @realhost

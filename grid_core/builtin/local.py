@@ -32,6 +32,7 @@ class LocalTransport:
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         on_output: Callable[[str, str], None] | None = None,
+        stdin: bytes | str | None = None,
     ) -> CommandResult:
         limit = command_limit(timeout or self.default_timeout)
         full_env = {**os.environ, **env} if env else None
@@ -40,7 +41,7 @@ class LocalTransport:
             # `sh -c 'sleep 4; :'` leaves the sleep holding our pipes otherwise).
             proc = subprocess.Popen(
                 list(argv),
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=full_env,
@@ -61,6 +62,13 @@ class LocalTransport:
         assert proc.stdout is not None and proc.stderr is not None
         readers = [threading.Thread(target=pump, args=(n, s), daemon=True) for n, s in
                    (("stdout", proc.stdout), ("stderr", proc.stderr))]
+        feeder = None
+        if stdin is not None:
+            assert proc.stdin is not None
+            # From a thread too: a command that writes while it reads would fill its output pipe
+            # while we still wrote, and never read again.
+            feeder = threading.Thread(target=feed, args=(proc.stdin, stdin_bytes(stdin)), daemon=True)
+            readers.append(feeder)
         for reader in readers:
             reader.start()
         try:
@@ -76,7 +84,9 @@ class LocalTransport:
             _signal_group(proc, signal.SIGINT)
             raise
         for reader in readers:
-            reader.join()
+            # Once the command and its output are done, only a descendant that never reads could
+            # still hold its stdin: that must not hang us.
+            reader.join(timeout=1.0 if reader is feeder else None)
         return CommandResult(status, "".join(chunks["stdout"]), "".join(chunks["stderr"]))
 
     def put(self, local_path: str, remote_path: str) -> None:
@@ -87,6 +97,21 @@ class LocalTransport:
 
     def close(self) -> None:
         pass
+
+
+def stdin_bytes(data: bytes | str) -> bytes:
+    """What a transport writes to a command's stdin: str as UTF-8 (os.environ's undecodable bytes too)."""
+    return data.encode("utf-8", "surrogateescape") if isinstance(data, str) else bytes(data)
+
+
+def feed(stream: IO[str], data: bytes) -> None:
+    """Write data to a text pipe's bytes, then close it (EOF); a command that stops reading is not an error."""
+    with contextlib.suppress(OSError):  # BrokenPipeError, or the pipe closed under us at a timeout
+        try:
+            stream.buffer.write(data)  # type: ignore[attr-defined]  # a text pipe of Popen has its buffer
+            stream.buffer.flush()  # type: ignore[attr-defined]
+        finally:
+            stream.close()
 
 
 def command_limit(seconds: float | None) -> float | None:

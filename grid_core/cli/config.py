@@ -84,9 +84,11 @@ def config() -> None:
 def init(path: str, force: bool) -> None:
     """Write a commented starter config to PATH (default ./grid.toml)."""
     target = Path(path)
-    if target.exists() and not force:
-        raise GridError(f"{target} already exists; pass --force to overwrite it")
     try:
+        # Checked inside the try: a name the file system refuses (too long, a component that is a
+        # file) fails here already, and is an error about PATH, not grid's.
+        if target.exists() and not force:
+            raise GridError(f"{target} already exists; pass --force to overwrite it")
         target.write_text(STARTER, encoding="utf-8")
     except OSError as exc:
         raise GridError(f"cannot write {target}: {exc.strerror or exc}") from None

@@ -6,7 +6,7 @@ import click
 
 from grid_core import plugins as plugin_host
 from grid_core.cli.context import config_option, json_option, print_json
-from grid_core.cli.output import console, join, say, table
+from grid_core.cli.output import Pieces, print_table, say
 from grid_core.plugins import KINDS
 
 
@@ -33,8 +33,8 @@ def list_plugins(as_json: bool) -> None:
         rows = []
         for r in records:
             registers = "; ".join(f"{KINDS[h][0]}: {', '.join(names)}" for h, names in r.hooks.items() if names)
-            status = join((r.status, colours[r.status]), f" ({r.reason})" if r.reason else "")
+            status = Pieces((r.status, colours[r.status]), f" ({r.reason})" if r.reason else "")
             rows.append((r.name, r.distribution, r.version, status, registers or "-"))
-        console().print(table(("plugin", "distribution", "version", "status", "registers"), rows))
+        print_table(("plugin", "distribution", "version", "status", "registers"), rows)
     for conflict in host.conflicts():
         say(("conflict:", "red"), f" {conflict}", err=True)

@@ -24,6 +24,11 @@ MAX_SIZE = 2**60  # 1 EiB: more is a typo, and Ray's resource amounts overflow l
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 
 
+def size_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int:
+    """--memory as bytes (0 without one), checked while the options are parsed, so errors name it."""
+    return parse_size(value) if value is not None else 0
+
+
 def parse_size(text: str) -> int:
     """Bytes from `2G`, `512MiB`, `1.5gb` or a plain number of bytes (binary units)."""
     match = SIZE.match(text)
@@ -93,11 +98,12 @@ def choose_node(c: Cluster, backend: Backend, request: WorkRequest, wanted: str 
 @click.option("--node", "-n", default=None, metavar="NAME", help="Run on this node (default: the scheduler picks).")
 @click.option("--cpus", type=FiniteFloat(min=0), default=1.0, show_default=True, help="CPUs the job holds.")
 @click.option("--gpus", type=FiniteFloat(min=0), default=0.0, show_default=True, help="GPUs the job holds.")
-@click.option("--memory", default=None, metavar="SIZE", help="Memory the job holds, e.g. 2G.")
+@click.option("--memory", "memory_bytes", default=None, metavar="SIZE", callback=size_option,
+              help="Memory the job holds, e.g. 2G.")
 @click.option("--detach", "-d", is_flag=True, help="Print the job id and return; the job keeps running.")
 @config_option
 @click.argument("argv", nargs=-1, required=True)
-def run(node: str | None, cpus: float, gpus: float, memory: str | None, detach: bool, argv: tuple[str, ...]) -> None:
+def run(node: str | None, cpus: float, gpus: float, memory_bytes: int, detach: bool, argv: tuple[str, ...]) -> None:
     """Run ARGV as a job on the cluster; its output streams back and its exit status is grid's.
 
     Arguments arrive literally; for pipes or variables run a shell: grid run -- sh -c 'nproc; hostname'.
@@ -106,7 +112,6 @@ def run(node: str | None, cpus: float, gpus: float, memory: str | None, detach: 
     from grid_core.backends import load_backend
     from grid_core.types import JobSpec, WorkRequest
 
-    memory_bytes = parse_size(memory) if memory else 0
     with state().cluster() as c:
         backend = load_backend(c.config)
         request = WorkRequest(cpus=cpus, gpus=gpus, memory_bytes=memory_bytes, origin=c.config.head.name)

@@ -34,7 +34,7 @@ def connect(config: Any = None, capacity_share: float | None = None) -> Pool:
         state = records.load(config.name)
         if state.gcs_address is None:
             raise PoolError(f"cluster {config.name!r} is not running; start it with `grid cluster start`")
-        auth.use_in_this_process(config.name)
+        auth.use_in_this_process(config)
         # Ray reads the auth settings when it is imported, and importing this plugin imported it:
         # have it read them again now that they point at this cluster's token.
         from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]

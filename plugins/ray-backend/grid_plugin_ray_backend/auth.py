@@ -1,55 +1,140 @@
-"""Ray's token authentication: grid makes the token, keeps it 0600, and carries it to each node.
+"""Ray's token authentication, and optionally TLS: grid makes the token (and certificates), keeps
+them 0600, carries them to each node, and takes them back when the cluster stops.
 
 Ray 2.60 reads the mode from RAY_AUTH_MODE and the token from RAY_AUTH_TOKEN, then
 RAY_AUTH_TOKEN_PATH, then ~/.ray/auth_token. grid always sets the mode and a token path
 explicitly (and drops RAY_AUTH_TOKEN), so that neither a stray ~/.ray/auth_token nor the user's
 environment decides which cluster a command talks to (TESTBED.md section 3).
+
+The token authenticates callers; it does not encrypt. Without `backend.tls`, Ray's traffic
+(task arguments, objects, the token itself) crosses the network in the clear, so anyone who can
+read it can also replay the token. With `backend.tls`, grid makes a CA for the cluster and one
+certificate naming every node's address, and Ray's gRPC uses TLS (RAY_USE_TLS).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import secrets
+import stat
+import subprocess
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from grid_core.state import state_dir
+from grid_core.errors import GridError
+from grid_core.state import state_dir, write_atomic
 from grid_core.types import Transport, TransportError
 from grid_plugin_ray_backend.layout import make_private, token_path
 
+if TYPE_CHECKING:
+    from grid_core.config import ClusterConfig
+
+log = logging.getLogger(__name__)
+TLS_DIR = "tls"
+TLS_FILES = ("ca.crt", "node.crt", "node.key")  # what a node gets; the CA's key stays here
+
 
 def local_token(cluster_name: str) -> Path:
-    """This cluster's token on this machine, made on first use (mode 0600)."""
+    """This cluster's token on this machine (mode 0600), made on first use. One that is empty or
+    was readable by others is replaced, never used; one owned by another user is refused."""
     path = state_dir(cluster_name) / "auth_token"
-    if not path.exists():
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another grid process made it first
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        info = None
+    if info is not None:
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+            raise GridError(f"refusing the token {path}: it is not a file of this user's own; remove it")
+        if info.st_size and not info.st_mode & 0o077:
             return path
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
+        why = "empty" if not info.st_size else f"readable by others (mode {info.st_mode & 0o777:o})"
+        log.warning("the token %s was %s: made a new one; restart the cluster if it runs", path, why)
+    write_atomic(path, secrets.token_hex(32))
     return path
 
 
-def ray_env(token_file: str) -> dict[str, str]:
-    """The environment that makes Ray (a node or a driver) use token auth with this token."""
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_file}
+def forget(cluster_name: str) -> None:
+    """Drop this machine's token once the cluster is stopped: the next start issues a new one."""
+    with_token = state_dir(cluster_name) / "auth_token"
+    with_token.unlink(missing_ok=True)
 
 
-def use_in_this_process(cluster_name: str) -> None:
-    """Point this process's Ray at the cluster's token; call before Ray is first imported."""
+def ray_env(directory: str, tls: bool) -> dict[str, str]:
+    """The environment that makes Ray (a node, a driver, this process) use the token, and TLS,
+    kept in `directory` (a node's grid directory, or this machine's state directory)."""
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_path(directory)}
+    if tls:
+        ca, cert, key = (posixpath.join(directory, TLS_DIR, name) for name in TLS_FILES)
+        env.update(RAY_USE_TLS="1", RAY_TLS_CA_CERT=ca, RAY_TLS_SERVER_CERT=cert, RAY_TLS_SERVER_KEY=key)
+    return env
+
+
+def use_in_this_process(config: ClusterConfig) -> None:
+    """Point this process's Ray at the cluster's token (and TLS); call before Ray first connects."""
+    local_token(config.name)
     os.environ.pop("RAY_AUTH_TOKEN", None)
-    os.environ.update(ray_env(str(local_token(cluster_name))))
+    os.environ.update(ray_env(str(state_dir(config.name)), config.backend.tls))
 
 
-def carry(transport: Transport, cluster_name: str, directory: str) -> str:
-    """Copy the token into the node's grid directory, never readable by others; its path there."""
-    remote = token_path(directory)
+def carry(transport: Transport, config: ClusterConfig, directory: str) -> None:
+    """Copy the token (and the TLS files) into the node's grid directory, never readable by others."""
+    files = {token_path(directory): local_token(config.name)}
     make_private(transport, directory)
-    result = transport.run(["sh", "-c", 'umask 077 && : > "$1" && chmod 600 "$1"', "sh", remote], timeout=60)
-    if result.exit_status != 0:
-        raise TransportError(f"cannot prepare {remote}: {result.stderr.strip() or result.exit_status}")
-    source = local_token(cluster_name)
-    if posixpath.abspath(remote) != str(source.resolve()):
+    if config.backend.tls:
+        make_private(transport, posixpath.join(directory, TLS_DIR))
+        here = state_dir(config.name) / TLS_DIR
+        files.update({posixpath.join(directory, TLS_DIR, name): here / name for name in TLS_FILES})
+    for remote, source in files.items():
+        if posixpath.abspath(remote) == str(source.resolve()):
+            continue  # a local node whose grid directory is the state directory
+        result = transport.run(["sh", "-c", 'umask 077 && : > "$1" && chmod 600 "$1"', "sh", remote], timeout=60)
+        if result.exit_status != 0:
+            raise TransportError(f"cannot prepare {remote}: {result.stderr.strip() or result.exit_status}")
         transport.put(str(source), remote)
-    return remote
+
+
+def take_back(transport: Transport, directory: str) -> None:
+    """Remove the token and TLS files from a stopped node, so a node dropped from the config keeps no access."""
+    paths = [token_path(directory), *(posixpath.join(directory, TLS_DIR, n) for n in TLS_FILES)]
+    transport.run(["rm", "-f", *paths], timeout=60)
+
+
+def make_tls(config: ClusterConfig, addresses: Sequence[str]) -> None:
+    """The cluster's CA (made once) and a node certificate naming every address, made anew when
+    the addresses change; with openssl, into the state directory (keys 0600)."""
+    here = state_dir(config.name) / TLS_DIR
+    here.mkdir(mode=0o700, exist_ok=True)
+    names = sorted({*addresses, "127.0.0.1"})
+    wanted = ",".join(["DNS:localhost", *(f"IP:{a}" for a in names)])
+    if (here / "node.crt").exists() and (here / "sans").exists() and (here / "sans").read_text() == wanted:
+        return
+
+    def openssl(*args: str) -> None:
+        try:
+            result = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60, cwd=here)
+        except FileNotFoundError:
+            raise GridError("backend.tls needs openssl on this machine to make the certificates") from None
+        if result.returncode != 0:
+            raise GridError(f"openssl {args[0]} failed: {result.stderr.strip()[-300:]}")
+
+    old_umask = os.umask(0o077)
+    try:
+        key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+        if not (here / "ca.key").exists():
+            openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
+                    "-subj", f"/CN=grid {config.name} CA")
+        openssl("req", *key, "-keyout", "node.key", "-out", "node.csr", "-subj", f"/CN=grid {config.name}")
+        with tempfile.NamedTemporaryFile("w", dir=here, suffix=".ext", delete=False) as ext:
+            ext.write(f"subjectAltName={wanted}\n")
+        try:
+            openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                    "-out", "node.crt", "-days", "825", "-extfile", ext.name)
+        finally:
+            os.unlink(ext.name)
+    finally:
+        os.umask(old_umask)
+    write_atomic(here / "sans", wanted)

@@ -23,6 +23,7 @@ import attrs
 
 from grid_core.cluster import on_node, python_candidates
 from grid_core.errors import GridError
+from grid_core.state import state_dir
 from grid_core.types import CommandResult, JobSpec, NodeOutcome, Progress, ShellEnv, TransportError, WorkRequest
 from grid_plugin_ray_backend import auth, gcs, layout, records
 from grid_plugin_ray_backend.driver import DRIVER_ERROR, EVENT
@@ -200,7 +201,7 @@ class RayBackend:
 
     def start(self, cluster: Cluster, *, dry_run: bool, progress: Progress) -> list[NodeOutcome]:
         cfg, head = self.config, self.config.head
-        auth.use_in_this_process(cfg.name)
+        auth.use_in_this_process(cfg)
         began = time.monotonic()
         # Ray's import (half a second of CPU) overlaps the probes, which mostly wait on the network.
         threading.Thread(target=gcs.import_ray, daemon=True).start()
@@ -219,6 +220,8 @@ class RayBackend:
                 facts[name] = found
         addresses = self._addresses(survey)
         gcs_address = self._gcs_address(addresses)
+        if cfg.backend.tls and not dry_run:
+            auth.make_tls(cfg, list(addresses.values()))
         alive: dict[str, gcs.RayNode] = {}
         if head.name in facts and gcs.port_open(gcs_address):
             try:
@@ -311,11 +314,11 @@ class RayBackend:
             progress(node.name, f"stopping {len(facts.pids)} leftover Ray processes")
             self._stop_processes(cluster, node, facts.executable, directory)
         progress(node.name, "copying the token")
-        token = auth.carry(transport, self.config.name, directory)
+        auth.carry(transport, self.config, directory)
         argv = layout.ray_start_argv(self.config, node, python=facts.executable, address=address,
                                      directory=directory, head_address=head_address)
         progress(node.name, "ray start")
-        env = {**self.config.backend.env, **auth.ray_env(token)}
+        env = {**self.config.backend.env, **auth.ray_env(directory, self.config.backend.tls)}
         result = transport.run(argv, env=env, timeout=START_TIMEOUT)
         if result.exit_status != 0:
             raise GridError(f"ray start failed: {_tail(result)}")
@@ -380,6 +383,7 @@ class RayBackend:
             if python is None:
                 python = self.probe(cluster, node).executable
             answer = self._stop_processes(cluster, node, python, directory)
+            auth.take_back(cluster.transport(node), directory)
             count = len(answer["stopped"])
             return ("stopped", f"{count} processes") if count else ("not running", "")
 
@@ -399,6 +403,7 @@ class RayBackend:
                     outcomes[name] = NodeOutcome(name, False, "failed", result.error, result.seconds)
         if not state.nodes:
             state.gcs_address = None
+            auth.forget(cfg.name)  # the next start issues a new token
         records.save(cfg.name, state)
         order = [n.name for n in cfg.nodes] + [n for n in outcomes if n not in known]
         return [outcomes[name] for name in order if name in outcomes]
@@ -415,7 +420,7 @@ class RayBackend:
             for row in rows.values():
                 row["ray_error"] = "not started; start it with `grid cluster start`"
             return rows
-        auth.use_in_this_process(cfg.name)
+        auth.use_in_this_process(cfg)
         try:
             nodes = gcs.alive_by_name(gcs.read_nodes(address))
         except gcs.GcsError as exc:
@@ -435,8 +440,12 @@ class RayBackend:
     # ------------------------------------------------------------------ jobs
 
     def _driver(self, cluster: Cluster, args: Sequence[str],
-                on_output: Callable[[str, str], None] | None = None) -> tuple[int, str, list[dict[str, Any]]]:
-        """Run the driver on the head: its exit status, stdout (unless streamed) and @grid events."""
+                on_output: Callable[[str, str], None] | None = None,
+                payload: dict[str, Any] | None = None) -> tuple[int, str, list[dict[str, Any]]]:
+        """Run the driver on the head: its exit status, stdout (unless streamed) and @grid events.
+
+        payload goes to the driver's stdin as JSON, never into argv: it holds the job's
+        environment or the whole config, and any user of the head can read a command line."""
         cfg, head = self.config, self.config.head
         state = records.load(cfg.name)
         record = state.nodes.get(head.name)
@@ -444,7 +453,7 @@ class RayBackend:
             raise GridError(f"cluster {cfg.name!r} is not running; start it with `grid cluster start`")
         argv = [record.python, "-m", "grid_plugin_ray_backend.driver", "--address", state.gcs_address,
                 "--namespace", cfg.backend.namespace, "--head", head.name, *args]
-        env = {**cfg.backend.env, **auth.ray_env(layout.token_path(record.directory))}
+        env = {**cfg.backend.env, **auth.ray_env(record.directory, cfg.backend.tls)}
         events: list[dict[str, Any]] = []
         pending = {"stderr": ""}
 
@@ -461,7 +470,8 @@ class RayBackend:
                 elif on_output:
                     on_output("stderr", line + "\n")
 
-        result = cluster.transport(head).run(argv, env=env, on_output=relay)
+        result = cluster.transport(head).run(argv, env=env, on_output=relay,
+                                             stdin=None if payload is None else json.dumps(payload))
         if pending["stderr"]:
             relay("stderr", "\n")
         for found in events:
@@ -474,12 +484,12 @@ class RayBackend:
     def submit(self, cluster: Cluster, spec: JobSpec, *, detach: bool,
                on_output: Callable[[str, str], None]) -> tuple[str, int | None]:
         job_id = spec.job_id or new_job_id()
-        payload = json.dumps({"job_id": job_id, "node": spec.node, "argv": list(spec.argv), "cpus": spec.cpus,
-                              "gpus": spec.gpus, "memory_bytes": spec.memory_bytes, "cwd": spec.cwd,
-                              "boost": spec.boost, "env": dict(spec.env), "timeout_seconds": spec.timeout_seconds,
-                              "retries": spec.retries})
-        status, _, _ = self._driver(cluster, ["run", *(["--detach"] if detach else []), payload],
-                                    on_output=on_output)
+        payload = {"job_id": job_id, "node": spec.node, "argv": list(spec.argv), "cpus": spec.cpus,
+                   "gpus": spec.gpus, "memory_bytes": spec.memory_bytes, "cwd": spec.cwd,
+                   "boost": spec.boost, "env": dict(spec.env), "timeout_seconds": spec.timeout_seconds,
+                   "retries": spec.retries}
+        status, _, _ = self._driver(cluster, ["run", *(["--detach"] if detach else [])],
+                                    on_output=on_output, payload=payload)
         return job_id, None if detach else status
 
     def jobs(self, cluster: Cluster) -> list[dict[str, Any]]:
@@ -501,7 +511,7 @@ class RayBackend:
         state = records.load(self.config.name)
         if state.gcs_address is None or not request.origin:
             return None
-        auth.use_in_this_process(self.config.name)
+        auth.use_in_this_process(self.config)
         try:
             groups = gcs.boost_groups(state.gcs_address, request.origin)
             names = {n.node_id: n.grid_name for n in gcs.read_nodes(state.gcs_address) if n.alive}
@@ -521,7 +531,8 @@ class RayBackend:
         state = records.load(name)
         if state.gcs_address is None:
             raise GridError(f"cluster {name!r} is not running; start it with `grid cluster start`")
-        variables = {"RAY_ADDRESS": state.gcs_address, **auth.ray_env(str(auth.local_token(name)))}
+        auth.local_token(name)  # checked: never a token that others could read
+        variables = {"RAY_ADDRESS": state.gcs_address, **auth.ray_env(str(state_dir(name)), self.config.backend.tls)}
         notes = []
         if self.config.backend.dashboard:
             host = state.gcs_address.rsplit(":", 1)[0]
@@ -542,8 +553,8 @@ class RayBackend:
     def control(self, cluster: Cluster, action: str, params: dict[str, Any]) -> Any:
         from grid_core.config import unstructure
 
-        config = json.dumps(unstructure(self.config))
-        _, stdout, _ = self._driver(cluster, ["control", action, json.dumps(params), config])
+        payload = {"params": params, "config": unstructure(self.config)}
+        _, stdout, _ = self._driver(cluster, ["control", action], payload=payload)
         return json.loads(stdout.strip().splitlines()[-1])
 
 

@@ -50,6 +50,7 @@ class OffloadController:
         self.boosts: list[dict[str, Any]] = saved.get("boosts", [])
         self.events: deque[dict[str, Any]] = deque(saved.get("events", []), maxlen=100)
         self.nodes: list[dict[str, Any]] = []
+        self.readings: dict[str, Any] = {}  # each node's last NodeMetrics: boost.lend's rules read them
         self.decision: dict[str, Any] | None = None
         self.lock = threading.RLock()
         self.policy: Any = None
@@ -173,6 +174,7 @@ class OffloadController:
         # someone is looking (status, watch), not for an idle cluster.
         watched = now - self.asked < WATCHED_SECONDS
         readings = self._sample() if self.settings["enabled"] or watched else {}
+        self.readings = readings or self.readings
         available = self._available()
         head = self.config.head.name
         with self.lock:
@@ -200,11 +202,14 @@ class OffloadController:
             self._save()
 
     def _row(self, view: Any) -> dict[str, Any]:
+        import cattrs
+
         m = view.metrics
         hold = self.holds.get(view.name)
         return {"name": view.name, "role": view.role, "cpu_percent": m.cpu_percent if m else None,
                 "memory_percent": m.memory_percent if m else None, "gpu_percent": m.gpu_percent if m else None,
-                "available": dict(view.available), "hold": hold["reason"] if hold else None}
+                "available": dict(view.available), "hold": hold["reason"] if hold else None,
+                "gpus": cattrs.unstructure(m.gpus) if m else []}
 
     def _policy(self) -> Any:
         from grid_core import plugins
@@ -319,6 +324,7 @@ class OffloadController:
         from grid_core import boost as rules
         from grid_core.errors import GridError
 
+        duration = duration or self.config.boost.default_duration_seconds  # the seed's allocation timeout
         with self.lock:
             self._known(target)
             if source is not None:
@@ -330,7 +336,7 @@ class OffloadController:
                       if b["state"] == "active"]
             try:
                 chosen = rules.plan(target, resource, amount, priority, free, active, source,
-                                    rules.share_limits(self.config))
+                                    rules.share_limits(self.config), metrics=self.readings)
             except GridError as exc:
                 raise ControllerError(str(exc)) from None
             preempted = []

@@ -5,6 +5,10 @@
 A Ray driver must run on a node of its cluster, and the machine running the CLI need not be one,
 so the CLI runs this module on the head. Job output goes to stdout and stderr as the job wrote
 it; grid's own messages are stderr lines `@grid {json}`; the exit status is the job's.
+
+`run` reads its job spec and `control` its params and config as one JSON document on stdin,
+never from argv: they hold the job's environment and grid's whole config, and any user of the
+node can read a command line.
 """
 
 from __future__ import annotations
@@ -149,8 +153,20 @@ def newest_node_id(ray: Any, name: str) -> str:
     return max(found)[1]
 
 
+def read_input() -> dict[str, Any]:
+    """The JSON object the CLI wrote to our stdin."""
+    text = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise DriverError(f"the driver's input on stdin is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise DriverError("the driver's input on stdin is not a JSON object")
+    return data
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    spec = json.loads(args.spec)
+    spec = read_input()
     ray = connect(args)
     reg = registry(ray, args, create=True)
     job_id, node = spec["job_id"], spec["node"]
@@ -226,10 +242,11 @@ def cmd_control(args: argparse.Namespace) -> int:
 
     if args.action not in CONTROL_ACTIONS:
         raise DriverError(f"unknown controller action {args.action!r}")
+    data = read_input()
     ray = connect(args)
-    ctl = controller(ray, args, json.loads(args.config))
+    ctl = controller(ray, args, data["config"])
     try:
-        result = ray.get(getattr(ctl, args.action).remote(**json.loads(args.params)), timeout=120)
+        result = ray.get(getattr(ctl, args.action).remote(**data["params"]), timeout=120)
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, ControllerError):
             raise DriverError(str(exc.cause)) from None
@@ -249,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", required=True)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run")
-    run.add_argument("--detach", action="store_true")
-    run.add_argument("spec")
+    run.add_argument("--detach", action="store_true")  # the job spec comes on stdin
     sub.add_parser("list")
     logs = sub.add_parser("logs")
     logs.add_argument("--follow", action="store_true")
@@ -258,9 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = sub.add_parser("stop")
     stop.add_argument("job_id")
     control = sub.add_parser("control")
-    control.add_argument("action")
-    control.add_argument("params")
-    control.add_argument("config")
+    control.add_argument("action")  # {"params": ..., "config": ...} comes on stdin
     args = parser.parse_args(argv)
     # A closed SSH session or a terminated CLI stops a followed job as Ctrl-C does.
     for sig in (signal.SIGTERM, signal.SIGHUP):

@@ -1,6 +1,6 @@
 """Where grid keeps things on a node, and the `ray start` command line.
 
-Each node gets one directory of grid's own, `<base>/grid-<cluster>-<node>` (mode 0700): the token
+Each node gets one directory of grid's own, `<base>/grid-<cluster>-<node>-<digest>` (mode 0700): the token
 (`auth_token`, 0600) and Ray's temp dir (`ray/`, which Ray makes world-writable; the 0700 parent
 keeps others out). Ray's processes name that temp dir on their command lines, which is how grid
 finds, on each node, exactly the processes it started (onnode.py).
@@ -12,11 +12,13 @@ import hashlib
 import json
 import os
 import posixpath
+import socket
 import tempfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from grid_core.cluster import on_node
+from grid_core.state import state_base
 from grid_core.types import Transport, TransportError
 
 if TYPE_CHECKING:
@@ -43,9 +45,13 @@ def node_dir(config: ClusterConfig, node: NodeConfig) -> str:
         base = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
     else:
         base = "/tmp"
-    path = posixpath.join(base, f"grid-{config.name}-{node.name}")
+    # The digest makes the name unambiguous (cluster `lab` with node `gpu-1` and cluster `lab-gpu`
+    # with node `1` read alike) and unique per user and grid state directory: two users, or two
+    # HOMEs, that run the same cluster name on one machine never share a directory.
+    owner = f"{os.getuid()}:{socket.gethostname()}:{os.path.realpath(state_base())}"
+    digest = hashlib.sha1(f"{config.name}\0{node.name}\0{owner}".encode()).hexdigest()[:10]
+    path = posixpath.join(base, f"grid-{config.name}-{node.name}-{digest}")
     if len(path) + SOCKET_SUFFIX > 107:
-        digest = hashlib.sha1(f"{config.name}/{node.name}".encode()).hexdigest()[:12]
         path = posixpath.join(base, f"grid-{digest}")
     return path
 

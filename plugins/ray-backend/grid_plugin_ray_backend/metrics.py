@@ -25,7 +25,7 @@ class RayResources:
         address = records.load(config.name).gcs_address
         if address is None:
             return {}
-        auth.use_in_this_process(config.name)
+        auth.use_in_this_process(config)
         try:
             nodes = gcs.alive_by_name(gcs.read_nodes(address))
         except gcs.GcsError:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from grid_core.builtin.local import command_limit
+from grid_core.builtin.local import command_limit, stdin_bytes
 from grid_core.types import AuthError, CommandResult, HostKeyError, TransportError
 
 from . import host_keys
@@ -39,17 +39,46 @@ LOST_EXIT_STATUS = 255  # killed by a signal or the connection dropped: what Ope
 QUICKACK: int = getattr(socket, "TCP_QUICKACK", 0)  # Linux only; 0 where the option does not exist
 KILL_SECONDS = 5.0  # for the kill of a timed-out command's process group
 LEADER_MARK = "grid-pgid="
+NEWLINE_VAR = "__grid_nl"  # shell variables of the remote prologue; never exported
+ENV_LINE_VAR = "__grid_env"
+# Reads the first line of stdin, a line of `export NAME='value' ...` that env_line wrote, and
+# runs it. A shell's `read` takes a pipe's bytes one at a time, so the rest of stdin is left to
+# the command.
+ENV_PROLOGUE = (f"{NEWLINE_VAR}='\n'; IFS= read -r {ENV_LINE_VAR} || "
+                "{ echo 'grid: the environment did not arrive on stdin' >&2; exit 126; }; "
+                f'eval "${ENV_LINE_VAR}"')
 
 
-def remote_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
-    """One shell command line that runs argv literally, with env set through `env` (no AcceptEnv needed)."""
+def remote_command(argv: Sequence[str], env: Mapping[str, str] | None = None, *, leader: bool = False) -> str:
+    """One shell command line that runs argv literally.
+
+    No value of env is in it: command lines are public (`ps`), and env holds secrets. With env,
+    the line first reads env_line(env) from the command's stdin (no AcceptEnv needed). With
+    leader, it reports its process group first (see _Leader).
+    """
     if not argv:
         raise TransportError("no command to run")
     for name in env or {}:
         if not ENV_NAME.match(name):
             raise TransportError(f"environment variable name {name!r} is not valid")
-    prefix = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
-    return shlex.join([*prefix, *argv])
+    steps = [f"echo {LEADER_MARK}$$ >&2"] if leader else []
+    if env:
+        steps.append(ENV_PROLOGUE)
+    command = shlex.join(argv)
+    return "; ".join([*steps, f"exec {command}"]) if steps else command
+
+
+def env_line(env: Mapping[str, str]) -> bytes:
+    """The line ENV_PROLOGUE reads: every variable, each value single-quoted and newlines as a
+    variable, so that any value but one with NUL (which no environment can hold) arrives intact."""
+    words = []
+    # A variable of the prologue's own name is set last, after the values that use it.
+    for name, value in sorted(env.items(), key=lambda item: item[0] == NEWLINE_VAR):
+        if "\0" in value:
+            raise TransportError(f"environment variable {name} holds a NUL character")
+        quoted = f'"${NEWLINE_VAR}"'.join(shlex.quote(part) for part in value.split("\n"))
+        words.append(f"{name}={quoted}")
+    return stdin_bytes("export " + " ".join(words) + "\n")
 
 
 class SshTransport:
@@ -73,15 +102,19 @@ class SshTransport:
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         on_output: Callable[[str, str], None] | None = None,
+        stdin: bytes | str | None = None,
     ) -> CommandResult:
-        command = remote_command(argv, env)
+        remote_command(argv, env)  # a bad command or name fails before connecting
         _, options = self._resolve()
         limit = command_limit(timeout or options.command_timeout)
         leader = _Leader() if limit else None
+        command = remote_command(argv, env, leader=leader is not None)
+        data = (env_line(env) if env else b"") + (stdin_bytes(stdin) if stdin is not None else b"")
         channel = self._open_session()
         deadline = time.monotonic() + limit if limit else None  # the connect timeout covers connecting
         try:
-            channel.exec_command(leader.wrap(command) if leader else command)
+            channel.exec_command(command)
+            _feed(channel, data)
             stdout, stderr = _collect(channel, deadline, on_output, leader)
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not channel.status_event.wait(remaining):
@@ -334,10 +367,6 @@ class _Leader:
         self.pgid = 0
         self._pending: str | None = ""  # stderr until the mark's line is complete; None after
 
-    @staticmethod
-    def wrap(command: str) -> str:
-        return f"echo {LEADER_MARK}$$ >&2; exec {command}"
-
     def strip(self, text: str) -> str:
         """stderr text less the mark's line (held back until that line is whole)."""
         if self._pending is None:
@@ -353,6 +382,23 @@ class _Leader:
     def flush(self) -> str:
         pending, self._pending = self._pending or "", None
         return pending
+
+
+def _feed(channel: paramiko.Channel, data: bytes) -> None:
+    """Write data to the command's stdin, then EOF. From a thread when there is data: a command
+    that writes while it reads would otherwise fill its output window while we still wrote."""
+
+    def send() -> None:
+        try:
+            channel.sendall(data)
+            channel.shutdown_write()
+        except (paramiko.SSHException, EOFError, OSError):
+            pass  # the command stopped reading, or the channel closed (its end or a timeout)
+
+    if data:
+        threading.Thread(target=send, name="grid-ssh-stdin", daemon=True).start()
+    else:
+        channel.shutdown_write()
 
 
 def _collect(
