@@ -22,10 +22,9 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from grid_core.errors import GridError, PluginError
+from grid_core.state import state_base
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import pluggy
 
 # Each built-in is one module registered as a plugin, so the core uses its own contract.
@@ -389,22 +388,20 @@ def _source_files(packages: set[str]) -> list[list[Any]]:
     return sorted(files)
 
 
-def _index_path(key: list[Any]) -> Path:
+def _index_name(key: list[Any]) -> str:
     import zlib
-
-    from grid_core.state import state_dir
 
     # One file per environment and set of paths with distributions (`grid` and `python -m grid`
     # from a source tree see different ones); the key inside says whether it is still current.
     where = "\0".join([sys.prefix, *(path for path, _found in key)])
-    return state_dir() / f"plugin-index-{zlib.crc32(where.encode()):08x}.json"
+    return f"plugin-index-{zlib.crc32(where.encode()):08x}.json"
 
 
 def _read_index() -> dict[str, Any] | None:
     """The index when it is readable and current, else None (it is then rebuilt)."""
     try:
         key = _fingerprint()
-        with open(_index_path(key), encoding="utf-8") as f:
+        with open(os.path.join(state_base(), _index_name(key)), encoding="utf-8") as f:
             data = json.load(f)
         if data.get("format") != INDEX_FORMAT or data["key"] != key:
             return None
@@ -418,21 +415,12 @@ def _read_index() -> dict[str, Any] | None:
 
 def _write_index(data: dict[str, Any]) -> None:
     """Write atomically (a temporary file renamed over the old one); a failure only costs speed."""
-    import contextlib
+    from grid_core.state import state_dir, write_atomic
 
     try:
-        path = _index_path(data["key"])
-    except (OSError, GridError) as exc:  # no usable state dir
+        write_atomic(state_dir() / _index_name(data["key"]), json.dumps(data))
+    except GridError as exc:  # no usable state dir: the index only saves time
         _log().debug("plugin index not written: %s", exc)
-        return
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        _log().debug("plugin index not written: %s", exc)
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
 
 
 _host: PluginHost | None = None

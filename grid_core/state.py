@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +15,8 @@ from grid_core.errors import GridError
 
 
 def state_base() -> str:
-    """$GRID_STATE_DIR, else $XDG_STATE_HOME/grid, else ~/.local/state/grid (not made here)."""
+    """$GRID_STATE_DIR, else $XDG_STATE_HOME/grid, else ~/.local/state/grid (not made here; the
+    plugin index is read from it on every start, so this module imports little)."""
     return os.environ.get("GRID_STATE_DIR") or os.path.join(
         os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "grid")
 
@@ -37,6 +37,8 @@ def state_dir(cluster_name: str | None = None) -> Path:
 
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
     """Replace `path` with `text`: a temporary file in the same directory, fsynced, then renamed."""
+    import tempfile  # here, not at the top: commands that only read state start faster
+
     tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from importlib import metadata
@@ -30,6 +32,9 @@ VENV = "/tmp/grid-venv"  # under each host's private /tmp
 RAY_VERSION = metadata.version("ray")
 # Downloads are kept between runs: the hosts install offline from this wheelhouse.
 WHEELHOUSE = Path(os.environ.get("GRID_TEST_WHEELHOUSE", f"/var/tmp/grid-test-wheelhouse-{RAY_VERSION}"))
+# The GCS declares a silent node dead after about 3 s instead of about 30 s (the fault tests).
+FAST_DEATH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
+              "RAY_health_check_failure_threshold": "3"}
 RAY_NAMES = ("raylet", "gcs_server", "ray::", "ray/dashboard", "log_monitor", "monitor.py", "default_worker")
 
 
@@ -106,8 +111,8 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Testbed, Env
     root = tmp_path_factory.mktemp("raycluster")
     tb = Testbed(n_hosts=3, workdir=root / "tb")
     try:
-        config = edit_config(tb.write_grid_config(root / "grid.toml", name="tb", backend={"venv": VENV},
-                                                  ssh={"connect_timeout": 3.0}))
+        config = edit_config(tb.write_grid_config(root / "grid.toml", name="tb", ssh={"connect_timeout": 3.0},
+                                                  backend={"venv": VENV, "env": FAST_DEATH}))
         env = Env(root, config)
         installed = env.json("cluster", "install", "--wheelhouse", str(wheelhouse))
         assert {n["name"]: n["action"] for n in installed["nodes"]} == dict.fromkeys(("host1", "host2", "host3"),
@@ -415,4 +420,59 @@ def test_three_concurrent_starts_leave_one_raylet_per_node(bed: tuple[Testbed, E
         for p in starts:
             if p.poll() is None:
                 p.kill()
+        env.grid("cluster", "stop")
+
+
+def test_the_cli_killed_in_the_middle_of_start_leaves_nothing_the_next_start_cannot_finish(
+        bed: tuple[Testbed, Env, Path]) -> None:
+    tb, env, _ = bed
+    first = subprocess.Popen([sys.executable, "-m", "grid_core", "cluster", "start"], env={**os.environ, **env.vars},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not ray_processes(tb, "host1"):
+        time.sleep(0.2)  # until the head's Ray is on its way up
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    result = env.grid("cluster", "start", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all(r["alive"] for r in env.json("cluster", "status")["nodes"])
+    for host in ("host1", "host2", "host3"):
+        raylets = [p for p in ray_processes(tb, host) if p.split()[0].endswith("/raylet")]
+        assert len(raylets) == 1, (host, raylets)
+
+
+def test_a_killed_head_is_reported_within_10_s_and_start_repairs_it(bed: tuple[Testbed, Env, Path]) -> None:
+    tb, env, _ = bed
+    tb.host_exec("host1", ["pkill", "-KILL", "-x", "gcs_server"], check=True)
+    began = time.monotonic()
+    status = env.grid("cluster", "status", "--json", timeout=30)
+    took = time.monotonic() - began
+    rows = by_name(json.loads(status.stdout))
+    assert took < 10 and rows["host1"]["alive"] is False, (took, rows["host1"])
+    assert rows["host1"]["backend_error"], rows["host1"]
+    repaired = env.grid("cluster", "start", "--json")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert all(r["alive"] for r in env.json("cluster", "status")["nodes"])
+    ran = env.grid("run", "--node", "host2", "--", "hostname")
+    assert ran.stdout.strip() == "host2", ran.stderr
+
+
+def test_a_worker_cut_off_during_a_job_ends_the_job_with_the_reason(bed: tuple[Testbed, Env, Path]) -> None:
+    tb, env, _ = bed
+    job = subprocess.Popen([sys.executable, "-m", "grid_core", "run", "--node", "host3", "--", "sh", "-c",
+                            "echo started; sleep 120"], env={**os.environ, **env.vars}, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert job.stdout is not None and job.stdout.readline().strip() == "started"
+        tb.link_down("host3")
+        _, err = job.communicate(timeout=120)
+        assert job.returncode not in (0, None) and "host3" in err and "lost" in err, err
+        listed = env.json("jobs", "list")
+        assert listed[-1]["state"] == "failed" and listed[-1]["node"] == "host3"
+        rows = by_name(env.json("cluster", "status"))
+        assert rows["host3"]["reachable"] is False and rows["host3"]["alive"] is False, rows["host3"]
+    finally:
+        if job.poll() is None:
+            job.kill()
+        tb.link_up("host3")
         env.grid("cluster", "stop")

@@ -75,7 +75,7 @@ def registry(ray: Any, args: argparse.Namespace, create: bool = False) -> Any:
         return None
 
 
-def follow(ray: Any, reg: Any, job_id: str, offset: int = 0, wait: bool = True, ping: Any = None) -> int:
+def follow(ray: Any, reg: Any, job_id: str, offset: int = 0, wait: bool = True, ended: Any = None) -> int:
     """Copy the job's output to ours until it ends (or until caught up, without wait); its exit status."""
     stop_requested = False
     while True:
@@ -102,17 +102,22 @@ def follow(ray: Any, reg: Any, job_id: str, offset: int = 0, wait: bool = True, 
             return int(info["exit_status"] if info["exit_status"] is not None else 1)
         if not wait and not chunks:
             return 0
-        if ping is not None:
-            ready, _ = ray.wait([ping], timeout=0)
+        if ended is not None:  # the runner's `finished` call: it fails if the runner dies first
+            ready, _ = ray.wait([ended], timeout=0)
             if ready:
                 try:
-                    ray.get(ping)
-                except Exception as exc:  # the runner could not start, or died before recording an end
+                    ray.get(ended)
+                except Exception as exc:  # the runner could not start, or was lost before recording an end
                     _, _, info = ray.get(reg.read.remote(job_id, offset))
                     if info and info["state"] in ("pending", "running"):
-                        ray.get(reg.update.remote(job_id, {"state": "failed", "ended": time.time()}))
-                        raise DriverError(f"job {job_id} failed to start on its node: {exc}") from None
-                ping = None
+                        where = info.get("node", "its node")
+                        reason = (f"job {job_id} was lost with node {where} (unreachable, or its Ray died): "
+                                  f"{type(exc).__name__}") if info["state"] == "running" else \
+                            f"job {job_id} failed to start on {where}: {exc}"
+                        ray.get(reg.update.remote(job_id, {"state": "failed", "ended": time.time(),
+                                                           "reason": reason}))
+                        raise DriverError(reason) from None
+                ended = None
         if not chunks:
             time.sleep(POLL_SECONDS)
 
@@ -198,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     event("job", id=job_id, node=node)
     if args.detach:
         return 0
-    return follow(ray, reg, job_id, ping=runner.ping.remote())
+    return follow(ray, reg, job_id, ended=runner.finished.remote())
 
 
 def cmd_list(args: argparse.Namespace) -> int:

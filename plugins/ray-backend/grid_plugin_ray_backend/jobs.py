@@ -90,12 +90,15 @@ class JobRunner:
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopping = False
         self.timed_out = False
+        self.done = threading.Event()
         # The job starts with the actor, not with a method call: a call from a driver that has
         # exited (`grid run --detach`) before the actor was placed would never be delivered.
         threading.Thread(target=self.run, name=f"grid-job-{job_id}", daemon=True).start()
 
-    def ping(self) -> bool:
-        """True once the actor is up; a failed start raises here for whoever asks."""
+    def finished(self) -> bool:
+        """Returns when the job has ended. A caller that gets an actor error before its record is
+        final knows the runner was lost with its node (a cut link, a dead raylet)."""
+        self.done.wait()
         return True
 
     def run(self) -> int:
@@ -113,6 +116,7 @@ class JobRunner:
         # Calls from one caller run in order, so every append lands before this.
         ray.get(registry.update.remote(self.job_id, {"state": state, "exit_status": exit_status,
                                                      "ended": time.time()}))
+        self.done.set()
         return self._exit(exit_status)
 
     def _attempt(self, registry: Any) -> int:
