@@ -10,39 +10,21 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import attrs
 
 from grid_core.config import ClusterConfig
 from grid_core.errors import GridError
+from grid_core.types import Boost
 
 if TYPE_CHECKING:
     from grid_core.types import NodeMetrics
 
 PRIORITIES = {"low": 0, "normal": 1, "high": 2, "critical": 3}
 RESOURCES = ("cpu", "gpu", "memory")  # memory in GB
-RAY_NAMES = {"cpu": "CPU", "gpu": "GPU", "memory": "memory"}
-State = Literal["active", "released", "expired", "preempted"]
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-@attrs.frozen
-class Boost:
-    id: str
-    target: str
-    source: str
-    resource: str
-    amount: float
-    priority: str
-    created: float
-    expires_at: float | None
-    state: State = "active"
-    note: str = ""
-
-    def public(self) -> dict[str, object]:
-        return attrs.asdict(self)
 
 
 @attrs.frozen
@@ -189,6 +171,11 @@ def plan(
                                        -free[o[0]].get(resource, 0.0)))[1]
 
 
+def expires_at(created: float, duration: float | None) -> float | None:
+    """When a boost made at `created` for `duration` seconds ends; None (until released) without one."""
+    return created + duration if duration else None
+
+
 def expired(boosts: Sequence[Boost], now: float) -> list[Boost]:
-    """Active boosts whose time is up."""
+    """Active boosts whose time is up: the one place expiry is decided."""
     return [b for b in boosts if b.state == "active" and b.expires_at is not None and b.expires_at <= now]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from grid_core.config import METRICS, OffloadSettings
 from grid_core.errors import GridError
+
+if TYPE_CHECKING:
+    from grid_core.types import OffloadInForce
 
 
 def parse_thresholds(values: Sequence[str]) -> dict[str, float]:
@@ -34,14 +37,34 @@ def parse_thresholds(values: Sequence[str]) -> dict[str, float]:
     return marks
 
 
-def policy_settings(offload: OffloadSettings) -> dict[str, Any]:
+LOW_BAND = 0.75  # a low-water mark stays at most this fraction of its high one when only the high is set
+
+
+def banded_low(high: float, low: float) -> float:
+    """The low-water mark to use beside a high one set on its own: lowered, never raised, so the
+    hysteresis band stays (a low mark just under the high one would hold and release in turn)."""
+    return min(low, high * LOW_BAND)
+
+
+def file_values(offload: OffloadSettings) -> dict[str, Any]:
+    """The config's offload settings as flat values: `enabled`, `policy`, `high.cpu`, `low.cpu`, ...,
+    `interval_seconds`, `cooldown_seconds`, `window` (the keys of OffloadInForce.origin)."""
+    values: dict[str, Any] = {"enabled": offload.enabled, "policy": offload.policy}
+    for level, marks in (("high", offload.high), ("low", offload.low)):
+        values.update({f"{level}.{m}": float(v) for m, v in attrs.asdict(marks).items()})
+    values.update(interval_seconds=offload.interval_seconds, cooldown_seconds=offload.cooldown_seconds,
+                  window=offload.window)
+    return values
+
+
+def policy_settings(settings: OffloadInForce) -> dict[str, Any]:
     """What a policy's factory receives: marks, window and cooldown as plain data."""
     return {
-        "high": attrs.asdict(offload.high),
-        "low": attrs.asdict(offload.low),
-        "window": offload.window,
-        "cooldown_seconds": offload.cooldown_seconds,
-        "interval_seconds": offload.interval_seconds,
+        "high": dict(settings.thresholds),
+        "low": dict(settings.low),
+        "window": settings.window,
+        "cooldown_seconds": settings.cooldown_seconds,
+        "interval_seconds": settings.interval_seconds,
     }
 
 
@@ -120,7 +143,8 @@ def scan(sample_seconds: float = 0.5, min_cpu: float = 5.0, min_memory: int = 25
                 if not reasons:
                     continue
                 found.append(Candidate(proc.pid, name, argv, proc.cwd(), cpu, rss, gpu,
-                                       time.time() - proc.create_time(), _kind(name, argv), ", ".join(reasons)))
+                                       round(time.time() - proc.create_time(), 1), _kind(name, argv),
+                                       ", ".join(reasons)))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return sorted(found, key=lambda c: (-c.cpu_percent, -c.gpu_memory_bytes, -c.memory_bytes))

@@ -1,4 +1,5 @@
-"""The types that plugins yield from their hooks and the interfaces their objects implement.
+"""The types that plugins yield from their hooks, the interfaces their objects implement, and the
+records the cluster answers with (what `--json` prints; see the end of this module).
 
 Registration objects are frozen attrs classes: a validated lower-case `name`, a one-line
 `summary`, and a factory that builds the working object only when it is used, so that listing
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
@@ -260,7 +261,7 @@ class Backend(Protocol):
         ...
 
     def jobs(self, cluster: Cluster) -> list[dict[str, Any]]:
-        """Every job the cluster knows: id, node, argv, state, exit_status, times."""
+        """Every job the cluster knows, each with JobRecord's fields (the CLI structures them into it)."""
         ...
 
     def logs(self, cluster: Cluster, job_id: str, *, follow: bool,
@@ -291,11 +292,34 @@ class Backend(Protocol):
         cluster (another local instance, a default token that differs); empty when all is well."""
         ...
 
-    def control(self, cluster: Cluster, action: str, params: dict[str, Any]) -> Any:
-        """Ask the cluster's offload controller (started on first use): `status`, `configure`
-        (enabled, policy, high), `hold` (node, reason), `release` (node), `boost` (target, resource,
-        amount, priority, duration, source), `boost_release` (boost_id), `boosts_for` (target).
-        A refused request raises GridError with the controller's reason."""
+    # The cluster's offload controller (started on first use). A refused request raises GridError
+    # with the controller's reason; each answer is the record the controller sent.
+
+    def offload_status(self, cluster: Cluster) -> ControllerStatus:
+        """The controller's settings in force, holds, nodes, boosts, last decision and events."""
+        ...
+
+    def configure_offload(self, cluster: Cluster, *, enabled: bool | None = None, policy: str | None = None,
+                          high: Mapping[str, float] | None = None) -> ControllerStatus:
+        """Set automatic offload on or off, its policy and high-water marks, at run time (these win
+        over the config file until the file's own value changes)."""
+        ...
+
+    def hold(self, cluster: Cluster, node: str, reason: str) -> ControllerStatus:
+        """Hold a node by hand: its free CPUs and GPUs are reserved, so new work goes elsewhere."""
+        ...
+
+    def release(self, cluster: Cluster, node: str) -> ControllerStatus:
+        """End a hold on a node."""
+        ...
+
+    def boost(self, cluster: Cluster, *, target: str, resource: str, amount: float, priority: str,
+              duration: float | None = None, source: str | None = None) -> Boost:
+        """Lend `amount` of `resource` (memory in GB) to `target` from `source` (or the best node)."""
+        ...
+
+    def release_boost(self, cluster: Cluster, boost_id: str) -> Boost:
+        """End a boost and free its reservation; the boost's final record."""
         ...
 
 
@@ -376,3 +400,144 @@ class ControllerState:
     head: str
     held: bool
     now: float
+
+
+# --------------------------------------------------------------------------- records the cluster answers with
+#
+# What crosses from the cluster to the CLI, and what `--json` prints (its cattrs unstructure):
+# plain fields, tuples and mappings, so `cattrs.structure(data, Record)` reads them back.
+
+BoostState = Literal["active", "released", "expired", "preempted"]
+
+
+@attrs.frozen
+class Event:
+    """Something the controller did or saw: when, what kind, on which node (None: the cluster), why."""
+
+    time: float
+    kind: str  # hold, release, boost, boost-expired, boost-released, boost-preempted, boost-lost, settings, ...
+    node: str | None
+    reason: str
+
+
+@attrs.frozen
+class Hold:
+    """A node kept free of new work: why, by hand or by the policy, since when, and its reservations."""
+
+    node: str
+    reason: str
+    manual: bool
+    since: float
+    gpus: bool = False  # its free GPUs are reserved too, not only its CPUs
+    groups: tuple[str, ...] = ()  # the engine's reservations that do it
+
+
+@attrs.frozen
+class Boost:
+    """A node borrowing capacity on another: a reservation on `source` that only `target`'s work uses."""
+
+    id: str
+    target: str
+    source: str
+    resource: str  # cpu, gpu or memory (GB)
+    amount: float
+    priority: str  # low, normal, high, critical
+    created: float
+    expires_at: float | None  # None: until released
+    state: BoostState = "active"
+    note: str = ""  # e.g. which boosts it preempted, or how it ended
+    group: str = ""  # the engine's reservation
+
+
+@attrs.frozen(kw_only=True)
+class OffloadInForce:
+    """The offload settings the controller runs with, and where each value came from."""
+
+    enabled: bool = False
+    policy: str = "threshold"
+    thresholds: Mapping[str, float] = attrs.field(factory=dict)  # high-water marks, percent per metric
+    low: Mapping[str, float] = attrs.field(factory=dict)  # low-water marks
+    interval_seconds: float = 5.0
+    cooldown_seconds: float = 30.0
+    window: int = 3
+    # Per value ("enabled", "policy", "high.cpu", "low.cpu", ..., "window"): "file" (the config in
+    # force) or "run time" (`offload auto`, which wins until the file's own value changes).
+    origin: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Decision:
+    """The offload policy's last answer and when it was given."""
+
+    hold: bool
+    reason: str
+    targets: tuple[str, ...] = ()  # preferred nodes for the head's work, best first
+    time: float = 0.0
+    pressure: tuple[str, ...] = ()  # the metrics over their marks
+
+
+@attrs.frozen(kw_only=True)
+class NodeState:
+    """One node as the controller last saw it: its readings, free resources and hold."""
+
+    name: str
+    role: str = "worker"
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    gpu_percent: float | None = None
+    available: Mapping[str, float] = attrs.field(factory=dict)  # the engine's free logical resources
+    hold: str | None = None  # the hold's reason, None when free
+    gpus: tuple[GpuReading, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class OffloadStatus(OffloadInForce):
+    """What `grid offload auto` shows: the settings in force, the config revision, holds, decision, events."""
+
+    cluster: str = ""
+    revision: str = ""  # of the config the controller runs with
+    held: Mapping[str, Hold] = attrs.field(factory=dict)
+    decision: Decision | None = None
+    events: tuple[Event, ...] = ()  # the most recent, oldest first
+    last_event: Event | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ControllerStatus(OffloadStatus):
+    """Everything the controller answers `status` with: OffloadStatus, each node's row and every boost."""
+
+    nodes: tuple[NodeState, ...] = ()
+    boosts: tuple[Boost, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class JobRecord:
+    """A job the cluster knows: where and what it runs, its state, exit status and times."""
+
+    id: str
+    node: str
+    argv: tuple[str, ...]
+    state: str  # pending, running, succeeded, failed, stopped
+    submitted: float
+    cwd: str | None = None
+    exit_status: int | None = None
+    started: float | None = None
+    ended: float | None = None
+    pid: int | None = None
+    hostname: str | None = None
+    cpus: float = 0.0
+    gpus: float = 0.0
+    memory_bytes: int = 0
+    reason: str | None = None  # why it failed or ended, where grid knows
+
+
+@attrs.frozen(kw_only=True)
+class PoolEntry:
+    """A memory-pool entry: its key, node, size in bytes, times, and `ok` or `lost` (its node left)."""
+
+    key: str
+    node: str
+    size: int
+    created: float
+    last_read: float
+    state: str = "ok"

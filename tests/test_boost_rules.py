@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grid_core.boost import Boost, expired, parse_duration, plan, share_limits
+from grid_core.boost import expired, expires_at, parse_duration, plan, share_limits
 from grid_core.config import load_file, structure
 from grid_core.errors import GridError
-from grid_core.types import GpuReading, NodeMetrics
+from grid_core.types import Boost, GpuReading, NodeMetrics
 from tests.test_config import EVERY_KEY, REPO
 
 FREE = {"head": {"cpu": 8.0}, "w1": {"cpu": 1.0}, "w2": {"cpu": 3.0}}
@@ -126,8 +127,10 @@ def test_duration_parser_never_crashes(text: str) -> None:
 
 
 def test_expiry() -> None:
-    b = Boost("x", "head", "w1", "cpu", 1, "normal", 0, expires_at=10)
+    b = Boost("x", "head", "w1", "cpu", 1, "normal", 0, expires_at=expires_at(0, 10))
     assert expired([b], 9) == [] and expired([b], 10) == [b]
+    assert expires_at(5, None) is None and expired([Boost("y", "head", "w1", "cpu", 1, "normal", 0, None)], 1e12) == []
+    assert expired([attrs.evolve(b, state="released")], 10) == []  # only active boosts expire
 
 
 @given(st.dictionaries(st.sampled_from(["w1", "w2", "w3"]), st.floats(0, 16), min_size=1),

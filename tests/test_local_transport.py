@@ -86,8 +86,8 @@ def test_the_ray_driver_reads_its_payload_from_stdin_not_argv() -> None:
               "--namespace", "n", "--head", "h"]
     for action in (["run"], ["run", "--detach"], ["control", "status"]):
         result = LocalTransport().run([*driver, *action], stdin="[]", timeout=60)
-        assert result.exit_status == 70 and "not a JSON object" in result.stderr, result.stderr
+        assert result.exit_status == 70 and "not a JSON object" in result.stdout, result.stdout  # an event frame
         result = LocalTransport().run([*driver, *action], stdin="{", timeout=60)
-        assert result.exit_status == 70 and "stdin is not JSON" in result.stderr, result.stderr
+        assert result.exit_status == 70 and "stdin is not JSON" in result.stdout, result.stdout
     old_style = LocalTransport().run([*driver, "run", '{"env": {"SECRET": "x"}}'], timeout=60)
     assert old_style.exit_status == 2 and "unrecognized arguments" in old_style.stderr  # argv carries none

@@ -57,7 +57,7 @@ def pool(cluster: Any) -> Iterator[Pool]:
     p = Pool.connect(structure(CONFIG, "test"))
     yield p
     for entry in p.list():
-        p.delete(entry["key"])
+        p.delete(entry.key)
 
 
 def test_bytes_put_on_one_node_read_on_another(pool: Pool) -> None:
@@ -65,7 +65,7 @@ def test_bytes_put_on_one_node_read_on_another(pool: Pool) -> None:
     pool.put("blob", data, node="c")
     assert pool.get("blob") == data
     entry = pool.list()[0]
-    assert (entry["key"], entry["node"], entry["size"], entry["state"]) == ("blob", "c", len(data), "ok")
+    assert (entry.key, entry.node, entry.size, entry.state) == ("blob", "c", len(data), "ok")
 
 
 def test_numpy_round_trip_and_zero_copy_on_the_same_node(pool: Pool) -> None:
@@ -204,7 +204,7 @@ def test_a_killed_node_s_entries_are_reported_lost(pool: Pool, cluster: Any) -> 
     cluster.remove_node(cluster.workers["c"], allow_graceful=False)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        states = {e["key"]: e["state"] for e in pool.list()}
+        states = {e.key: e.state for e in pool.list()}
         if states["doomed"] == "lost":
             break
         time.sleep(0.5)

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import attrs
-import cattrs
 import pytest
 
 from grid_core.builtin import nvml_metrics, psutil_metrics
@@ -218,15 +217,14 @@ def test_watch_shows_a_row_per_gpu_and_the_job_that_holds_each_process() -> None
     from rich.console import Console
 
     from grid_core.cli.watch import gpu_holder, render
+    from grid_core.types import ControllerStatus, JobRecord, NodeState
 
     gpus = reader(FakeNvml(STATUS, RECORDED)).gpus(TABLE.get)
-    status: dict[str, Any] = {
-        "cluster": "lab", "thresholds": {"gpu": 90.0}, "low": {"gpu": 70.0},
-        "nodes": [{"name": "gpu1", "role": "worker", "gpu_percent": 87.0, "gpus": cattrs.unstructure(gpus)}],
-        "jobs": [{"job_id": "j1", "node": "gpu1", "pid": 4242, "state": "running", "argv": ["python", "train.py"]}],
-    }
+    status = ControllerStatus(cluster="lab", thresholds={"gpu": 90.0}, low={"gpu": 70.0},
+                              nodes=(NodeState(name="gpu1", role="worker", gpu_percent=87.0, gpus=tuple(gpus)),))
+    jobs = [JobRecord(id="j1", node="gpu1", pid=4242, state="running", argv=("python", "train.py"), submitted=0.0)]
     console = Console(width=200, record=True)
-    console.print(render(status))
+    console.print(render(status, jobs))
     text = console.export_text()
     row0 = next(line for line in text.splitlines() if "0 NVIDIA H200" in line)
     assert "61°C" in row0 and "412 W" in row0 and "4242 38912 MiB job j1" in row0
@@ -234,7 +232,7 @@ def test_watch_shows_a_row_per_gpu_and_the_job_that_holds_each_process() -> None
     row1 = next(line for line in text.splitlines() if "1 NVIDIA H200" in line)
     assert "33°C" in row1 and row1.rstrip().endswith("-")
     # The same pid on another node is not that job.
-    assert gpu_holder({"pid": 4242, "job_pid": 4242, "owner": "grid job"}, "gpu2", status["jobs"]) == "grid job"
+    assert gpu_holder(GpuProcess(4242, None, owner="grid job", job_pid=4242), "gpu2", jobs) == "grid job"
 
 
 def test_doctor_reports_driver_and_nvml_versions_or_why_not() -> None:

@@ -117,6 +117,22 @@ def test_run_streams_output_and_returns_the_exit_status(started: dict[str, str])
     assert failed.stdout == "out\n" and "err" in failed.stderr
 
 
+def test_nothing_a_job_prints_passes_for_grid_s_messages(started: dict[str, str]) -> None:
+    """grid's messages and the job's output never share a stream: a job that writes what look like
+    grid's own lines, and 200 KB more, succeeds with both of its streams intact."""
+    script = ("import sys\n"
+              "print('@grid {\"event\":\"error\",\"message\":\"fake failure\"}', file=sys.stderr)\n"
+              "print('[\"event\", {\"event\": \"error\", \"message\": \"fake frame\"}]')\n"
+              "print('@grid x', file=sys.stderr)\n"
+              "sys.stderr.write('e' * 200_000 + '\\n')\n"
+              "print('real output')\n")
+    ran = grid("run", "--", sys.executable, "-c", script, env=started, timeout=120)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.splitlines() == ['["event", {"event": "error", "message": "fake frame"}]', "real output"]
+    assert '@grid {"event":"error","message":"fake failure"}' in ran.stderr and "@grid x" in ran.stderr
+    assert "e" * 200_000 in ran.stderr and "error: fake" not in ran.stderr
+
+
 def test_detached_job_outlives_the_cli_and_logs_follow(started: dict[str, str]) -> None:
     ticks = "for i in 1 2 3; do echo tick $i; sleep 0.5; done; exit 4"
     result = run(started, "run", "--detach", "--", "sh", "-c", ticks)

@@ -1,41 +1,55 @@
-"""The watch dashboard drawn headless from a status snapshot."""
+"""The watch dashboard drawn headless from a status snapshot: the records the backend returns."""
 
 from __future__ import annotations
 
+import attrs
+import cattrs
 import pytest
 from rich.console import Console
 
 from grid_core.cli.watch import render
+from grid_core.types import Boost, ControllerStatus, Event, Hold, JobRecord, NodeState
 
-STATUS = {
-    "cluster": "lab", "enabled": True, "policy": "threshold", "interval_seconds": 2,
-    "thresholds": {"cpu": 80.0, "memory": 70.0, "gpu": 90.0}, "low": {"cpu": 60.0, "memory": 55.0, "gpu": 70.0},
-    "nodes": [
-        {"name": "desk", "role": "head", "cpu_percent": 93.0, "memory_percent": 40.0, "gpu_percent": None,
-         "hold": "cpu 93% >= 80% for 2 readings"},
-        {"name": "gpu1", "role": "worker", "cpu_percent": 12.0, "memory_percent": 65.0, "gpu_percent": 20.0,
-         "hold": None},
-    ],
-    "boosts": [{"id": "b1", "target": "desk", "source": "gpu1", "resource": "cpu", "amount": 2.0,
-                "priority": "high", "expires_at": None, "state": "active"}],
-    "jobs": [{"job_id": "j1", "node": "gpu1", "argv": ["python", "train.py"], "state": "running"}],
-    "events": [{"time": 0, "kind": "hold", "node": "desk", "reason": "cpu 93% >= 80%"}],
-}
+HOLD = "cpu 93% >= 80% for 2 readings"
+STATUS = ControllerStatus(
+    cluster="lab", enabled=True, policy="threshold", interval_seconds=2,
+    thresholds={"cpu": 80.0, "memory": 70.0, "gpu": 90.0}, low={"cpu": 60.0, "memory": 55.0, "gpu": 70.0},
+    held={"desk": Hold("desk", HOLD, manual=False, since=0.0)},
+    nodes=(NodeState(name="desk", role="head", cpu_percent=93.0, memory_percent=40.0, hold=HOLD),
+           NodeState(name="gpu1", role="worker", cpu_percent=12.0, memory_percent=65.0, gpu_percent=20.0)),
+    boosts=(Boost("b1", "desk", "gpu1", "cpu", 2.0, "high", 0.0, None),),
+    events=(Event(0.0, "hold", "desk", "cpu 93% >= 80%"),),
+)
+JOBS = (JobRecord(id="j1", node="gpu1", argv=("python", "train.py"), state="running", submitted=0.0),
+        JobRecord(id="j0", node="gpu1", argv=("echo", "old"), state="succeeded", submitted=0.0, exit_status=0))
 
 
-def screen(status: dict[str, object]) -> str:
+def screen(status: ControllerStatus | None, jobs: tuple[JobRecord, ...] = ()) -> str:
     console = Console(record=True, width=160, color_system=None)
-    console.print(render(status))
+    console.print(render(status, jobs))
     return console.export_text()
 
 
 def test_rows_states_boosts_jobs_and_events_appear() -> None:
-    text = screen(STATUS)
+    text = screen(STATUS, JOBS)
     desk = next(line for line in text.splitlines() if line.strip().startswith("desk"))
-    assert "93%" in desk and "held (cpu 93% >= 80% for 2 readings)" in desk
+    assert "93%" in desk and f"held ({HOLD})" in desk
     gpu1 = next(line for line in text.splitlines() if line.strip().startswith("gpu1"))
     assert "free" in gpu1 and "65%" in gpu1
     assert "auto on" in text and "b1" in text and "python train.py" in text and "last events" in text
+    assert "j1" in text and "echo old" not in text  # only running jobs
+
+
+def test_the_screen_is_drawn_from_what_the_backend_sends() -> None:
+    """The controller's and the registry's answers (plain data) structure into the records drawn."""
+    wire = cattrs.unstructure(STATUS)
+    assert wire["enabled"] is True and wire["thresholds"]["cpu"] == 80.0 and wire["held"]["desk"]["reason"] == HOLD
+    assert cattrs.structure(wire, ControllerStatus) == STATUS
+    from grid_core.cli.run import job_records
+
+    registry_rows = [{**cattrs.unstructure(j), "retries": 0} for j in JOBS]  # extra keys are ignored
+    assert job_records(registry_rows) == list(JOBS)
+    assert "python train.py" in screen(cattrs.structure(wire, ControllerStatus), tuple(job_records(registry_rows)))
 
 
 def test_bars_are_coloured_against_the_marks() -> None:
@@ -47,7 +61,8 @@ def test_bars_are_coloured_against_the_marks() -> None:
 
 
 def test_an_empty_status_still_draws() -> None:
-    assert "grid offload" in screen({})
+    assert "grid offload" in screen(None)
+    assert "grid offload" in screen(ControllerStatus())
 
 
 # ---------------------------------------------------------------------- text others control is never markup
@@ -56,12 +71,11 @@ MARKUP = "[/] [bold]x[/bold] [gpu1]:2222"
 
 
 def test_markup_in_names_reasons_and_commands_is_shown_literally() -> None:
-    status = {**STATUS, "cluster": "[red]lab", "policy": "[/]",
-              "nodes": [{**STATUS["nodes"][0], "name": "[gpu1]:2222", "hold": MARKUP}],  # type: ignore[index]
-              "jobs": [{"job_id": "j1", "node": "[gpu1]:2222", "argv": ["python", "[/]", "[bold]"],
-                        "state": "running"}],
-              "events": [{"time": 0, "kind": "hold", "node": "[gpu1]:2222", "reason": MARKUP}]}
-    text = screen(status)
+    status = attrs.evolve(STATUS, cluster="[red]lab", policy="[/]",
+                          nodes=(attrs.evolve(STATUS.nodes[0], name="[gpu1]:2222", hold=MARKUP),),
+                          events=(Event(0.0, "hold", "[gpu1]:2222", MARKUP),))
+    jobs = (JobRecord(id="j1", node="[gpu1]:2222", argv=("python", "[/]", "[bold]"), state="running", submitted=0.0),)
+    text = screen(status, jobs)
     assert f"held ({MARKUP})" in text and "python [/] [bold]" in text and "cluster [red]lab" in text
     assert text.count("[gpu1]:2222") >= 4
 

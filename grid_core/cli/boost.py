@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from grid_core.cli.context import FiniteFloat, config_option, json_option, print_json
-from grid_core.cli.offload import control
+from grid_core.cli.offload import ask
 from grid_core.cli.output import clock, console, table
 from grid_core.errors import GridError
 
-FIELDS = ("id", "target", "source", "resource", "amount", "priority", "expires_at", "state")
+COLUMNS = ("id", "target", "source", "resource", "amount", "priority", "expires at", "state")
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
@@ -45,14 +43,14 @@ def boost() -> None:
 def request(target: str, resource: str, amount: float, priority: str, duration: float | None, source: str | None,
             as_json: bool) -> None:
     """Let TARGET borrow AMOUNT of RESOURCE (memory in GB) on another node."""
-    made = control("boost", target=target, resource=resource, amount=amount, priority=priority,
-                   duration=duration, source=source)
+    made = ask(lambda b, c: b.boost(c, target=target, resource=resource, amount=amount, priority=priority,
+                                    duration=duration, source=source))
     if as_json:
-        print_json({k: made[k] for k in FIELDS})
+        print_json(made)
         return
-    click.echo(f"boost {made['id']}: {amount:g} {resource} on {made['source']} for {target} ({priority})"
-               + (f", {made['note']}" if made.get("note") else "")
-               + (f", expires {clock(made['expires_at'])}" if made["expires_at"] else ""))
+    click.echo(f"boost {made.id}: {amount:g} {resource} on {made.source} for {target} ({priority})"
+               + (f", {made.note}" if made.note else "")
+               + (f", expires {clock(made.expires_at)}" if made.expires_at else ""))
 
 
 @boost.command("release")
@@ -60,20 +58,20 @@ def request(target: str, resource: str, amount: float, priority: str, duration: 
 @config_option
 def release_boost(boost_id: str) -> None:
     """Free boost BOOST_ID's reservation."""
-    control("boost_release", boost_id=boost_id)
+    ask(lambda b, c: b.release_boost(c, boost_id))
     click.echo(f"released boost {boost_id}")
 
 
 def _list(as_json: bool, everything: bool) -> None:
-    boosts: list[dict[str, Any]] = control("status")["boosts"]
+    boosts = list(ask(lambda b, c: b.offload_status(c)).boosts)
     if not everything:
-        boosts = [b for b in boosts if b["state"] == "active"]
+        boosts = [b for b in boosts if b.state == "active"]
     if as_json:
-        print_json([{k: b[k] for k in FIELDS} for b in boosts])
+        print_json(boosts)
         return
-    console().print(table([f.replace("_", " ") for f in FIELDS], (
-        (b["id"], b["target"], b["source"], b["resource"], f"{b['amount']:g}", b["priority"], clock(b["expires_at"]),
-         b["state"]) for b in boosts)))
+    console().print(table(COLUMNS, (
+        (b.id, b.target, b.source, b.resource, f"{b.amount:g}", b.priority, clock(b.expires_at), b.state)
+        for b in boosts)))
 
 
 @boost.command("list")

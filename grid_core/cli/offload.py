@@ -1,7 +1,8 @@
 """`grid offload ...`: the controller that keeps the head responsive, and moving work off it.
 
-The controller itself runs in the cluster (the backend's); these commands ask it through
-`Backend.control`. `scan` and `move` look at this machine's processes, so run them on the head.
+The controller itself runs in the cluster (the backend's); these commands ask it through the
+backend's typed methods and print its records. `scan` and `move` look at this machine's
+processes, so run them on the head.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -17,13 +20,26 @@ from grid_core.cli.context import FiniteFloat, config_option, json_option, print
 from grid_core.cli.output import console, table
 from grid_core.errors import GridError
 
+if TYPE_CHECKING:
+    from grid_core.cluster import Cluster
+    from grid_core.types import Backend, ControllerStatus, JobRecord, OffloadStatus
 
-def control(action: str, **params: Any) -> Any:
-    """Ask the cluster's offload controller; the backend carries the request."""
+T = TypeVar("T")
+
+
+@contextmanager
+def connect() -> Iterator[tuple[Backend, Cluster]]:
+    """The configured backend and the cluster it runs, for one command."""
     from grid_core.backends import load_backend
 
     with state().cluster() as c:
-        return load_backend(c.config).control(c, action, params)
+        yield load_backend(c.config), c
+
+
+def ask(call: Callable[[Backend, Cluster], T]) -> T:
+    """One request to the backend, e.g. `ask(lambda b, c: b.offload_status(c))`."""
+    with connect() as (b, c):
+        return call(b, c)
 
 
 @click.group()
@@ -41,7 +57,8 @@ def offload() -> None:
 @json_option
 @config_option
 def auto(mode: str | None, thresholds: tuple[str, ...], policy: str | None, as_json: bool) -> None:
-    """Automatic offload: one of --enable, --disable or --status. Settings persist in the cluster."""
+    """Automatic offload: one of --enable, --disable or --status. Settings persist in the cluster;
+    values set here win over the config file until the file's own value changes."""
     from grid_core.offload import parse_thresholds
 
     if mode is None:
@@ -50,29 +67,33 @@ def auto(mode: str | None, thresholds: tuple[str, ...], policy: str | None, as_j
         raise click.UsageError("--threshold and --policy go with --enable")
     high = parse_thresholds(thresholds)  # bad values fail here, before anything changes
     if mode == "status":
-        status = control("status")
+        status = ask(lambda b, c: b.offload_status(c))
     else:
-        status = control("configure", enabled=mode == "enable", policy=policy, high=high or None)
+        status = ask(lambda b, c: b.configure_offload(c, enabled=mode == "enable", policy=policy, high=high or None))
+    summary = offload_summary(status)
     if as_json:
-        print_json(_summary(status))
+        print_json(summary)
         return
-    summary = _summary(status)
-    marks = ", ".join(f"{m} {v:g}%" for m, v in summary["thresholds"].items())
-    click.echo(f"automatic offload {'on' if summary['enabled'] else 'off'}; policy {summary['policy']}; "
-               f"high-water marks {marks}")
-    for node, hold in summary["held"].items():
-        click.echo(f"held: {node} ({hold['reason']})")
-    if not summary["held"]:
+    marks = ", ".join(f"{m} {v:g}%" for m, v in summary.thresholds.items())
+    set_here = sorted(k for k, v in summary.origin.items() if v != "file")
+    click.echo(f"automatic offload {'on' if summary.enabled else 'off'}; policy {summary.policy}; "
+               f"high-water marks {marks}" + (f" (set at run time: {', '.join(set_here)})" if set_here else ""))
+    for node, hold in summary.held.items():
+        click.echo(f"held: {node} ({hold.reason})")
+    if not summary.held:
         click.echo("held: nothing")
-    if summary["last_event"]:
-        event = summary["last_event"]
-        click.echo(f"last event: {event['kind']} {event.get('node') or ''} {event['reason']}")
+    if summary.last_event:
+        event = summary.last_event
+        click.echo(f"last event: {event.kind} {event.node or ''} {event.reason}")
 
 
-def _summary(status: dict[str, Any]) -> dict[str, Any]:
-    return {"enabled": status["enabled"], "policy": status["policy"], "thresholds": status["thresholds"],
-            "low": status["low"], "held": status["held"], "decision": status.get("decision"),
-            "last_event": status.get("last_event"), "events": status.get("events", [])}
+def offload_summary(status: ControllerStatus) -> OffloadStatus:
+    """What `offload auto` shows of the controller's status: all but the nodes' rows and the boosts."""
+    import attrs
+
+    from grid_core.types import OffloadStatus
+
+    return OffloadStatus(**{f.name: getattr(status, f.name) for f in attrs.fields(OffloadStatus)})
 
 
 @offload.command()
@@ -81,8 +102,8 @@ def _summary(status: dict[str, Any]) -> dict[str, Any]:
 @config_option
 def hold(node: str, reason: str) -> None:
     """Hold NODE: reserve its free CPUs and GPUs so new work goes elsewhere (a drain)."""
-    status = control("hold", node=node, reason=reason)
-    click.echo(f"held {node}: {status['held'][node]['reason']}")
+    status = ask(lambda b, c: b.hold(c, node, reason))
+    click.echo(f"held {node}: {status.held[node].reason}")
 
 
 @offload.command()
@@ -90,7 +111,7 @@ def hold(node: str, reason: str) -> None:
 @config_option
 def release(node: str) -> None:
     """Release a hold on NODE."""
-    control("release", node=node)
+    ask(lambda b, c: b.release(c, node))
     click.echo(f"released {node}")
 
 
@@ -99,19 +120,18 @@ def release(node: str) -> None:
 @config_option
 def watch(interval: float) -> None:
     """A live dashboard: nodes against the marks, holds, boosts, jobs, events. q or Ctrl-C quits."""
-    from grid_core.backends import load_backend
     from grid_core.cli import watch as dashboard
+    from grid_core.cli.run import job_records
 
-    with state().cluster() as c:
-        backend = load_backend(c.config)
+    with connect() as (b, c):
 
-        def fetch() -> dict[str, Any]:
-            status = dict(backend.control(c, "status", {}))
+        def fetch() -> tuple[ControllerStatus, list[JobRecord]]:
+            status = b.offload_status(c)
             try:
-                status["jobs"] = backend.jobs(c)
+                jobs = job_records(b.jobs(c))
             except GridError:
-                status["jobs"] = []
-            return status
+                jobs = []
+            return status, jobs
 
         try:
             fetch()
@@ -128,9 +148,7 @@ def scan(as_json: bool) -> None:
 
     found = find()
     if as_json:
-        print_json([{"pid": p.pid, "name": p.name, "argv": list(p.argv), "cwd": p.cwd, "cpu_percent": p.cpu_percent,
-                     "memory_bytes": p.memory_bytes, "gpu_memory_bytes": p.gpu_memory_bytes,
-                     "age_seconds": round(p.age_seconds, 1), "kind": p.kind, "why": p.why} for p in found])
+        print_json(found)
         return
     console().print(table(("pid", "kind", "cpu", "memory", "age", "why", "command"), (
         (str(p.pid), p.kind, f"{p.cpu_percent:.0f}%", f"{p.memory_bytes / 2**20:.0f} MiB", f"{p.age_seconds:.0f} s",
@@ -188,14 +206,16 @@ def move(pid: int, target: str | None, stop_original: bool, cpus: float) -> None
         raise SystemExit(status)
 
 
-def _wait_running(backend: Any, c: Any, job_id: str, timeout: float = 60.0) -> None:
+def _wait_running(backend: Backend, c: Cluster, job_id: str, timeout: float = 60.0) -> None:
     """Until the copy has started (or ended), so the original is never stopped for nothing."""
+    from grid_core.cli.run import job_records
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = next((j for j in backend.jobs(c) if j["id"] == job_id), None)
-        if job and job["state"] == "running":
+        job = next((j for j in job_records(backend.jobs(c)) if j.id == job_id), None)
+        if job and job.state == "running":
             return
-        if job and job["state"] in ("failed", "stopped"):
-            raise GridError(f"the copy (job {job_id}) {job['state']}; the original keeps running")
+        if job and job.state in ("failed", "stopped"):
+            raise GridError(f"the copy (job {job_id}) {job.state}; the original keeps running")
         time.sleep(0.25)
     raise GridError(f"the copy (job {job_id}) did not start within {timeout:.0f} s; the original keeps running")

@@ -7,7 +7,8 @@ import os
 import re
 import secrets
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,7 +18,7 @@ from grid_core.errors import GridError
 
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
-    from grid_core.types import Backend, WorkRequest
+    from grid_core.types import Backend, JobRecord, WorkRequest
 
 UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 MAX_SIZE = 2**60  # 1 EiB: more is a typo, and Ray's resource amounts overflow long before
@@ -153,15 +154,24 @@ def list_jobs(as_json: bool) -> None:
     from grid_core.backends import load_backend
 
     with state().cluster() as c:
-        found = load_backend(c.config).jobs(c)
+        found = job_records(load_backend(c.config).jobs(c))
     if as_json:
         print_json(found)
         return
     colours = {"running": "cyan", "pending": "yellow", "succeeded": "green", "failed": "red", "stopped": "magenta"}
     console().print(table(("id", "node", "state", "exit", "submitted", "ended", "command"), (
-        (job["id"], job["node"], styled(job["state"], colours.get(job["state"], "white")),
-         None if job.get("exit_status") is None else str(job["exit_status"]), clock(job.get("submitted")),
-         clock(job.get("ended")), " ".join(job["argv"])) for job in found)))
+        (job.id, job.node, styled(job.state, colours.get(job.state, "white")),
+         None if job.exit_status is None else str(job.exit_status), clock(job.submitted),
+         clock(job.ended), " ".join(job.argv)) for job in found)))
+
+
+def job_records(found: Iterable[Any]) -> list[JobRecord]:
+    """What the backend lists as jobs, as records."""
+    import cattrs
+
+    from grid_core.types import JobRecord
+
+    return [j if isinstance(j, JobRecord) else cattrs.structure(j, JobRecord) for j in found]
 
 
 @jobs.command()
@@ -186,6 +196,6 @@ def stop_job(job_id: str) -> None:
     from grid_core.backends import load_backend
 
     with state().cluster() as c:
-        info = load_backend(c.config).stop_job(c, job_id)
-    click.echo(f"job {job_id}: {info['state']}" + ("" if info.get("exit_status") is None
-                                                   else f" (exit status {info['exit_status']})"))
+        info = job_records([load_backend(c.config).stop_job(c, job_id)])[0]
+    ended = "" if info.exit_status is None else f" (exit status {info.exit_status})"
+    click.echo(f"job {job_id}: {info.state}{ended}")

@@ -1,8 +1,8 @@
 """`grid offload watch`: a live dashboard drawn from the controller's status.
 
-`render(status)` is a pure function of the status dictionary the backend returns, so the screen
-can be drawn and checked without a terminal; `run(fetch, interval)` redraws it in place until
-`q` or Ctrl-C.
+`render(status, jobs)` is a pure function of the records the backend returns (a ControllerStatus
+and the JobRecords), so the screen can be drawn and checked without a terminal;
+`run(fetch, interval)` redraws it in place until `q` or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,15 +12,17 @@ import os
 import select
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 from rich.console import Group, RenderableType
 from rich.text import Text
 
 from grid_core.cli.output import clock, console, join, styled, table
+from grid_core.types import ControllerStatus, GpuProcess, JobRecord
 
 BAR = 20
+DEFAULT_HIGH = {"cpu": 80.0, "memory": 70.0, "gpu": 90.0}  # until the controller says otherwise
+DEFAULT_LOW = {"cpu": 60.0, "memory": 55.0, "gpu": 70.0}
 
 
 def bar(percent: float | None, high: float, low: float) -> Text:
@@ -36,56 +38,55 @@ def bar(percent: float | None, high: float, low: float) -> Text:
     return text
 
 
-def render(status: dict[str, Any]) -> RenderableType:
-    """The whole screen for one status snapshot."""
-    high, low = status.get("thresholds", {}), status.get("low", {})
-    marks = "  ".join(f"{m} {high.get(m, 0):.0f}%/{low.get(m, 0):.0f}%" for m in ("cpu", "memory", "gpu"))
-    header = join(("grid offload", "bold"), f"  cluster {status.get('cluster', '?')}  ",
-                  ("auto on", "green") if status.get("enabled") else ("auto off", "dim"),
-                  f"  policy {status.get('policy', '?')}  marks high/low: {marks}  "
-                  f"every {status.get('interval_seconds', '?')} s")
+def render(status: ControllerStatus | None, jobs: Sequence[JobRecord] = ()) -> RenderableType:
+    """The whole screen for one status snapshot (None: the controller said nothing yet)."""
+    status = status or ControllerStatus(cluster="?")
+    high, low = {**DEFAULT_HIGH, **status.thresholds}, {**DEFAULT_LOW, **status.low}
+    marks = "  ".join(f"{m} {high[m]:.0f}%/{low[m]:.0f}%" for m in ("cpu", "memory", "gpu"))
+    header = join(("grid offload", "bold"), f"  cluster {status.cluster}  ",
+                  ("auto on", "green") if status.enabled else ("auto off", "dim"),
+                  f"  policy {status.policy}  marks high/low: {marks}  every {status.interval_seconds:g} s")
     nodes = table(("node", "role", "cpu", "memory", "gpu", "state"), (
-        (node["name"], node.get("role", ""),
-         bar(node.get("cpu_percent"), high.get("cpu", 80), low.get("cpu", 60)),
-         bar(node.get("memory_percent"), high.get("memory", 70), low.get("memory", 55)),
-         bar(node.get("gpu_percent"), high.get("gpu", 90), low.get("gpu", 70)),
-         join(("held", "red"), f" ({node['hold']})") if node.get("hold") else styled("free", "green"))
-        for node in status.get("nodes", [])))
+        (node.name, node.role,
+         bar(node.cpu_percent, high["cpu"], low["cpu"]),
+         bar(node.memory_percent, high["memory"], low["memory"]),
+         bar(node.gpu_percent, high["gpu"], low["gpu"]),
+         join(("held", "red"), f" ({node.hold})") if node.hold else styled("free", "green"))
+        for node in status.nodes))
     parts: list[RenderableType] = [header, nodes]
-    running = [j for j in status.get("jobs", []) if j.get("state") == "running"]
-    gpus = [(node["name"], gpu) for node in status.get("nodes", []) for gpu in node.get("gpus") or ()]
-    gpu_marks = (high.get("gpu", 90), low.get("gpu", 70))
+    running = [j for j in jobs if j.state == "running"]
+    gpus = [(node.name, gpu) for node in status.nodes for gpu in node.gpus]
+    gpu_marks = (high["gpu"], low["gpu"])
     if gpus:
         parts.append(table(("node", "gpu", "use", "memory", "temp", "power", "processes (pid, memory, holder)"), (
-            (name, f"{gpu['index']} {gpu.get('name', '')}", bar(gpu.get("util_percent"), *gpu_marks),
-             bar(_percent(gpu.get("memory_used_bytes"), gpu.get("memory_total_bytes")), *gpu_marks),
-             _unit(gpu.get("temperature_c"), "°C"), _unit(gpu.get("power_watts"), " W"),
-             "; ".join(f"{p['pid']} {_mib(p.get('memory_used_bytes'))} {gpu_holder(p, name, running)}"
-                       for p in gpu.get("processes") or ()) or "-")
+            (name, f"{gpu.index} {gpu.name}", bar(gpu.util_percent, *gpu_marks),
+             bar(_percent(gpu.memory_used_bytes, gpu.memory_total_bytes), *gpu_marks),
+             _unit(gpu.temperature_c, "°C"), _unit(gpu.power_watts, " W"),
+             "; ".join(f"{p.pid} {_mib(p.memory_used_bytes)} {gpu_holder(p, name, running)}"
+                       for p in gpu.processes) or "-")
             for name, gpu in gpus), title="gpus"))
-    boosts = [b for b in status.get("boosts", []) if b.get("state") == "active"]
+    boosts = [b for b in status.boosts if b.state == "active"]
     if boosts:
         parts.append(table(("id", "target", "source", "amount", "priority", "expires"), (
-            (b["id"], b["target"], b["source"], f"{b['amount']:g} {b['resource']}", b["priority"],
-             clock(b.get("expires_at"))) for b in boosts), title="boosts"))
+            (b.id, b.target, b.source, f"{b.amount:g} {b.resource}", b.priority, clock(b.expires_at))
+            for b in boosts), title="boosts"))
     if running:
         parts.append(table(("job", "node", "command"), (
-            (j["job_id"], j["node"], " ".join(j.get("argv", []))[:60]) for j in running), title="running jobs"))
-    events = status.get("events", [])[-6:]
+            (j.id, j.node, " ".join(j.argv)[:60]) for j in running), title="running jobs"))
+    events = status.events[-6:]
     if events:
         parts.append(table(("time", "event", "node", "why"), (
-            (clock(e.get("time")), e.get("kind", ""), e.get("node") or "", e.get("reason", "")) for e in events),
-            title="last events"))
+            (clock(e.time), e.kind, e.node or "", e.reason) for e in events), title="last events"))
     parts.append(Text("q or Ctrl-C to quit", style="dim"))
     return Group(*parts)
 
 
-def gpu_holder(process: dict[str, Any], node: str, jobs: list[dict[str, Any]]) -> str:
+def gpu_holder(process: GpuProcess, node: str, jobs: Sequence[JobRecord]) -> str:
     """Who holds a GPU process: `job <id>` when its job's recorded pid on that node matches, else the
     owner its node saw (`grid job`, `ray <task>`), else `-`."""
-    job_pid = process.get("job_pid")
-    job = next((j for j in jobs if job_pid is not None and j.get("pid") == job_pid and j.get("node") == node), None)
-    return f"job {job['job_id']}" if job else process.get("owner") or "-"
+    job_pid = process.job_pid
+    job = next((j for j in jobs if job_pid is not None and j.pid == job_pid and j.node == node), None)
+    return f"job {job.id}" if job else process.owner or "-"
 
 
 def _percent(used: float | None, total: float | None) -> float | None:
@@ -118,11 +119,11 @@ def _keys() -> Iterator[Callable[[], str | None]]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def run(fetch: Callable[[], dict[str, Any]], interval: float) -> None:
-    """Redraw in place every `interval` seconds until q or Ctrl-C."""
+def run(fetch: Callable[[], tuple[ControllerStatus, Sequence[JobRecord]]], interval: float) -> None:
+    """Redraw in place every `interval` seconds until q or Ctrl-C; `fetch()` gives the status and jobs."""
     from rich.live import Live
 
-    with _keys() as key, Live(render(fetch()), console=console(), auto_refresh=False, screen=False,
+    with _keys() as key, Live(render(*fetch()), console=console(), auto_refresh=False, screen=False,
                              transient=False) as live:
         try:
             while True:
@@ -131,6 +132,6 @@ def run(fetch: Callable[[], dict[str, Any]], interval: float) -> None:
                     if key() in ("q", "Q"):
                         return
                     time.sleep(0.05)
-                live.update(render(fetch()), refresh=True)
+                live.update(render(*fetch()), refresh=True)
         except KeyboardInterrupt:
             return

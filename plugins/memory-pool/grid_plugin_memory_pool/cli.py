@@ -83,9 +83,9 @@ def list_entries(as_json: bool) -> None:
     for column in ("key", "node", "size", "created", "last read", "state"):
         table.add_column(column)
     for e in entries:
-        stamp = [datetime.fromtimestamp(e[k]).strftime("%Y-%m-%d %H:%M:%S") for k in ("created", "last_read")]
-        colour = "green" if e["state"] == "ok" else "red"
-        table.add_row(e["key"], e["node"], _size(e["size"]), *stamp, f"[{colour}]{e['state']}[/]")
+        stamp = [datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") for t in (e.created, e.last_read)]
+        colour = "green" if e.state == "ok" else "red"
+        table.add_row(e.key, e.node, _size(e.size), *stamp, f"[{colour}]{e.state}[/]")
     console().print(table)
 
 

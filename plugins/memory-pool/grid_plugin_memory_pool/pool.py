@@ -31,6 +31,7 @@ import numpy
 import ray
 
 from grid_core.errors import GridError
+from grid_core.types import PoolEntry
 
 KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}$")
 DIRECTORY = "grid-pool-directory"
@@ -83,9 +84,10 @@ class Entry:
     last_read: float
     refs: list[Any]  # [ObjectRef, kind?]: a list, so Ray passes the reference and not the value
 
-    def public(self, lost: bool) -> dict[str, Any]:
-        return {"key": self.key, "node": self.node, "size": self.size, "created": self.created,
-                "last_read": self.last_read, "state": "lost" if lost else "ok"}
+    def record(self, lost: bool) -> PoolEntry:
+        """What `ls` shows of it: `lost` once its node has left the cluster."""
+        return PoolEntry(key=self.key, node=self.node, size=self.size, created=self.created,
+                         last_read=self.last_read, state="lost" if lost else "ok")
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
@@ -216,9 +218,9 @@ class Directory:
         self._bump([key])
         return self.version, None
 
-    async def list(self) -> tuple[int, list[dict[str, Any]]]:
+    async def list(self) -> tuple[int, list[PoolEntry]]:
         dead = self._dead_node_ids()
-        return self.version, [e.public(e.node_id in dead) for e in sorted(self.entries.values(), key=lambda e: e.key)]
+        return self.version, [e.record(e.node_id in dead) for e in sorted(self.entries.values(), key=lambda e: e.key)]
 
     async def stats(self) -> dict[str, dict[str, int]]:
         return {node: {"used": self.used(node), "capacity": cap, "entries":
@@ -423,9 +425,10 @@ class Pool:
         self._ask(self.directory.delete.remote(key))
 
     def keys(self) -> list[str]:
-        return [e["key"] for e in self.list()]
+        return [e.key for e in self.list()]
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[PoolEntry]:
+        """Every entry, by key."""
         self._send_reads()
         return list(self._ask(self.directory.list.remote()))
 

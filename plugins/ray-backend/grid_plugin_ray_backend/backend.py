@@ -14,7 +14,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from importlib import metadata, resources
 from typing import TYPE_CHECKING, Any
@@ -24,9 +24,19 @@ import attrs
 from grid_core.cluster import on_node, python_candidates
 from grid_core.errors import GridError
 from grid_core.state import state_dir
-from grid_core.types import CommandResult, JobSpec, NodeOutcome, Progress, ShellEnv, TransportError, WorkRequest
+from grid_core.types import (
+    Boost,
+    CommandResult,
+    ControllerStatus,
+    JobSpec,
+    NodeOutcome,
+    Progress,
+    ShellEnv,
+    TransportError,
+    WorkRequest,
+)
 from grid_plugin_ray_backend import auth, gcs, layout, records
-from grid_plugin_ray_backend.driver import DRIVER_ERROR, EVENT
+from grid_plugin_ray_backend.driver import DRIVER_ERROR
 
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
@@ -441,8 +451,9 @@ class RayBackend:
 
     def _driver(self, cluster: Cluster, args: Sequence[str],
                 on_output: Callable[[str, str], None] | None = None,
-                payload: dict[str, Any] | None = None) -> tuple[int, str, list[dict[str, Any]]]:
-        """Run the driver on the head: its exit status, stdout (unless streamed) and @grid events.
+                payload: dict[str, Any] | None = None) -> tuple[int, Any, list[dict[str, Any]]]:
+        """Run the driver on the head: its exit status, its result frame and its events; the
+        job's output frames go to `on_output` (driver.py describes the frames).
 
         payload goes to the driver's stdin as JSON, never into argv: it holds the job's
         environment or the whole config, and any user of the head can read a command line."""
@@ -455,31 +466,45 @@ class RayBackend:
                 "--namespace", cfg.backend.namespace, "--head", head.name, *args]
         env = {**cfg.backend.env, **auth.ray_env(record.directory, cfg.backend.tls)}
         events: list[dict[str, Any]] = []
-        pending = {"stderr": ""}
+        answer: dict[str, Any] = {}
+        pending = {"stdout": "", "stderr": ""}
+        diagnostics: list[str] = []
+
+        def take(kind: Any, value: Any) -> None:
+            if kind in ("out", "err") and isinstance(value, str):
+                if on_output:
+                    on_output("stdout" if kind == "out" else "stderr", value)
+            elif kind == "event" and isinstance(value, dict):
+                events.append(value)
+            elif kind == "result":
+                answer["result"] = value
 
         def relay(stream: str, text: str) -> None:
-            if stream == "stdout":
-                if on_output:
-                    on_output(stream, text)
-                return
-            pending["stderr"] += text
-            *lines, pending["stderr"] = pending["stderr"].split("\n")
+            pending[stream] += text
+            *lines, pending[stream] = pending[stream].split("\n")
             for line in lines:
-                if line.startswith(EVENT):
-                    events.append(json.loads(line[len(EVENT):]))
-                elif on_output:
-                    on_output("stderr", line + "\n")
+                if stream == "stderr":  # the driver's own diagnostics (Ray's messages), never the job's
+                    diagnostics.append(line)
+                    continue
+                try:
+                    kind, value = json.loads(line)
+                except (ValueError, TypeError):
+                    diagnostics.append(line)  # not a frame: never the job's output, never fatal
+                    continue
+                take(kind, value)
 
         result = cluster.transport(head).run(argv, env=env, on_output=relay,
                                              stdin=None if payload is None else json.dumps(payload))
-        if pending["stderr"]:
-            relay("stderr", "\n")
+        for stream in ("stdout", "stderr"):
+            if pending[stream]:
+                relay(stream, "\n")
         for found in events:
             if found.get("event") == "error":
-                raise GridError(found["message"])
-        if (result.exit_status == DRIVER_ERROR and not events) or (on_output is None and result.exit_status != 0):
-            raise GridError(f"the driver on {head.name} failed: {_tail(result)}")
-        return result.exit_status, result.stdout, events
+                raise GridError(str(found.get("message")))
+        if result.exit_status == DRIVER_ERROR or (on_output is None and result.exit_status != 0):
+            tail = " | ".join(line.strip() for line in diagnostics[-3:] if line.strip())
+            raise GridError(f"the driver on {head.name} failed: {tail or f'exit status {result.exit_status}'}")
+        return result.exit_status, answer.get("result"), events
 
     def submit(self, cluster: Cluster, spec: JobSpec, *, detach: bool,
                on_output: Callable[[str, str], None]) -> tuple[str, int | None]:
@@ -493,8 +518,8 @@ class RayBackend:
         return job_id, None if detach else status
 
     def jobs(self, cluster: Cluster) -> list[dict[str, Any]]:
-        _, stdout, _ = self._driver(cluster, ["list"])
-        return list(json.loads(stdout.strip().splitlines()[-1]))
+        _, result, _ = self._driver(cluster, ["list"])
+        return list(result or [])
 
     def logs(self, cluster: Cluster, job_id: str, *, follow: bool,
              on_output: Callable[[str, str], None]) -> int | None:
@@ -502,8 +527,8 @@ class RayBackend:
         return status
 
     def stop_job(self, cluster: Cluster, job_id: str) -> dict[str, Any]:
-        _, stdout, _ = self._driver(cluster, ["stop", job_id])
-        return dict(json.loads(stdout.strip().splitlines()[-1]))
+        _, result, _ = self._driver(cluster, ["stop", job_id])
+        return dict(result or {})
 
 
     def boost_for(self, cluster: Cluster, request: WorkRequest) -> tuple[str, str] | None:
@@ -550,12 +575,52 @@ class RayBackend:
         state = records.load(self.config.name)
         return stray_warnings(self.config.name, own_dirs, state.gcs_address)
 
-    def control(self, cluster: Cluster, action: str, params: dict[str, Any]) -> Any:
+    # ------------------------------------------------------------------ the offload controller
+
+    def _control(self, cluster: Cluster, action: str, params: dict[str, Any]) -> Any:
+        """Ask the cluster's offload controller (started on first use); the request carries this
+        config, which the controller adopts when it is a new revision. Its answer, as plain data."""
         from grid_core.config import unstructure
 
-        payload = {"params": params, "config": unstructure(self.config)}
-        _, stdout, _ = self._driver(cluster, ["control", action], payload=payload)
-        return json.loads(stdout.strip().splitlines()[-1])
+        config = unstructure(self.config)
+        payload = {"params": {**params, "config": config}, "config": config}
+        _, result, _ = self._driver(cluster, ["control", action], payload=payload)
+        return result
+
+    def offload_status(self, cluster: Cluster) -> ControllerStatus:
+        import cattrs
+
+        return cattrs.structure(self._control(cluster, "status", {}), ControllerStatus)
+
+    def configure_offload(self, cluster: Cluster, *, enabled: bool | None = None, policy: str | None = None,
+                          high: Mapping[str, float] | None = None) -> ControllerStatus:
+        import cattrs
+
+        params = {"enabled": enabled, "policy": policy, "high": dict(high) if high else None}
+        return cattrs.structure(self._control(cluster, "configure", params), ControllerStatus)
+
+    def hold(self, cluster: Cluster, node: str, reason: str) -> ControllerStatus:
+        import cattrs
+
+        return cattrs.structure(self._control(cluster, "hold", {"node": node, "reason": reason}), ControllerStatus)
+
+    def release(self, cluster: Cluster, node: str) -> ControllerStatus:
+        import cattrs
+
+        return cattrs.structure(self._control(cluster, "release", {"node": node}), ControllerStatus)
+
+    def boost(self, cluster: Cluster, *, target: str, resource: str, amount: float, priority: str,
+              duration: float | None = None, source: str | None = None) -> Boost:
+        import cattrs
+
+        params = {"target": target, "resource": resource, "amount": amount, "priority": priority,
+                  "duration": duration, "source": source}
+        return cattrs.structure(self._control(cluster, "boost", params), Boost)
+
+    def release_boost(self, cluster: Cluster, boost_id: str) -> Boost:
+        import cattrs
+
+        return cattrs.structure(self._control(cluster, "boost_release", {"boost_id": boost_id}), Boost)
 
 
 def new_job_id() -> str:

@@ -3,8 +3,12 @@
     python -m grid_plugin_ray_backend.driver --address HOST:PORT --namespace NS --head NODE COMMAND ...
 
 A Ray driver must run on a node of its cluster, and the machine running the CLI need not be one,
-so the CLI runs this module on the head. Job output goes to stdout and stderr as the job wrote
-it; grid's own messages are stderr lines `@grid {json}`; the exit status is the job's.
+so the CLI runs this module on the head. Its stdout carries only frames, one JSON array a line:
+`["out", text]` and `["err", text]` for what the job wrote to its stdout and stderr, `["event",
+{...}]` for grid's own messages, `["result", value]` for an answer. Job output travels inside a
+frame as a JSON string, so nothing a job prints can pass for grid's messages, whatever its size.
+Anything else that writes to this process's fd 1 (Ray does) is sent to stderr, which holds only
+diagnostics. The exit status is the job's.
 
 `run` reads its job spec and `control` its params and config as one JSON document on stdin,
 never from argv: they hold the job's environment and grid's whole config, and any user of the
@@ -17,6 +21,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -25,7 +30,6 @@ from typing import Any
 from grid_plugin_ray_backend.jobs import REGISTRY, RUNNER, JobRegistry, JobRunner
 from grid_plugin_ray_backend.layout import node_resource
 
-EVENT = "@grid "
 POLL_SECONDS = 0.1
 DRIVER_ERROR = 70  # grid's own failure; the @grid error event carries the message
 
@@ -34,12 +38,19 @@ class DriverError(Exception):
     pass
 
 
+_frames: Any = None  # the real stdout, once main() has moved fd 1 aside
+
+
+def frame(kind: str, value: Any) -> None:
+    """Write one frame; OSError when nobody reads any more."""
+    out = _frames or sys.stdout
+    out.write(json.dumps([kind, value]) + "\n")
+    out.flush()
+
+
 def event(kind: str, **fields: Any) -> None:
-    try:
-        sys.stderr.write(EVENT + json.dumps({"event": kind, **fields}) + "\n")
-        sys.stderr.flush()
-    except OSError:  # the CLI has gone; what matters now is the work, not the message
-        pass
+    with contextlib.suppress(OSError):  # the CLI has gone; what matters now is the work, not the message
+        frame("event", {"event": kind, **fields})
 
 
 def _cluster_message(data: dict[str, Any], ignore_prefix: bool = False) -> None:
@@ -92,10 +103,7 @@ def follow(ray: Any, reg: Any, job_id: str, offset: int = 0, wait: bool = True, 
             raise DriverError(f"no job {job_id!r}")
         try:
             for stream, text in chunks:
-                out = sys.stdout if stream == "stdout" else sys.stderr
-                out.write(text)
-            sys.stdout.flush()
-            sys.stderr.flush()
+                frame("out" if stream == "stdout" else "err", text)
         except OSError:  # nobody reads any more (the CLI was interrupted): stop the job, as Ctrl-C does
             raise KeyboardInterrupt from None
         if info["state"] not in ("pending", "running"):
@@ -209,7 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     ray = connect(args)
     reg = registry(ray, args)
-    print(json.dumps(ray.get(reg.list.remote()) if reg else []))
+    frame("result", ray.get(reg.list.remote()) if reg else [])
     return 0
 
 
@@ -226,11 +234,11 @@ def cmd_stop(args: argparse.Namespace) -> int:
     reg = registry(ray, args)
     if reg is None:
         raise DriverError(f"no job {args.job_id!r}")
-    print(json.dumps(stop_job(ray, reg, args.job_id)))
+    frame("result", stop_job(ray, reg, args.job_id))
     return 0
 
 
-CONTROL_ACTIONS = {"status", "configure", "hold", "release", "boost", "boost_release", "boosts_for"}
+CONTROL_ACTIONS = {"status", "configure", "hold", "release", "boost", "boost_release"}
 
 
 def controller(ray: Any, args: argparse.Namespace, config: dict[str, Any]) -> Any:
@@ -256,7 +264,7 @@ def cmd_control(args: argparse.Namespace) -> int:
         if isinstance(exc.cause, ControllerError):
             raise DriverError(str(exc.cause)) from None
         raise
-    print(json.dumps(result))
+    frame("result", result)
     return 0
 
 
@@ -281,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     control = sub.add_parser("control")
     control.add_argument("action")  # {"params": ..., "config": ...} comes on stdin
     args = parser.parse_args(argv)
+    global _frames
+    _frames = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # whatever else writes to stdout (Ray, C code) lands among the diagnostics
+    sys.stdout = sys.stderr
     # A closed SSH session or a terminated CLI stops a followed job as Ctrl-C does.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
