@@ -237,6 +237,9 @@ class OffloadSettings:
     interval_seconds: Positive = 5.0
     cooldown_seconds: NonNegative = 30.0
     window: AtLeastOne = 3
+    # Presence: held while the owner used a terminal or the desktop within this many seconds,
+    # released once idle that long, whatever the load; None: presence is not used.
+    owner_idle_seconds: Positive | None = None
 
 
 @attrs.frozen(kw_only=True)

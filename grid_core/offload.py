@@ -57,14 +57,16 @@ def file_values(offload: OffloadSettings) -> dict[str, Any]:
     return values
 
 
-def policy_settings(settings: OffloadInForce) -> dict[str, Any]:
-    """What a policy's factory receives: marks, window and cooldown as plain data."""
+def policy_settings(settings: OffloadInForce, owner_idle_seconds: float | None = None) -> dict[str, Any]:
+    """What a policy's factory receives: marks, window, cooldown and presence as plain data.
+    `owner_idle_seconds` is the config's `offload.owner_idle_seconds` (None: presence off)."""
     return {
         "high": dict(settings.thresholds),
         "low": dict(settings.low),
         "window": settings.window,
         "cooldown_seconds": settings.cooldown_seconds,
         "interval_seconds": settings.interval_seconds,
+        "owner_idle_seconds": owner_idle_seconds,
     }
 
 

@@ -85,6 +85,15 @@ class NodeMetrics:
     cpu_count: int = 0
     memory_total_bytes: int = 0
     gpus: tuple[GpuReading, ...] = ()
+    # The cluster's own processes on the node apart from the rest (the owner's): each None where
+    # the source cannot tell them apart. CPU percentages, like cpu_percent, are of the node's
+    # allowed CPUs (affinity and cgroup quota), and cpu_count is their number.
+    cluster_cpu_percent: float | None = None
+    owner_cpu_percent: float | None = None  # cpu_percent less the cluster's, never below 0
+    cluster_memory_bytes: int | None = None  # the cluster's processes' private resident memory
+    cluster_memory_percent: float | None = None  # of memory_total_bytes
+    owner_memory_percent: float | None = None  # memory_percent less the cluster's, never below 0
+    owner_idle_seconds: float | None = None  # since a terminal or the desktop was last used
 
     @property
     def gpu_percent(self) -> float | None:

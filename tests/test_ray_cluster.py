@@ -318,6 +318,14 @@ def test_a_seed_format_config_with_every_key_starts_and_means_what_it_says(bed: 
         assert rows["gpu2"]["memory_bytes"] == 2 * 2**30
         address = json.loads((root / "state" / "seed-every-key" / "ray.json").read_text())["gcs_address"]
         assert address == f"{tb.hosts[0].ip}:6379"
+        # auto_offload.enabled: the controller was started with the cluster and is deciding already
+        offload = env.json("offload", "auto", "--status", config=seed)
+        assert offload["enabled"] is True and offload["interval_seconds"] == 4, offload
+        deadline = time.monotonic() + 30
+        while offload["decision"] is None and time.monotonic() < deadline:
+            time.sleep(1.0)
+            offload = env.json("offload", "auto", "--status", config=seed)
+        assert offload["decision"] is not None, offload
         ran = env.grid("run", "--node", "gpu2", "--", "sh", "-c", "hostname; pwd; echo $OMP_NUM_THREADS",
                        config=seed)
         # made at start, and jobs run there; runtime_env.env_vars reach the job

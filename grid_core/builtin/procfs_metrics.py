@@ -1,7 +1,10 @@
 """The `procfs` metrics source: a Linux node's readings over any transport, one command per sample.
 
 One `sh -c` reads /proc/stat twice around a short sleep (CPU use is a difference of counters),
-then /proc/meminfo, /proc/loadavg and nvidia-smi when it is installed, each under a marker line.
+then /proc/meminfo, /proc/loadavg, the CPUs the command may run on (its affinity, which sshd and
+so everything started over SSH inherit: a node pinned with taskset or a cpuset) and nvidia-smi
+when it is installed, each under a marker line. CPU use and the count are of those allowed CPUs
+(their `cpuN` lines), not of the whole machine; a sample without the affinity line reads all.
 The parser is a pure function of that text, so it is tested without a node. Nodes on the `local`
 transport are left to `psutil`, which reads the same figures without a subprocess.
 """
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING
 from grid_core.errors import GridError
 from grid_core.hookspecs import hookimpl
 from grid_core.metrics import NVIDIA_SMI_QUERY, parse_nvidia_smi
+from grid_core.node_cpus import busy_share, parse_cpu_list, stat_times
 from grid_core.types import GpuReading, GridMetricsSource, NodeMetrics, Transport
 
 if TYPE_CHECKING:
@@ -25,7 +29,7 @@ if TYPE_CHECKING:
 SAMPLE_SECONDS = 0.2
 SAMPLE_TIMEOUT = 15.0
 NOT_LINUX = 3  # the script's exit status on a node without /proc: the source does not apply there
-SECTIONS = ("stat", "meminfo", "loadavg", "gpu")
+SECTIONS = ("stat", "meminfo", "loadavg", "gpu", "allowed")
 PER_CPU_LINE = re.compile(r"^cpu\d+\s")
 
 SAMPLE_SCRIPT = f"""\
@@ -35,6 +39,7 @@ sleep {SAMPLE_SECONDS}
 echo @stat; grep '^cpu' /proc/stat
 echo @meminfo; cat /proc/meminfo
 echo @loadavg; cat /proc/loadavg
+echo @allowed; grep '^Cpus_allowed_list:' /proc/self/status 2>/dev/null
 if command -v nvidia-smi >/dev/null 2>&1; then echo @gpu; {shlex.join(NVIDIA_SMI_QUERY)} 2>/dev/null; fi
 exit 0
 """
@@ -52,7 +57,16 @@ def parse_procfs(text: str) -> NodeMetrics:
         stats = sections.get("stat", [])
         if len(stats) != 2:
             raise ProcfsFormatError(f"expected two /proc/stat readings, got {len(stats)}")
+        allowed = _allowed(sections.get("allowed", []))
         cpu_percent = _cpu_percent(_cpu_times(stats[0]), _cpu_times(stats[1]))
+        per_cpu = sum(1 for line in stats[1] if PER_CPU_LINE.match(line))
+        if allowed is not None:
+            before, after = stat_times(stats[0]), stat_times(stats[1])
+            present = allowed & {k for k in after if k is not None}
+            if present:
+                share = busy_share(before, after, present)
+                cpu_percent = 100.0 * share if share is not None else 0.0
+                per_cpu = len(present)
         memory_percent, swap_percent, memory_total = _memory(_meminfo(_only(sections, "meminfo")))
         return NodeMetrics(
             source="procfs",
@@ -60,7 +74,7 @@ def parse_procfs(text: str) -> NodeMetrics:
             memory_percent=memory_percent,
             swap_percent=swap_percent,
             load1=_load1(_only(sections, "loadavg")),
-            cpu_count=sum(1 for line in stats[1] if PER_CPU_LINE.match(line)),
+            cpu_count=per_cpu,
             memory_total_bytes=memory_total,
             gpus=_gpus(sections.get("gpu", [])),
         )
@@ -79,6 +93,18 @@ def _sections(text: str) -> dict[str, list[list[str]]]:
         elif current is not None:
             current.append(line)
     return sections
+
+
+def _allowed(found: list[list[str]]) -> frozenset[int] | None:
+    """The allowed CPU ids from `Cpus_allowed_list:` (None where it is missing or unreadable)."""
+    for line in (found[-1] if found else []):
+        name, _, value = line.partition(":")
+        if name.strip() == "Cpus_allowed_list":
+            try:
+                return parse_cpu_list(value) or None
+            except ValueError:
+                return None
+    return None
 
 
 def _only(sections: dict[str, list[list[str]]], name: str) -> list[str]:

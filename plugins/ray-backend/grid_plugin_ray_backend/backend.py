@@ -297,6 +297,12 @@ class RayBackend:
             for name in done:
                 self._record(state, cfg.node(name), facts[name], addresses[name])
             records.save(cfg.name, state)
+            if cfg.offload.enabled:  # the controller runs what the config says from the start on
+                progress(head.name, "starting the offload controller")
+                try:
+                    self.offload_status(cluster)
+                except GridError as exc:
+                    failed[head.name] = f"started, but the offload controller did not: {exc}"
         return self._outcomes(failed, done, seconds, 0.0)
 
     def _outcomes(self, failed: dict[str, str], done: dict[str, str], seconds: dict[str, float],
