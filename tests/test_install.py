@@ -75,8 +75,9 @@ def test_a_plain_venv_installs_onto_hosts_that_share_one_home(plain_venv: Path,
     again: Any = json.loads(run("cluster", "install", "--wheelhouse", str(WHEELHOUSE), "--json").stdout)
     assert {n["action"] for n in again["nodes"]} == {"up to date"}
     try:
-        started = run("cluster", "start", "--json")
+        started = run("cluster", "start", "--install", "--wheelhouse", str(WHEELHOUSE), "--json")
         assert started.returncode == 0, started.stdout + started.stderr
+        assert {n["action"] for n in json.loads(started.stdout)["nodes"]} == {"started"}
         for host in ("host1", "host2"):
             ran = run("run", "--node", host, "--", "hostname")
             assert (ran.returncode, ran.stdout.strip()) == (0, host), ran.stderr

@@ -107,3 +107,93 @@ def test_threshold_parser_never_crashes(args: list[str]) -> None:
         assert str(exc).startswith("--threshold")
     else:
         assert all(0 < v <= 100 for v in marks.values())
+
+
+# --------------------------------------------------------------------------- the owner's load and presence
+
+
+def owner_nodes(total: float, cluster: float, memory: float = 20.0, idle: float | None = None,
+                worker_cpu: float = 10.0) -> list[NodeView]:
+    """A head whose CPU is `total`, `cluster` of it the cluster's own processes, the rest the owner's."""
+    head = NodeMetrics("t", total, memory, cluster_cpu_percent=cluster, owner_cpu_percent=max(0.0, total - cluster),
+                       cluster_memory_percent=memory / 2, owner_memory_percent=memory / 2, owner_idle_seconds=idle)
+    return [NodeView("head", "head", head), NodeView("w1", "worker", NodeMetrics("t", worker_cpu, 20.0)),
+            NodeView("w2", "worker", NodeMetrics("t", 90.0, 20.0, cluster_cpu_percent=85.0, owner_cpu_percent=5.0))]
+
+
+def drive(policy: ThresholdPolicy, readings: list[list[NodeView]], step: float = 5.0) -> list[bool]:
+    held, states = False, []
+    for i, views in enumerate(readings):
+        held = policy.decide(views, ControllerState("head", held, i * step)).hold
+        states.append(held)
+    return states
+
+
+def test_the_clusters_own_flood_alone_never_holds_the_head() -> None:
+    assert drive(ThresholdPolicy(SETTINGS), [owner_nodes(100.0, 97.0)] * 6) == [False] * 6
+
+
+def test_the_owners_burner_holds_the_head() -> None:
+    policy = ThresholdPolicy(SETTINGS)
+    assert drive(policy, [owner_nodes(100.0, 10.0)] * 3) == [False, True, True]
+    decision = policy.decide(owner_nodes(100.0, 10.0), ControllerState("head", True, 20))
+    assert decision.pressure == ("cpu",) and "owner cpu 90% >= 80%" in decision.reason
+
+
+def test_a_held_head_is_released_once_only_the_cluster_is_busy() -> None:
+    # The owner's burner holds it; the owner stops while the cluster's work fills the CPUs: released
+    # after the cooldown (10 s at 5 s a reading) although the node stays at 100%.
+    states = drive(ThresholdPolicy(SETTINGS), [owner_nodes(100.0, 5.0)] * 2 + [owner_nodes(100.0, 98.0)] * 4)
+    assert states == [False, True, True, True, False, False]
+
+
+def test_memory_is_the_total_even_where_the_clusters_share_is_known() -> None:
+    policy = ThresholdPolicy(SETTINGS)
+    assert drive(policy, [owner_nodes(10.0, 5.0, memory=90.0)] * 2) == [False, True]
+    assert policy.decide(owner_nodes(10.0, 5.0, memory=90.0), ControllerState("head", True, 10)).pressure == ("memory",)
+
+
+def test_targets_are_ranked_by_their_total_load() -> None:
+    policy = ThresholdPolicy(SETTINGS)
+    # w2 is over its mark on its total (90%), though little of that is its owner's: no target.
+    assert policy.decide(owner_nodes(100.0, 10.0), ControllerState("head", False, 0)).targets == ("w1",)
+
+
+PRESENCE = {**SETTINGS, "owner_idle_seconds": 300.0}
+
+
+def test_presence_holds_while_the_owner_is_active_whatever_the_load() -> None:
+    policy = ThresholdPolicy(PRESENCE)
+    decision = policy.decide(owner_nodes(0.0, 0.0, idle=12.0), ControllerState("head", False, 0))
+    assert decision.hold and "owner active: idle 12 s < 300 s" in decision.reason
+    assert drive(ThresholdPolicy(PRESENCE), [owner_nodes(5.0, 0.0, idle=1.0)] * 3) == [True] * 3
+
+
+def test_presence_releases_once_idle_long_enough_whatever_the_load_after_the_cooldown() -> None:
+    busy_active = owner_nodes(100.0, 5.0, idle=30.0)
+    busy_idle = owner_nodes(100.0, 5.0, idle=400.0)  # the owner's own processes are busy, but nobody is there
+    states = drive(ThresholdPolicy(PRESENCE), [busy_active, busy_active, busy_idle, busy_idle, busy_idle, busy_idle])
+    assert states == [True, True, True, True, False, False]  # idle from t=10, released at t=20 (10 s cooldown)
+    policy = ThresholdPolicy(PRESENCE)
+    assert not policy.decide(busy_idle, ControllerState("head", False, 0)).hold
+    assert not policy.decide(busy_idle, ControllerState("head", False, 5)).hold
+    # The owner comes back: held at once.
+    assert policy.decide(owner_nodes(0.0, 0.0, idle=0.0), ControllerState("head", False, 10)).hold
+
+
+def test_presence_unknown_or_off_falls_back_to_the_load() -> None:
+    # The setting on, but the source cannot tell presence: the marks decide, as without it.
+    assert drive(ThresholdPolicy(PRESENCE), [owner_nodes(100.0, 97.0)] * 3) == [False] * 3
+    assert drive(ThresholdPolicy(PRESENCE), [owner_nodes(100.0, 5.0)] * 3) == [False, True, True]
+    # The setting off: an active owner alone holds nothing.
+    assert drive(ThresholdPolicy(SETTINGS), [owner_nodes(0.0, 0.0, idle=1.0)] * 3) == [False] * 3
+
+
+def test_presence_keeps_naming_gpu_pressure() -> None:
+    from grid_core.types import GpuReading
+
+    gpu = (GpuReading(0, "x", 99.0, 1, 2),)
+    hot = [NodeView("head", "head", NodeMetrics("t", 10.0, 10.0, gpus=gpu, owner_idle_seconds=5.0))]
+    policy = ThresholdPolicy(PRESENCE)
+    policy.decide(hot, ControllerState("head", False, 0))
+    assert policy.decide(hot, ControllerState("head", True, 5)).pressure == ("gpu",)

@@ -6,12 +6,13 @@ and checks that psutil counts it as the cluster's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -109,7 +110,7 @@ def test_cgroup_quota_files() -> None:
         parse_cfs_quota("lots", "100000")
 
 
-def reader(files: dict[str, str]):  # type: ignore[no-untyped-def]
+def reader(files: dict[str, str]) -> Callable[[str], str | None]:
     return files.get
 
 
@@ -248,7 +249,7 @@ def test_under_a_quota_the_cgroups_own_usage_is_read() -> None:
 
 
 @pytest.fixture
-def marked_burner(tmp_path: object) -> Iterator[tuple[str, int]]:
+def marked_burner() -> Iterator[tuple[str, int]]:
     """A sleeping parent naming a marker as an option, with one burning child (a descendant)."""
     marker = f"/tmp/grid-test-{os.getpid()}/ray"
     child = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"
@@ -261,10 +262,8 @@ def marked_burner(tmp_path: object) -> Iterator[tuple[str, int]]:
         yield marker, child_pid
     finally:
         for pid in (child_pid, proc.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         proc.wait(timeout=10)
 
 

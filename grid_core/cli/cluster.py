@@ -126,9 +126,11 @@ def status(as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Check the nodes and say what would be done; change nothing.")
 @click.option("--install", "install_first", is_flag=True,
               help="First give every node this machine's engine and grid (as `grid cluster install`).")
+@click.option("--wheelhouse", type=click.Path(file_okay=False), default=None,
+              help="With --install: install offline from the wheels in DIR.")
 @json_option
 @config_option
-def start(dry_run: bool, install_first: bool, as_json: bool) -> None:
+def start(dry_run: bool, install_first: bool, wheelhouse: str | None, as_json: bool) -> None:
     """Start the engine: check every node, start the head, then the workers in parallel.
 
     Nodes already up in this cluster are left alone; missing or dead ones are (re)started. One
@@ -137,13 +139,17 @@ def start(dry_run: bool, install_first: bool, as_json: bool) -> None:
     from grid_core.backends import load_backend
     from grid_core.cli.progress import NodeProgress, report
 
+    if wheelhouse and not install_first:
+        raise click.UsageError("--wheelhouse goes with --install")
     with state().cluster() as c, _one_at_a_time(c.config.name, "start"):
         backend = load_backend(c.config)
         names = [n.name for n in c.config.nodes]
         if install_first and not dry_run:
             with NodeProgress(f"installing on {c.config.name}", names) as progress:
-                installed = backend.install(c, c.config.nodes, wheelhouse=None, extra=[], progress=progress)
-            if code := report(f"cluster {c.config.name}: install", installed, as_json):
+                installed = backend.install(c, c.config.nodes, wheelhouse=wheelhouse, extra=[], progress=progress)
+            # With --json, one document: the install's only when it failed, else the start's.
+            if (not as_json or not all(o.ok for o in installed)) and (
+                    code := report(f"cluster {c.config.name}: install", installed, as_json)):
                 raise SystemExit(code)
         with NodeProgress(f"starting {c.config.name}", names) as progress:
             outcomes = backend.start(c, dry_run=dry_run, progress=progress)

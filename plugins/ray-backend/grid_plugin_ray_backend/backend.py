@@ -10,6 +10,8 @@ fail). stop: end the processes grid started on each node, by PID (onnode.py), wo
 from __future__ import annotations
 
 import json
+import os
+import posixpath
 import socket
 import sys
 import threading
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from grid_core.builtin.psutil_metrics import CLUSTER_MARKERS_ENV
 from grid_core.cluster import on_node, python_candidates
 from grid_core.errors import GridError
 from grid_core.state import state_dir
@@ -334,7 +337,8 @@ class RayBackend:
         argv = layout.ray_start_argv(self.config, node, python=facts.executable, address=address,
                                      directory=directory, head_address=head_address)
         progress(node.name, "ray start")
-        env = {**self.config.backend.env, **auth.ray_env(directory, self.config.backend.tls)}
+        env = {**self.config.backend.env, **auth.ray_env(directory, self.config.backend.tls),
+               CLUSTER_MARKERS_ENV: os.pathsep.join(self._markers(node))}
         result = transport.run(argv, env=env, timeout=START_TIMEOUT)
         if result.exit_status != 0:
             raise GridError(f"ray start failed: {_tail(result)}")
@@ -349,6 +353,14 @@ class RayBackend:
             self._stop_processes(cluster, node, facts.executable, directory)
             raise GridError(f"started but did not join: {exc}") from None
         progress(node.name, "joined")
+
+    def _markers(self, node: NodeConfig) -> list[str]:
+        """What names the cluster's processes on the node, for the psutil source's owner/cluster
+        split: Ray's temp dir in grid's directory there; for a local node, in every local node's
+        (several raylets of one machine are all the cluster's)."""
+        same_machine = [n for n in self.config.nodes if n.transport_name == "local"] \
+            if node.transport_name == "local" else [node]
+        return [posixpath.join(self._dir(n), "ray") for n in same_machine]
 
     def _working_directory(self, cluster: Cluster, node: NodeConfig) -> None:
         """Make execution.working_directory on the node, where jobs run."""

@@ -192,7 +192,8 @@ class Rules:
             window=int(values["window"]), origin=origin)
 
     def _policy_settings(self, settings: OffloadInForce) -> dict[str, Any]:
-        return {"enabled": settings.enabled, "policy": settings.policy, **policy_settings(settings)}
+        return {"enabled": settings.enabled, "policy": settings.policy,
+                **policy_settings(settings, self.config.offload.owner_idle_seconds)}
 
     def policy(self) -> Policy:
         """The configured policy, built again whenever the settings it gets change."""
