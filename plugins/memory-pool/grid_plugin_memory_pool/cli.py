@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 from typing import Any
 
 import click
 
-from grid_core.cli.context import config_option, console, json_option, print_json, state
+from grid_core.cli.context import config_option, json_option, print_json, state
 from grid_core.errors import GridError
 
 
@@ -77,16 +76,11 @@ def list_entries(as_json: bool) -> None:
     if as_json:
         print_json(entries)
         return
-    from rich.table import Table
+    from grid_core.cli.output import clock, print_table, styled
 
-    table = Table(box=None, header_style="bold")
-    for column in ("key", "node", "size", "created", "last read", "state"):
-        table.add_column(column)
-    for e in entries:
-        stamp = [datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") for t in (e.created, e.last_read)]
-        colour = "green" if e.state == "ok" else "red"
-        table.add_row(e.key, e.node, _size(e.size), *stamp, f"[{colour}]{e.state}[/]")
-    console().print(table)
+    print_table(("key", "node", "size", "created", "last read", "state"), (
+        (e.key, e.node, _size(e.size), clock(e.created), clock(e.last_read),
+         styled(e.state, "green" if e.state == "ok" else "red")) for e in entries))
 
 
 @memory.command("rm")
