@@ -101,11 +101,16 @@ def test_connection_is_reused_and_command_timeout_holds(config: Path) -> None:
         assert transport.run(["echo", "still usable"]).stdout == "still usable\n"
 
 
+def _processes(bed: Testbed, host: str, prefix: str) -> list[str]:
+    """The command lines on the host that start with prefix (a test's own marker sleep)."""
+    listing = bed.host_exec(host, ["ps", "-eo", "args"], check=True).stdout
+    return [line for line in listing.splitlines() if line.startswith(prefix)]
+
+
 @realhost
 def test_a_timeout_ends_the_remote_command_and_what_it_started(bed: Testbed, config: Path) -> None:
     def sleepers() -> list[str]:
-        listing = bed.host_exec("host1", ["ps", "-eo", "args"], check=True).stdout
-        return [line for line in listing.splitlines() if line.startswith("sleep 31.")]
+        return _processes(bed, "host1", "sleep 31.")
 
     with open_cluster(config) as cluster:
         transport = cluster.transport(cluster.config.node("host1"))
@@ -220,8 +225,7 @@ def test_env_values_and_stdin_arrive_intact_over_ssh(bed: Testbed, config: Path)
 @realhost
 def test_a_timeout_with_env_and_unread_stdin_still_ends_the_command(bed: Testbed, config: Path) -> None:
     def sleepers() -> list[str]:
-        listing = bed.host_exec("host3", ["ps", "-eo", "args"], check=True).stdout
-        return [line for line in listing.splitlines() if line.startswith("sleep 32.")]
+        return _processes(bed, "host3", "sleep 32.")
 
     with open_cluster(config) as cluster:
         transport = cluster.transport(cluster.config.node("host3"))
