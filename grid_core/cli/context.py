@@ -47,17 +47,6 @@ class GridContext:
         self.config_path, self.verbosity, self.debug = config_path, verbosity, debug
         self._config = config
 
-    def __repr__(self) -> str:
-        return (f"GridContext(config_path={self.config_path!r}, verbosity={self.verbosity!r}, "
-                f"debug={self.debug!r}, _config={self._config!r})")
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value (as attrs.define made it)
-
     def config(self) -> ClusterConfig:
         """The effective config (loaded once), with its logging settings applied."""
         if self._config is None:
