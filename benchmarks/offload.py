@@ -2,11 +2,9 @@
 
 1. decisions per second of the `threshold` policy with 1,000 simulated nodes (goal > 10,000/s);
 2. `least-loaded` placements per second with 1,000 nodes (goal > 10,000/s);
-3. with --cluster: a real two-node grid cluster on this machine, measuring
-   a. the time from CPU burners starting to the head being held (goal: one interval plus sampling
-      time beyond the policy's window of readings), and
-   b. `grid run -- true` beside the same command as a Ray task from a fresh driver process
-      (what a user would script without grid), and the ratio (goal < 1.2x).
+3. with --cluster: a real two-node grid cluster on this machine, measuring the time from CPU
+   burners starting to the head being held (goal: one interval plus sampling time beyond the
+   policy's window of readings). `grid run`'s latency is in cli_latency.py.
 
 Usage: .venv/bin/python benchmarks/offload.py [--cluster]
 """
@@ -14,13 +12,10 @@ Usage: .venv/bin/python benchmarks/offload.py [--cluster]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import statistics
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -89,30 +84,6 @@ def cluster_figures() -> None:
         print(f"burners start -> head held    : {held} (interval {interval} s, a window of 2 readings: goal "
               f"<= {2 * interval:.0f} s plus sampling); the CLI saw it after {seen:.1f} s")
 
-        env = c["env"]
-
-        def timed(argv: list[str], extra: dict[str, str]) -> float:
-            start = time.perf_counter()
-            result = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **env, **extra},
-                                    timeout=300)
-            assert result.returncode == 0, result.stderr
-            return time.perf_counter() - start
-
-        state_dir = Path(env["GRID_STATE_DIR"]) / "offl"
-        address = json.loads((state_dir / "ray.json").read_text())["gcs_address"]
-        bare = textwrap.dedent(f"""
-            import subprocess, ray
-            ray.init(address={address!r}, log_to_driver=False)
-            run = ray.remote(num_cpus=1)(lambda: subprocess.run(["true"]).returncode)
-            raise SystemExit(ray.get(run.remote()))
-            """)
-        token_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(state_dir / "auth_token")}
-        grid_times = [timed([sys.executable, "-m", "grid_core", "run", "--", "true"], {}) for _ in range(5)]
-        ray_times = [timed([sys.executable, "-c", bare], token_env) for _ in range(5)]
-        g, r = statistics.median(grid_times), statistics.median(ray_times)
-        print(f"grid run -- true              : {g:.2f} s median of 5")
-        print(f"Ray task from a fresh driver  : {r:.2f} s median of 5")
-        print(f"grid run / Ray task           : {g / r:.2f}x (goal < 1.2x: {'met' if g / r < 1.2 else 'NOT met'})")
     finally:
         next(pair, None)
 

@@ -115,10 +115,7 @@ def grid_metrics_sources() -> Iterable[GridMetricsSource]:
 
     Each source's ``sample(node, transport)`` returns ``NodeMetrics``, or None where the source
     does not apply to that node; grid uses the first source that answers for each node.
-    A source of readings that are not utilisation (the ``ray`` source: the engine's logical
-    resources) returns None from ``sample`` and offers its own method instead (for ``ray``:
-    ``resources(config) -> {node: {resource: {"total", "available", "used"}}}``), so that it
-    never hides a utilisation source.
+    The engine's logical resources are not readings: the backend reports them (``Backend.status``).
 
     Example::
 

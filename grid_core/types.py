@@ -258,9 +258,8 @@ class Backend(Protocol):
         """Stop what grid started on each node, nothing else. Harmless when nothing runs."""
         ...
 
-    def status(self, cluster: Cluster) -> dict[str, dict[str, Any]]:
-        """Per node name: `alive`, `cpus`, `gpus`, `memory_bytes`, and `resources`
-        ({name: {"total", "available", "used"}}); answers within seconds when the cluster is down."""
+    def status(self, cluster: Cluster) -> dict[str, EngineNode]:
+        """Per node name, the node as the engine sees it; answers within seconds when the cluster is down."""
         ...
 
     def submit(self, cluster: Cluster, spec: JobSpec, *, detach: bool,
@@ -520,6 +519,65 @@ class ControllerStatus(OffloadStatus):
 
 
 @attrs.frozen(kw_only=True)
+class ResourceUse:
+    """One of a node's logical resources as the engine schedules it: in all, free and held."""
+
+    total: float
+    available: float
+    used: float
+
+
+@attrs.frozen(kw_only=True)
+class EngineNode:
+    """One node as the compute engine sees it (`Backend.status`); None where the engine cannot say."""
+
+    alive: bool = False
+    cpus: float | None = None
+    gpus: float | None = None
+    memory_bytes: int | None = None
+    resources: Mapping[str, ResourceUse] = attrs.field(factory=dict)
+    address: str | None = None  # the node's address in the engine
+    node_id: str | None = None
+    error: str | None = None  # why it is not alive, or the engine could not be asked
+
+
+@attrs.frozen(kw_only=True)
+class NodeStatus:
+    """One row of `grid cluster status`: the transport's and metrics' view, then the engine's."""
+
+    name: str
+    host: str
+    role: str
+    transport: str
+    reachable: bool
+    error: str | None = None  # why the transport or the metrics failed
+    alive: bool | None = None  # None: the engine could not be asked
+    # The engine's figures where it has them, else the configured ones, else the metrics'.
+    cpus: float | None = None
+    gpus: float | None = None
+    memory_bytes: int | None = None
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    swap_percent: float | None = None
+    load1: float | None = None
+    gpu_percent: float | None = None
+    metrics_source: str | None = None
+    resources: Mapping[str, ResourceUse] = attrs.field(factory=dict)
+    address: str | None = None
+    node_id: str | None = None
+    engine_error: str | None = None  # EngineNode.error, or why the engine could not be asked
+
+
+@attrs.frozen(kw_only=True)
+class ClusterStatus:
+    """What `grid cluster status` shows: the cluster, its config file and one row per node."""
+
+    cluster: str
+    source: str
+    nodes: tuple[NodeStatus, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
 class JobRecord:
     """A job the cluster knows: where and what it runs, its state, exit status and times."""
 
@@ -537,6 +595,7 @@ class JobRecord:
     cpus: float = 0.0
     gpus: float = 0.0
     memory_bytes: int = 0
+    boost: str | None = None  # the boost reservation it runs in, if any
     reason: str | None = None  # why it failed or ended, where grid knows
 
 

@@ -77,17 +77,16 @@ def test_a_timeout_holds_while_stdin_is_still_being_written() -> None:
     assert time.monotonic() - start < 3
 
 
-def test_the_ray_driver_reads_its_payload_from_stdin_not_argv() -> None:
-    """The driver's job spec and controller config (the job's environment, the whole config)
-    come on stdin; checked here up to the point where it would connect to Ray."""
+def test_the_service_starter_reads_its_config_from_stdin_not_argv() -> None:
+    """The config (the job's environment, everything) comes on stdin; checked here up to the
+    point where it would connect to Ray."""
     import sys
 
-    driver = [sys.executable, "-m", "grid_plugin_ray_backend.driver", "--address", "127.0.0.1:1",
-              "--namespace", "n", "--head", "h"]
-    for action in (["run"], ["run", "--detach"], ["control", "status"]):
-        result = LocalTransport().run([*driver, *action], stdin="[]", timeout=60)
-        assert result.exit_status == 70 and "not a JSON object" in result.stdout, result.stdout  # an event frame
-        result = LocalTransport().run([*driver, *action], stdin="{", timeout=60)
-        assert result.exit_status == 70 and "stdin is not JSON" in result.stdout, result.stdout
-    old_style = LocalTransport().run([*driver, "run", '{"env": {"SECRET": "x"}}'], timeout=60)
+    starter = [sys.executable, "-m", "grid_plugin_ray_backend.service", "--address", "127.0.0.1:1",
+               "--namespace", "n", "--head", "h", "--directory", "/nonexistent"]
+    result = LocalTransport().run(starter, stdin="[]", timeout=60)
+    assert result.exit_status == 70 and "not a JSON object" in result.stderr, result.stderr
+    result = LocalTransport().run(starter, stdin="{", timeout=60)
+    assert result.exit_status == 70 and "stdin is not JSON" in result.stderr, result.stderr
+    old_style = LocalTransport().run([*starter, '{"env": {"SECRET": "x"}}'], timeout=60)
     assert old_style.exit_status == 2 and "unrecognized arguments" in old_style.stderr  # argv carries none

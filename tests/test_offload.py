@@ -113,25 +113,20 @@ def test_burner_holds_the_head_and_tasks_go_to_the_worker(cluster: dict[str, Any
     assert ray_program(cluster, pinned) == 1  # the head takes work again
 
 
-def test_settings_and_holds_survive_a_controller_restart(cluster: dict[str, Any]) -> None:
+def test_settings_and_holds_survive_a_service_restart(cluster: dict[str, Any]) -> None:
     ok_json(cluster, "offload", "auto", "--enable", "--threshold", "cpu=95", "--threshold", "memory=90")
     assert cli(cluster, "offload", "hold", "w1", "--reason", "disk swap").returncode == 0
-    restarted = ray_program(cluster, """
-        ctl = ray.get_actor("grid-offload")
-        ray.kill(ctl, no_restart=False)
-        import time
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                print(json.dumps(ray.get(ray.get_actor("grid-offload").status.remote(), timeout=5)))
-                break
-            except Exception:
-                time.sleep(0.5)
+    before = ray_program(cluster, """
+        service = ray.get_actor("grid-service")
+        print(json.dumps(ray.get(service.ready.remote())))
+        ray.kill(service, no_restart=False)
         """)
+    restarted = ok_json(cluster, "offload", "auto", "--status")  # the CLI waits for Ray's restart, or starts it
+    after = ray_program(cluster, 'print(json.dumps(ray.get(ray.get_actor("grid-service").ready.remote())))')
+    assert after != before  # a new process
     assert restarted["enabled"] is True and restarted["thresholds"]["cpu"] == 95
     assert restarted["held"]["w1"]["reason"] == "manual: disk swap" and restarted["held"]["w1"]["groups"]
-    status = ok_json(cluster, "offload", "auto", "--status")
-    assert status["held"]["w1"]["manual"] is True
+    assert restarted["held"]["w1"]["manual"] is True
     assert cli(cluster, "offload", "release", "w1").returncode == 0
     assert "w1" not in ok_json(cluster, "offload", "auto", "--status")["held"]
     ok_json(cluster, "offload", "auto", "--disable")

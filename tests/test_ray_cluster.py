@@ -458,7 +458,7 @@ def test_a_killed_head_is_reported_within_10_s_and_start_repairs_it(bed: tuple[T
     took = time.monotonic() - began
     rows = by_name(json.loads(status.stdout))
     assert took < 10 and rows["host1"]["alive"] is False, (took, rows["host1"])
-    assert rows["host1"]["backend_error"], rows["host1"]
+    assert rows["host1"]["engine_error"], rows["host1"]
     repaired = env.grid("cluster", "start", "--json")
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert all(r["alive"] for r in env.json("cluster", "status")["nodes"])

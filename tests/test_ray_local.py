@@ -164,6 +164,56 @@ def test_jobs_stop_ends_the_process_and_frees_its_cpus(started: dict[str, str]) 
     assert status(started)["resources"]["CPU"]["used"] == 0  # type: ignore[index]
 
 
+# The CLI's own process, with a check at exit of whether anything imported Ray.
+NO_RAY = ("import atexit, sys\n"
+          "atexit.register(lambda: print('RAY IMPORTED' if 'ray' in sys.modules else 'no ray', file=sys.stderr))\n"
+          "from grid_core.cli import main\n"
+          "sys.argv[0] = 'grid'\n"
+          "main()\n")
+STATUS_COMMANDS = (("cluster", "status", "--json"), ("offload", "auto", "--status", "--json"),
+                   ("boost", "list", "--json"), ("jobs", "list", "--json"))
+
+
+def test_status_commands_reach_the_service_socket_without_ray(started: dict[str, str]) -> None:
+    """No Ray driver and no `import ray` in the CLI: it asks the service over its Unix socket,
+    which only the cluster's owner can reach."""
+    sock = Path(node_dir(started), "grid.sock")
+    assert sock.is_socket() and sock.stat().st_mode & 0o777 == 0o600
+    assert sock.parent.stat().st_mode & 0o777 == 0o700
+    for command in (*STATUS_COMMANDS, ("run", "--", "true")):
+        ran = subprocess.run([sys.executable, "-c", NO_RAY, *command], capture_output=True, text=True,
+                             env={**os.environ, **started}, timeout=120)
+        assert ran.returncode == 0, (command, ran.stderr[-2000:])
+        assert ran.stderr.splitlines()[-1] == "no ray", (command, ran.stderr[-2000:])
+
+
+def test_twenty_concurrent_status_calls_all_answer(started: dict[str, str]) -> None:
+    commands = [STATUS_COMMANDS[i % len(STATUS_COMMANDS)] for i in range(20)]
+    procs = [subprocess.Popen([sys.executable, "-m", "grid_core", *command], env={**os.environ, **started},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for command in commands]
+    for command, proc in zip(commands, procs, strict=True):
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, (command, err[-2000:])
+        json.loads(out)
+
+
+def test_ctrl_c_stops_the_job_and_the_service_keeps_serving(started: dict[str, str]) -> None:
+    marker = f"grid-ctrl-c-{os.getpid()}"
+    proc = subprocess.Popen([sys.executable, "-m", "grid_core", "run", "--", "sh", "-c",
+                             f"echo started; exec sleep 300 # {marker}"], env={**os.environ, **started},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "started\n"
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and subprocess.run(["pgrep", "-f", marker]).returncode == 0:
+        time.sleep(0.2)
+    assert subprocess.run(["pgrep", "-f", marker]).returncode == 1  # the job's process has ended
+    job = json.loads(run(started, "jobs", "list", "--json").stdout)[-1]
+    assert job["state"] == "stopped", job
+
+
 DRIVER = "import sys, ray; ray.init(address=sys.argv[1]); print('CONNECTED')"
 
 

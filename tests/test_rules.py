@@ -325,20 +325,25 @@ def test_releasing_a_boost_twice_says_it_is_already_released() -> None:
 # --------------------------------------------------------------------------- restarts
 
 
-def test_recover_keeps_what_still_exists_and_says_what_was_lost() -> None:
-    rules, engine, _ = make()
+def test_recover_keeps_what_exists_reserves_lost_boosts_again_and_says_what_was_lost() -> None:
+    rules, engine, clock = make()
     rules.hold("w2", "x")
     kept = rules.boost("head", "cpu", 1.0, "normal", source="w1")
     lost = rules.boost("head", "cpu", 1.0, "normal", source="w1")
-    engine.groups.pop(rules.holds["w2"].groups[0])
-    engine.groups.pop(lost.group)
-    engine.groups["grid-boost-stray-for-head"] = ("w1", {"CPU": 1.0})  # left by a controller that stopped mid-way
+    unplaceable = rules.boost("head", "memory", 1.0, "normal", source="w1")
+    ends = rules.boost("head", "cpu", 1.0, "normal", source="w1", duration=60.0)
+    for gone in (rules.holds["w2"].groups[0], lost.group, unplaceable.group, ends.group):
+        engine.groups.pop(gone)  # as after a restart of the whole cluster: the state came from the head's disk
+    engine.groups["grid-boost-stray-for-head"] = ("w1", {"CPU": 1.0})  # left by a service that stopped mid-way
+    engine.capacity["w1"]["memory"] = 0.0  # the memory boost's room is no longer there
+    clock.now += 61.0
     rules.recover()
     assert rules.holds["w2"].groups == () and "hold-lost" in kinds(rules, "w2")
     states = {b.id: b.state for b in rules.boosts}
-    assert states == {kept.id: "active", lost.id: "released"} and "boost-lost" in kinds(rules)
-    assert not engine.exists("grid-boost-stray-for-head") and engine.exists(kept.group)
-    assert "removed 1 reservation" in rules.events[-1].reason
+    assert states == {kept.id: "active", lost.id: "active", unplaceable.id: "released", ends.id: "expired"}
+    assert engine.exists(kept.group) and engine.exists(lost.group) and not engine.exists("grid-boost-stray-for-head")
+    assert "boost-restored" in kinds(rules, "w1")
+    assert "2 boost(s) recovered" in rules.events[-1].reason and "removed 1 reservation" in rules.events[-1].reason
     rules.tick({})  # the held node reserves again
     assert len(rules.holds["w2"].groups) == 1
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import attrs
 import click
 
 from grid_core.cli.context import config_option, json_option, print_json, state
 from grid_core.cli.output import console, join, say, styled, table
+from grid_core.types import ClusterStatus, NodeStatus
+
+if TYPE_CHECKING:
+    from grid_core.types import EngineNode
 
 
 @click.group()
@@ -15,7 +20,7 @@ def cluster() -> None:
     """Start, stop and inspect the cluster."""
 
 
-def node_rows(cluster_obj: Any) -> list[dict[str, Any]]:
+def node_rows(cluster_obj: Any) -> list[NodeStatus]:
     """One row per node: what the transport reaches and what the metrics sources read."""
     cfg = cluster_obj.config
     readings = cluster_obj.sample(cfg.nodes)
@@ -23,25 +28,24 @@ def node_rows(cluster_obj: Any) -> list[dict[str, Any]]:
     for node in cfg.nodes:
         out = readings[node.name]
         m = out.value
-        rows.append({
-            "name": node.name,
-            "host": node.host,
-            "role": "head" if node.is_head else "worker",
-            "transport": node.transport_name,
-            "reachable": out.error is None,
-            "error": out.error,
-            "alive": None,  # the backend's view; filled in by a backend
-            "cpus": node.cpu_count if node.cpu_count is not None else (m.cpu_count if m else None),
-            "gpus": node.gpu_count if node.gpu_count is not None else (len(m.gpus) if m else None),
-            "memory_bytes": int(node.memory_gb * 2**30) if node.memory_gb is not None
+        rows.append(NodeStatus(
+            name=node.name,
+            host=node.host,
+            role="head" if node.is_head else "worker",
+            transport=node.transport_name,
+            reachable=out.error is None,
+            error=out.error,
+            cpus=node.cpu_count if node.cpu_count is not None else (m.cpu_count if m else None),
+            gpus=node.gpu_count if node.gpu_count is not None else (len(m.gpus) if m else None),
+            memory_bytes=int(node.memory_gb * 2**30) if node.memory_gb is not None
             else (m.memory_total_bytes if m else None),
-            "cpu_percent": m.cpu_percent if m else None,
-            "memory_percent": m.memory_percent if m else None,
-            "swap_percent": m.swap_percent if m else None,
-            "load1": m.load1 if m else None,
-            "gpu_percent": m.gpu_percent if m else None,
-            "metrics_source": m.source if m else None,
-        })
+            cpu_percent=m.cpu_percent if m else None,
+            memory_percent=m.memory_percent if m else None,
+            swap_percent=m.swap_percent if m else None,
+            load1=m.load1 if m else None,
+            gpu_percent=m.gpu_percent if m else None,
+            metrics_source=m.source if m else None,
+        ))
     return rows
 
 
@@ -49,19 +53,23 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}%"
 
 
-def merge_backend(rows: list[dict[str, Any]], engine: dict[str, dict[str, Any]] | None, error: str | None) -> None:
-    """Add the backend's view to each row: alive, and its CPUs, GPUs and memory where it has them."""
+def merge_backend(rows: list[NodeStatus], engine: dict[str, EngineNode] | None, error: str | None) -> list[NodeStatus]:
+    """The rows with the engine's view added: alive, and its CPUs, GPUs and memory where it has them."""
+    merged = []
     for row in rows:
-        view = (engine or {}).get(row["name"], {})
-        row["alive"] = view.get("alive") if engine is not None else None
-        row["resources"] = {}
-        for key, value in view.items():
-            if key != "ray_error" and (value is not None or key not in row):
-                row[key] = value
-        row["backend_error"] = view.get("ray_error") or error
+        view = (engine or {}).get(row.name)
+        if view is None:  # the engine could not be asked, or does not know the node
+            merged.append(attrs.evolve(row, alive=None, engine_error=error))
+            continue
+        merged.append(attrs.evolve(
+            row, alive=view.alive, resources=view.resources, address=view.address, node_id=view.node_id,
+            cpus=row.cpus if view.cpus is None else view.cpus, gpus=row.gpus if view.gpus is None else view.gpus,
+            memory_bytes=row.memory_bytes if view.memory_bytes is None else view.memory_bytes,
+            engine_error=view.error or error))
+    return merged
 
 
-def status_rows(c: Any) -> list[dict[str, Any]]:
+def status_rows(c: Any) -> list[NodeStatus]:
     """node_rows and the backend's status, read at the same time."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -73,24 +81,21 @@ def status_rows(c: Any) -> list[dict[str, Any]]:
             backend = load_backend(c.config)
             engine = pool.submit(backend.status, c)
         except GridError as exc:
-            rows = node_rows(c)
-            merge_backend(rows, None, str(exc))
-            return rows
+            return merge_backend(node_rows(c), None, str(exc))
         rows = node_rows(c)
         try:
-            merge_backend(rows, engine.result(), None)
+            return merge_backend(rows, engine.result(), None)
         except GridError as exc:
-            merge_backend(rows, None, str(exc))
-    return rows
+            return merge_backend(rows, None, str(exc))
 
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
-def _used(row: dict[str, Any], resource: str) -> str:
-    r = row.get("resources", {}).get(resource)
-    return "-" if not r else f"{r['used']:g}/{r['total']:g}"
+def _used(row: NodeStatus, resource: str) -> str:
+    r = row.resources.get(resource)
+    return "-" if not r else f"{r.used:g}/{r.total:g}"
 
 
 @cluster.command()
@@ -101,18 +106,18 @@ def status(as_json: bool) -> None:
     with state().cluster() as c:
         rows = status_rows(c)
         if as_json:
-            print_json({"cluster": c.config.name, "source": c.config.source, "nodes": rows})
+            print_json(ClusterStatus(cluster=c.config.name, source=c.config.source, nodes=tuple(rows)))
             return
     notes, cells = [], []
     for r in rows:
-        reach = styled("yes", "green") if r["reachable"] else join(("no", "red"), f" ({r['error']})")
-        alive = None if r["alive"] is None else styled("yes", "green") if r["alive"] else styled("no", "red")
-        if r.get("backend_error"):
-            notes.append(f"{r['name']}: {r['backend_error']}")
-        cells.append((r["name"], r["host"], r["role"], reach, alive, _num(r["cpus"]), _num(r["gpus"] or 0),
+        reach = styled("yes", "green") if r.reachable else join(("no", "red"), f" ({r.error})")
+        alive = None if r.alive is None else styled("yes", "green") if r.alive else styled("no", "red")
+        if r.engine_error:
+            notes.append(f"{r.name}: {r.engine_error}")
+        cells.append((r.name, r.host, r.role, reach, alive, _num(r.cpus), _num(r.gpus or 0),
                       _used(r, "CPU"), _used(r, "GPU"),
-                      _pct(r["cpu_percent"]), _pct(r["memory_percent"]), _pct(r["swap_percent"]),
-                      "-" if r["load1"] is None else f"{r['load1']:.2f}", _pct(r["gpu_percent"])))
+                      _pct(r.cpu_percent), _pct(r.memory_percent), _pct(r.swap_percent),
+                      "-" if r.load1 is None else f"{r.load1:.2f}", _pct(r.gpu_percent)))
     console().print(table(("node", "host", "role", "reachable", "alive", "cpus", "gpus", "cpu used", "gpu used",
                            "cpu", "mem", "swap", "load", "gpu"), cells,
                           title=f"cluster {c.config.name} ({c.config.source})"))

@@ -50,21 +50,21 @@ def _write(stream: str, text: str) -> None:
 def choose_node(c: Cluster, backend: Backend, request: WorkRequest, wanted: str | None,
                 avoid: tuple[str, ...] = ()) -> str:
     """The named node if it can take the request, else the configured scheduler's choice among
-    alive nodes (less `avoid`), from live metrics and Ray's available resources. A held node has
+    alive nodes (less `avoid`), from live metrics and the engine's available resources. A held node has
     its free CPUs reserved, so it does not fit while others do."""
     from grid_core import plugins
     from grid_core.types import NodeView
 
     engine = backend.status(c)
-    alive = [n for n in c.config.nodes if engine.get(n.name, {}).get("alive")]
+    alive = [n for n in c.config.nodes if n.name in engine and engine[n.name].alive]
     if not alive:
-        reason = next((v.get("ray_error") for v in engine.values() if v.get("ray_error")), None)
+        reason = next((v.error for v in engine.values() if v.error), None)
         raise GridError(f"cluster {c.config.name!r} is not running: {reason or 'start it with grid cluster start'}")
 
     def fits_total(name: str) -> str | None:
-        res = engine[name].get("resources", {})
+        res = engine[name].resources
         for key, asked in (("CPU", request.cpus), ("GPU", request.gpus), ("memory", request.memory_bytes)):
-            total = res.get(key, {}).get("total", 0.0)
+            total = res[key].total if key in res else 0.0
             if asked > total:
                 return f"node {name} has {total:g} {key} in all, the job asks for {asked:g}"
         return None
@@ -82,7 +82,7 @@ def choose_node(c: Cluster, backend: Backend, request: WorkRequest, wanted: str 
     readings = c.sample(alive)
     views = []
     for node in alive:
-        available = {k: v["available"] for k, v in engine[node.name].get("resources", {}).items()}
+        available = {k: v.available for k, v in engine[node.name].resources.items()}
         reading = readings[node.name]
         views.append(NodeView(name=node.name, role="head" if node.is_head else "worker",
                               metrics=reading.value if reading.error is None else None,

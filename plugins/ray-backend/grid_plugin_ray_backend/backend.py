@@ -31,6 +31,7 @@ from grid_core.types import (
     Boost,
     CommandResult,
     ControllerStatus,
+    EngineNode,
     JobSpec,
     NodeOutcome,
     Progress,
@@ -39,7 +40,6 @@ from grid_core.types import (
     WorkRequest,
 )
 from grid_plugin_ray_backend import auth, gcs, layout, records
-from grid_plugin_ray_backend.driver import DRIVER_ERROR
 
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
@@ -300,12 +300,14 @@ class RayBackend:
             for name in done:
                 self._record(state, cfg.node(name), facts[name], addresses[name])
             records.save(cfg.name, state)
-            if cfg.offload.enabled:  # the controller runs what the config says from the start on
-                progress(head.name, "starting the offload controller")
-                try:
-                    self.offload_status(cluster)
-                except GridError as exc:
-                    failed[head.name] = f"started, but the offload controller did not: {exc}"
+            # The service runs what the config says from the start on (offload.enabled means on).
+            progress(head.name, "starting the grid service")
+            try:
+                started = [e for e in self.offload_status(cluster).events if e.kind == "controller"]
+                if started:  # what it restored: settings, holds and boosts, from the GCS or the head's disk
+                    progress(head.name, f"grid service: {started[-1].reason}")
+            except GridError as exc:
+                failed[head.name] = f"started, but the grid service did not: {exc}"
         return self._outcomes(failed, done, seconds, 0.0)
 
     def _outcomes(self, failed: dict[str, str], done: dict[str, str], seconds: dict[str, float],
@@ -436,93 +438,31 @@ class RayBackend:
         order = [n.name for n in cfg.nodes] + [n for n in outcomes if n not in known]
         return [outcomes[name] for name in order if name in outcomes]
 
-    def status(self, cluster: Cluster) -> dict[str, dict[str, Any]]:
-        cfg = self.config
-        rows: dict[str, dict[str, Any]] = {
-            n.name: {"alive": False, "cpus": None, "gpus": None, "memory_bytes": None, "resources": {},
-                     "ray_address": None, "node_id": None, "ray_error": None}
-            for n in cfg.nodes
-        }
-        address = records.load(cfg.name).gcs_address
-        if address is None:
-            for row in rows.values():
-                row["ray_error"] = "not started; start it with `grid cluster start`"
-            return rows
-        auth.use_in_this_process(cfg)
+    def status(self, cluster: Cluster) -> dict[str, EngineNode]:
+        names = [n.name for n in self.config.nodes]
+        if records.load(self.config.name).gcs_address is None:
+            return dict.fromkeys(names, EngineNode(error="not started; start it with `grid cluster start`"))
         try:
-            nodes = gcs.alive_by_name(gcs.read_nodes(address))
-        except gcs.GcsError as exc:
-            for row in rows.values():
-                row["ray_error"] = str(exc)
-            return rows
-        for name, row in rows.items():
+            nodes = gcs.alive_by_name(self._ray_nodes(cluster))
+        except GridError as exc:
+            return dict.fromkeys(names, EngineNode(error=str(exc)))
+        out = {}
+        for name in names:
             node = nodes.get(name)
-            if node is None:
-                row["ray_error"] = "not in the Ray cluster"
-                continue
-            row.update(alive=True, node_id=node.node_id, ray_address=node.address,
-                       cpus=node.total.get("CPU", 0.0), gpus=node.total.get("GPU", 0.0),
-                       memory_bytes=int(node.total.get("memory", 0)), resources=gcs.resource_usage(node))
-        return rows
+            out[name] = EngineNode(error="not in the Ray cluster") if node is None else EngineNode(
+                alive=True, node_id=node.node_id, address=node.address, cpus=node.total.get("CPU", 0.0),
+                gpus=node.total.get("GPU", 0.0), memory_bytes=int(node.total.get("memory", 0)),
+                resources=gcs.resource_usage(node))
+        return out
 
     # ------------------------------------------------------------------ jobs
 
-    def _driver(self, cluster: Cluster, args: Sequence[str],
-                on_output: Callable[[str, str], None] | None = None,
-                payload: dict[str, Any] | None = None) -> tuple[int, Any, list[dict[str, Any]]]:
-        """Run the driver on the head: its exit status, its result frame and its events; the
-        job's output frames go to `on_output` (driver.py describes the frames).
+    def _call(self, cluster: Cluster, op: str, params: dict[str, Any] | None = None, *,
+              on_output: Callable[[str, str], None] | None = None, streaming: bool = False) -> Any:
+        """Ask the grid service on the head (channel.py); its answer. A refusal is a GridError."""
+        from grid_plugin_ray_backend import channel
 
-        payload goes to the driver's stdin as JSON, never into argv: it holds the job's
-        environment or the whole config, and any user of the head can read a command line."""
-        cfg, head = self.config, self.config.head
-        state = records.load(cfg.name)
-        record = state.nodes.get(head.name)
-        if state.gcs_address is None or record is None:
-            raise GridError(f"cluster {cfg.name!r} is not running; start it with `grid cluster start`")
-        argv = [record.python, "-m", "grid_plugin_ray_backend.driver", "--address", state.gcs_address,
-                "--namespace", cfg.backend.namespace, "--head", head.name, *args]
-        env = {**cfg.backend.env, **auth.ray_env(record.directory, cfg.backend.tls)}
-        events: list[dict[str, Any]] = []
-        answer: dict[str, Any] = {}
-        pending = {"stdout": "", "stderr": ""}
-        diagnostics: list[str] = []
-
-        def take(kind: Any, value: Any) -> None:
-            if kind in ("out", "err") and isinstance(value, str):
-                if on_output:
-                    on_output("stdout" if kind == "out" else "stderr", value)
-            elif kind == "event" and isinstance(value, dict):
-                events.append(value)
-            elif kind == "result":
-                answer["result"] = value
-
-        def relay(stream: str, text: str) -> None:
-            pending[stream] += text
-            *lines, pending[stream] = pending[stream].split("\n")
-            for line in lines:
-                if stream == "stderr":  # the driver's own diagnostics (Ray's messages), never the job's
-                    diagnostics.append(line)
-                    continue
-                try:
-                    kind, value = json.loads(line)
-                except (ValueError, TypeError):
-                    diagnostics.append(line)  # not a frame: never the job's output, never fatal
-                    continue
-                take(kind, value)
-
-        result = cluster.transport(head).run(argv, env=env, on_output=relay,
-                                             stdin=None if payload is None else json.dumps(payload))
-        for stream in ("stdout", "stderr"):
-            if pending[stream]:
-                relay(stream, "\n")
-        for found in events:
-            if found.get("event") == "error":
-                raise GridError(str(found.get("message")))
-        if result.exit_status == DRIVER_ERROR or (on_output is None and result.exit_status != 0):
-            tail = " | ".join(line.strip() for line in diagnostics[-3:] if line.strip())
-            raise GridError(f"the driver on {head.name} failed: {tail or f'exit status {result.exit_status}'}")
-        return result.exit_status, answer.get("result"), events
+        return channel.call(self.config, cluster, op, params, on_output=on_output, streaming=streaming)
 
     def submit(self, cluster: Cluster, spec: JobSpec, *, detach: bool,
                on_output: Callable[[str, str], None]) -> tuple[str, int | None]:
@@ -531,34 +471,40 @@ class RayBackend:
                    "gpus": spec.gpus, "memory_bytes": spec.memory_bytes, "cwd": spec.cwd,
                    "boost": spec.boost, "env": dict(spec.env), "timeout_seconds": spec.timeout_seconds,
                    "retries": spec.retries}
-        status, _, _ = self._driver(cluster, ["run", *(["--detach"] if detach else [])],
-                                    on_output=on_output, payload=payload)
-        return job_id, None if detach else status
+        answer = self._call(cluster, "run", {"spec": payload, "detach": detach}, on_output=on_output,
+                            streaming=not detach)
+        return job_id, None if detach else answer.status
 
     def jobs(self, cluster: Cluster) -> list[dict[str, Any]]:
-        _, result, _ = self._driver(cluster, ["list"])
-        return list(result or [])
+        return list(self._call(cluster, "jobs").result or [])
 
     def logs(self, cluster: Cluster, job_id: str, *, follow: bool,
              on_output: Callable[[str, str], None]) -> int | None:
-        status, _, _ = self._driver(cluster, ["logs", *(["--follow"] if follow else []), job_id], on_output=on_output)
-        return status
+        return int(self._call(cluster, "logs", {"job_id": job_id, "follow": follow}, on_output=on_output,
+                              streaming=follow).status)
 
     def stop_job(self, cluster: Cluster, job_id: str) -> dict[str, Any]:
-        _, result, _ = self._driver(cluster, ["stop", job_id])
-        return dict(result or {})
+        return dict(self._call(cluster, "stop_job", {"job_id": job_id}).result or {})
 
+
+    def _ray_nodes(self, cluster: Cluster) -> list[gcs.RayNode]:
+        """Every node the GCS knows, as the service on the head asked it."""
+        if not gcs.port_open(address := str(records.load(self.config.name).gcs_address)):
+            raise GridError(f"no Ray cluster answers at {address}")
+        return [gcs.RayNode(**node) for node in self._call(cluster, "nodes").result]
 
     def boost_for(self, cluster: Cluster, request: WorkRequest) -> tuple[str, str] | None:
         """A boost lent to the request's origin with room for it: (node, boost reservation)."""
         state = records.load(self.config.name)
         if state.gcs_address is None or not request.origin:
             return None
-        auth.use_in_this_process(self.config)
         try:
-            groups = gcs.boost_groups(state.gcs_address, request.origin)
-            names = {n.node_id: n.grid_name for n in gcs.read_nodes(state.gcs_address) if n.alive}
-        except gcs.GcsError:
+            answer = self._call(cluster, "boost_groups", {"target": request.origin})
+            groups = [gcs.BoostGroup(**group) for group in answer.result]
+            if not groups:
+                return None
+            names = {n.node_id: n.grid_name for n in self._ray_nodes(cluster) if n.alive}
+        except GridError:
             return None
         for group in groups:
             free = group.free
@@ -596,14 +542,8 @@ class RayBackend:
     # ------------------------------------------------------------------ the offload controller
 
     def _control(self, cluster: Cluster, action: str, params: dict[str, Any]) -> Any:
-        """Ask the cluster's offload controller (started on first use); the request carries this
-        config, which the controller adopts when it is a new revision. Its answer, as plain data."""
-        from grid_core.config import unstructure
-
-        config = unstructure(self.config)
-        payload = {"params": {**params, "config": config}, "config": config}
-        _, result, _ = self._driver(cluster, ["control", action], payload=payload)
-        return result
+        """Ask the offload controller in the grid service; its answer, as plain data."""
+        return self._call(cluster, "offload", {"action": action, **params}).result
 
     def offload_status(self, cluster: Cluster) -> ControllerStatus:
         import cattrs

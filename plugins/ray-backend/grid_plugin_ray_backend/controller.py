@@ -1,30 +1,30 @@
-"""The offload controller: a detached actor on the head that keeps it responsive, and holds boosts.
+"""The offload controller: it keeps the head responsive, and holds boosts (inside the grid service).
 
 A thin Ray adapter around rules.py, which holds the settings, holds, boosts, expiry, hysteresis
 and events. Every interval the actor samples each node through grid's metrics sources and hands
 the readings to the rules; `RayMechanics` does what the rules ask of Ray: a hold or a boost is a
 placement group pinned to its node (Ray's scheduler then puts new tasks elsewhere, and a boost's
 group is used only by its target's jobs), and the rules' state lives in the GCS's key-value store,
-so a restarted controller (Ray restarts it) carries on where it stopped.
+so a restarted service (Ray restarts it) carries on where it stopped.
 
-Each request may carry the caller's config (`config=`); a new revision is adopted at once.
+The service hands it each request's config (`adopt`); a new revision is adopted at once.
 Answers are the cattrs unstructure of the rules' records (grid_core.types).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from grid_plugin_ray_backend.rules import GROUP_PREFIXES, ControllerError, Policy, Rules
 
-__all__ = ["CONTROLLER", "ControllerError", "OffloadController", "RayMechanics"]
+__all__ = ["ControllerError", "OffloadController", "RayMechanics"]
 
-CONTROLLER = "grid-offload"
 STATE_KEY = b"grid-offload-state"
 RESERVE_TIMEOUT = 10.0
 DISPLACE_AFTER = 1.0  # seconds a displacing reservation waits before the displaced ones are removed
@@ -35,23 +35,39 @@ WATCHED_SECONDS = 30.0
 class RayMechanics:
     """The rules' Mechanics on Ray: placement groups, available resources, the key-value store."""
 
-    def __init__(self, namespace: str) -> None:
-        self.namespace = namespace
+    def __init__(self, namespace: str, state_file: str | None = None) -> None:
+        self.namespace, self.state_file = namespace, state_file
+        self.saved = b""
+        self.before_unreserve: Callable[[str], None] | None = None  # the service ends the jobs inside first
 
     # ------------------------------------------------------------------ persistence
 
     def load(self) -> dict[str, Any] | None:
+        """The state in the GCS (a restarted service), else on the head's disk (a restarted cluster)."""
         from ray.experimental.internal_kv import _internal_kv_get
 
         raw = _internal_kv_get(STATE_KEY, namespace=self.namespace)
+        if not raw and self.state_file and os.path.exists(self.state_file):
+            with open(self.state_file, "rb") as f:
+                raw = f.read()
         return json.loads(raw) if raw else None
 
     def save(self, state: Any) -> None:
+        """Into the GCS and onto the head's disk, when it changed."""
         import cattrs
         from ray.experimental.internal_kv import _internal_kv_put
 
         data = json.dumps(cattrs.unstructure(state)).encode()
+        if data == self.saved:
+            return
         _internal_kv_put(STATE_KEY, data, overwrite=True, namespace=self.namespace)
+        if self.state_file:
+            from pathlib import Path
+
+            from grid_core.state import write_atomic
+
+            write_atomic(Path(self.state_file), data.decode())
+        self.saved = data
 
     # ------------------------------------------------------------------ Mechanics
 
@@ -90,6 +106,8 @@ class RayMechanics:
 
         group = self._group(name)
         if group is not None:
+            if self.before_unreserve is not None:
+                self.before_unreserve(name)
             remove_placement_group(group)
 
     def exists(self, name: str) -> bool:
@@ -136,12 +154,12 @@ def _policy(name: str, settings: Mapping[str, Any]) -> Policy:
 class OffloadController:
     """Runs on the head; every request and interval goes through `self.lock` and is saved at once."""
 
-    def __init__(self, config_data: dict[str, Any], namespace: str) -> None:
+    def __init__(self, config_data: dict[str, Any], namespace: str, state_file: str | None = None) -> None:
         from grid_core.config import structure
         from grid_plugin_ray_backend.rules import CONFIG_SOURCE
 
         self.namespace = namespace
-        self.mechanics = RayMechanics(namespace)
+        self.mechanics = RayMechanics(namespace, state_file)
         self.lock = threading.RLock()
         saved, problem = self.mechanics.load(), None
         rules: Rules | None = None
@@ -156,26 +174,29 @@ class OffloadController:
         self.rules.recover()
         self._save()
         self.asked = time.time()
+        self.last_config: dict[str, Any] | None = None
         self._cluster: tuple[str, Any] | None = None
         threading.Thread(target=self._loop, name="grid-offload", daemon=True).start()
 
     def _save(self) -> None:
         self.mechanics.save(self.rules.to_state())
 
-    def _adopt(self, config: dict[str, Any] | None) -> None:
+    def adopt(self, config: dict[str, Any]) -> None:
         """The caller's config, when it is a new revision."""
-        if config is None:
-            return
         from grid_core.config import structure
         from grid_core.errors import GridError
         from grid_plugin_ray_backend.rules import CONFIG_SOURCE
 
-        try:
-            adopted = self.rules.adopt(structure(config, CONFIG_SOURCE))
-        except GridError as exc:
-            raise ControllerError(f"the config sent with the request is not valid: {exc}") from None
-        if adopted:
-            self._save()
+        with self.lock:
+            if config == self.last_config:  # most requests: the same file as the last one
+                return
+            try:
+                adopted = self.rules.adopt(structure(config, CONFIG_SOURCE))
+            except GridError as exc:
+                raise ControllerError(f"the config sent with the request is not valid: {exc}") from None
+            self.last_config = config
+            if adopted:
+                self._save()
 
     # ------------------------------------------------------------------ the loop
 
@@ -218,61 +239,55 @@ class OffloadController:
             self.rules.tick(readings, now)
             self._save()
 
-    # ------------------------------------------------------------------ requests (one at a time)
+    # ------------------------------------------------------------------ requests (one at a time, under the lock)
 
-    def status(self, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         import cattrs
 
         with self.lock:
-            self._adopt(config)
             self.asked = time.time()
             return dict(cattrs.unstructure(self.rules.status()))
 
     def configure(self, enabled: bool | None = None, policy: str | None = None,
-                  high: dict[str, float] | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
+                  high: dict[str, float] | None = None) -> dict[str, Any]:
         import cattrs
 
         with self.lock:
-            self._adopt(config)
             status = self.rules.configure(enabled, policy, high)
             self._save()
             return dict(cattrs.unstructure(status))
 
-    def hold(self, node: str, reason: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    def hold(self, node: str, reason: str) -> dict[str, Any]:
         import cattrs
 
         with self.lock:
-            self._adopt(config)
             status = self.rules.hold(node, reason)
             self._save()
             return dict(cattrs.unstructure(status))
 
-    def release(self, node: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    def release(self, node: str) -> dict[str, Any]:
         import cattrs
 
         with self.lock:
-            self._adopt(config)
             status = self.rules.release(node)
             self._save()
             return dict(cattrs.unstructure(status))
 
     def boost(self, target: str, resource: str, amount: float, priority: str, duration: float | None,
-              source: str | None, config: dict[str, Any] | None = None) -> dict[str, Any]:
+              source: str | None) -> dict[str, Any]:
         import cattrs
 
         with self.lock:
-            self._adopt(config)
             try:
                 made = self.rules.boost(target, resource, amount, priority, duration, source)
             finally:
                 self._save()  # a refused request may still have ended boosts whose room it took
             return dict(cattrs.unstructure(made))
 
-    def boost_release(self, boost_id: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    def boost_release(self, boost_id: str) -> dict[str, Any]:
         import cattrs
 
         with self.lock:
-            self._adopt(config)
             ended = self.rules.boost_release(boost_id)
             self._save()
             return dict(cattrs.unstructure(ended))

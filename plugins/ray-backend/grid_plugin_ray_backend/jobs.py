@@ -29,6 +29,10 @@ from typing import Any
 REGISTRY = "grid-jobs"
 RUNNER = "grid-job-{}"
 MAX_OUTPUT_CHARS = 8 * 2**20  # per job; older output is dropped beyond it
+# Retention: beyond these the oldest finished jobs are forgotten, record and output.
+MAX_JOBS = 1000
+MAX_TOTAL_CHARS = 256 * 2**20
+ACTIVE = ("pending", "running")
 STOP_GRACE = 5.0
 FLUSH_SECONDS = 0.1
 
@@ -48,9 +52,17 @@ class JobRegistry:
         job_id = info["id"]
         self.jobs[job_id] = {"state": "pending", "exit_status": None, "submitted": time.time(), **info}
         self.output[job_id], self.dropped[job_id], self.chars[job_id] = [], 0, 0
+        self._retain()
+
+    def _retain(self) -> None:
+        finished = [j for j, info in self.jobs.items() if info["state"] not in ACTIVE]  # oldest first
+        while finished and (len(self.jobs) > MAX_JOBS or sum(self.chars.values()) > MAX_TOTAL_CHARS):
+            job_id = finished.pop(0)
+            for table in (self.jobs, self.output, self.dropped, self.chars):
+                del table[job_id]
 
     def update(self, job_id: str, fields: Mapping[str, Any]) -> None:
-        if job_id in self.jobs and self.jobs[job_id]["state"] in ("pending", "running"):
+        if job_id in self.jobs and self.jobs[job_id]["state"] in ACTIVE:
             self.jobs[job_id].update(fields)
 
     def append(self, job_id: str, chunks: Sequence[Chunk]) -> None:

@@ -1,4 +1,4 @@
-"""Hook implementations of the ray-backend plugin: the `ray` backend and the `ray` metrics source.
+"""Hook implementation of the ray-backend plugin: the `ray` backend.
 
 Nothing here imports Ray: the backend imports it only in the calls that talk to a cluster.
 """
@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from grid_core.hookspecs import hookimpl
-from grid_core.types import GridBackend, GridMetricsSource
+from grid_core.types import GridBackend
 
 if TYPE_CHECKING:
     from grid_core.config import ClusterConfig
-    from grid_core.types import Backend, MetricsSource
+    from grid_core.types import Backend
 
 
 def _backend(config: ClusterConfig) -> Backend:
@@ -22,19 +22,7 @@ def _backend(config: ClusterConfig) -> Backend:
     return RayBackend(config)
 
 
-def _source() -> MetricsSource:
-    from grid_plugin_ray_backend.metrics import RayResources
-
-    return RayResources()
-
-
 @hookimpl
 def grid_backends() -> Iterator[GridBackend]:
     yield GridBackend(name="ray", summary="Ray on the nodes, started over their transports, with token auth",
                       factory=_backend)
-
-
-@hookimpl
-def grid_metrics_sources() -> Iterator[GridMetricsSource]:
-    yield GridMetricsSource(name="ray", summary="each node's logical resources as Ray schedules them",
-                            factory=_source)

@@ -446,26 +446,29 @@ class Rules:
     # ------------------------------------------------------------------ start and status
 
     def recover(self) -> None:
-        """After a (re)start: keep the holds and boosts whose reservations still exist (a held node
-        reserves again at the next interval); a lost one is an event; grid-named reservations that
-        nothing here knows (left by a controller that stopped mid-request) are removed."""
+        """After a (re)start, also of the whole cluster with the state from the head's disk: keep
+        the holds (a held node reserves again at the next interval); reserve again what an unexpired
+        boost held, and end the boosts that expired meanwhile or cannot be placed; remove
+        grid-named reservations that nothing here knows (left by a service stopped mid-request)."""
         for node, hold in list(self.holds.items()):
             kept = tuple(g for g in hold.groups if self.mechanics.exists(g))
             if len(kept) < len(hold.groups):
                 self._event("hold-lost", node, f"{len(hold.groups) - len(kept)} of its reservations were gone "
                             "on restart; reserving again")
             self.holds[node] = attrs.evolve(hold, groups=kept)
-        for boost in [b for b in self.boosts if b.state == "active"]:
-            if not self.mechanics.exists(boost.group):
-                self.boosts = [attrs.evolve(b, state="released", note="; ".join(
-                    filter(None, (b.note, "its reservation was gone on restart")))) if b.id == boost.id else b
-                    for b in self.boosts]
-                self._event("boost-lost", boost.source, f"boost {boost.id}'s reservation was gone on restart")
+        for boost in lending.expired(self.boosts, self._time()):
+            self._end_boost(boost, "expired", "its duration ended while the service was down")
         known = {g for h in self.holds.values() for g in h.groups} | {b.group for b in self.boosts
                                                                       if b.state == "active"}
         strays = [name for name in self.mechanics.reservations() if name not in known]
-        for name in strays:
+        for name in strays:  # first: what they held is free for the boosts reserved again below
             self.mechanics.unreserve(name)
+        for boost in [b for b in self.boosts if b.state == "active" and not self.mechanics.exists(b.group)]:
+            amount = boost.amount * GB if boost.resource == "memory" else boost.amount
+            if self.mechanics.reserve(boost.group, boost.source, {ENGINE_NAMES[boost.resource]: amount}):
+                self._event("boost-restored", boost.source, f"boost {boost.id} for {boost.target} reserved again")
+            else:
+                self._end_boost(boost, "released", "its reservation was gone on restart and could not be made again")
         active = sum(1 for b in self.boosts if b.state == "active")
         self._event("controller", None, f"controller started; {len(self.holds)} hold(s) and {active} boost(s) "
                     "recovered" + (f"; removed {len(strays)} reservation(s) nothing knew of" if strays else ""))

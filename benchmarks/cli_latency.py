@@ -1,0 +1,98 @@
+"""CLI latency against a running cluster, from one run: status-type commands beside `grid --help`,
+idle and with every core of the head busy, and `grid run -- true` beside a bare Ray task.
+
+The cluster is the test suite's two-node cluster of this machine (tests/local_pair.py). Each
+round runs every command once, interleaved, so load hits them alike; figures are medians.
+Goals (issue 10): each status command at most 2.0x `grid --help` idle and 3.0x under load;
+`grid run -- true` at most 1.0x a Ray task from a fresh driver.
+Usage: .venv/bin/python benchmarks/cli_latency.py [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+STATUS = (("cluster", "status", "--json"), ("offload", "auto", "--status", "--json"), ("boost", "list", "--json"),
+          ("jobs", "list", "--json"), ("memory", "ls", "--json"))
+GOALS = {"idle": 2.0, "every core busy": 3.0}
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    took = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {result.stderr[-1000:]}")
+    return took
+
+
+def status_figures(env: dict[str, str], rounds: int, condition: str) -> None:
+    grid = [sys.executable, "-m", "grid_core"]
+    cases = {"grid --help": [*grid, "--help"], **{f"grid {' '.join(c)}": [*grid, *c] for c in STATUS}}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, argv in cases.items():
+            times[name].append(timed(argv, env))
+    floor = statistics.median(times["grid --help"])
+    goal = GOALS[condition]
+    print(f"\n{condition} (medians of {rounds}):")
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        verdict = "" if name == "grid --help" else \
+            f"  {median / floor:4.2f}x --help (goal <= {goal:.1f}x: {'met' if median / floor <= goal else 'NOT met'})"
+        print(f"  {name:36s} {median * 1000:7.0f} ms{verdict}")
+
+
+def run_figures(env: dict[str, str], state_dir: Path, rounds: int) -> None:
+    address = json.loads((state_dir / "ray.json").read_text())["gcs_address"]
+    bare = textwrap.dedent(f"""
+        import subprocess, ray
+        ray.init(address={address!r}, log_to_driver=False)
+        run = ray.remote(num_cpus=1)(lambda: subprocess.run(["true"]).returncode)
+        raise SystemExit(ray.get(run.remote()))
+        """)
+    token_env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(state_dir / "auth_token")}
+    grid_times, ray_times = [], []
+    for _ in range(rounds):
+        grid_times.append(timed([sys.executable, "-m", "grid_core", "run", "--", "true"], env))
+        ray_times.append(timed([sys.executable, "-c", bare], token_env))
+    g, r = statistics.median(grid_times), statistics.median(ray_times)
+    print(f"\ngrid run -- true                 : {g:.2f} s (median of {rounds})")
+    print(f"a Ray task from a fresh driver   : {r:.2f} s")
+    print(f"ratio                            : {g / r:.2f}x (goal <= 1.0x: {'met' if g / r <= 1.0 else 'NOT met'})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=7)
+    rounds = parser.parse_args().rounds
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.local_pair import start_pair
+
+    pair = start_pair()
+    c = next(pair)
+    env = {**os.environ, **c["env"]}
+    try:
+        status_figures(env, rounds, "idle")
+        burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+        try:
+            status_figures(env, rounds, "every core busy")
+        finally:
+            for burner in burners:
+                burner.kill()
+                burner.wait()
+        run_figures(env, Path(env["GRID_STATE_DIR"]) / "offl", rounds)
+    finally:
+        next(pair, None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The CLI's one channel to the grid service on the head (service.py has the protocol).
+
+On the head itself it connects to the service's Unix socket; from any other machine it runs
+relay.py on the head through the transport grid already holds to it (SSH), so the traffic is
+encrypted and nothing new listens on the network. Neither path starts a Ray driver or imports
+Ray here. When no service answers on a running cluster, the channel starts it (service.ensure)
+and asks again once.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from grid_core.errors import GridError
+from grid_plugin_ray_backend import auth, records
+
+if TYPE_CHECKING:
+    from grid_core.cluster import Cluster
+    from grid_core.config import ClusterConfig
+
+SOCKET = "grid.sock"  # service.SOCKET; service.py imports Ray's job classes, this module must not
+NO_SERVICE = 3  # relay.NO_SERVICE
+SERVICE_ERROR = 70  # service.SERVICE_ERROR
+CALL_TIMEOUT = 120.0
+ENSURE_TIMEOUT = 180.0
+
+Output = Callable[[str, str], None]
+
+
+class NoService(Exception):
+    """Nothing listens at the service's socket."""
+
+
+@cache
+def relay_source() -> str:
+    return resources.files("grid_plugin_ray_backend").joinpath("relay.py").read_text()
+
+
+@attrs.define
+class Answer:
+    """What the service sent for one request."""
+
+    status: int = SERVICE_ERROR
+    result: Any = None
+    events: list[dict[str, Any]] = attrs.Factory(list)
+    error: str | None = None
+    ended: bool = False  # the exit frame came
+
+
+class Frames:
+    """Splits the service's byte stream into frames and sorts them into an Answer."""
+
+    def __init__(self, on_output: Output | None) -> None:
+        self.on_output, self.pending, self.answer = on_output, b"", Answer()
+
+    def feed(self, data: bytes) -> None:
+        self.pending += data
+        *lines, self.pending = self.pending.split(b"\n")
+        for line in lines:
+            try:
+                kind, value = json.loads(line)
+            except (ValueError, TypeError):
+                continue  # not a frame (nothing else should be on this stream): never fatal
+            if kind in ("out", "err") and isinstance(value, str):
+                if self.on_output:
+                    self.on_output("stdout" if kind == "out" else "stderr", value)
+            elif kind == "event" and isinstance(value, dict):
+                self.answer.events.append(value)
+            elif kind == "result":
+                self.answer.result = value
+            elif kind == "error":
+                self.answer.error = str(value)
+            elif kind == "exit" and isinstance(value, int):
+                self.answer.status, self.answer.ended = value, True
+
+
+def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any] | None = None, *,
+         on_output: Output | None = None, streaming: bool = False) -> Answer:
+    """Send one request and collect its answer; a refusal is a GridError with the service's reason.
+    `streaming` requests (a followed job) have no time limit."""
+    from grid_core.config import unstructure
+
+    state = records.load(config.name)
+    record = state.nodes.get(config.head.name)
+    if state.gcs_address is None or record is None:
+        raise GridError(f"cluster {config.name!r} is not running; start it with `grid cluster start`")
+    config_data = unstructure(config)
+    request = (json.dumps({"op": op, "params": params or {}, "config": config_data}) + "\n").encode()
+    path = f"{record.directory}/{SOCKET}"
+    timeout = None if streaming else CALL_TIMEOUT
+    for attempt in range(2):
+        frames = Frames(on_output)
+        try:
+            if config.head.transport_name == "local":
+                _by_socket(path, request, frames, timeout)
+            else:
+                _by_relay(cluster, config, record.python, path, request, frames, timeout)
+            break
+        except NoService as exc:
+            if attempt:
+                raise GridError(f"the grid service on {config.head.name} does not answer: {exc}") from None
+            ensure(config, cluster, state.gcs_address, record, config_data)
+    answer = frames.answer
+    if answer.error is not None:
+        raise GridError(answer.error)
+    if not answer.ended:
+        raise GridError(f"the grid service on {config.head.name} ended the connection before answering")
+    return answer
+
+
+def _by_socket(path: str, request: bytes, frames: Frames, timeout: float | None) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise NoService(exc.strerror) from None
+        try:
+            sock.sendall(request)
+            while not frames.answer.ended and (data := sock.recv(1 << 20)):
+                frames.feed(data)
+        except TimeoutError:
+            raise GridError(f"the grid service did not answer within {timeout:g} s") from None
+        except OSError as exc:
+            raise GridError(f"the connection to the grid service broke: {exc}") from None
+
+
+def _by_relay(cluster: Cluster, config: ClusterConfig, python: str, path: str, request: bytes,
+              frames: Frames, timeout: float | None) -> None:
+    result = cluster.transport(config.head).run(
+        [python, "-c", relay_source(), path], stdin=request, timeout=timeout,
+        on_output=lambda stream, text: frames.feed(text.encode()) if stream == "stdout" else None)
+    if result.exit_status == NO_SERVICE:
+        raise NoService(result.stderr.strip())
+    if not frames.answer.ended and result.exit_status != 0:
+        tail = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.exit_status}"]
+        raise GridError(f"the relay to the grid service on {config.head.name} failed: {tail[0]}")
+
+
+def ensure(config: ClusterConfig, cluster: Cluster, address: str, record: records.NodeRecord,
+           config_data: dict[str, Any]) -> None:
+    """Start the service on the head if it is not running (a Ray driver there, for a few seconds)."""
+    head = config.head
+    argv = [record.python, "-m", "grid_plugin_ray_backend.service", "--address", address,
+            "--namespace", config.backend.namespace, "--head", head.name, "--directory", record.directory]
+    env = {**config.backend.env, **auth.ray_env(record.directory, config.backend.tls)}
+    result = cluster.transport(head).run(argv, env=env, stdin=json.dumps(config_data), timeout=ENSURE_TIMEOUT)
+    if result.exit_status != 0:
+        lines = [line.strip() for line in result.stderr.strip().splitlines() if line.strip()]
+        raise GridError(f"the grid service did not start on {head.name}: "
+                        f"{' | '.join(lines[-2:]) or f'exit status {result.exit_status}'}")

@@ -1,0 +1,421 @@
+"""The grid service: one detached actor on the head that owns the cluster's live state.
+
+It holds the offload controller (holds, boosts, events), the job registry and the job runners,
+and answers the CLI over a Unix socket in grid's 0700 directory on the head (`grid.sock`); a CLI
+on another machine reaches that socket through its SSH connection to the head (relay.py). The
+CLI never starts a Ray driver or imports Ray for these calls. Ray restarts the actor if it dies
+(max_restarts=-1); the controller's state is in the GCS's key-value store, the jobs' in the
+registry actor, so a restarted service carries on.
+
+The protocol, one JSON document a line (channel.py is the client):
+- the client sends `{"op": ..., "params": {...}, "config": {...}}`: the config it loaded, which
+  the service adopts when it is a new revision;
+- the service answers with frames, `[kind, value]`: `"out"` and `"err"` for a job's stdout and
+  stderr text, `"event"` for grid's own messages, `"result"` for an answer, `"error"` for a
+  refusal, then always `["exit", status]`. A job's output travels inside a frame as a JSON
+  string, so nothing a job prints can pass for grid's messages, whatever its size;
+- the client closing its end while it follows an attached `run` stops the job, as Ctrl-C does.
+
+`python -m grid_plugin_ray_backend.service --address ... --namespace ... --head ... --directory ...`
+(its config as JSON on stdin, never in argv) makes sure the service runs: `cluster start` runs it
+on the head, and so does the client when it finds no service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import select
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from grid_plugin_ray_backend.jobs import ACTIVE, REGISTRY, RUNNER, JobRegistry, JobRunner
+from grid_plugin_ray_backend.layout import node_resource
+
+SERVICE = "grid-service"
+SOCKET = "grid.sock"
+STATE_FILE = "service-state.json"  # settings, holds and boosts, for a restart of the whole cluster
+POLL_SECONDS = 0.1
+SERVICE_ERROR = 70  # the exit status with an "error" frame: grid's own failure, not a job's
+MAX_REQUEST = 64 * 2**20
+CALL_TIMEOUT = 120.0
+BEAT_SECONDS = 1.0
+REAP_SECONDS = 5.0  # how often jobs whose runner is gone are looked for
+
+
+class ServiceError(Exception):
+    """A refusal, sent to the client as an "error" frame."""
+
+
+def socket_path(directory: str) -> str:
+    return os.path.join(directory, SOCKET)
+
+
+class Client:
+    """One connection: frames out, and whether the client is still there."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def frame(self, kind: str, value: Any) -> None:
+        """Send one frame; OSError when the client has gone."""
+        self.sock.sendall(json.dumps([kind, value]).encode() + b"\n")
+
+    def read_request(self) -> dict[str, Any]:
+        while b"\n" not in self.buffer:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ServiceError("the request ended before its newline")
+            self.buffer += data
+            if len(self.buffer) > MAX_REQUEST:
+                raise ServiceError("the request is too large")
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        try:
+            request = json.loads(line)
+        except ValueError as exc:
+            raise ServiceError(f"the request is not JSON: {exc}") from None
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str) \
+                or not isinstance(request.get("params", {}), dict):
+            raise ServiceError('a request is {"op": NAME, "params": {...}, "config": {...}}')
+        return request
+
+    def gone(self) -> bool:
+        """Whether the client closed its end (nothing else is ever sent after the request)."""
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.sock.recv(4096) == b""
+        except OSError:
+            return True
+
+
+class GridService:
+    """The actor. Requests are served by threads of its own, one per connection."""
+
+    def __init__(self, config_data: dict[str, Any], namespace: str, head: str, address: str,
+                 directory: str) -> None:
+        import ray
+
+        from grid_plugin_ray_backend.controller import OffloadController
+
+        self.ray, self.namespace, self.head, self.address = ray, namespace, head, address
+        self.controller = OffloadController(config_data, namespace, os.path.join(directory, STATE_FILE))
+        self.registry: Any = ray.remote(JobRegistry).options(
+            name=REGISTRY, lifetime="detached", get_if_exists=True, num_cpus=0,
+            resources={node_resource(head): 0.001}).remote()
+        self.controller.mechanics.before_unreserve = self._end_jobs_in
+        self.path = socket_path(directory)
+        self.listener = listen(self.path)
+        threading.Thread(target=self._accept, name="grid-service", daemon=True).start()
+        threading.Thread(target=self._reap, name="grid-service-reaper", daemon=True).start()
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    # ------------------------------------------------------------------ serving
+
+    def _accept(self) -> None:
+        while True:
+            sock, _ = self.listener.accept()
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        from grid_core.errors import GridError
+        from grid_plugin_ray_backend.controller import ControllerError
+
+        client = Client(sock)
+        status = SERVICE_ERROR
+        try:
+            request = client.read_request()
+            handler = HANDLERS.get(request["op"])
+            if handler is None:
+                raise ServiceError(f"unknown request {request['op']!r}")
+            if request.get("config") is not None:
+                self.controller.adopt(request["config"])
+            status = handler(self, client, **request.get("params", {}))
+        except (ServiceError, ControllerError, GridError) as exc:
+            with contextlib.suppress(OSError):
+                client.frame("error", str(exc))
+        except TypeError as exc:  # parameters that do not fit the request
+            with contextlib.suppress(OSError):
+                client.frame("error", f"bad request: {exc}")
+        except OSError:
+            pass  # the client has gone
+        except Exception as exc:  # a bug: say what it was, keep serving others
+            with contextlib.suppress(OSError):
+                client.frame("error", f"the grid service failed: {type(exc).__name__}: {exc}")
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(OSError):
+                client.frame("exit", status)
+            sock.close()
+
+    # ------------------------------------------------------------------ cluster
+
+    def nodes(self, client: Client) -> int:
+        """What the GCS says about each node (gcs.RayNode fields)."""
+        import attrs
+
+        from grid_plugin_ray_backend import gcs
+
+        client.frame("result", [attrs.asdict(n) for n in gcs.read_nodes(self.address)])
+        return 0
+
+    def boost_groups(self, client: Client, target: str) -> int:
+        import attrs
+
+        from grid_plugin_ray_backend import gcs
+
+        client.frame("result", [attrs.asdict(g) for g in gcs.boost_groups(self.address, target)])
+        return 0
+
+    # ------------------------------------------------------------------ offload
+
+    def offload(self, client: Client, action: str, **params: Any) -> int:
+        if action not in {"status", "configure", "hold", "release", "boost", "boost_release"}:
+            raise ServiceError(f"unknown offload action {action!r}")
+        client.frame("result", getattr(self.controller, action)(**params))
+        return 0
+
+    # ------------------------------------------------------------------ jobs
+
+    def run(self, client: Client, spec: dict[str, Any], detach: bool = False) -> int:
+        ray = self.ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        job_id, node = spec["job_id"], spec["node"]
+        node_id = self._newest_node_id(node)
+        ray.get(self.registry.add.remote({"id": job_id, "node": node, "argv": spec["argv"], "cwd": spec.get("cwd"),
+                                          "cpus": spec["cpus"], "gpus": spec["gpus"],
+                                          "memory_bytes": spec["memory_bytes"], "boost": spec.get("boost")}))
+        options: dict[str, Any] = {
+            "name": RUNNER.format(job_id), "lifetime": "detached", "max_concurrency": 4, "max_restarts": 0,
+            "num_cpus": spec["cpus"], "num_gpus": spec["gpus"], "resources": {node_resource(node): 0.001},
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False),
+        }
+        if spec["memory_bytes"]:
+            options["memory"] = spec["memory_bytes"]
+        if spec.get("boost"):  # inside the boost's reservation on its node: only this target's jobs go there
+            from ray.util.placement_group import get_placement_group
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            try:
+                group = get_placement_group(spec["boost"])
+            except ValueError:
+                raise ServiceError(f"boost reservation {spec['boost']} is gone (released or expired)") from None
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
+        env = {**spec.get("env", {}), "RAY_ADDRESS": self.address}
+        runner = ray.remote(JobRunner).options(**options).remote(
+            job_id, spec["argv"], spec.get("cwd"), env, self.namespace, spec.get("timeout_seconds"),
+            spec.get("retries", 0))
+        client.frame("event", {"event": "job", "id": job_id, "node": node})
+        if detach:
+            return 0
+        return self._follow(client, job_id, stop_when_gone=True, ended=runner.finished.remote())
+
+    def jobs(self, client: Client) -> int:
+        client.frame("result", self.ray.get(self.registry.list.remote()))
+        return 0
+
+    def logs(self, client: Client, job_id: str, follow: bool = False) -> int:
+        return self._follow(client, job_id, wait=follow)
+
+    def stop_job(self, client: Client, job_id: str) -> int:
+        client.frame("result", self._stop(job_id))
+        return 0
+
+    def _follow(self, client: Client, job_id: str, wait: bool = True, stop_when_gone: bool = False,
+                ended: Any = None) -> int:
+        """Send the job's output until it ends (or until caught up, without wait); its exit status."""
+        ray, offset, beat = self.ray, 0, time.monotonic()
+        while True:
+            chunks, offset, info = ray.get(self.registry.read.remote(job_id, offset))
+            if info is None:
+                raise ServiceError(f"no job {job_id!r}")
+            try:
+                for stream, text in chunks:
+                    client.frame("out" if stream == "stdout" else "err", text)
+                if stop_when_gone and client.gone():
+                    raise OSError
+                if stop_when_gone and time.monotonic() - beat > BEAT_SECONDS:
+                    # A relay learns that its SSH session closed only when it writes.
+                    client.frame("beat", None)
+                    beat = time.monotonic()
+            except OSError:  # the client was interrupted or lost: stop the job, as Ctrl-C does
+                if stop_when_gone:
+                    self._stop(job_id)
+                raise
+            if info["state"] not in ("pending", "running"):
+                return int(info["exit_status"] if info["exit_status"] is not None else 1)
+            if not wait and not chunks:
+                return 0
+            if ended is not None and ray.wait([ended], timeout=0)[0]:
+                self._lost(job_id, ended, offset)
+                ended = None
+            if not chunks:
+                time.sleep(POLL_SECONDS)
+
+    def _lost(self, job_id: str, ended: Any, offset: int) -> None:
+        """The runner's `finished` call returned: if it failed before the record was final, the
+        runner could not start or was lost with its node."""
+        try:
+            self.ray.get(ended)
+            return
+        except Exception as exc:
+            _, _, info = self.ray.get(self.registry.read.remote(job_id, offset))
+            if not info or info["state"] not in ("pending", "running"):
+                return
+            where = info.get("node", "its node")
+            reason = (f"job {job_id} was lost with node {where} (unreachable, or its Ray died): "
+                      f"{type(exc).__name__}") if info["state"] == "running" else \
+                f"job {job_id} failed to start on {where}: {exc}"
+        self.ray.get(self.registry.update.remote(job_id, {"state": "failed", "ended": time.time(), "reason": reason}))
+        raise ServiceError(reason)
+
+    def _stop(self, job_id: str) -> dict[str, Any]:
+        ray = self.ray
+        try:
+            runner = ray.get_actor(RUNNER.format(job_id))
+        except ValueError:
+            runner = None
+        if runner is not None:
+            with contextlib.suppress(Exception):  # it ended meanwhile
+                ray.get(runner.stop.remote(), timeout=30)
+        _, _, info = ray.get(self.registry.read.remote(job_id, 0))
+        if info is None:
+            raise ServiceError(f"no job {job_id!r}")
+        deadline = time.monotonic() + 10
+        while info["state"] in ("pending", "running") and time.monotonic() < deadline:
+            if runner is None or info["state"] == "pending":
+                ray.get(self.registry.update.remote(job_id, {"state": "stopped", "ended": time.time()}))
+                if runner is not None:
+                    ray.kill(runner)
+            time.sleep(POLL_SECONDS)
+            _, _, info = ray.get(self.registry.read.remote(job_id, 0))
+        return dict(info)
+
+    def _end_jobs_in(self, group: str) -> None:
+        """Before a boost's reservation goes (expiry, release, preemption): the jobs running in it
+        get SIGTERM and the runner's grace period (jobs.STOP_GRACE) to finish, and are recorded
+        as ended by the boost. Removing the reservation would kill them without a record."""
+        ray = self.ray
+        inside = [j for j in ray.get(self.registry.list.remote()) if j.get("boost") == group and j["state"] in ACTIVE]
+        stops = []
+        for job in inside:
+            ray.get(self.registry.update.remote(job["id"], {"reason": f"ended with the boost reservation {group}"}))
+            with contextlib.suppress(ValueError):
+                stops.append(ray.get_actor(RUNNER.format(job["id"])).stop.remote())
+        with contextlib.suppress(Exception):  # a runner that is gone already is the reaper's
+            ray.get(stops, timeout=30)
+
+    def _reap(self) -> None:
+        """Jobs whose runner is gone without recording an end (its node lost, Ray killed it) are
+        recorded as failed, so every job reaches a final state and `jobs logs --follow` returns."""
+        ray = self.ray
+        while True:
+            time.sleep(REAP_SECONDS)
+            try:
+                for job in ray.get(self.registry.list.remote()):
+                    if job["state"] not in ACTIVE or time.time() - job["submitted"] < 2 * REAP_SECONDS:
+                        continue
+                    try:
+                        ray.get_actor(RUNNER.format(job["id"]))
+                        continue
+                    except ValueError:
+                        pass
+                    reason = job.get("reason") or (f"its runner on {job['node']} ended without an exit status "
+                                                   "(the node was lost, or Ray ended it)")
+                    ray.get(self.registry.update.remote(job["id"], {"state": "failed", "ended": time.time(),
+                                                                    "reason": reason}))
+            except Exception:  # a tidy-up: one failed round must not end it
+                traceback.print_exc()
+
+    def _newest_node_id(self, name: str) -> str:
+        """The node id behind a grid node name: the newest alive one, because after a repair the GCS
+        lists the killed raylet as alive too until its health checks fail, with the same resource."""
+        from ray._private.worker import global_worker
+
+        resource = node_resource(name)
+        found = [(info.start_time_ms, node_id.hex())
+                 for node_id, info in global_worker.gcs_client.get_all_node_info(timeout=30).items()  # type: ignore[attr-defined]
+                 if info.state == 0 and resource in info.resources_total]
+        if not found:
+            raise ServiceError(f"node {name} is not in the Ray cluster")
+        return max(found)[1]
+
+
+HANDLERS: dict[str, Callable[..., int]] = {
+    "nodes": GridService.nodes, "boost_groups": GridService.boost_groups, "offload": GridService.offload,
+    "run": GridService.run, "jobs": GridService.jobs, "logs": GridService.logs, "stop_job": GridService.stop_job,
+}
+
+
+def listen(path: str) -> socket.socket:
+    """A listening Unix socket at path, readable by this user alone (its directory is 0700 too);
+    a socket left by an earlier service is replaced."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(128)
+    return sock
+
+
+# ---------------------------------------------------------------------- making sure it runs
+
+
+def ensure(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    """Connect to Ray, create the service if it is not there, and wait until it answers."""
+    import ray
+
+    try:
+        ray.init(address=args.address, namespace=args.namespace, logging_level=logging.ERROR,
+                 log_to_driver=False, configure_logging=True)
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its own
+        print(f"cannot connect to the Ray cluster at {args.address}: {exc}", file=sys.stderr)
+        return SERVICE_ERROR
+    service: Any = ray.remote(GridService).options(
+        name=SERVICE, lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1, max_concurrency=8,
+        resources={node_resource(args.head): 0.001},
+    ).remote(config, args.namespace, args.head, args.address, args.directory)
+    try:
+        pid = ray.get(service.ready.remote(), timeout=CALL_TIMEOUT)
+    except Exception as exc:
+        print(f"the grid service did not start: {exc}", file=sys.stderr)
+        return SERVICE_ERROR
+    print(json.dumps({"pid": pid, "socket": socket_path(args.directory)}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="grid-service")
+    for option in ("--address", "--namespace", "--head", "--directory"):
+        parser.add_argument(option, required=True)
+    args = parser.parse_args(argv)
+    try:
+        config = json.loads(sys.stdin.buffer.read())
+    except ValueError as exc:
+        print(f"the config on stdin is not JSON: {exc}", file=sys.stderr)
+        return SERVICE_ERROR
+    if not isinstance(config, dict):
+        print("the config on stdin is not a JSON object", file=sys.stderr)
+        return SERVICE_ERROR
+    return ensure(args, config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
