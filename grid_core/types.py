@@ -423,7 +423,7 @@ class Event:
     """Something the controller did or saw: when, what kind, on which node (None: the cluster), why."""
 
     time: float
-    kind: str  # hold, release, boost, boost-expired, boost-released, boost-preempted, boost-lost, settings, ...
+    kind: str  # hold, release, boost, boost-expired, boost-released, boost-preempted, boost-restored, settings, ...
     node: str | None
     reason: str
 
@@ -496,6 +496,12 @@ class NodeState:
     available: Mapping[str, float] = attrs.field(factory=dict)  # the engine's free logical resources
     hold: str | None = None  # the hold's reason, None when free
     gpus: tuple[GpuReading, ...] = ()
+    # The owner's load beside the cluster's, and presence (NodeMetrics; None where unknown).
+    owner_cpu_percent: float | None = None
+    cluster_cpu_percent: float | None = None
+    owner_idle_seconds: float | None = None
+    step: str = "free"  # free, held, lowered (the cluster's processes there at the lowest priority)
+    lowered: int = 0  # how many of the cluster's processes are lowered
 
 
 @attrs.frozen(kw_only=True)

@@ -52,13 +52,18 @@ def wait_for(check: Any, timeout: float, step: float = 0.25) -> Any:
     return check()
 
 
+def _settings(c: dict[str, Any]) -> dict[str, Any]:
+    """The controller's status less its live rows."""
+    return {k: v for k, v in ok_json(c, "offload", "auto", "--status").items() if k != "nodes"}
+
+
 def test_bad_settings_change_nothing(cluster: dict[str, Any]) -> None:
-    before = ok_json(cluster, "offload", "auto", "--status")
+    before = _settings(cluster)
     for args, message in ((["--threshold", "cpu=180"], "at most 100"), (["--threshold", "gpu=x"], "not a number"),
                           (["--policy", "nope"], "no offload policy named 'nope'")):
         result = cli(cluster, "offload", "auto", "--enable", *args)
         assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
-    assert ok_json(cluster, "offload", "auto", "--status") == before
+    assert _settings(cluster) == before
     assert cli(cluster, "offload", "auto").returncode == 2  # no mode
 
 
@@ -163,6 +168,68 @@ def test_boosts_expire(cluster: dict[str, Any]) -> None:
     assert state
 
 
+def test_a_held_head_lowers_the_cluster_s_work_there_at_once_and_raises_it_on_release(
+        cluster: dict[str, Any]) -> None:
+    """grid_core/priority.py on the real thing: a CPU job already running on the head drops to
+    the lowest priority (its session's autogroup too) when the head is held, and gets it back."""
+    from grid_core.priority import LOWEST, read_autogroup
+
+    job_id = cli(cluster, "run", "-d", "--node", "head", "--", sys.executable, "-c", "while True: pass").stdout.strip()
+    try:
+        pid = wait_for(lambda: _job(cluster, job_id).get("pid"), timeout=30)
+        before = os.getpriority(os.PRIO_PROCESS, pid)  # Ray starts its workers at nice 15
+        assert before < LOWEST and read_autogroup(pid) in (None, 0)
+        assert cli(cluster, "offload", "hold", "head", "--reason", "owner busy").returncode == 0
+        assert wait_for(lambda: os.getpriority(os.PRIO_PROCESS, pid) == LOWEST, timeout=10 * INTERVAL)
+        assert read_autogroup(pid) in (None, LOWEST)
+        head = wait_for(lambda: next((n for n in ok_json(cluster, "offload", "auto", "--status")["nodes"]
+                                      if n["name"] == "head" and n["step"] == "lowered"), None), timeout=10)
+        assert head["lowered"] >= 1 and head["hold"] == "manual: owner busy"
+        assert cli(cluster, "offload", "release", "head").returncode == 0
+        assert wait_for(lambda: os.getpriority(os.PRIO_PROCESS, pid) == before, timeout=10 * INTERVAL)  # as root
+        assert read_autogroup(pid) in (None, 0)
+    finally:
+        cli(cluster, "offload", "release", "head")
+        cli(cluster, "jobs", "stop", job_id)
+
+
+def _job(c: dict[str, Any], job_id: str) -> dict[str, Any]:
+    return next(j for j in ok_json(c, "jobs", "list") if j["id"] == job_id)  # type: ignore[no-any-return]
+
+
+def test_a_boost_that_expires_stops_the_job_inside_and_its_record_ends(cluster: dict[str, Any]) -> None:
+    made = ok_json(cluster, "boost", "request", "head", "cpu", "1", "--source", "w1", "--duration", "8s")
+    job_id = cli(cluster, "run", "-d", "--", "sleep", "300").stdout.strip()
+    job = _job(cluster, job_id)
+    assert (job["node"], job["boost"]) == ("w1", made["group"])  # grid run used the boost lent to the head
+    began = time.monotonic()
+    followed = cli(cluster, "jobs", "logs", job_id, "--follow", timeout=90)  # returns once the boost ends it
+    assert time.monotonic() - began < 60 and followed.returncode == 128 + signal.SIGTERM, followed.stderr
+    job = _job(cluster, job_id)
+    assert job["state"] == "stopped" and made["group"] in job["reason"], job
+    assert next(b for b in ok_json(cluster, "boost", "status") if b["id"] == made["id"])["state"] == "expired"
+
+
+def test_settings_holds_and_boosts_survive_a_cluster_stop_and_start(cluster: dict[str, Any]) -> None:
+    ok_json(cluster, "offload", "auto", "--enable", "--threshold", "cpu=91")
+    made = ok_json(cluster, "boost", "request", "head", "cpu", "1", "--source", "w1", "--duration", "30m")
+    assert cli(cluster, "offload", "hold", "w1", "--reason", "kept").returncode == 0  # reserves w1's other CPU
+    stopped = cli(cluster, "cluster", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    started = cli(cluster, "cluster", "start")
+    assert started.returncode == 0, started.stderr
+    said = " ".join(started.stderr.split())  # rich wraps lines
+    assert "1 hold(s) and 1 boost(s) recovered" in said, started.stderr  # start says what it restored
+    status = ok_json(cluster, "offload", "auto", "--status")
+    assert status["thresholds"]["cpu"] == 91 and status["origin"]["high.cpu"] == "run time"
+    assert status["held"]["w1"]["reason"] == "manual: kept"
+    assert [b["id"] for b in status["boosts"] if b["state"] == "active"] == [made["id"]]
+    assert wait_for(lambda: _available_cpu(cluster, "w1") == 0, timeout=20)  # hold and boost reserved again
+    assert cli(cluster, "boost", "release", made["id"]).returncode == 0
+    assert cli(cluster, "offload", "release", "w1").returncode == 0
+    ok_json(cluster, "offload", "auto", "--disable")
+
+
 def test_impossible_boost_fails_cleanly(cluster: dict[str, Any]) -> None:
     before = ok_json(cluster, "boost", "status")
     for args, message in ((["head", "cpu", "64"], "no node can lend 64 cpu"), (["head", "disk", "1"], "disk"),
@@ -198,7 +265,9 @@ def test_scan_finds_a_busy_process_and_move_restarts_it_on_a_worker(cluster: dic
     assert job["node"] == "w1" and job["argv"][-2:] == [str(script), str(stop)] and job["state"] == "succeeded"
 
 
-def test_watch_draws_nodes_and_holds_and_quits_on_q(cluster: dict[str, Any]) -> None:
+def test_watch_draws_a_running_job_a_boost_and_a_hold_and_quits_on_q(cluster: dict[str, Any]) -> None:
+    boost = ok_json(cluster, "boost", "request", "w1", "cpu", "1", "--source", "head")
+    job_id = cli(cluster, "run", "-d", "--node", "head", "--", "sleep", "120").stdout.strip()
     assert cli(cluster, "offload", "hold", "w1", "--reason", "watch test").returncode == 0
     parent, child = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "grid_core", "offload", "watch", "--interval", "0.5"],
@@ -208,7 +277,8 @@ def test_watch_draws_nodes_and_holds_and_quits_on_q(cluster: dict[str, Any]) -> 
     screen = b""
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (b"w1" in screen and b"held" in screen and b"head" in screen):
+        wanted = (b"watch test", b"held", job_id.encode(), boost["id"].encode())
+        while time.monotonic() < deadline and not all(w in screen for w in wanted):
             if select.select([parent], [], [], 0.5)[0]:
                 screen += os.read(parent, 65536)
         os.write(parent, b"q")
@@ -218,8 +288,10 @@ def test_watch_draws_nodes_and_holds_and_quits_on_q(cluster: dict[str, Any]) -> 
             proc.kill()
         os.close(parent)
         cli(cluster, "offload", "release", "w1")
+        cli(cluster, "jobs", "stop", job_id)
+        cli(cluster, "boost", "release", boost["id"])
     text = screen.decode(errors="replace")
-    assert "watch test" in text and "held" in text and "grid offload" in text
+    assert all(w.decode() in text for w in wanted) and "grid offload" in text, text[-3000:]
 
 
 def test_an_in_house_policy_is_pip_installed_and_selected(cluster: dict[str, Any]) -> None:

@@ -164,6 +164,23 @@ def test_a_second_start_changes_nothing(bed: tuple[Testbed, Env, Path]) -> None:
     assert {n: r["node_id"] for n, r in by_name(env.json("cluster", "status")).items()} == before
 
 
+def test_the_service_runs_the_config_each_request_carries(bed: tuple[Testbed, Env, Path]) -> None:
+    """A node removed from the config, then added back: the service adopts each revision the CLI
+    sends, so a node the config gained can be held at once."""
+    _, env, root = bed
+    data = tomllib.loads((root / "grid.toml").read_text())
+    two = root / "two-nodes.toml"
+    two.write_text(tomli_w.dumps({**data, "nodes": data["nodes"][:2]}))
+    refused = env.grid("offload", "hold", "host3", config=two)
+    assert refused.returncode != 0 and "host3" in refused.stderr and "Traceback" not in refused.stderr
+    assert [n["name"] for n in env.json("offload", "auto", "--status", config=two)["nodes"]] == ["host1", "host2"]
+    held = env.grid("offload", "hold", "host3", "--reason", "added")  # the three-node config again
+    assert held.returncode == 0, held.stderr
+    status = env.json("offload", "auto", "--status")
+    assert status["held"]["host3"]["reason"] == "manual: added" and status["held"]["host3"]["groups"]
+    assert env.grid("offload", "release", "host3").returncode == 0
+
+
 def test_start_brings_back_only_a_killed_worker(bed: tuple[Testbed, Env, Path]) -> None:
     tb, env, _ = bed
     before = {n: r["node_id"] for n, r in by_name(env.json("cluster", "status")).items()}
@@ -213,8 +230,8 @@ def test_ray_status_reaches_the_cluster_after_eval_of_cluster_env(bed: tuple[Tes
 
 
 def test_job_environment_and_config_never_appear_in_any_command_line(bed: tuple[Testbed, Env, Path]) -> None:
-    """execution.environment and backend.env (the whole config, too) reach the driver and the job
-    over stdin, never through argv: no `ps` on any host, nor on this machine, shows them."""
+    """execution.environment and backend.env (the whole config, too) reach the service and the job
+    over stdin and its socket, never through argv: no `ps` on any host, nor on this machine, shows them."""
     import secrets
     import time
 
@@ -247,8 +264,8 @@ def test_job_environment_and_config_never_appear_in_any_command_line(bed: tuple[
     assert out.strip() == job_marker  # the job got its environment
     assert any(host == "host2" and 'echo "$GRID_MARKER"; sleep 3' in text for host, text in listings), \
         "never saw the job running"
-    assert any(host == "host1" and "grid_plugin_ray_backend.driver" in text for host, text in listings), \
-        "never saw the driver running"
+    assert any(host == "host1" and "Relays one request to the grid service" in text for host, text in listings), \
+        "never saw the relay to the service running"
     leaked = [(host, line) for host, text in listings for line in text.splitlines()
               if job_marker in line or config_marker in line]
     assert leaked == []

@@ -15,7 +15,9 @@ STATUS = ControllerStatus(
     cluster="lab", enabled=True, policy="threshold", interval_seconds=2,
     thresholds={"cpu": 80.0, "memory": 70.0, "gpu": 90.0}, low={"cpu": 60.0, "memory": 55.0, "gpu": 70.0},
     held={"desk": Hold("desk", HOLD, manual=False, since=0.0)},
-    nodes=(NodeState(name="desk", role="head", cpu_percent=93.0, memory_percent=40.0, hold=HOLD),
+    nodes=(NodeState(name="desk", role="head", cpu_percent=93.0, memory_percent=40.0, hold=HOLD,
+                     owner_cpu_percent=71.0, cluster_cpu_percent=22.0, owner_idle_seconds=4.0, step="lowered",
+                     lowered=3),
            NodeState(name="gpu1", role="worker", cpu_percent=12.0, memory_percent=65.0, gpu_percent=20.0)),
     boosts=(Boost("b1", "desk", "gpu1", "cpu", 2.0, "high", 0.0, None),),
     events=(Event(0.0, "hold", "desk", "cpu 93% >= 80%"),),
@@ -25,7 +27,7 @@ JOBS = (JobRecord(id="j1", node="gpu1", argv=("python", "train.py"), state="runn
 
 
 def screen(status: ControllerStatus | None, jobs: tuple[JobRecord, ...] = ()) -> str:
-    console = Console(record=True, width=160, color_system=None)
+    console = Console(record=True, width=220, color_system=None)
     console.print(render(status, jobs))
     return console.export_text()
 
@@ -33,7 +35,8 @@ def screen(status: ControllerStatus | None, jobs: tuple[JobRecord, ...] = ()) ->
 def test_rows_states_boosts_jobs_and_events_appear() -> None:
     text = screen(STATUS, JOBS)
     desk = next(line for line in text.splitlines() if line.strip().startswith("desk"))
-    assert "93%" in desk and f"held ({HOLD})" in desk
+    assert "93%" in desk and f"lowered 3 ({HOLD})" in desk
+    assert "71% / 22%" in desk and "4 s" in desk  # the owner's load beside the cluster's; presence
     gpu1 = next(line for line in text.splitlines() if line.strip().startswith("gpu1"))
     assert "free" in gpu1 and "65%" in gpu1
     assert "auto on" in text and "b1" in text and "python train.py" in text and "last events" in text
@@ -76,7 +79,7 @@ def test_markup_in_names_reasons_and_commands_is_shown_literally() -> None:
                           events=(Event(0.0, "hold", "[gpu1]:2222", MARKUP),))
     jobs = (JobRecord(id="j1", node="[gpu1]:2222", argv=("python", "[/]", "[bold]"), state="running", submitted=0.0),)
     text = screen(status, jobs)
-    assert f"held ({MARKUP})" in text and "python [/] [bold]" in text and "cluster [red]lab" in text
+    assert f"lowered 3 ({MARKUP})" in text and "python [/] [bold]" in text and "cluster [red]lab" in text
     assert text.count("[gpu1]:2222") >= 4
 
 

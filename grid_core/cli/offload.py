@@ -22,7 +22,7 @@ from grid_core.errors import GridError
 
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
-    from grid_core.types import Backend, ControllerStatus, JobRecord, OffloadStatus
+    from grid_core.types import Backend, ControllerStatus, JobRecord, NodeState
 
 T = TypeVar("T")
 
@@ -70,10 +70,10 @@ def auto(mode: str | None, thresholds: tuple[str, ...], policy: str | None, as_j
         status = ask(lambda b, c: b.offload_status(c))
     else:
         status = ask(lambda b, c: b.configure_offload(c, enabled=mode == "enable", policy=policy, high=high or None))
-    summary = offload_summary(status)
     if as_json:
-        print_json(summary)
+        print_json(status)
         return
+    summary = status
     marks = ", ".join(f"{m} {v:g}%" for m, v in summary.thresholds.items())
     set_here = sorted(k for k, v in summary.origin.items() if v != "file")
     click.echo(f"automatic offload {'on' if summary.enabled else 'off'}; policy {summary.policy}; "
@@ -82,18 +82,24 @@ def auto(mode: str | None, thresholds: tuple[str, ...], policy: str | None, as_j
         click.echo(f"held: {node} ({hold.reason})")
     if not summary.held:
         click.echo("held: nothing")
+    for row in summary.nodes:
+        click.echo(f"{row.name}: {node_line(row)}")
     if summary.last_event:
         event = summary.last_event
         click.echo(f"last event: {event.kind} {event.node or ''} {event.reason}")
 
 
-def offload_summary(status: ControllerStatus) -> OffloadStatus:
-    """What `offload auto` shows of the controller's status: all but the nodes' rows and the boosts."""
-    import attrs
-
-    from grid_core.types import OffloadStatus
-
-    return OffloadStatus(**{f.name: getattr(status, f.name) for f in attrs.fields(OffloadStatus)})
+def node_line(row: NodeState) -> str:
+    """A node's step and why, the owner's load beside the cluster's, and presence."""
+    step = row.step if row.hold is None else f"{row.step} ({row.hold})"
+    if row.lowered:
+        step += f", {row.lowered} of the cluster's processes at the lowest priority"
+    parts = [step]
+    if row.owner_cpu_percent is not None and row.cluster_cpu_percent is not None:
+        parts.append(f"cpu: owner {row.owner_cpu_percent:.0f}%, cluster {row.cluster_cpu_percent:.0f}%")
+    if row.owner_idle_seconds is not None:
+        parts.append(f"owner idle {row.owner_idle_seconds:.0f} s")
+    return "; ".join(parts)
 
 
 @offload.command()

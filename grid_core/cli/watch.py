@@ -18,7 +18,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from grid_core.cli.output import clock, console, join, styled, table
-from grid_core.types import ControllerStatus, GpuProcess, JobRecord
+from grid_core.types import ControllerStatus, GpuProcess, JobRecord, NodeState
 
 BAR = 20
 DEFAULT_HIGH = {"cpu": 80.0, "memory": 70.0, "gpu": 90.0}  # until the controller says otherwise
@@ -46,12 +46,15 @@ def render(status: ControllerStatus | None, jobs: Sequence[JobRecord] = ()) -> R
     header = join(("grid offload", "bold"), f"  cluster {status.cluster}  ",
                   ("auto on", "green") if status.enabled else ("auto off", "dim"),
                   f"  policy {status.policy}  marks high/low: {marks}  every {status.interval_seconds:g} s")
-    nodes = table(("node", "role", "cpu", "memory", "gpu", "state"), (
+    nodes = table(("node", "role", "cpu", "owner/cluster cpu", "memory", "gpu", "idle", "state"), (
         (node.name, node.role,
          bar(node.cpu_percent, high["cpu"], low["cpu"]),
+         "-" if node.owner_cpu_percent is None or node.cluster_cpu_percent is None
+         else f"{node.owner_cpu_percent:.0f}% / {node.cluster_cpu_percent:.0f}%",
          bar(node.memory_percent, high["memory"], low["memory"]),
          bar(node.gpu_percent, high["gpu"], low["gpu"]),
-         join(("held", "red"), f" ({node.hold})") if node.hold else styled("free", "green"))
+         "-" if node.owner_idle_seconds is None else f"{node.owner_idle_seconds:.0f} s",
+         state_cell(node))
         for node in status.nodes))
     parts: list[RenderableType] = [header, nodes]
     running = [j for j in jobs if j.state == "running"]
@@ -79,6 +82,14 @@ def render(status: ControllerStatus | None, jobs: Sequence[JobRecord] = ()) -> R
             (clock(e.time), e.kind, e.node or "", e.reason) for e in events), title="last events"))
     parts.append(Text("q or Ctrl-C to quit", style="dim"))
     return Group(*parts)
+
+
+def state_cell(node: NodeState) -> Text:
+    """free; held (why); lowered N (why): the step the node is at."""
+    if node.hold is None:
+        return styled("free", "green")
+    step = f"lowered {node.lowered}" if node.step == "lowered" else "held"
+    return join((step, "red"), f" ({node.hold})")
 
 
 def gpu_holder(process: GpuProcess, node: str, jobs: Sequence[JobRecord]) -> str:

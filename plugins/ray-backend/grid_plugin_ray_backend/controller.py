@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from grid_core.priority import Lowering
 from grid_plugin_ray_backend.rules import GROUP_PREFIXES, ControllerError, Policy, Rules
 
 __all__ = ["ControllerError", "OffloadController", "RayMechanics"]
@@ -137,6 +138,43 @@ class RayMechanics:
         return {names[i]: {k: float(v) for k, v in res.items()} for i, res in per_node.items() if i in names}
 
 
+# Ray's and grid's own processes that stay at their priority while the head is held: lowering
+# them would slow the cluster's answers, not its work. Ray's system processes (raylet, GCS) are
+# not `ray::` workers and are never lowered one by one (their session's autogroup is).
+SPARED = ("ray::IDLE", "ray::GridService", "ray::JobRegistry", "ray::DashboardAgent", "ray::RuntimeEnvAgent",
+          "ray::Directory", "ray::Holder")
+
+
+def process_table(markers: Sequence[str]) -> tuple[dict[int, tuple[int, Sequence[str]]], set[int]]:
+    """Every process here (pid: parent, argv) and the cluster's among them."""
+    import psutil
+
+    from grid_core.builtin.psutil_metrics import cluster_pids
+
+    table = {p.pid: (p.info["ppid"], p.info.get("cmdline") or ()) for p in psutil.process_iter(["ppid", "cmdline"])
+             if p.info.get("ppid") is not None}
+    return table, cluster_pids(table, markers)
+
+
+def cluster_work(table: Mapping[int, tuple[int, Sequence[str]]], cluster: set[int]) -> set[int]:
+    """The cluster's processes doing its work: Ray's workers running tasks and actors (not idle
+    ones, not grid's services) and everything they started."""
+    def title(pid: int) -> str:
+        return " ".join(table[pid][1]).strip()
+
+    work = {pid for pid in cluster if title(pid).startswith("ray::") and not title(pid).startswith(SPARED)}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    frontier = list(work)
+    while frontier:
+        for child in children.get(frontier.pop(), ()):
+            if child not in work:
+                work.add(child)
+                frontier.append(child)
+    return work
+
+
 def _policy(name: str, settings: Mapping[str, Any]) -> Policy:
     """The named offload policy from grid's plugins; GridError when none has that name."""
     from grid_core import plugins
@@ -175,6 +213,7 @@ class OffloadController:
         self._save()
         self.asked = time.time()
         self.last_config: dict[str, Any] | None = None
+        self.lowering = Lowering()
         self._cluster: tuple[str, Any] | None = None
         threading.Thread(target=self._loop, name="grid-offload", daemon=True).start()
 
@@ -237,7 +276,29 @@ class OffloadController:
         readings = self._sample() if self.rules.settings.enabled or watched else {}
         with self.lock:
             self.rules.tick(readings, now)
+            head = self.rules.config.head.name
+            held = head in self.rules.holds
+        self._lower_head(held)
+        with self.lock:
+            self.rules.lowered = {head: len(self.lowering)} if len(self.lowering) else {}
             self._save()
+
+    def _lower_head(self, held: bool) -> None:
+        """While the head is held, the cluster's work there runs at the lowest CPU priority, so the
+        owner's programs win at once; on release it gets its priority back (grid_core/priority.py).
+        This runs on the head, among the cluster's processes (markers from `ray start`)."""
+        from grid_core.builtin.psutil_metrics import markers_from_env
+        from grid_core.priority import sessions_of
+
+        markers = markers_from_env()
+        if not held or markers is None:
+            if len(self.lowering) or self.lowering.sessions:
+                for problem in self.lowering.restore():
+                    with self.lock:
+                        self.rules.note("priority", self.rules.config.head.name, problem)
+            return
+        table, cluster = process_table(markers)
+        self.lowering.lower(cluster_work(table, cluster), sessions_of(cluster, table))
 
     # ------------------------------------------------------------------ requests (one at a time, under the lock)
 

@@ -141,6 +141,7 @@ class Rules:
         self.boosts: list[Boost] = []
         self.events: deque[Event] = deque(maxlen=MAX_EVENTS)
         self.nodes: tuple[NodeState, ...] = ()
+        self.lowered: dict[str, int] = {}  # node: how many of the cluster's processes the service lowered
         self.readings: dict[str, NodeMetrics] = {}  # each node's last reading: boost.lend's rules read them
         self.decision: Decision | None = None
         self._policy: tuple[str, Policy] | None = None
@@ -438,10 +439,15 @@ class Rules:
     def _row(self, view: NodeView) -> NodeState:
         m = view.metrics
         hold = self.holds.get(view.name)
+        lowered = self.lowered.get(view.name, 0)
         return NodeState(name=view.name, role=view.role, cpu_percent=m.cpu_percent if m else None,
                          memory_percent=m.memory_percent if m else None, gpu_percent=m.gpu_percent if m else None,
                          available={k: v for k, v in view.available.items() if k in ENGINE_NAMES.values()},
-                         hold=hold.reason if hold else None, gpus=m.gpus if m else ())
+                         hold=hold.reason if hold else None, gpus=m.gpus if m else (),
+                         owner_cpu_percent=m.owner_cpu_percent if m else None,
+                         cluster_cpu_percent=m.cluster_cpu_percent if m else None,
+                         owner_idle_seconds=m.owner_idle_seconds if m else None,
+                         step="lowered" if hold and lowered else "held" if hold else "free", lowered=lowered)
 
     # ------------------------------------------------------------------ start and status
 
