@@ -4,8 +4,10 @@ idle and with every core of the head busy, and `grid run -- true` beside a bare 
 The cluster is the test suite's two-node cluster of this machine (tests/local_pair.py). Each
 round runs every command once, interleaved, so load hits them alike; figures are medians.
 Goals (issue 10): each status command at most 2.0x `grid --help` idle and 3.0x under load;
-`grid run -- true` at most 1.0x a Ray task from a fresh driver.
-Usage: .venv/bin/python benchmarks/cli_latency.py [--rounds N]
+`grid run -- true` at most 1.0x a Ray task from a fresh driver. With --remote (root: a test host,
+tests/testbed.py): `grid memory get` of 100 MB from this machine, which is not a node, beside an
+SFTP copy of the same bytes from the head (goal: at most 1.5x).
+Usage: .venv/bin/python benchmarks/cli_latency.py [--rounds N] [--remote]
 """
 
 from __future__ import annotations
@@ -70,11 +72,66 @@ def run_figures(env: dict[str, str], state_dir: Path, rounds: int) -> None:
     print(f"ratio                            : {g / r:.2f}x (goal <= 1.0x: {'met' if g / r <= 1.0 else 'NOT met'})")
 
 
+def remote_memory_figures(rounds: int, size: int = 100 * 2**20) -> None:
+    import tempfile
+
+    import paramiko
+
+    from tests.testbed import Testbed
+
+    work = Path(tempfile.mkdtemp(prefix="gbm", dir="/tmp"))
+    (work / "home").mkdir()
+    with Testbed(n_hosts=1, workdir=work / "tb") as bed:
+        config = bed.write_grid_config(work / "grid.toml", name="bench", backend={"python": sys.executable})
+        env = {**os.environ, "HOME": str(work / "home"), "GRID_STATE_DIR": str(work / "state"),
+               "GRID_CONFIG": str(config)}
+        grid = [sys.executable, "-m", "grid_core"]
+        timed([*grid, "cluster", "start"], env)
+        try:
+            blob = work / "blob"
+            blob.write_bytes(os.urandom(size))
+            timed([*grid, "memory", "put", "blob", str(blob)], env)
+            host = bed.hosts[0]
+            client = paramiko.SSHClient()
+            client.load_host_keys(str(bed.known_hosts))
+            client.connect(host.ip, username="root", key_filename=str(bed.client_key))
+            sftp = client.open_sftp()
+            sftp.put(str(blob), "/tmp/grid-bench-blob")
+
+            def sftp_copy() -> None:  # a new connection each time, as a command-line copy makes
+                c = paramiko.SSHClient()
+                c.load_host_keys(str(bed.known_hosts))
+                c.connect(host.ip, username="root", key_filename=str(bed.client_key))
+                c.open_sftp().get("/tmp/grid-bench-blob", str(work / "sftp.out"))
+                c.close()
+
+            grid_times, sftp_times = [], []
+            for _ in range(rounds):
+                grid_times.append(timed([*grid, "memory", "get", "blob", "-o", str(work / "grid.out")], env))
+                start = time.perf_counter()
+                sftp_copy()
+                sftp_times.append(time.perf_counter() - start)
+            assert (work / "grid.out").read_bytes() == blob.read_bytes()
+            sftp.remove("/tmp/grid-bench-blob")
+            client.close()
+            g, f = statistics.median(grid_times), statistics.median(sftp_times)
+            print(f"\ngrid memory get, {size >> 20} MB, not a node : {g:.2f} s (median of {rounds})")
+            print(f"SFTP copy of the same bytes (paramiko)  : {f:.2f} s")
+            print(f"ratio                                   : {g / f:.2f}x (goal <= 1.5x: "
+                  f"{'met' if g / f <= 1.5 else 'NOT met'})")
+        finally:
+            subprocess.run([*grid, "cluster", "stop"], env=env, capture_output=True, timeout=300)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=7)
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--remote", action="store_true", help="also memory get from a machine that is not a node")
+    args = parser.parse_args()
+    rounds = args.rounds
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    if args.remote:
+        remote_memory_figures(max(3, rounds // 2))
     from tests.local_pair import start_pair
 
     pair = start_pair()

@@ -28,6 +28,7 @@ from grid_core.types import (
     GridMetricsSource,
     GridOffloadPolicy,
     GridScheduler,
+    GridServiceOp,
     GridTransport,
 )
 
@@ -138,4 +139,20 @@ def grid_commands() -> Iterable[GridCommand]:
         def grid_commands():
             yield GridCommand(name="memory", summary="named data in the cluster's memory",
                               import_path="grid_plugin_memory_pool.cli:memory")
+    """
+
+
+@hookspec
+def grid_service_ops() -> Iterable[GridServiceOp]:
+    """Requests the grid service on the head answers for a plugin, so that its commands reach the
+    cluster from any machine without an engine driver in the CLI (`GridServiceOp` documents the
+    handler). The CLI sends one with the backend's channel, e.g. the ray backend's
+    ``grid_plugin_ray_backend.api.request(config, cluster, "memory", {...})``.
+
+    Example::
+
+        @hookimpl
+        def grid_service_ops():
+            yield GridServiceOp(name="memory", summary="the memory pool's put, get, ls, rm, stats",
+                                import_path="grid_plugin_memory_pool.service:handle")
     """

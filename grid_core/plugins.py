@@ -46,9 +46,10 @@ KINDS: dict[str, tuple[str, str]] = {
     "grid_offload_policies": ("offload policy", "GridOffloadPolicy"),
     "grid_metrics_sources": ("metrics source", "GridMetricsSource"),
     "grid_commands": ("command", "GridCommand"),
+    "grid_service_ops": ("service request", "GridServiceOp"),
 }
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: the grid_service_ops kind
 # What installing or removing a distribution changes in a sys.path entry.
 METADATA_SUFFIXES = (".dist-info", ".egg-info", ".egg-link", ".egg", ".pth")
 ENTRY_POINTS = "entry_points.txt"

@@ -388,6 +388,19 @@ class GridCommand:
     import_path: str = attrs.field(validator=attrs.validators.matches_re(r"^[\w.]+:[\w.]+$"))
 
 
+@attrs.frozen
+class GridServiceOp:
+    """A request the grid service on the head answers for a plugin. `import_path` ("pkg.module:attr")
+    names its handler, imported in the service's process only when asked:
+    `handler(client, config, **params) -> int` (an exit status), where `client.frame(kind, value)`
+    sends an answer frame, `client.read_data()` reads the bytes the request carries and
+    `client.send_data(data)` sends bytes back, and `config` is the ClusterConfig in force."""
+
+    name: str = attrs.field(validator=_valid_name)
+    summary: str = attrs.field(validator=_one_line)
+    import_path: str = attrs.field(validator=attrs.validators.matches_re(r"^[\w.]+:[\w.]+$"))
+
+
 # --------------------------------------------------------------------------- offload
 
 

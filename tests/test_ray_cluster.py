@@ -181,6 +181,26 @@ def test_the_service_runs_the_config_each_request_carries(bed: tuple[Testbed, En
     assert env.grid("offload", "release", "host3").returncode == 0
 
 
+def test_memory_from_a_machine_that_is_not_a_node(bed: tuple[Testbed, Env, Path]) -> None:
+    """The test run's own machine is none of the cluster's nodes: the memory commands reach the
+    pool through the service on host1, over SSH, and the bytes come back identical."""
+    _, env, root = bed
+    data = os.urandom(3 * 2**20 + 7)
+    source, out = root / "blob.in", root / "blob.out"
+    source.write_bytes(data)
+    put = env.grid("memory", "put", "blob", str(source), "--node", "host2")
+    assert put.returncode == 0, put.stderr
+    got = env.grid("memory", "get", "blob", "-o", str(out))
+    assert got.returncode == 0, got.stderr
+    assert out.read_bytes() == data
+    (entry,) = [e for e in env.json("memory", "ls") if e["key"] == "blob"]
+    assert (entry["node"], entry["size"], entry["state"]) == ("host2", len(data), "ok")
+    missing = env.grid("memory", "get", "nothing-here", "-o", str(root / "none.out"))
+    assert missing.returncode != 0 and "no entry named 'nothing-here'" in missing.stderr
+    assert not (root / "none.out").exists()
+    assert env.grid("memory", "rm", "blob").returncode == 0
+
+
 def test_start_brings_back_only_a_killed_worker(bed: tuple[Testbed, Env, Path]) -> None:
     tb, env, _ = bed
     before = {n: r["node_id"] for n, r in by_name(env.json("cluster", "status")).items()}

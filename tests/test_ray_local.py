@@ -171,7 +171,7 @@ NO_RAY = ("import atexit, sys\n"
           "sys.argv[0] = 'grid'\n"
           "main()\n")
 STATUS_COMMANDS = (("cluster", "status", "--json"), ("offload", "auto", "--status", "--json"),
-                   ("boost", "list", "--json"), ("jobs", "list", "--json"))
+                   ("boost", "list", "--json"), ("jobs", "list", "--json"), ("memory", "ls", "--json"))
 
 
 def test_status_commands_reach_the_service_socket_without_ray(started: dict[str, str]) -> None:

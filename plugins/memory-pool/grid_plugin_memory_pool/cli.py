@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from grid_core.cli.context import config_option, json_option, print_json, state
 from grid_core.errors import GridError
+from grid_plugin_memory_pool.keys import check_key
 
 
-def _pool() -> Any:
-    from grid_plugin_memory_pool.pool import Pool
+def _ask(action: str, data: bytes | None = None, on_data: Callable[[bytes], object] | None = None,
+         **params: Any) -> Any:
+    """One `memory` request to the grid service on the head, from wherever this runs; its result."""
+    from grid_plugin_ray_backend.api import request
 
-    return Pool.connect(state().config())
+    with state().cluster() as c:
+        if action == "put" and params.get("node") is None:  # this machine's node, when it is one
+            params["node"] = next((n.name for n in c.config.nodes if n.transport_name == "local"), None)
+        return request(c.config, c, "memory", {"action": action, **params}, data=data, on_data=on_data).result
 
 
 @click.group()
@@ -32,14 +40,12 @@ def memory() -> None:
 @config_option
 def put(key: str, source: str, node: str | None, replace: bool, evict: str | None) -> None:
     """Store FILE (or stdin with -) under KEY."""
-    from grid_plugin_memory_pool.pool import check_key
-
     check_key(key)
     try:
         data = sys.stdin.buffer.read() if source == "-" else open(source, "rb").read()  # noqa: SIM115
     except OSError as exc:
         raise GridError(f"cannot read {source}: {exc.strerror or exc}") from None
-    evicted = _pool().put(key, data, node=node, replace=replace, evict=evict)
+    evicted = _ask("put", data, key=key, node=node, replace=replace, evict=evict)["evicted"]
     for victim in evicted:
         click.echo(f"evicted {victim}", err=True)
     click.echo(f"stored {key} ({len(data)} bytes)")
@@ -51,20 +57,22 @@ def put(key: str, source: str, node: str | None, replace: bool, evict: str | Non
 @config_option
 def get(key: str, output: str) -> None:
     """Write the data stored under KEY."""
-    value = _pool().get(key)
-    if isinstance(value, memoryview):
-        value = value.tobytes()
-    if not isinstance(value, bytes | bytearray):
-        raise GridError(f"entry {key!r} holds a {type(value).__name__}, not bytes: read it from Python with Pool.get")
+    check_key(key)
     if output == "-":
-        sys.stdout.buffer.write(value)
+        _ask("get", on_data=sys.stdout.buffer.write, key=key)
         sys.stdout.buffer.flush()
         return
+    # Into a file beside the target, renamed once all has come: a failed get leaves no half file.
+    target = Path(output)
+    partial = target.with_name(f".{target.name}.partial")
     try:
-        with open(output, "wb") as f:
-            f.write(value)
+        with open(partial, "wb") as f:
+            _ask("get", on_data=f.write, key=key)
+        partial.replace(target)
     except OSError as exc:
         raise GridError(f"cannot write {output}: {exc.strerror or exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 @memory.command("ls")
@@ -72,7 +80,11 @@ def get(key: str, output: str) -> None:
 @config_option
 def list_entries(as_json: bool) -> None:
     """Every entry: key, node, size, created, last read, state."""
-    entries = _pool().list()
+    import cattrs
+
+    from grid_core.types import PoolEntry
+
+    entries = cattrs.structure(_ask("ls"), list[PoolEntry])
     if as_json:
         print_json(entries)
         return
@@ -88,7 +100,7 @@ def list_entries(as_json: bool) -> None:
 @config_option
 def remove(key: str) -> None:
     """Remove the entry KEY."""
-    _pool().delete(key)
+    _ask("rm", key=check_key(key))
     click.echo(f"removed {key}")
 
 
@@ -97,7 +109,7 @@ def remove(key: str) -> None:
 @config_option
 def stats(as_json: bool) -> None:
     """Used and capacity per node."""
-    per_node = _pool().stats()
+    per_node: dict[str, dict[str, int]] = _ask("stats")
     if as_json:
         print_json([{"node": n, **s} for n, s in per_node.items()])
         return

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from grid_core.errors import GridError
 from grid_plugin_memory_pool.pool import NodeSlot, Pool, PoolError
-from grid_plugin_ray_backend.layout import NODE_RESOURCE
+from grid_plugin_ray_backend.api import NODE_RESOURCE, init_ray
 
 DEFAULT_SHARE = 0.5  # of each node's object store, unless plugins.memory-pool sets capacity_gb
 PREFIX = NODE_RESOURCE.format("")
@@ -29,23 +29,10 @@ def connect(config: Any = None, capacity_share: float | None = None) -> Pool:
     import ray
 
     if not ray.is_initialized():
-        from grid_plugin_ray_backend import auth, records
-
-        state = records.load(config.name)
-        if state.gcs_address is None:
-            raise PoolError(f"cluster {config.name!r} is not running; start it with `grid cluster start`")
-        auth.use_in_this_process(config)
-        # Ray reads the auth settings when it is imported, and importing this plugin imported it:
-        # have it read them again now that they point at this cluster's token.
-        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
-
-        Config.initialize("")
-        AuthenticationTokenLoader.instance().reset_cache()
         try:
-            ray.init(address=state.gcs_address, namespace=config.backend.namespace, logging_level=logging.ERROR,
-                     log_to_driver=False)
-        except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its own
-            raise PoolError(f"cannot reach cluster {config.name!r} at {state.gcs_address}: {exc}") from None
+            init_ray(config)
+        except GridError as exc:
+            raise PoolError(str(exc)) from None
     settings = config.plugins.get("memory-pool", {})
     slots = []
     for node in ray.nodes():

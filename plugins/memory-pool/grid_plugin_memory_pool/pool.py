@@ -19,7 +19,6 @@ import asyncio
 import atexit
 import contextlib
 import pickle
-import re
 import time
 import weakref
 from collections import deque
@@ -30,10 +29,11 @@ import attrs
 import numpy
 import ray
 
-from grid_core.errors import GridError
 from grid_core.types import PoolEntry
+from grid_plugin_memory_pool.keys import PoolError, check_key
 
-KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}$")
+__all__ = ["Pool", "PoolError", "check_key"]
+
 DIRECTORY = "grid-pool-directory"
 HOLDER = "grid-pool-holder-{node}"
 GET_TIMEOUT = 60.0
@@ -43,18 +43,6 @@ CATCH_UP_S = 5.0  # the longest a get waits for a change notice it knows is comi
 FEED_WAIT_S = 30.0  # a change feed answers "nothing" after this, so a vanished Pool's call ends
 READS_FLUSH_S = 1.0  # how long a Pool may keep cached reads before telling the directory (LRU)
 CHANGE_LOG = 4096  # changes kept for caches that are behind; further behind, they drop everything
-
-
-class PoolError(GridError):
-    """A pool operation that cannot be done; the message says why."""
-
-
-def check_key(key: str) -> str:
-    if not isinstance(key, str) or not KEY.match(key):
-        raise PoolError(
-            f"invalid key {key!r}: 1-255 characters, starting with a letter or digit, then letters, digits and ._:/@+-"
-        )
-    return key
 
 
 def check_fits(size: int, node: str, capacity: int) -> None:

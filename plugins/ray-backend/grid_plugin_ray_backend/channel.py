@@ -9,6 +9,7 @@ and asks again once.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 from collections.abc import Callable
@@ -30,6 +31,7 @@ NO_SERVICE = 3  # relay.NO_SERVICE
 SERVICE_ERROR = 70  # service.SERVICE_ERROR
 CALL_TIMEOUT = 120.0
 ENSURE_TIMEOUT = 180.0
+DATA_CHUNK = 4 * 2**20  # service.DATA_CHUNK
 
 Output = Callable[[str, str], None]
 
@@ -57,12 +59,16 @@ class Answer:
 class Frames:
     """Splits the service's byte stream into frames and sorts them into an Answer."""
 
-    def __init__(self, on_output: Output | None) -> None:
-        self.on_output, self.pending, self.answer = on_output, b"", Answer()
+    def __init__(self, on_output: Output | None, on_data: Callable[[bytes], object] | None = None) -> None:
+        self.on_output, self.on_data, self.answer = on_output, on_data, Answer()
+        self.pending: list[bytes] = []  # the line so far, in pieces: a data frame is megabytes
 
     def feed(self, data: bytes) -> None:
-        self.pending += data
-        *lines, self.pending = self.pending.split(b"\n")
+        if b"\n" not in data:
+            self.pending.append(data)
+            return
+        *lines, rest = b"".join([*self.pending, data]).split(b"\n")
+        self.pending = [rest]
         for line in lines:
             try:
                 kind, value = json.loads(line)
@@ -71,6 +77,8 @@ class Frames:
             if kind in ("out", "err") and isinstance(value, str):
                 if self.on_output:
                     self.on_output("stdout" if kind == "out" else "stderr", value)
+            elif kind == "data" and isinstance(value, str) and self.on_data:
+                self.on_data(base64.b64decode(value))
             elif kind == "event" and isinstance(value, dict):
                 self.answer.events.append(value)
             elif kind == "result":
@@ -81,10 +89,20 @@ class Frames:
                 self.answer.status, self.answer.ended = value, True
 
 
+def data_frames(data: bytes) -> bytes:
+    """Bytes a request carries, as the service reads them (service.Client.read_data)."""
+    view = memoryview(data)
+    lines = [json.dumps(["data", base64.b64encode(view[at:at + DATA_CHUNK]).decode()]).encode()
+             for at in range(0, len(view), DATA_CHUNK)]
+    return b"\n".join([*lines, b'["end", null]', b""])
+
+
 def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any] | None = None, *,
-         on_output: Output | None = None, streaming: bool = False) -> Answer:
+         on_output: Output | None = None, streaming: bool = False, data: bytes | None = None,
+         on_data: Callable[[bytes], object] | None = None) -> Answer:
     """Send one request and collect its answer; a refusal is a GridError with the service's reason.
-    `streaming` requests (a followed job) have no time limit."""
+    `streaming` requests (a followed job, data) have no time limit. `data` goes with the request;
+    bytes the service sends back go to `on_data`."""
     from grid_core.config import unstructure
 
     state = records.load(config.name)
@@ -93,10 +111,13 @@ def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any
         raise GridError(f"cluster {config.name!r} is not running; start it with `grid cluster start`")
     config_data = unstructure(config)
     request = (json.dumps({"op": op, "params": params or {}, "config": config_data}) + "\n").encode()
+    if data is not None:
+        request += data_frames(data)
+        streaming = True
     path = f"{record.directory}/{SOCKET}"
     timeout = None if streaming else CALL_TIMEOUT
     for attempt in range(2):
-        frames = Frames(on_output)
+        frames = Frames(on_output, on_data)
         try:
             if config.head.transport_name == "local":
                 _by_socket(path, request, frames, timeout)

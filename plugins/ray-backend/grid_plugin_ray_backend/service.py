@@ -24,6 +24,7 @@ on the head, and so does the client when it finds no service.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import logging
@@ -45,7 +46,8 @@ SOCKET = "grid.sock"
 STATE_FILE = "service-state.json"  # settings, holds and boosts, for a restart of the whole cluster
 POLL_SECONDS = 0.1
 SERVICE_ERROR = 70  # the exit status with an "error" frame: grid's own failure, not a job's
-MAX_REQUEST = 64 * 2**20
+MAX_REQUEST = 64 * 2**20  # the request line; data travels after it in frames
+DATA_CHUNK = 4 * 2**20
 CALL_TIMEOUT = 120.0
 BEAT_SECONDS = 1.0
 REAP_SECONDS = 5.0  # how often jobs whose runner is gone are looked for
@@ -87,6 +89,40 @@ class Client:
                 or not isinstance(request.get("params", {}), dict):
             raise ServiceError('a request is {"op": NAME, "params": {...}, "config": {...}}')
         return request
+
+    def read_line(self) -> bytes:
+        if b"\n" not in self.buffer:
+            pieces = [self.buffer]  # a data frame is megabytes: search only what arrives
+            while True:
+                data = self.sock.recv(1 << 20)
+                if not data:
+                    raise ServiceError("the request ended before its data did")
+                pieces.append(data)
+                if b"\n" in data:
+                    break
+            self.buffer = b"".join(pieces)
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line
+
+    def read_data(self) -> bytes:
+        """The bytes the request carries: `["data", base64]` lines, then `["end", null]`."""
+        parts: list[bytes] = []
+        while True:
+            try:
+                kind, value = json.loads(self.read_line())
+            except (ValueError, TypeError):
+                raise ServiceError("the request's data is not data frames") from None
+            if kind == "end":
+                return b"".join(parts)
+            if kind != "data" or not isinstance(value, str):
+                raise ServiceError("the request's data is not data frames")
+            parts.append(base64.b64decode(value))
+
+    def send_data(self, data: bytes) -> None:
+        """Bytes as data frames (base64: the relay's SSH channel carries text)."""
+        view = memoryview(data)
+        for at in range(0, len(view), DATA_CHUNK):
+            self.frame("data", base64.b64encode(view[at:at + DATA_CHUNK]).decode())
 
     def gone(self) -> bool:
         """Whether the client closed its end (nothing else is ever sent after the request)."""
@@ -137,12 +173,14 @@ class GridService:
         status = SERVICE_ERROR
         try:
             request = client.read_request()
-            handler = HANDLERS.get(request["op"])
-            if handler is None:
-                raise ServiceError(f"unknown request {request['op']!r}")
             if request.get("config") is not None:
                 self.controller.adopt(request["config"])
-            status = handler(self, client, **request.get("params", {}))
+            handler = HANDLERS.get(request["op"])
+            params = request.get("params", {})
+            if handler is None:
+                status = self._plugin_op(client, request["op"], params)
+            else:
+                status = handler(self, client, **params)
         except (ServiceError, ControllerError, GridError) as exc:
             with contextlib.suppress(OSError):
                 client.frame("error", str(exc))
@@ -159,6 +197,21 @@ class GridService:
             with contextlib.suppress(OSError):
                 client.frame("exit", status)
             sock.close()
+
+    def _plugin_op(self, client: Client, op: str, params: dict[str, Any]) -> int:
+        """A request a plugin answers (the `grid_service_ops` hook)."""
+        import importlib
+
+        from grid_core import plugins
+        from grid_core.errors import PluginError
+
+        try:
+            registration = plugins.host().get("grid_service_ops", op)
+        except PluginError as exc:
+            raise ServiceError(f"unknown request {op!r}: {exc}") from None
+        module, _, attr = registration.import_path.partition(":")
+        handler = getattr(importlib.import_module(module), attr)
+        return int(handler(client, self.controller.rules.config, **params))
 
     # ------------------------------------------------------------------ cluster
 
