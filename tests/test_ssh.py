@@ -213,6 +213,9 @@ def test_env_values_and_stdin_arrive_intact_over_ssh(bed: Testbed, config: Path)
         assert raw.split() == ["ff", "fe", "0a"]
         big = "".join(f"line {i:07d} ünïcode\n" for i in range(50_000))  # over 1 MB, more than any window
         assert transport.run(["cat"], env={"A": "1"}, stdin=big, timeout=60).stdout == big
+        blob = os.urandom(32 * 2**20)  # binary, and megabytes: what a memory put sends through the relay
+        summed = transport.run(["sha256sum"], stdin=blob, timeout=120)
+        assert summed.stdout.split()[0] == hashlib.sha256(blob).hexdigest(), summed.stderr
         payload = bytes(range(256)) * 4096
         digest = transport.run(["sha256sum"], stdin=payload, timeout=60).stdout.split()[0]
         assert digest == hashlib.sha256(payload).hexdigest()

@@ -390,7 +390,14 @@ def _feed(channel: paramiko.Channel, data: bytes) -> None:
 
     def send() -> None:
         try:
-            channel.sendall(data)
+            # Not channel.sendall: it slices the rest of its bytes after each packet, a copy
+            # each time, which makes sending megabytes quadratic.
+            view = memoryview(data)
+            while view:
+                sent = channel.send(view)
+                if not sent:
+                    raise EOFError
+                view = view[sent:]
             channel.shutdown_write()
         except (paramiko.SSHException, EOFError, OSError):
             pass  # the command stopped reading, or the channel closed (its end or a timeout)
