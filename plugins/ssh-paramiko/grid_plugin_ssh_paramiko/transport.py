@@ -394,7 +394,7 @@ def _feed(channel: paramiko.Channel, data: bytes) -> None:
             # each time, which makes sending megabytes quadratic.
             view = memoryview(data)
             while view:
-                sent = channel.send(view)
+                sent = channel.send(view)  # type: ignore[arg-type]  # paramiko takes any buffer
                 if not sent:
                     raise EOFError
                 view = view[sent:]
