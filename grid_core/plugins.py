@@ -49,7 +49,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "grid_service_ops": ("service request", "GridServiceOp"),
 }
 
-INDEX_FORMAT = 2  # 2: the grid_service_ops kind
+INDEX_FORMAT = 3  # 3: the grid_service_ops kind, and each plugin's module
 # What installing or removing a distribution changes in a sys.path entry.
 METADATA_SUFFIXES = (".dist-info", ".egg-info", ".egg-link", ".egg", ".pth")
 ENTRY_POINTS = "entry_points.txt"
@@ -125,6 +125,7 @@ class PluginHost:
         self._commands: dict[str, list[CommandSummary]] | None = None
         self._entries: dict[str, dict[str, list[Entry]]] | None = None
         self._pm: pluggy.PluginManager | None = None
+        self._modules: dict[str, str] = {}
         if not (self._index is not None and self._use_index(self._index)):
             self._load()
 
@@ -158,6 +159,7 @@ class PluginHost:
             "key": key,
             "files": _source_files(packages),
             "plugins": [r.as_dict() for r in self.records.values()],
+            "modules": {name: self._modules[name] for name in self.records if name in self._modules},
             "commands": [
                 [name, e.registration.summary, e.registration.import_path, e.plugin.name]
                 for name, found in entries.get("grid_commands", {}).items()
@@ -182,6 +184,7 @@ class PluginHost:
         pm.add_hookspecs(hookspecs)
         self.records, self._commands = {}, None
         self._entries = {hook: {} for hook in KINDS}
+        self._modules = dict(BUILTINS)  # plugin name -> what its entry point names, for the index
         for name, module in BUILTINS.items():
             record = PluginRecord(name, "grid-core", __version__, "grid_core")
             self._add(record, self.blocked, functools.partial(importlib.import_module, module))
@@ -194,6 +197,7 @@ class PluginHost:
                     dist.version if dist else "?",
                     ep.module.split(".")[0],
                 )
+                self._modules[ep.name] = ep.value
                 self._add(record, self.blocked, ep.load)
             if self._indexed:
                 data = self._index_data(key)
@@ -303,6 +307,8 @@ class PluginHost:
 
     def get(self, hook: str, name: str) -> Any:
         """The registration named `name`, or a clear error listing what exists."""
+        if self._entries is None and (found := self._one_from_index(hook, name)) is not None:
+            return found
         entries = self.all(hook)
         if name not in entries:
             kind = KINDS[hook][0]
@@ -310,6 +316,29 @@ class PluginHost:
             hint = self._why_missing(hook, name)
             raise PluginError(f"no {kind} named {name!r} (available: {known}){hint}")
         return entries[name].registration
+
+    def _one_from_index(self, hook: str, name: str) -> Any:
+        """The registration from the one plugin the index says makes it, loading that plugin
+        alone (a status command needs the backend, not every plugin); None when the index cannot
+        say, or the plugin does not answer as it did, and the full load then decides."""
+        from grid_core import types
+
+        owners = [r for r in self.records.values() if r.status == "active" and name in r.hooks.get(hook, ())]
+        target = (self._index or {}).get("modules", {}).get(owners[0].name) if len(owners) == 1 else None
+        if target is None:
+            return None
+        import importlib
+
+        module, _, attr = target.partition(":")
+        try:
+            plugin: Any = importlib.import_module(module)
+            for part in filter(None, attr.split(".")):
+                plugin = getattr(plugin, part)
+            items = list(getattr(plugin, hook)() or ())
+        except Exception:  # the full load reports a plugin's failure with its name
+            return None
+        expected = getattr(types, KINDS[hook][1])
+        return next((i for i in items if isinstance(i, expected) and i.name == name), None)
 
     def _why_missing(self, hook: str, name: str) -> str:
         off = [r for r in self.records.values() if r.status != "active"]

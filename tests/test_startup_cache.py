@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from grid_core import plugins
+from grid_core.errors import PluginError
 from grid_core.plugins import PluginHost
 from tests.conftest import grid
 from tests.test_plugins import HELLO_PLUGIN, _package
@@ -27,8 +28,14 @@ def test_a_full_load_writes_the_index_and_the_next_host_uses_it_without_loading(
     assert second._entries is None  # nothing imported or registered
     assert [r.as_dict() for r in second.records.values()] == [r.as_dict() for r in first.records.values()]
     assert second.commands() == first.commands() and "plugins" in second.commands()
-    # Asking for a registration loads for real.
-    assert second.get("grid_transports", "local").name == "local" and second._entries is not None
+    # Asking for one registration imports the one plugin the index names for it, nothing else ...
+    assert second.get("grid_transports", "local").name == "local" and second._entries is None
+    # ... and asking for a kind, or for a name the index does not have, loads for real.
+    assert "local" in second.all("grid_transports") and second._entries is not None
+    third = PluginHost(indexed=True)
+    with pytest.raises(PluginError, match="no transport named 'nope'"):
+        third.get("grid_transports", "nope")
+    assert third._entries is not None
 
 
 def test_blocking_and_no_plugins_apply_to_what_the_index_holds() -> None:

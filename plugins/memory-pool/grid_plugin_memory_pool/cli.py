@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -63,16 +65,16 @@ def get(key: str, output: str) -> None:
         sys.stdout.buffer.flush()
         return
     # Into a file beside the target, renamed once all has come: a failed get leaves no half file.
-    target = Path(output)
-    partial = target.with_name(f".{target.name}.partial")
+    partial = Path(output).parent / f".grid-partial-{os.getpid()}"
     try:
         with open(partial, "wb") as f:
             _ask("get", on_data=f.write, key=key)
-        partial.replace(target)
+        os.replace(partial, output)
     except OSError as exc:
         raise GridError(f"cannot write {output}: {exc.strerror or exc}") from None
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            partial.unlink()
 
 
 @memory.command("ls")
