@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -126,8 +127,10 @@ class PluginHost:
         self._entries: dict[str, dict[str, list[Entry]]] | None = None
         self._pm: pluggy.PluginManager | None = None
         self._modules: dict[str, str] = {}
+        self._load_lock = threading.RLock()
+        self._complete = False  # every plugin loaded and registered
         if not (self._index is not None and self._use_index(self._index)):
-            self._load()
+            self._ensure_loaded()
 
     # ----------------------------------------------------------------------------- the index
 
@@ -213,8 +216,13 @@ class PluginHost:
         return self._pm
 
     def _ensure_loaded(self) -> dict[str, dict[str, list[Entry]]]:
-        if self._entries is None:
-            self._load()
+        # Threads of one command (status reads the engine while it samples the nodes) may all ask
+        # at once: one loads, the others wait for it. The loading thread comes back in from _add.
+        if not self._complete:
+            with self._load_lock:
+                if self._entries is None:
+                    self._load()
+                    self._complete = True
         assert self._entries is not None
         return self._entries
 

@@ -223,6 +223,16 @@ class JobSpec:
 
 
 @attrs.frozen
+class Check:
+    """One of `grid doctor`'s verdicts on a node: the check's name (the column users see), whether it
+    passed, and what was found (a version first, where there is one) or why it failed, with the remedy."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@attrs.frozen
 class ShellEnv:
     """What a shell needs so the engine's own tools reach the running cluster (`grid cluster env`)."""
 
@@ -288,6 +298,22 @@ class Backend(Protocol):
     def python_problem(self, version: str, head_version: str | None) -> str | None:
         """Why the engine would refuse a node whose Python is `version` beside the head's, with the
         remedy; None when it would not."""
+        ...
+
+    def engine_probe(self) -> str:
+        """Python source that `grid doctor`'s probe runs with each node's interpreter (in its own
+        namespace, in the same process that reports the node's Python): it prints
+        `engine=<version>` when the engine is usable there, else `engine_error=<why>`; an exception
+        it raises is reported as `engine_error` for it. Python 2 and 3 syntax, so that an old
+        interpreter still reports its own version."""
+        ...
+
+    def engine_check(self, facts: Mapping[str, str], head_facts: Mapping[str, str] | None, *,
+                     is_head: bool, python: str) -> Check:
+        """`grid doctor`'s verdict on the engine at a node, from the `key=value` lines its probe
+        printed (`engine`, `engine_error`, `python`, ...) beside the head's (None when the head did not
+        answer); `python` names the node's interpreter. The Check's name is the engine's, as users
+        know it; a failure's detail says what to do."""
         ...
 
     def shell_env(self, cluster: Cluster) -> ShellEnv:

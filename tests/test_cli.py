@@ -149,3 +149,18 @@ def test_logging_section_json_to_a_file_and_verbose(tmp_path: Path) -> None:
     loud = grid("-vv", "exec", "--", "echo", "x")
     took = re.compile(r"\d+\.\d+ s\)")  # how long each run took differs, nothing else may
     assert took.sub("", quiet.stdout) == took.sub("", loud.stdout) and len(loud.stderr) > len(quiet.stderr)
+
+
+def test_doctor_without_the_backend_s_plugin_skips_its_check_and_says_why(tmp_path: Path) -> None:
+    cfg = tmp_path / "g.toml"
+    cfg.write_text('name = "lone"\n[[nodes]]\nname = "here"\nhost = "localhost"\nrole = "head"\n')
+    blocked = {"GRID_DISABLE_PLUGINS": "ray-backend"}  # as if grid-plugin-ray-backend were not installed
+    result = grid("-c", str(cfg), "doctor", "--json", env=blocked)
+    assert result.returncode == 0, result.stderr
+    assert "warning: the engine check was skipped: no backend named 'ray'" in result.stderr
+    assert "install grid-plugin-ray-backend" in result.stderr
+    [row] = json.loads(result.stdout)
+    checks = {c["name"]: c for c in row["checks"]}
+    assert set(checks) == {"reachable", "python"} and row["ok"] and checks["python"]["detail"].startswith("3.")
+    table = grid("-c", str(cfg), "doctor", env=blocked)
+    assert table.returncode == 0 and "1 of 1 nodes ready" in table.stdout and "engine check was skipped" in table.stderr

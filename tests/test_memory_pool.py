@@ -20,7 +20,7 @@ from grid_core.config import structure
 numpy = pytest.importorskip("numpy")
 ray = pytest.importorskip("ray")
 
-from grid_plugin_memory_pool.pool import Pool, PoolError  # noqa: E402
+from grid_plugin_memory_pool.pool import INLINE_BYTES, Pool, PoolError  # noqa: E402
 
 MIB = 2**20
 CONFIG = {"name": "pooltest", "nodes": [{"name": "a", "role": "head", "transport": "local"},
@@ -177,22 +177,43 @@ def test_round_trip_of_arbitrary_bytes_and_keys(pool: Pool, key: str, data: byte
     pool.delete(key)
 
 
+def test_small_values_live_in_the_directory_and_read_back_as_new_copies(pool: Pool) -> None:
+    """Up to INLINE_BYTES a put and a first get are one call each; what comes back is the value,
+    counted against its node, and a returned object changed by the caller changes nothing stored."""
+    used = pool.stats()["c"]["used"]
+    pool.put("tiny", b"\x00small\xff", node="c")
+    pool.put("config", {"lr": 0.1, "layers": [1, 2]}, node="c")
+    fresh = Pool.connect(structure(CONFIG, "test"))
+    assert fresh.get("tiny") == b"\x00small\xff"
+    first = fresh.get("config")
+    first["layers"].append(3)
+    assert fresh.get("config") == {"lr": 0.1, "layers": [1, 2]}
+    assert pool.stats()["c"]["used"] > used
+    entry = next(e for e in pool.list() if e.key == "tiny")
+    assert (entry.node, entry.size, entry.state) == ("c", 7, "ok")
+    pool.put("tiny", b"v2", node="c", replace=True)
+    assert fresh.get("tiny") == b"v2"  # the change feed reaches cached inline values too
+    for key in ("tiny", "config"):
+        pool.delete(key)
+
+
 def test_a_put_after_a_holder_died_gets_a_new_holder(pool: Pool) -> None:
-    pool.put("before", b"owned by the first holder", node="a")
+    padding = b"." * (INLINE_BYTES + 1)  # big enough to go through the holder
+    pool.put("before", b"owned by the first holder" + padding, node="a")
     holder = pool._holder("a")
     ray.kill(holder, no_restart=True)  # as when a node's holder process dies
     with pytest.raises(ray.exceptions.RayActorError):  # the kill is asynchronous: wait for it
         for _ in range(300):
             ray.get(holder.ready.remote(), timeout=10)
             time.sleep(0.1)
-    pool.put("after", b"owned by its successor", node="a")
-    assert pool.get("after") == b"owned by its successor"
+    pool.put("after", b"owned by its successor" + padding, node="a")
+    assert pool.get("after") == b"owned by its successor" + padding
     # Ray tells readers of the owner's death a moment later; until then the bytes still read right.
     # (Fresh Pools: one that has read the entry keeps its view, which stays valid.)
     deadline = time.monotonic() + 30
     with pytest.raises(PoolError, match="'before' on node a cannot be read: OwnerDiedError"):
         while time.monotonic() < deadline:
-            assert Pool.connect(structure(CONFIG, "test")).get("before") == b"owned by the first holder"
+            assert Pool.connect(structure(CONFIG, "test")).get("before") == b"owned by the first holder" + padding
             time.sleep(0.2)
 
 

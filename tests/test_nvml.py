@@ -239,16 +239,16 @@ def test_doctor_reports_driver_and_nvml_versions_or_why_not() -> None:
     from grid_core.cli.doctor import Probe, checks_for
     from grid_core.config import NodeConfig
 
-    facts = {"python": "3.11.7", "ray": "2.40.0", "nvidia": "nvidia-smi", "nvml": STATUS.line()}
+    facts = {"python": "3.11.7", "engine": "2.40.0", "nvidia": "nvidia-smi", "nvml": STATUS.line()}
     gpu_node = NodeConfig(name="g", gpu_count=2)
 
     def gpu_check(node: NodeConfig, facts: dict[str, str]) -> Any:
         return next((c for c in checks_for(node, Probe("python3", facts), None, True) if c.name == "gpu"), None)
 
     assert gpu_check(gpu_node, facts) == attrs.evolve(gpu_check(gpu_node, facts), ok=True, detail=STATUS.line())
-    missing = {"python": "3.11.7", "ray": "2.40.0", "nvml_error": "no NVIDIA driver (Driver Not Loaded)"}
+    missing = {"python": "3.11.7", "engine": "2.40.0", "nvml_error": "no NVIDIA driver (Driver Not Loaded)"}
     check = gpu_check(gpu_node, missing)
     assert not check.ok and "nvidia-smi" in check.detail and "no NVIDIA driver" in check.detail
     plain = NodeConfig(name="p")
-    assert gpu_check(plain, {"python": "3.11.7", "ray": "2.40.0", "nvml_error": "no NVIDIA driver (x)"}) is None
+    assert gpu_check(plain, {"python": "3.11.7", "engine": "2.40.0", "nvml_error": "no NVIDIA driver (x)"}) is None
     assert gpu_check(plain, facts).detail == STATUS.line()  # GPUs the config does not declare

@@ -140,7 +140,7 @@ def test_start_brings_up_head_and_workers(bed: tuple[Testbed, Env, Path]) -> Non
     assert {n["name"]: n["action"] for n in json.loads(result.stdout)["nodes"]} == dict.fromkeys(
         ("host1", "host2", "host3"), "started")
     rows = by_name(env.json("cluster", "status"))
-    assert all(r["alive"] for r in rows.values()), rows
+    assert all(r["alive"] for r in rows.values()), {n: (r["engine_error"], r["error"]) for n, r in rows.items()}
     assert {name: r["cpus"] for name, r in rows.items()} == {"host1": 2, "host2": 1, "host3": 1}
     assert rows["host1"]["role"] == "head"
 
@@ -209,8 +209,10 @@ def test_start_brings_back_only_a_killed_worker(bed: tuple[Testbed, Env, Path]) 
     assert result.returncode == 0, result.stdout + result.stderr
     actions = {n["name"]: n["action"] for n in json.loads(result.stdout)["nodes"]}
     assert actions == {"host1": "running", "host2": "running", "host3": "started"}
-    after = {n: r["node_id"] for n, r in by_name(env.json("cluster", "status")).items()}
-    assert after["host1"] == before["host1"] and after["host2"] == before["host2"]
+    rows = by_name(env.json("cluster", "status"))
+    after = {n: r["node_id"] for n, r in rows.items()}
+    assert after["host1"] == before["host1"] and after["host2"] == before["host2"], \
+        {n: (r["engine_error"], r["error"]) for n, r in rows.items()}
     assert after["host3"] != before["host3"]
     ran = env.grid("run", "--node", "host3", "--", "hostname")
     assert ran.stdout.strip() == "host3", ran.stderr

@@ -460,7 +460,7 @@ def test_doctor_reports_healthy_and_broken_hosts(bed: Testbed, tmp_path: Path) -
     assert "3 of 3 nodes ready" in result.stdout
 
     old_ray = bed.workdir / "old-ray-python"  # the workdir is visible inside every host
-    old_ray.write_text("#!/bin/sh\necho python=3.11.9\necho ray=2.0.0\n")
+    old_ray.write_text("#!/bin/sh\necho python=3.11.9\necho engine=2.0.0\n")  # as Ray's engine probe answers
     old_ray.chmod(0o755)
     wrong = tmp_path / "wrong_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)

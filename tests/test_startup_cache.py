@@ -145,3 +145,17 @@ def test_installing_and_removing_a_plugin_shows_at_once(tmp_path: Path) -> None:
     assert "startup-probe" not in {p["name"] for p in json.loads(grid("plugins", "list", "--json").stdout)}
     gone = grid("startup-probe", "you")
     assert gone.returncode != 0 and "No such command" in gone.stderr
+
+
+def test_threads_that_ask_at_once_all_see_the_full_load() -> None:
+    """`cluster status` reads the engine and samples the nodes from two threads of one host: the
+    first to ask loads every plugin, and the others wait for it rather than see half of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    PluginHost(indexed=True)  # writes the index
+    for _ in range(5):
+        host = PluginHost(indexed=True)
+        assert host._entries is None
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            found = list(pool.map(lambda _, h=host: sorted(h.all("grid_transports")), range(8)))
+        assert all(names == found[0] and "local" in names for names in found), found

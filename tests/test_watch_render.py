@@ -97,7 +97,8 @@ def test_tables_and_lines_from_the_output_helpers_are_literal() -> None:
 def test_doctor_and_status_tables_keep_bracketed_host_names(capsys: pytest.CaptureFixture[str]) -> None:
     import attrs
 
-    from grid_core.cli.doctor import Check, _print_report
+    from grid_core.cli.doctor import _print_report
+    from grid_core.types import Check
 
     checks = [attrs.asdict(Check("reachable", True, "via ssh")), attrs.asdict(Check("host_key", False, MARKUP))]
     _print_report([{"node": "[gpu1]", "host": "[gpu1]:2222", "transport": "ssh", "ok": False, "checks": checks}])

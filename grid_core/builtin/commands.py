@@ -14,7 +14,7 @@ def grid_commands():  # type: ignore[no-untyped-def]
                       import_path="grid_core.cli.config:config")
     yield GridCommand(name="exec", summary="Run a command on nodes in parallel.",
                       import_path="grid_core.cli.exec:exec_command")
-    yield GridCommand(name="doctor", summary="Check every node: reachable, host key, auth, Python, Ray, GPUs.",
+    yield GridCommand(name="doctor", summary="Check every node: reachable, host key, auth, Python, the engine, GPUs.",
                       import_path="grid_core.cli.doctor:doctor")
     yield GridCommand(name="cluster", summary="Start, stop and inspect the cluster.",
                       import_path="grid_core.cli.cluster:cluster")

@@ -1,15 +1,20 @@
 """`grid doctor`: can grid use every node? One probe per node, all nodes at once, a reason per failure.
 
 The probe is a single command (one round trip after the connection): the node's Python reports
-its version and whether `import ray` works and which version; the shell reports nvidia-smi or
-libnvidia-ml. Connection problems are told apart by the transport's error class: a HostKeyError
-means the node answered but its key is not trusted; an AuthError that the key was fine but the
-login was refused; any other TransportError that the node was not reached at all.
+its version, then runs the backend's engine probe (`Backend.engine_probe`), which reports whether
+the compute engine is usable there and at which version; the shell reports nvidia-smi or
+libnvidia-ml. The backend judges its engine's answer beside the head's (`Backend.engine_check`,
+a check it names); the core's checks know no engine. When the configured backend cannot be
+loaded, its check is skipped with a warning that says why, and every other check still runs.
+
+Connection problems are told apart by the transport's error class: a HostKeyError means the node
+answered but its key is not trusted; an AuthError that the key was fine but the login was
+refused; any other TransportError that the node was not reached at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -18,26 +23,30 @@ import click
 from grid_core.cli.context import config_option, json_option, print_json, state
 from grid_core.cli.output import console, join, say, styled, table
 from grid_core.cluster import python_candidates
-from grid_core.types import AuthError, CommandResult, HostKeyError, TransportError
+from grid_core.types import AuthError, Check, CommandResult, HostKeyError, TransportError
 
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
     from grid_core.config import NodeConfig
+    from grid_core.types import Backend
 
 MIN_PYTHON = (3, 11)
-PROBE_TIMEOUT = 60.0  # a cold `import ray` on a slow disk takes seconds
-CHECKS = ("reachable", "host_key", "auth", "python", "ray", "gpu")
+PROBE_TIMEOUT = 60.0  # a cold import of the engine on a slow disk takes seconds
+# The table's columns; the backend's engine check (named by the backend) goes before "gpu".
+CHECKS = ("reachable", "host_key", "auth", "python", "gpu")
+CONNECTION_CHECKS = ("reachable", "host_key", "auth")  # the others' cells show a version
 
 # Kept to Python 2/3-compatible syntax, so that an old interpreter reports its version
-# instead of a SyntaxError.
+# instead of a SyntaxError. argv[1]: the backend's engine probe ("" without a backend), run in a
+# namespace of its own; whatever it raises (a SyntaxError included) is its engine_error.
 PYTHON_PROBE = """\
 import sys
 print("python=%d.%d.%d" % tuple(sys.version_info[:3]))
-try:
-    import ray
-    print("ray=" + ray.__version__)
-except Exception as exc:
-    print("ray_error=" + (type(exc).__name__ + ": " + str(exc)).replace("\\n", " ")[:300])
+if sys.argv[1:] and sys.argv[1]:
+    try:
+        exec(sys.argv[1], {"__name__": "grid_engine_probe"})
+    except Exception as exc:
+        print("engine_error=" + (type(exc).__name__ + ": " + str(exc)).replace("\\n", " ")[:300])
 try:
     from grid_core.builtin.nvml_metrics import READER
     nvml = READER.status()
@@ -45,13 +54,13 @@ try:
 except Exception:
     pass
 """
-# $1: PYTHON_PROBE, then the interpreters grid would use, in order (the first that exists answers);
-# passed as arguments, never pasted into the script.
+# $1: PYTHON_PROBE, $2: the backend's engine probe, then the interpreters grid would use, in order
+# (the first that exists answers); passed as arguments, never pasted into the script.
 SHELL_PROBE = """\
-probe=$1; shift; found=
+probe=$1; engine=$2; shift 2; found=
 for py; do
   command -v "$py" >/dev/null 2>&1 || continue
-  echo "interpreter=$py"; "$py" -c "$probe" || echo "python_failed=$?"; found=1; break
+  echo "interpreter=$py"; "$py" -c "$probe" "$engine" || echo "python_failed=$?"; found=1; break
 done
 [ -n "$found" ] || echo "python_missing=1"
 if command -v nvidia-smi >/dev/null 2>&1; then echo "nvidia=nvidia-smi"
@@ -59,13 +68,6 @@ elif { ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep -q 'libnvidia-ml\\
 fi
 exit 0
 """
-
-
-@attrs.frozen
-class Check:
-    name: str
-    ok: bool
-    detail: str
 
 
 @attrs.frozen
@@ -79,13 +81,14 @@ class Probe:
     other_error: str | None = None  # a failure before the transport ran (unknown transport, bad config)
 
 
-def probe(cluster: Cluster, node: NodeConfig) -> Probe:
-    """Run the probe on a node; transport errors are kept (with their class), never raised."""
+def probe(cluster: Cluster, node: NodeConfig, engine: str = "") -> Probe:
+    """Run the probe on a node, with the backend's engine probe `engine` ("": none); transport
+    errors are kept (with their class), never raised."""
     candidates = python_candidates(cluster.config, node)
     python = " or ".join(candidates)
     try:
         result: CommandResult = cluster.transport(node).run(
-            ["sh", "-c", SHELL_PROBE, "grid-doctor", PYTHON_PROBE, *candidates], timeout=PROBE_TIMEOUT
+            ["sh", "-c", SHELL_PROBE, "grid-doctor", PYTHON_PROBE, engine, *candidates], timeout=PROBE_TIMEOUT
         )
     except TransportError as exc:
         return Probe(python, error=exc)
@@ -93,9 +96,10 @@ def probe(cluster: Cluster, node: NodeConfig) -> Probe:
     return Probe(facts.get("interpreter", python), facts, result.stderr.strip())
 
 
-def checks_for(node: NodeConfig, found: Probe, head_ray: str | None, is_head: bool, head_python: str | None = None,
-               python_problem: Callable[[str, str | None], str | None] = lambda _v, _h: None) -> list[Check]:
-    """The node's checks from its probe; checks that could not run are left out."""
+def checks_for(node: NodeConfig, found: Probe, head_facts: Mapping[str, str] | None, is_head: bool,
+               backend: Backend | None = None) -> list[Check]:
+    """The node's checks from its probe, beside the head's facts (None: the head did not answer);
+    checks that could not run are left out, and so is the engine's without a backend."""
     if found.other_error is not None:
         return [Check("reachable", False, found.other_error)]
     error = found.error
@@ -110,12 +114,13 @@ def checks_for(node: NodeConfig, found: Probe, head_ray: str | None, is_head: bo
         if isinstance(error, AuthError):
             return [*out, Check("auth", False, str(error))]
         out.append(Check("auth", True, "accepted"))
-    return out + _python_checks(node, found, head_ray, is_head, head_python, python_problem)
+    return out + _python_checks(node, found, head_facts, is_head, backend)
 
 
-def _python_checks(node: NodeConfig, found: Probe, head_ray: str | None, is_head: bool, head_python: str | None,
-                   python_problem: Callable[[str, str | None], str | None]) -> list[Check]:
+def _python_checks(node: NodeConfig, found: Probe, head_facts: Mapping[str, str] | None, is_head: bool,
+                   backend: Backend | None) -> list[Check]:
     facts, python = found.facts, found.python
+    head_python = (head_facts or {}).get("python")
     out = []
     if "python_missing" in facts:
         out.append(Check("python", False, f"{python} not found on the node's PATH; set `python` for the node "
@@ -129,11 +134,12 @@ def _python_checks(node: NodeConfig, found: Probe, head_ray: str | None, is_head
         wanted = ".".join(map(str, MIN_PYTHON))
         if parts < MIN_PYTHON:
             out.append(Check("python", False, f"{version} ({python}); grid needs Python >= {wanted}"))
-        elif not is_head and (problem := python_problem(version, head_python)):
+        elif not is_head and backend is not None and (problem := backend.python_problem(version, head_python)):
             out.append(Check("python", False, f"{version} ({python}); {problem}"))
         else:
             out.append(Check("python", True, f"{version} ({python})"))
-        out.append(_ray_check(facts, python, head_ray, is_head))
+        if backend is not None:
+            out.append(backend.engine_check(facts, head_facts, is_head=is_head, python=python))
     nvml, why_not = facts.get("nvml"), facts.get("nvml_error")  # the driver's and NVML's versions, or why not
     if (node.gpu_count or 0) > 0:
         found_by = facts.get("nvidia")
@@ -148,33 +154,19 @@ def _python_checks(node: NodeConfig, found: Probe, head_ray: str | None, is_head
     return out
 
 
-def _ray_check(facts: dict[str, str], python: str, head_ray: str | None, is_head: bool) -> Check:
-    if "ray" not in facts:
-        return Check("ray", False, f"`import ray` fails with {python}: {facts.get('ray_error', 'no answer')}")
-    version = facts["ray"]
-    if is_head:
-        return Check("ray", True, f"{version} (head)")
-    if head_ray is None:
-        return Check("ray", True, f"{version} (the head's version is unknown)")
-    if version != head_ray:
-        return Check("ray", False, f"{version}, but the head has {head_ray}: install ray=={head_ray}")
-    return Check("ray", True, version)
-
-
-def diagnose(cluster: Cluster, parallel: int | None = None) -> list[dict[str, Any]]:
-    """Every node's checks, in config order, as plain data."""
+def diagnose(cluster: Cluster, parallel: int | None = None, backend: Backend | None = None) -> list[dict[str, Any]]:
+    """Every node's checks, in config order, as plain data; the engine's only with a backend."""
     nodes = list(cluster.config.nodes)
+    engine = backend.engine_probe() if backend is not None else ""
     probes: dict[str, Probe] = {}
-    for out in cluster.fan_out(nodes, lambda node: probe(cluster, node), parallel):
+    for out in cluster.fan_out(nodes, lambda node: probe(cluster, node, engine), parallel):
         probes[out.node.name] = out.value if out.error is None else \
             Probe(" or ".join(python_candidates(cluster.config, out.node)), other_error=out.error)
     head = cluster.config.head
-    head_ray = probes[head.name].facts.get("ray")
-    head_python = probes[head.name].facts.get("python")
+    head_facts = probes[head.name].facts or None
     report = []
     for node in nodes:
-        checks = checks_for(node, probes[node.name], head_ray, node.name == head.name, head_python,
-                            _python_problem(cluster))
+        checks = checks_for(node, probes[node.name], head_facts, node.name == head.name, backend)
         report.append({
             "node": node.name,
             "host": node.host,
@@ -192,13 +184,17 @@ def diagnose(cluster: Cluster, parallel: int | None = None) -> list[dict[str, An
 def doctor(parallel: int | None, as_json: bool) -> None:
     """Check that grid can use every node, with a reason for each failure.
 
-    Per node: reachable, host key known, login accepted, Python >= 3.11, Ray importable and the
-    same version as the head's, and for nodes with gpu_count > 0 nvidia-smi or NVML. Exits 1 when
-    any check fails.
+    Per node: reachable, host key known, login accepted, Python >= 3.11, the backend's check of
+    its compute engine there (usable, and the same version as the head's), and for nodes with
+    gpu_count > 0 nvidia-smi or NVML. Without the backend's plugin its check is skipped, with a
+    warning. Exits 1 when any check fails.
     """
     with state().cluster() as cluster:
-        report = diagnose(cluster, parallel)
-        warnings = _stray_engines(cluster)
+        backend, why_not = _backend(cluster)
+        report = diagnose(cluster, parallel, backend)
+        warnings = _stray_engines(cluster, backend)
+    if why_not is not None:
+        warnings.insert(0, f"the engine check was skipped: {why_not}")
     for warning in warnings:  # they fail no check: the cluster works, a program run without grid may not
         click.echo(f"warning: {warning}", err=True)
     if as_json:
@@ -209,45 +205,54 @@ def doctor(parallel: int | None, as_json: bool) -> None:
         raise SystemExit(1)
 
 
-def _python_problem(cluster: Cluster) -> Callable[[str, str | None], str | None]:
-    """The backend's rule for a node's Python beside the head's; none without a backend."""
+def _backend(cluster: Cluster) -> tuple[Backend | None, str | None]:
+    """The configured backend, or None and why it cannot be loaded (e.g. its plugin is not installed)."""
     from grid_core.backends import load_backend
     from grid_core.errors import GridError
 
     try:
-        return load_backend(cluster.config).python_problem
-    except GridError:
-        return lambda _version, _head: None
+        return load_backend(cluster.config), None
+    except GridError as exc:
+        return None, str(exc)
 
 
-def _stray_engines(cluster: Cluster) -> list[str]:
-    """The backend's warnings about this machine; none when no backend is installed."""
-    from grid_core.backends import load_backend
+def _stray_engines(cluster: Cluster, backend: Backend | None) -> list[str]:
+    """The backend's warnings about this machine; none without a backend."""
     from grid_core.errors import GridError
 
+    if backend is None:
+        return []
     try:
-        return load_backend(cluster.config).stray_engines(cluster)
+        return backend.stray_engines(cluster)
     except GridError:
         return []
 
 
+def _columns(report: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The table's checks: the core's, with the backend's (named by it, as the report has them) before "gpu"."""
+    engine = dict.fromkeys(c["name"] for row in report for c in row["checks"] if c["name"] not in CHECKS)
+    at = CHECKS.index("gpu")
+    return (*CHECKS[:at], *engine, *CHECKS[at:])
+
+
 def _print_report(report: list[dict[str, Any]]) -> None:
+    names = _columns(report)
     rows, problems = [], []
     for row in report:
         by_name = {c["name"]: c for c in row["checks"]}
         cells: list[Any] = [row["node"], row["host"]]
-        for name in CHECKS:
+        for name in names:
             check = by_name.get(name)
             if check is None:
                 cells.append(styled("-", "dim"))
             elif check["ok"]:
-                shown = check["detail"].split(" ")[0] if name in ("python", "ray", "gpu") else "ok"  # versions
+                shown = "ok" if name in CONNECTION_CHECKS else check["detail"].split(" ")[0]  # versions
                 cells.append(styled(shown, "green"))
             else:
                 cells.append(styled("FAIL", "red"))
                 problems.append(join((row["node"], "bold"), f" {name.replace('_', ' ')}: {check['detail']}"))
         rows.append(cells)
-    console().print(table(("node", "host", *(c.replace("_", " ") for c in CHECKS)), rows))
+    console().print(table(("node", "host", *(c.replace("_", " ") for c in names)), rows))
     for line in problems:
         console().print(line)
     healthy = sum(row["ok"] for row in report)

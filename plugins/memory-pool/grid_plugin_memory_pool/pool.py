@@ -4,9 +4,10 @@ Two kinds of actor, both detached in grid's namespace:
 - one `holder` per node, pinned there: it owns the node's objects (a put on that node names it
   as owner, so the data outlives the process that wrote it) and writes data sent from elsewhere;
 - one `directory` on the head: key -> node, size, times and the object reference, with per-node
-  capacity. Its methods never await while they change state, so a put is checked, evicted for and
-  committed in one step: an entry appears only once its data is stored, and a refused put leaves
-  the pool as it was.
+  capacity. Its methods never await while they change state, so a put is checked, evicted for
+  and committed in one step: an entry appears only once its data is stored, and a refused put
+  leaves the pool as it was. Values up to INLINE_BYTES travel in the directory call itself and
+  stay there, so a small put or first read is one call, as a bare actor call is.
 
 Each `Pool` keeps what it has read (the reference, and a read-only array's view of the store) and
 asks the directory again only after the directory's change feed names the key: a repeated get
@@ -38,6 +39,7 @@ DIRECTORY = "grid-pool-directory"
 HOLDER = "grid-pool-holder-{node}"
 GET_TIMEOUT = 60.0
 PRECHECK_BYTES = 64 << 20  # above this, ask whether a put fits before moving its data
+INLINE_BYTES = 64 << 10  # up to this, a value travels in the directory call and stays there
 NODE_POLL_S = 1.0  # how often the directory looks for dead nodes while caches are listening
 CATCH_UP_S = 5.0  # the longest a get waits for a change notice it knows is coming
 FEED_WAIT_S = 30.0  # a change feed answers "nothing" after this, so a vanished Pool's call ends
@@ -70,7 +72,8 @@ class Entry:
     size: int
     created: float
     last_read: float
-    refs: list[Any]  # [ObjectRef, kind?]: a list, so Ray passes the reference and not the value
+    refs: list[Any]  # [ObjectRef?, kind?]: a list, so Ray passes the reference and not the value
+    inline: bytes | None = None  # a small value the directory keeps itself (pickled unless kind is "bytes")
 
     def record(self, lost: bool) -> PoolEntry:
         """What `ls` shows of it: `lost` once its node has left the cluster."""
@@ -172,26 +175,27 @@ class Directory:
         return victims
 
     async def commit(self, key: str, node: str, node_id: str, size: int, stored: list[Any], kind: list[str],
-                     replace: bool, evict: str | None) -> tuple[int, list[str]]:
+                     replace: bool, evict: str | None, inline: bytes | None = None) -> tuple[int, list[str]]:
         """Add the entry (evicting first if allowed), or raise and leave everything as it was.
 
-        `stored` is the holder's answer: Ray waits for it before this runs."""
+        `stored` is the holder's answer: Ray waits for it before this runs. A small value comes
+        `inline` instead and stays here; it still belongs to its node, and is lost with it."""
         victims = self._make_room(key, node, size, replace, evict)
         for victim in victims:
             del self.entries[victim]
         now = time.time()
-        self.entries[key] = Entry(key, node, node_id, size, now, now, [*stored, *kind])
+        self.entries[key] = Entry(key, node, node_id, size, now, now, [*stored, *kind], inline)
         self._bump([key, *victims])
         return self.version, victims
 
-    async def lookup(self, key: str) -> tuple[int, tuple[str, bool, list[Any]]]:
-        """(node, lost, [ref]) for a key; marks it read."""
+    async def lookup(self, key: str) -> tuple[int, tuple[str, bool, list[Any], bytes | None]]:
+        """(node, lost, [ref?, kind?], inline value) for a key; marks it read."""
         entry = self.entries.get(key)
         if entry is None:
             raise PoolError(f"no entry named {key!r} in the pool")
         entry.last_read = time.time()
         lost = entry.node_id in self._dead_node_ids(max_age=NODE_POLL_S / 2)
-        return self.version, (entry.node, lost, entry.refs)
+        return self.version, (entry.node, lost, entry.refs, entry.inline)
 
     async def touch(self, reads: dict[str, float]) -> None:
         """Reads a Pool answered from its cache, for LRU and `ls`."""
@@ -247,6 +251,7 @@ class Cached:
     ref: Any
     as_bytes: bool
     array: Any = None  # the read-only numpy view of the store, once read
+    inline: bytes | None = None  # a small value the directory answered with itself
 
 
 class Pool:
@@ -364,8 +369,17 @@ class Pool:
         # process (Ray 2.56 removed ray.put's _owner). Bytes travel as a uint8 view so that the
         # holder reads them without a copy; get turns them back into bytes. The commit waits for
         # the store inside Ray, without a round trip back here.
-        payload = numpy.frombuffer(obj, dtype=numpy.uint8) if isinstance(obj, bytes) else obj
         kind = ["bytes"] if isinstance(obj, bytes) else []
+        if size <= INLINE_BYTES:  # one call, as the floor is: the directory keeps it
+            raw = isinstance(obj, bytes | bytearray | memoryview)
+            kind = ["bytes"] if raw else []
+            inline = bytes(obj) if raw else pickle.dumps(obj, protocol=5)
+            victims = self._ask(self.directory.commit.remote(key, slot.name, slot.node_id, size, [], kind, replace,
+                                                             evict, inline))
+            for gone in (key, *victims):
+                self._cache.pop(gone, None)
+            return list(victims)
+        payload = numpy.frombuffer(obj, dtype=numpy.uint8) if isinstance(obj, bytes) else obj
         for fresh in (False, True):
             stored = self._holder(slot.name, fresh).store.remote(payload)
             try:
@@ -385,15 +399,18 @@ class Pool:
         self._catch_up()
         hit = self._cache.get(key)
         if hit is None:
-            node, lost, refs = self._ask(self.directory.lookup.remote(key))
+            node, lost, refs, inline = self._ask(self.directory.lookup.remote(key))
             if lost:
                 raise PoolError(f"entry {key!r} is lost: its node {node} has left the cluster")
-            hit = Cached(node, refs[0], refs[1:] == ["bytes"])
+            hit = Cached(node, None, refs == ["bytes"], inline=inline) if inline is not None \
+                else Cached(node, refs[0], refs[1:] == ["bytes"])
             self._remember(key, hit)
         else:
             self._reads[key] = time.time()
             if time.monotonic() - self._reads_sent > READS_FLUSH_S:
                 self._send_reads()
+        if hit.inline is not None:
+            return hit.inline if hit.as_bytes else pickle.loads(hit.inline)  # a new copy, as ray.get gives
         value = hit.array
         if value is None:
             try:

@@ -29,6 +29,7 @@ from grid_core.errors import GridError
 from grid_core.state import state_dir
 from grid_core.types import (
     Boost,
+    Check,
     CommandResult,
     ControllerStatus,
     EngineNode,
@@ -153,6 +154,25 @@ class RayBackend:
             if parts == 3 else ("version", "")
         return (f"Python {version} here, {head_version} on the head, and Ray refuses a different {what}: install "
                 f"Python {head_version} on the node (then `grid cluster install`){alternative}")
+
+    def engine_probe(self) -> str:
+        # Python 2 and 3 syntax: doctor's probe runs it with whatever interpreter the node has.
+        return "import ray\nprint('engine=' + ray.__version__)\n"
+
+    def engine_check(self, facts: Mapping[str, str], head_facts: Mapping[str, str] | None, *,
+                     is_head: bool, python: str) -> Check:
+        """Ray imports on the node, at the head's version."""
+        if "engine" not in facts:
+            return Check("ray", False, f"`import ray` fails with {python}: {facts.get('engine_error', 'no answer')}")
+        version = facts["engine"]
+        if is_head:
+            return Check("ray", True, f"{version} (head)")
+        head = (head_facts or {}).get("engine")
+        if head is None:
+            return Check("ray", True, f"{version} (the head's version is unknown)")
+        if version != head:
+            return Check("ray", False, f"{version}, but the head has {head}: install ray=={head}")
+        return Check("ray", True, version)
 
     @staticmethod
     def mismatch(facts: Facts) -> str | None:
