@@ -137,6 +137,30 @@ def test_settings_and_holds_survive_a_service_restart(cluster: dict[str, Any]) -
     ok_json(cluster, "offload", "auto", "--disable")
 
 
+def test_each_worker_has_an_agent_on_it_that_reports_its_readings(cluster: dict[str, Any]) -> None:
+    """agent.py: the service places one on every worker; it reads its node where the node's own
+    processes are visible, and the controller takes those readings instead of reading over SSH."""
+    script_metrics(cluster, {"w1": {"cpu_percent": 42.0, "memory_percent": 21.0}})
+    placed = ray_program(cluster, """
+        import time
+        deadline = time.time() + 60
+        while True:
+            try:
+                agent = ray.get_actor("grid-agent-w1")
+                print(json.dumps(ray.get(agent.ready.remote(), timeout=30) == nodes["w1"]))
+                break
+            except ValueError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        """)
+    assert placed is True
+    w1 = wait_for(lambda: next((n for n in ok_json(cluster, "offload", "auto", "--status")["nodes"]
+                                if n["name"] == "w1" and n["cpu_percent"] == 42.0), None), timeout=30)
+    assert w1["memory_percent"] == 21.0
+    script_metrics(cluster, {})
+
+
 def _available_cpu(c: dict[str, Any], node: str) -> float:
     rows = ok_json(c, "cluster", "status")["nodes"]
     return float(next(r for r in rows if r["name"] == node)["resources"]["CPU"]["available"])

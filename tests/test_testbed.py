@@ -75,8 +75,14 @@ def test_three_hosts_over_real_ssh(tmp_path: Path) -> None:
 @pytest.mark.realhost
 def test_faults_link_down_changed_key_sshd_killed(tmp_path: Path) -> None:
     require_testbed()
-    with Testbed(n_hosts=2, workdir=tmp_path) as tb:
+    with Testbed(n_hosts=2, workdir=tmp_path, cpus={"host2": "0"}) as tb:
         h1, h2 = tb.hosts
+        # A host given CPUs runs on them, and so does everything started over SSH there.
+        allowed, _ = _ssh(tb, h2.name, "grep Cpus_allowed_list /proc/self/status").communicate(timeout=30)
+        assert allowed.split() == ["Cpus_allowed_list:", "0"]
+        allowed, _ = _ssh(tb, h1.name, "grep Cpus_allowed_list /proc/self/status").communicate(timeout=30)
+        here = next(line for line in Path("/proc/self/status").read_text().splitlines() if "Cpus_allowed_list" in line)
+        assert allowed.split() == here.split()  # a host without `cpus` has this machine's
 
         tb.link_down(h1)
         with pytest.raises(OSError):  # unplugged: the connection times out rather than being refused

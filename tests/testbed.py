@@ -138,11 +138,14 @@ class Testbed:
         path_extra: Sequence[str] | None = None,
         keep_visible: Iterable[Path | str] = (),
         ready_timeout: float | None = None,
+        cpus: Mapping[str, str] | None = None,
     ) -> None:
         """`path_extra`: directories put before the standard PATH in ssh sessions (default: this
         interpreter's bin directory, so the project's python and `ray` are found as on a node
         where they are installed; pass () for a bare node). `keep_visible`: paths under /tmp,
-        besides the workdir and this interpreter's prefix, that hosts must still see."""
+        besides the workdir and this interpreter's prefix, that hosts must still see. `cpus`: host
+        name -> a taskset CPU list ("0", "2-3") the host runs on, everything in it included, so
+        that hosts do not share CPUs (TESTBED.md section 3a)."""
         global _seq
         if n_hosts < 1:
             raise ValueError("n_hosts must be at least 1")
@@ -166,6 +169,7 @@ class Testbed:
             [*(path_extra if path_extra is not None else [str(Path(sys.executable).parent)]), STD_PATH]
         )
         self._keep_visible = [Path(p) for p in (self.workdir, sys.prefix, sys.base_prefix, *keep_visible)]
+        self._cpus = dict(cpus or {})
         self._ready_timeout = ready_timeout if ready_timeout is not None else 10.0 + 0.5 * n_hosts
         self._state = _State()
         self._finalizer = weakref.finalize(self, _teardown, self._state)
@@ -311,6 +315,8 @@ Subsystem sftp internal-sftp
             "set -eu",
             f"echo {h.name} > /proc/sys/kernel/hostname",
         ]
+        if h.name in self._cpus:  # sshd, and all it starts (Ray included), inherit the affinity
+            lines.append(f"taskset -cp {_q(self._cpus[h.name])} $$ >/dev/null")
         bashrc = Path(pwd.getpwuid(0).pw_dir) / ".bashrc"
         if bashrc.exists():
             lines.append(f"mount --bind {_q(self.rc_file)} {_q(bashrc)}")

@@ -14,7 +14,6 @@ import json
 import socket
 from collections.abc import Callable
 from functools import cache
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -42,6 +41,8 @@ class NoService(Exception):
 
 @cache
 def relay_source() -> str:
+    from importlib import resources
+
     return resources.files("grid_plugin_ray_backend").joinpath("relay.py").read_text()
 
 

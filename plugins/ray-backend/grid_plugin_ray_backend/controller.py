@@ -31,6 +31,8 @@ RESERVE_TIMEOUT = 10.0
 DISPLACE_AFTER = 1.0  # seconds a displacing reservation waits before the displaced ones are removed
 PIN = 0.01  # of a node's grid-node-<name> resource (1000 in all): room for jobs inside a bundle
 WATCHED_SECONDS = 30.0
+REPORT_FRESH = 3.0  # intervals an agent's reading stays current
+IDLE_REPORT_SECONDS = 5.0  # how often agents check in while nobody needs readings
 
 
 class RayMechanics:
@@ -214,6 +216,7 @@ class OffloadController:
         self.asked = time.time()
         self.last_config: dict[str, Any] | None = None
         self.lowering = Lowering()
+        self.reports: dict[str, tuple[float, Any]] = {}  # node: (when, NodeMetrics) from its agent
         self._cluster: tuple[str, Any] | None = None
         threading.Thread(target=self._loop, name="grid-offload", daemon=True).start()
 
@@ -266,7 +269,23 @@ class OffloadController:
                 self._cluster[1].close()
             self._cluster = (revision, Cluster(attrs.evolve(config, nodes=nodes), plugins.host()))
         cluster = self._cluster[1]
-        return {name: out.value for name, out in cluster.sample(cluster.config.nodes).items() if out.error is None}
+        # A node's agent (agent.py) sends its readings; only nodes without a recent one are read here.
+        fresh = time.time() - REPORT_FRESH * self.rules.settings.interval_seconds
+        reported = {name: m for name, (when, m) in self.reports.items() if when >= fresh}
+        rest = [n for n in cluster.config.nodes if n.name not in reported]
+        sampled = {name: out.value for name, out in cluster.sample(rest).items() if out.error is None} if rest else {}
+        return {**sampled, **reported}
+
+    def report(self, node: str, data: dict[str, Any]) -> float:
+        """A reading from a node's agent; the seconds until the next is wanted."""
+        import cattrs
+
+        from grid_core.types import NodeMetrics
+
+        if data is not None:
+            self.reports[node] = (time.time(), cattrs.structure(data, NodeMetrics))
+        wanted = self.rules.settings.enabled or time.time() - self.asked < WATCHED_SECONDS
+        return self.rules.settings.interval_seconds if wanted else IDLE_REPORT_SECONDS
 
     def _tick(self) -> None:
         now = time.time()

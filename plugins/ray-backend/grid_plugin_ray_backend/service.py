@@ -150,6 +150,7 @@ class GridService:
             name=REGISTRY, lifetime="detached", get_if_exists=True, num_cpus=0,
             resources={node_resource(head): 0.001}).remote()
         self.controller.mechanics.before_unreserve = self._end_jobs_in
+        self.agents: dict[str, Any] = {}
         self.path = socket_path(directory)
         self.listener = listen(self.path)
         threading.Thread(target=self._accept, name="grid-service", daemon=True).start()
@@ -157,6 +158,23 @@ class GridService:
 
     def ready(self) -> int:
         return os.getpid()
+
+    def report(self, node: str, data: dict[str, Any]) -> float:
+        """A node agent's reading (agent.py); the seconds until it should send the next."""
+        return self.controller.report(node, data)
+
+    def _ensure_agents(self) -> None:
+        """An agent on every worker of the config in force (Ray places each when its node is up)."""
+        from grid_core.config import unstructure
+        from grid_plugin_ray_backend.agent import AGENT, NodeAgent
+
+        config = self.controller.rules.config
+        for node in config.nodes:
+            if node.name == self.head or node.name in self.agents:
+                continue
+            self.agents[node.name] = self.ray.remote(NodeAgent).options(
+                name=AGENT.format(node.name), lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1,
+                resources={node_resource(node.name): 0.001}).remote(unstructure(config), node.name, self.namespace)
 
     # ------------------------------------------------------------------ serving
 
@@ -372,12 +390,14 @@ class GridService:
             ray.get(stops, timeout=30)
 
     def _reap(self) -> None:
-        """Jobs whose runner is gone without recording an end (its node lost, Ray killed it) are
-        recorded as failed, so every job reaches a final state and `jobs logs --follow` returns."""
+        """Every few seconds: agents for nodes the config gained; and jobs whose runner is gone
+        without recording an end (its node lost, Ray killed it) are recorded as failed, so every
+        job reaches a final state and `jobs logs --follow` returns."""
         ray = self.ray
         while True:
             time.sleep(REAP_SECONDS)
             try:
+                self._ensure_agents()  # here too: nodes the config gains get theirs
                 for job in ray.get(self.registry.list.remote()):
                     if job["state"] not in ACTIVE or time.time() - job["submitted"] < 2 * REAP_SECONDS:
                         continue
