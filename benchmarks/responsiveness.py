@@ -10,8 +10,9 @@ Conditions, each reported as the probe's median and p95 loop time and the flood'
 - probe alone (the floor: 10 ms);
 - flood, head free: Ray runs tasks on the head beside the owner;
 - flood, head held before it starts: grid's reservations send every task to the worker;
-- two long tasks, one on each CPU, and then the head is held: the task already on the head keeps
-  running, at the lowest priority (its flood figure is not comparable with the others);
+- two long tasks, one on each CPU, with the head free, and then with the head held once they
+  run: the task already on the head keeps running, at the lowest priority (these two flood
+  figures are not comparable with the others);
 - flood on a head started with `--num-cpus=0` (cpu_count = 0): the usual advice, which never
   lets the head's idle time serve the cluster.
 Needs root (test hosts). Usage: .venv/bin/python benchmarks/responsiveness.py [--seconds S]
@@ -94,7 +95,8 @@ def run(env: dict[str, str], name: str, seconds: float, tasks: int, hold: str | 
         grid(env, "offload", "hold", "host1", "--reason", "owner busy")
     argv = [sys.executable, "-m", "grid_core", "run", "--node", "host1", "--cpus", "0", "--",
             "python", "-c", FLOOD, str(tasks), str(task_seconds)]
-    flood = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) if tasks else None
+    flood = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) \
+        if tasks else None
     time.sleep(3.0 if tasks else 0)  # the flood fills the CPUs
     if hold == "during":
         grid(env, "offload", "hold", "host1", "--reason", "owner busy")
@@ -136,6 +138,7 @@ def main() -> None:
             run(env, "flood, head free", args.seconds, args.tasks)
             run(env, "flood, head held before it starts", args.seconds, args.tasks, hold="before")
             # Two long tasks, one on each CPU: the head's keeps running after the hold, lowered.
+            run(env, "2 long tasks, head free", args.seconds, 2, task_seconds=args.seconds + 8)
             run(env, "2 long tasks, head held once they run (lowered)", args.seconds, 2, hold="during",
                 task_seconds=args.seconds + 8)
         finally:
