@@ -4,14 +4,15 @@ Two kinds of actor, both detached in grid's namespace:
 - one `holder` per node, pinned there: it owns the node's objects (a put on that node names it
   as owner, so the data outlives the process that wrote it) and writes data sent from elsewhere;
 - one `directory` on the head: key -> node, size, times and the object reference, with per-node
-  capacity. Its methods never await while they change state, so a put is checked, evicted for
-  and committed in one step: an entry appears only once its data is stored, and a refused put
-  leaves the pool as it was. Values up to INLINE_BYTES travel in the directory call itself and
-  stay there, so a small put or first read is one call, as a bare actor call is.
+  capacity. A plain actor, so each call runs whole: a put is checked, evicted for and committed
+  in one step, an entry appears only once its data is stored, and a refused put leaves the pool
+  as it was. Values up to INLINE_BYTES travel in the directory call itself and stay there, so a
+  small put or first read is one call, as a bare actor call is.
 
-Each `Pool` keeps what it has read (the reference, and a read-only array's view of the store) and
-asks the directory again only after the directory's change feed names the key: a repeated get
-costs what a `ray.get` of a held reference costs, not a round trip to the head.
+The directory's own `feed` (an asyncio actor beside it) numbers every change. Each `Pool` keeps
+what it has read (the reference, and a read-only array's view of the store) and asks the
+directory again only after the feed names the key: a repeated get costs what a `ray.get` of a
+held reference costs, not a round trip to the head.
 """
 
 from __future__ import annotations
@@ -93,43 +94,29 @@ class Holder:
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=4096)  # type: ignore[call-overload]
-class Directory:
-    """Every entry, each node's capacity, and a numbered log of which keys changed.
+class Feed:
+    """The directory's numbered log of which keys changed, for caching Pools to wait on.
 
-    Answers that reflect the entries carry the version they were read at. An asyncio actor, so
-    that every Pool can keep a `changes` call waiting here without holding a thread; the other
-    methods do not await, so each runs whole before the next starts.
+    An asyncio actor, so that every Pool can keep a `changes` call waiting here without holding a
+    thread. The directory, a plain actor (a call to it costs a third less), publishes each change
+    here as it makes it; while Pools wait, the feed asks it now and then to look for dead nodes.
     """
 
-    def __init__(self) -> None:
-        self.entries: dict[str, Entry] = {}
-        self.capacity: dict[str, int] = {}
+    def __init__(self, directory: Any) -> None:
+        self.directory = directory
         self.version = 0
         self.log: deque[tuple[int, str]] = deque(maxlen=CHANGE_LOG)
         self.changed = asyncio.Event()
-        self.dead: set[str] = set()
-        self.dead_checked = 0.0
+        self.early: dict[int, list[str]] = {}  # changes that arrived before the ones numbered below them
+        self.asked = 0.0
 
-    async def set_capacity(self, capacity: dict[str, int]) -> int:
-        self.capacity.update(capacity)
-        return self.version
-
-    def _bump(self, keys: Iterable[str]) -> None:
-        keys = list(keys)
-        if keys:
+    async def publish(self, version: int, keys: list[str]) -> None:
+        self.early[version] = keys
+        while self.version + 1 in self.early:
             self.version += 1
-            self.log.extend((self.version, key) for key in keys)
-            self.changed.set()
-            self.changed = asyncio.Event()
-
-    def _dead_node_ids(self, max_age: float = 0.0) -> set[str]:
-        """Ray node ids that have died; entries on a newly dead node count as changed."""
-        if time.monotonic() - self.dead_checked >= max_age:
-            self.dead_checked = time.monotonic()
-            dead = {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
-            self._bump(e.key for e in self.entries.values() if e.node_id in dead - self.dead)
-            self.dead = dead
-        return self.dead
+            self.log.extend((self.version, key) for key in self.early.pop(self.version))
+        self.changed.set()
+        self.changed = asyncio.Event()
 
     async def changes(self, since: int) -> tuple[int, list[str] | None]:
         """Wait until something changes after version `since`; the keys, or None for "all"."""
@@ -140,15 +127,62 @@ class Directory:
             try:
                 await asyncio.wait_for(self.changed.wait(), NODE_POLL_S)
             except TimeoutError:
-                self._dead_node_ids(max_age=NODE_POLL_S)
+                if time.monotonic() - self.asked >= NODE_POLL_S:
+                    self.asked = time.monotonic()
+                    self.directory.check_dead.remote()  # a lost node's entries count as changed
         if not self.log or self.log[0][0] > since + 1:
             return self.version, None
         return self.version, sorted({key for version, key in self.log if version > since})
 
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class Directory:
+    """Every entry and each node's capacity. A plain actor: each call runs whole before the next.
+
+    Answers that reflect the entries carry the version they were read at; each change is
+    published to the directory's Feed under its version.
+    """
+
+    def __init__(self) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self.entries: dict[str, Entry] = {}
+        self.capacity: dict[str, int] = {}
+        self.version = 0
+        self.dead: set[str] = set()
+        self.dead_checked = 0.0
+        here = ray.get_runtime_context().get_node_id()
+        self.feed = Feed.options(  # type: ignore[attr-defined]
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(
+            ray.get_runtime_context().current_actor)
+
+    def set_capacity(self, capacity: dict[str, int]) -> tuple[int, Any]:
+        """Capacities of the nodes a Pool sees; the version now and the feed to follow."""
+        self.capacity.update(capacity)
+        return self.version, [self.feed]  # in a list: Ray passes the handle
+
+    def _bump(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if keys:
+            self.version += 1
+            self.feed.publish.remote(self.version, keys)
+
+    def _dead_node_ids(self, max_age: float = 0.0) -> set[str]:
+        """Ray node ids that have died; entries on a newly dead node count as changed."""
+        if time.monotonic() - self.dead_checked >= max_age:
+            self.dead_checked = time.monotonic()
+            dead = {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
+            self._bump(e.key for e in self.entries.values() if e.node_id in dead - self.dead)
+            self.dead = dead
+        return self.dead
+
+    def check_dead(self) -> None:
+        self._dead_node_ids(max_age=NODE_POLL_S)
+
     def used(self, node: str) -> int:
         return sum(e.size for e in self.entries.values() if e.node == node)
 
-    async def make_room(self, key: str, node: str, size: int, replace: bool, evict: str | None) -> list[str]:
+    def make_room(self, key: str, node: str, size: int, replace: bool, evict: str | None) -> list[str]:
         """Check a put before its data moves; returns keys that would be evicted. Changes nothing."""
         return self._make_room(key, node, size, replace, evict)
 
@@ -174,7 +208,7 @@ class Directory:
                 free += e.size
         return victims
 
-    async def commit(self, key: str, node: str, node_id: str, size: int, stored: list[Any], kind: list[str],
+    def commit(self, key: str, node: str, node_id: str, size: int, stored: list[Any], kind: list[str],
                      replace: bool, evict: str | None, inline: bytes | None = None) -> tuple[int, list[str]]:
         """Add the entry (evicting first if allowed), or raise and leave everything as it was.
 
@@ -188,7 +222,7 @@ class Directory:
         self._bump([key, *victims])
         return self.version, victims
 
-    async def lookup(self, key: str) -> tuple[int, tuple[str, bool, list[Any], bytes | None]]:
+    def lookup(self, key: str) -> tuple[int, tuple[str, bool, list[Any], bytes | None]]:
         """(node, lost, [ref?, kind?], inline value) for a key; marks it read."""
         entry = self.entries.get(key)
         if entry is None:
@@ -197,24 +231,24 @@ class Directory:
         lost = entry.node_id in self._dead_node_ids(max_age=NODE_POLL_S / 2)
         return self.version, (entry.node, lost, entry.refs, entry.inline)
 
-    async def touch(self, reads: dict[str, float]) -> None:
+    def touch(self, reads: dict[str, float]) -> None:
         """Reads a Pool answered from its cache, for LRU and `ls`."""
         for key, when in reads.items():
             entry = self.entries.get(key)
             if entry is not None and when > entry.last_read:
                 entry.last_read = when
 
-    async def delete(self, key: str) -> tuple[int, None]:
+    def delete(self, key: str) -> tuple[int, None]:
         if self.entries.pop(key, None) is None:
             raise PoolError(f"no entry named {key!r} in the pool")
         self._bump([key])
         return self.version, None
 
-    async def list(self) -> tuple[int, list[PoolEntry]]:
+    def list(self) -> tuple[int, list[PoolEntry]]:
         dead = self._dead_node_ids()
         return self.version, [e.record(e.node_id in dead) for e in sorted(self.entries.values(), key=lambda e: e.key)]
 
-    async def stats(self) -> dict[str, dict[str, int]]:
+    def stats(self) -> dict[str, dict[str, int]]:
         return {node: {"used": self.used(node), "capacity": cap, "entries":
                        sum(1 for e in self.entries.values() if e.node == node)}
                 for node, cap in sorted(self.capacity.items())}
@@ -269,8 +303,9 @@ class Pool:
         self._reads_sent = time.monotonic()
         # The cache is up to date with directory version `_version`; `_seen` is the newest version
         # any answer has shown this Pool. The feed is opened with the first cached entry.
-        self._version = self._seen = call(self.directory.set_capacity.remote(
+        self._version, (self.feed,) = call(self.directory.set_capacity.remote(
             {n.name: n.capacity for n in self.nodes.values() if n.alive}))
+        self._seen = self._version
         self._feed: Any = None
         self._feed_broken = False
         _open_pools.add(self)
@@ -331,7 +366,7 @@ class Pool:
                 return
             for key in list(self._cache) if keys is None else keys:
                 self._cache.pop(key, None)
-            self._feed = self.directory.changes.remote(self._version)
+            self._feed = self.feed.changes.remote(self._version)
             if self._version >= self._seen:
                 return
 
@@ -341,7 +376,7 @@ class Pool:
             return
         if self._feed is None:
             self._version = self._seen
-            self._feed = self.directory.changes.remote(self._version)
+            self._feed = self.feed.changes.remote(self._version)
         self._cache[key] = entry
 
     def _send_reads(self, wait: bool = False) -> None:
