@@ -199,6 +199,7 @@ def test_a_held_head_lowers_the_cluster_s_work_there_at_once_and_raises_it_on_re
     from grid_core.priority import LOWEST, read_autogroup
 
     job_id = cli(cluster, "run", "-d", "--node", "head", "--", sys.executable, "-c", "while True: pass").stdout.strip()
+    actor = ray_program(cluster, SPINNER)  # an actor on the head, which Ray would not restart
     try:
         pid = wait_for(lambda: _job(cluster, job_id).get("pid"), timeout=30)
         before = os.getpriority(os.PRIO_PROCESS, pid)  # Ray starts its workers at nice 15
@@ -206,15 +207,56 @@ def test_a_held_head_lowers_the_cluster_s_work_there_at_once_and_raises_it_on_re
         assert cli(cluster, "offload", "hold", "head", "--reason", "owner busy").returncode == 0
         assert wait_for(lambda: os.getpriority(os.PRIO_PROCESS, pid) == LOWEST, timeout=10 * INTERVAL)
         assert read_autogroup(pid) in (None, LOWEST)
+        assert wait_for(lambda: os.getpriority(os.PRIO_PROCESS, actor) == LOWEST, timeout=10 * INTERVAL)
         head = wait_for(lambda: next((n for n in ok_json(cluster, "offload", "auto", "--status")["nodes"]
                                       if n["name"] == "head" and n["step"] == "lowered"), None), timeout=10)
-        assert head["lowered"] >= 1 and head["hold"] == "manual: owner busy"
+        assert head["lowered"] >= 2 and head["hold"] == "manual: owner busy"
         assert cli(cluster, "offload", "release", "head").returncode == 0
         assert wait_for(lambda: os.getpriority(os.PRIO_PROCESS, pid) == before, timeout=10 * INTERVAL)  # as root
         assert read_autogroup(pid) in (None, 0)
+        assert wait_for(lambda: os.getpriority(os.PRIO_PROCESS, actor) == before, timeout=10 * INTERVAL)
+        # Lowered, never killed: the same actor process answers.
+        assert ray_program(cluster, 'print(json.dumps(ray.get(ray.get_actor("grid-test-spinner").pid.remote())))') \
+            == actor
     finally:
         cli(cluster, "offload", "release", "head")
         cli(cluster, "jobs", "stop", job_id)
+        ray_program(cluster, 'ray.kill(ray.get_actor("grid-test-spinner"))\nprint("null")')
+
+
+SPINNER = """
+    @ray.remote(num_cpus=0, resources={"grid-node-head": 0.001}, max_restarts=0)
+    class Spinner:
+        def pid(self):
+            import os
+            return os.getpid()
+    spinner = Spinner.options(name="grid-test-spinner", lifetime="detached").remote()
+    print(json.dumps(ray.get(spinner.pid.remote())))
+    """
+
+
+def test_the_cluster_s_own_load_alone_never_holds_the_head(cluster: dict[str, Any]) -> None:
+    """psutil on the real thing: two CPU jobs fill this machine, and the head's readings count
+    them as the cluster's, not the owner's, so the policy does not hold it."""
+    script_metrics(cluster, {})  # every node reads the machine
+    ok_json(cluster, "offload", "auto", "--enable", "--threshold", "cpu=90")
+    jobs = [cli(cluster, "run", "-d", "--node", "head", "--", sys.executable, "-c", "while True: pass").stdout.strip()
+            for _ in range(2)]
+    try:
+        def loaded() -> dict[str, Any] | None:
+            rows = ok_json(cluster, "offload", "auto", "--status")["nodes"]
+            head = next(n for n in rows if n["name"] == "head")
+            return head if (head["cluster_cpu_percent"] or 0) > 60 else None
+
+        head = wait_for(loaded, timeout=30)
+        assert head["owner_cpu_percent"] < head["cluster_cpu_percent"], head
+        time.sleep(5 * INTERVAL)  # more than the policy's window of readings
+        status = ok_json(cluster, "offload", "auto", "--status")
+        assert "head" not in status["held"], status["events"][-5:]
+    finally:
+        for job_id in jobs:
+            cli(cluster, "jobs", "stop", job_id)
+        ok_json(cluster, "offload", "auto", "--disable")
 
 
 def _job(c: dict[str, Any], job_id: str) -> dict[str, Any]:
