@@ -66,14 +66,7 @@ class Lowering:
 
     def lower(self, pids: Iterable[int], sessions: Mapping[int, Sequence[int]]) -> None:
         """The lowest priority for each process, and for each session (id: its member pids)."""
-        for pid in pids:
-            started = _started(pid)
-            if pid in self.processes or started is None:
-                continue
-            with contextlib.suppress(OSError):  # ended, or not ours
-                before = os.getpriority(os.PRIO_PROCESS, pid)
-                os.setpriority(os.PRIO_PROCESS, pid, LOWEST)
-                self.processes[pid] = Lowered(pid, started, before)
+        # Sessions first: once a process shows its low nice value, its session is low too.
         for sid, members in sessions.items():
             for pid in members if sid not in self.sessions else ():
                 group, started = read_autogroup(pid), _started(pid)
@@ -83,6 +76,14 @@ class Lowering:
                     _write_autogroup(pid, LOWEST)
                     self.sessions[sid] = Lowered(pid, started, group)
                     break
+        for pid in pids:
+            started = _started(pid)
+            if pid in self.processes or started is None:
+                continue
+            with contextlib.suppress(OSError):  # ended, or not ours
+                before = os.getpriority(os.PRIO_PROCESS, pid)
+                os.setpriority(os.PRIO_PROCESS, pid, LOWEST)
+                self.processes[pid] = Lowered(pid, started, before)
 
     def restore(self) -> list[str]:
         """Give what is still running its priority back; why some could not be raised."""
