@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from grid_core import presence
@@ -78,13 +78,12 @@ def names_marker(argv: Sequence[str], markers: Sequence[str]) -> bool:
     return False
 
 
-def cluster_pids(table: Mapping[int, tuple[int, Sequence[str]]], markers: Sequence[str]) -> set[int]:
-    """The cluster's processes in a table of pid -> (parent pid, argv): those naming a marker,
-    and their descendants (Ray's workers, whose titles Ray rewrites)."""
+def with_descendants(table: Mapping[int, tuple[int, Sequence[str]]], roots: Iterable[int]) -> set[int]:
+    """`roots` and every process below them, in a table of pid -> (parent pid, argv)."""
     children: dict[int, list[int]] = {}
     for pid, (ppid, _argv) in table.items():
         children.setdefault(ppid, []).append(pid)
-    found = {pid for pid, (_ppid, argv) in table.items() if names_marker(argv, markers)}
+    found = set(roots)
     frontier = list(found)
     while frontier:
         for child in children.get(frontier.pop(), ()):
@@ -92,6 +91,12 @@ def cluster_pids(table: Mapping[int, tuple[int, Sequence[str]]], markers: Sequen
                 found.add(child)
                 frontier.append(child)
     return found
+
+
+def cluster_pids(table: Mapping[int, tuple[int, Sequence[str]]], markers: Sequence[str]) -> set[int]:
+    """The cluster's processes in a table of pid -> (parent pid, argv): those naming a marker,
+    and their descendants (Ray's workers, whose titles Ray rewrites)."""
+    return with_descendants(table, (pid for pid, (_ppid, argv) in table.items() if names_marker(argv, markers)))
 
 
 class ProcessSample(NamedTuple):

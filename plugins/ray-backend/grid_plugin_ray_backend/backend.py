@@ -463,10 +463,11 @@ class RayBackend:
 
     def status(self, cluster: Cluster) -> dict[str, EngineNode]:
         names = [n.name for n in self.config.nodes]
-        if records.load(self.config.name).gcs_address is None:
+        address = records.load(self.config.name).gcs_address
+        if address is None:
             return dict.fromkeys(names, EngineNode(error="not started; start it with `grid cluster start`"))
         try:
-            nodes = gcs.alive_by_name(self._ray_nodes(cluster))
+            nodes = gcs.alive_by_name(self._ray_nodes(cluster, address))
         except GridError as exc:
             return dict.fromkeys(names, EngineNode(error=str(exc)))
         out = {}
@@ -510,9 +511,9 @@ class RayBackend:
         return dict(self._call(cluster, "stop_job", {"job_id": job_id}).result or {})
 
 
-    def _ray_nodes(self, cluster: Cluster) -> list[gcs.RayNode]:
-        """Every node the GCS knows, as the service on the head asked it."""
-        if not gcs.port_open(address := str(records.load(self.config.name).gcs_address)):
+    def _ray_nodes(self, cluster: Cluster, address: str) -> list[gcs.RayNode]:
+        """Every node the GCS at `address` knows, as the service on the head asked it."""
+        if not gcs.port_open(address):
             raise GridError(f"no Ray cluster answers at {address}")
         return [gcs.RayNode(**node) for node in self._call(cluster, "nodes").result]
 
@@ -526,7 +527,7 @@ class RayBackend:
             groups = [gcs.BoostGroup(**group) for group in answer.result]
             if not groups:
                 return None
-            names = {n.node_id: n.grid_name for n in self._ray_nodes(cluster) if n.alive}
+            names = {n.node_id: n.grid_name for n in self._ray_nodes(cluster, state.gcs_address) if n.alive}
         except GridError:
             return None
         for group in groups:

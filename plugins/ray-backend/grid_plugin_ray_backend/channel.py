@@ -20,17 +20,18 @@ import attrs
 
 from grid_core.errors import GridError
 from grid_plugin_ray_backend import auth, records
+from grid_plugin_ray_backend.relay import NO_SERVICE
 
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
     from grid_core.config import ClusterConfig
 
-SOCKET = "grid.sock"  # service.SOCKET; service.py imports Ray's job classes, this module must not
-NO_SERVICE = 3  # relay.NO_SERVICE
-SERVICE_ERROR = 70  # service.SERVICE_ERROR
+# The protocol's constants, shared with service.py (which imports them from here).
+SOCKET = "grid.sock"  # in the head node's directory
+SERVICE_ERROR = 70  # the exit status beside an "error" frame: grid's own failure, not a job's
+DATA_CHUNK = 4 * 2**20  # bytes per data frame
 CALL_TIMEOUT = 120.0
 ENSURE_TIMEOUT = 180.0
-DATA_CHUNK = 4 * 2**20  # service.DATA_CHUNK
 
 Output = Callable[[str, str], None]
 

@@ -161,20 +161,13 @@ def process_table(markers: Sequence[str]) -> tuple[dict[int, tuple[int, Sequence
 def cluster_work(table: Mapping[int, tuple[int, Sequence[str]]], cluster: set[int]) -> set[int]:
     """The cluster's processes doing its work: Ray's workers running tasks and actors (not idle
     ones, not grid's services) and everything they started."""
+    from grid_core.builtin.psutil_metrics import with_descendants
+
     def title(pid: int) -> str:
         return " ".join(table[pid][1]).strip()
 
-    work = {pid for pid in cluster if title(pid).startswith("ray::") and not title(pid).startswith(SPARED)}
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    frontier = list(work)
-    while frontier:
-        for child in children.get(frontier.pop(), ()):
-            if child not in work:
-                work.add(child)
-                frontier.append(child)
-    return work
+    return with_descendants(table, (pid for pid in cluster
+                                    if title(pid).startswith("ray::") and not title(pid).startswith(SPARED)))
 
 
 def _policy(name: str, settings: Mapping[str, Any]) -> Policy:

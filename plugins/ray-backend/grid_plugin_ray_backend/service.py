@@ -38,17 +38,14 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from grid_plugin_ray_backend.channel import CALL_TIMEOUT, DATA_CHUNK, SERVICE_ERROR, SOCKET
 from grid_plugin_ray_backend.jobs import ACTIVE, REGISTRY, RUNNER, JobRegistry, JobRunner
 from grid_plugin_ray_backend.layout import node_resource
 
 SERVICE = "grid-service"
-SOCKET = "grid.sock"
 STATE_FILE = "service-state.json"  # settings, holds and boosts, for a restart of the whole cluster
 POLL_SECONDS = 0.1
-SERVICE_ERROR = 70  # the exit status with an "error" frame: grid's own failure, not a job's
 MAX_REQUEST = 64 * 2**20  # the request line; data travels after it in frames
-DATA_CHUNK = 4 * 2**20
-CALL_TIMEOUT = 120.0
 BEAT_SECONDS = 1.0
 REAP_SECONDS = 5.0  # how often jobs whose runner is gone are looked for
 
