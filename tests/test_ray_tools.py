@@ -40,7 +40,7 @@ def test_a_plain_ray_init_after_eval_joins_the_cluster_and_starts_nothing(local_
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert ran.stdout.strip().splitlines()[-1] == "2"  # both nodes of grid's cluster
     assert "Started a local Ray instance" not in ran.stderr
-    assert _gcs_servers() == before  # no second GCS
+    assert _gcs_servers() - before == set()  # no second GCS (one of an earlier test may end meanwhile)
 
 
 def test_without_the_env_start_says_what_to_run_and_doctor_warns_of_a_stray_token(
