@@ -240,6 +240,10 @@ class OffloadSettings:
     # Presence: held while the owner used a terminal or the desktop within this many seconds,
     # released once idle that long, whatever the load; None: presence is not used.
     owner_idle_seconds: Positive | None = None
+    # While the head is held this long, the cluster's tasks still running there are stopped so Ray
+    # runs them again on workers; None: never. Actors, and tasks named in never_evict, are kept.
+    evict_after: NonNegative | None = None
+    never_evict: list[str] = attrs.Factory(list)  # task names (shell patterns) never stopped: max_retries=0 ones
 
 
 @attrs.frozen(kw_only=True)

@@ -57,9 +57,11 @@ def file_values(offload: OffloadSettings) -> dict[str, Any]:
     return values
 
 
-def policy_settings(settings: OffloadInForce, owner_idle_seconds: float | None = None) -> dict[str, Any]:
-    """What a policy's factory receives: marks, window, cooldown and presence as plain data.
-    `owner_idle_seconds` is the config's `offload.owner_idle_seconds` (None: presence off)."""
+def policy_settings(settings: OffloadInForce, owner_idle_seconds: float | None = None,
+                    evict_after: float | None = None) -> dict[str, Any]:
+    """What a policy's factory receives: marks, window, cooldown, presence and eviction as plain
+    data. The last two are the config's `offload.owner_idle_seconds` and `offload.evict_after`
+    (None: presence off, never evict)."""
     return {
         "high": dict(settings.thresholds),
         "low": dict(settings.low),
@@ -67,6 +69,7 @@ def policy_settings(settings: OffloadInForce, owner_idle_seconds: float | None =
         "cooldown_seconds": settings.cooldown_seconds,
         "interval_seconds": settings.interval_seconds,
         "owner_idle_seconds": owner_idle_seconds,
+        "evict_after": evict_after,
     }
 
 

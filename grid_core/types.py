@@ -438,6 +438,9 @@ class OffloadDecision:
     reason: str
     pressure: tuple[str, ...] = ()  # the metrics over their marks, e.g. ("cpu", "gpu")
     targets: tuple[str, ...] = ()  # preferred nodes for the head's work, best first
+    # While held: seconds after which the cluster's tasks still running on the head are stopped so
+    # the engine runs them again elsewhere (what it would not retry is never stopped); None: never.
+    evict_after: float | None = None
 
 
 @attrs.frozen
@@ -521,6 +524,18 @@ class Decision:
     targets: tuple[str, ...] = ()  # preferred nodes for the head's work, best first
     time: float = 0.0
     pressure: tuple[str, ...] = ()  # the metrics over their marks
+    evict_after: float | None = None  # OffloadDecision's
+
+
+@attrs.frozen(kw_only=True)
+class HeldWork:
+    """The cluster's work found running on a held node, and what the controller does with it."""
+
+    pid: int
+    name: str  # the engine's name for it: a task's function, an actor's class
+    kind: str  # "task" (the engine runs it again elsewhere if stopped) or "actor"
+    action: str  # "lowered" (lowest priority), "evicted" (stopped), "kept" (lowered, never stopped)
+    reason: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -539,8 +554,11 @@ class NodeState:
     owner_cpu_percent: float | None = None
     cluster_cpu_percent: float | None = None
     owner_idle_seconds: float | None = None
-    step: str = "free"  # free, held, lowered (the cluster's processes there at the lowest priority)
+    # free, held, lowered (the cluster's processes there at the lowest priority), evicting (its
+    # tasks are being stopped so they run elsewhere)
+    step: str = "free"
     lowered: int = 0  # how many of the cluster's processes are lowered
+    work: tuple[HeldWork, ...] = ()  # while held: the cluster's work running there
 
 
 @attrs.frozen(kw_only=True)

@@ -97,8 +97,9 @@ def ok_json(c: dict[str, Any], *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-def ray_program(c: dict[str, Any], body: str, timeout: float = 120) -> Any:
-    """Run a Ray driver on the head (this machine) against the cluster, with grid's token; its JSON."""
+def ray_driver(c: dict[str, Any], body: str) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of a Ray driver on the head (this machine) against the cluster,
+    with grid's token: `nodes` maps grid's node names to Ray's ids, and `body` follows."""
     from grid_plugin_ray_backend import records
 
     with pytest.MonkeyPatch.context() as mp:
@@ -111,9 +112,13 @@ def ray_program(c: dict[str, Any], body: str, timeout: float = 120) -> Any:
         nodes = {{k[len("grid-node-"):]: n["NodeID"] for n in ray.nodes() if n["Alive"]
                  for k in n["Resources"] if k.startswith("grid-node-")}}
         """) + textwrap.dedent(body)
-    env = {**os.environ, **c["env"], "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=timeout)
+    return [sys.executable, "-c", script], {**os.environ, **c["env"], "RAY_AUTH_MODE": "token",
+                                            "RAY_AUTH_TOKEN_PATH": str(token)}
+
+
+def ray_program(c: dict[str, Any], body: str, timeout: float = 120) -> Any:
+    """Run ray_driver(c, body) to its end; the JSON its last line prints."""
+    argv, env = ray_driver(c, body)
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-

@@ -80,7 +80,7 @@ def test_every_seed_key_is_mapped_in_config_show(tmp_path: Path) -> None:
         "high": {"cpu": 95.0, "memory": 75.0, "gpu": 95.0},  # auto_offload.*_threshold
         "low": {"cpu": 40.0, "memory": 30.0, "gpu": 50.0},  # thresholds.*_pressure_low
         "interval_seconds": 4.0,  # auto_offload.check_interval_seconds over monitoring_interval_seconds
-        "cooldown_seconds": 45.0}
+        "cooldown_seconds": 45.0, "never_evict": []}  # grid's own default
     assert shown["boost"] == {
         "enabled": True, "default_duration_seconds": 600.0, "max_per_source": 3,
         "lend": {"cpu_percent_max": 30.0, "memory_percent_max": 50.0, "gpu_percent_max": 20.0, "cpu_min_free": 1.0,

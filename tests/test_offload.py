@@ -7,6 +7,7 @@ and the head must be the machine the CLI and the CPU burners run on.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pty
 import select
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.local_pair import cli, ok_json, ray_program, script_metrics
+from tests.local_pair import cli, ok_json, ray_driver, ray_program, script_metrics
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 INTERVAL = 1.0  # the offload interval of tests/local_pair.py
@@ -233,6 +234,78 @@ SPINNER = """
     spinner = Spinner.options(name="grid-test-spinner", lifetime="detached").remote()
     print(json.dumps(ray.get(spinner.pid.remote())))
     """
+
+
+EVICTED = """
+    import os, time
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    def spin(seconds):
+        end = time.time() + seconds
+        while time.time() < end:
+            pass
+        return [ray.get_runtime_context().get_node_id(), os.getpid()]
+
+    @ray.remote(num_cpus=1, max_retries=3)
+    def long_task(seconds):
+        return spin(seconds)
+
+    @ray.remote(num_cpus=1, max_retries=0)
+    def keep_once(seconds):
+        return spin(seconds)
+
+    # Ray places the first on this driver's node, the empty head, as it would any task; the
+    # second follows it there. A retry of the first goes where Ray finds room.
+    refs = [long_task.remote(12),
+            keep_once.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes["head"], soft=True)).remote(12)]
+    by_id = {v: k for k, v in nodes.items()}
+    print(json.dumps([by_id[node] for node, _pid in ray.get(refs, timeout=120)]))
+    """
+
+
+def test_a_held_head_evicts_its_tasks_after_evict_after_and_keeps_actors_and_named_tasks(
+        cluster: dict[str, Any]) -> None:
+    """The last step: after `evict_after` the task Ray will retry is stopped and runs again on the
+    worker; the actor and the task named in never_evict (max_retries=0) stay, lowered."""
+    config = Path(cluster["config"])
+    before = config.read_text()
+    config.write_text(before + 'evict_after = 3.0\nnever_evict = ["keep_*"]\n')  # under [offload]
+    actor = ray_program(cluster, SPINNER)
+    argv, env = ray_driver(cluster, EVICTED)
+    driver = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def head() -> dict[str, Any]:
+            return next(n for n in ok_json(cluster, "offload", "auto", "--status")["nodes"] if n["name"] == "head")
+
+        assert wait_for(lambda: len(_titled(("ray::long_task", "ray::keep_once"))) == 2, timeout=60)
+        assert cli(cluster, "offload", "hold", "head", "--reason", "owner busy").returncode == 0
+        def rows() -> dict[str, tuple[str, str]]:
+            found = {w["name"]: (w["kind"], w["action"]) for w in head()["work"]}
+            return found if {"keep_once", "Spinner"} <= set(found) else {}
+
+        kept = wait_for(rows, timeout=10)
+        assert kept["keep_once"] == ("task", "kept") and kept["Spinner"] == ("actor", "kept"), kept
+        out, err = driver.communicate(timeout=90)
+        events = ok_json(cluster, "offload", "auto", "--status")["events"]
+        assert driver.returncode == 0, (err[-2000:], events[-8:])
+        assert json.loads(out.strip().splitlines()[-1]) == ["w1", "head"]  # evicted, then run on w1; kept
+        reasons = [e["reason"] for e in ok_json(cluster, "offload", "auto", "--status")["events"]
+                   if e["kind"] == "evict"]
+        assert any(r.startswith("evicted task long_task") and r.endswith("runs again on w1") for r in reasons), reasons
+        assert ray_program(cluster, 'print(json.dumps(ray.get(ray.get_actor("grid-test-spinner").pid.remote())))') \
+            == actor  # lowered, never killed
+    finally:
+        driver.kill()
+        cli(cluster, "offload", "release", "head")
+        config.write_text(before)
+        ray_program(cluster, 'ray.kill(ray.get_actor("grid-test-spinner"))\nprint("null")')
+
+
+def _titled(titles: tuple[str, ...]) -> list[int]:
+    """The pids of this machine's processes whose title starts with one of `titles`."""
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if " ".join(p.info["cmdline"] or ()).startswith(titles)]
 
 
 def test_the_cluster_s_own_load_alone_never_holds_the_head(cluster: dict[str, Any]) -> None:

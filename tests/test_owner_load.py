@@ -299,3 +299,16 @@ def test_owner_idle_seconds_setting() -> None:
             structure({"nodes": nodes, "offload": {"owner_idle_seconds": bad}}, "t")
     assert policy_settings(OffloadInForce())["owner_idle_seconds"] is None
     assert policy_settings(OffloadInForce(), owner_idle_seconds=300.0)["owner_idle_seconds"] == 300.0
+
+
+def test_eviction_settings() -> None:
+    nodes = [{"name": "h", "role": "head"}]
+    offload = structure({"nodes": nodes}, "t").offload
+    assert (offload.evict_after, offload.never_evict) == (None, [])  # off unless set
+    offload = structure({"nodes": nodes, "offload": {"evict_after": 120, "never_evict": ["ckpt_*"]}}, "t").offload
+    assert (offload.evict_after, offload.never_evict) == (120, ["ckpt_*"])
+    for bad, why in (({"evict_after": -1}, "negative"), ({"evict_after": "soon"}, "number"),
+                     ({"never_evict": "ckpt_*"}, "list")):
+        with pytest.raises(ConfigError, match=why):
+            structure({"nodes": nodes, "offload": bad}, "t")
+    assert policy_settings(OffloadInForce(), evict_after=5.0)["evict_after"] == 5.0

@@ -384,3 +384,41 @@ def test_events_are_bounded() -> None:
         rules.release("w1")
     assert len(rules.events) == 100 and len(rules.status().events) == 20
     assert attrs.asdict(rules.status().last_event or rules.events[0])["kind"] == "release"
+
+
+# --------------------------------------------------------------------------- eviction
+
+
+def test_eviction_is_due_once_the_hold_lasts_evict_after_and_never_without_it() -> None:
+    rules, _, clock = make(config(evict_after=30.0))
+    rules.configure(enabled=True, high={"cpu": 80.0})
+    for _ in range(2):
+        clock.now += 5
+        rules.tick({"head": reading(95), "w1": reading(10)}, clock.now)
+    assert "head" in rules.holds and rules.decision is not None and rules.decision.evict_after == 30.0
+    assert not rules.evict_due("head", clock.now + 29) and rules.evict_due("head", clock.now + 30)
+    assert not rules.evict_due("w1", clock.now + 100)  # not held
+    manual, _, clock = make(config())  # evict_after unset: lowered, never stopped
+    manual.hold("head", "owner busy")
+    assert not manual.evict_due("head", clock.now + 10**6)
+    manual, _, clock = make(config(evict_after=0.0))  # a hold by hand follows the config
+    manual.hold("head", "owner busy")
+    assert manual.evict_due("head", clock.now)
+
+
+def test_the_held_head_s_step_and_work_are_in_its_row() -> None:
+    from grid_core.types import HeldWork
+
+    rules, _, clock = make()
+    rules.hold("head", "owner busy")
+    rules.lowered = {"head": 3}
+    kept = HeldWork(pid=7, name="Spinner", kind="actor", action="kept", reason="an actor")
+    rules.work = {"head": (kept,)}
+    rules.tick({}, clock.now)
+    head = next(n for n in rules.status().nodes if n.name == "head")
+    assert (head.step, head.lowered, head.work) == ("lowered", 3, (kept,))
+    rules.work = {"head": (kept, attrs.evolve(kept, pid=8, name="train", kind="task", action="evicted"))}
+    rules.tick({}, clock.now)
+    assert next(n for n in rules.status().nodes if n.name == "head").step == "evicting"
+    row = cattrs.unstructure(rules.status())["nodes"][0]
+    assert row["work"][0] == {"pid": 7, "name": "Spinner", "kind": "actor", "action": "kept", "reason": "an actor"}

@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from grid_core.cli.watch import render
-from grid_core.types import Boost, ControllerStatus, Event, Hold, JobRecord, NodeState
+from grid_core.types import Boost, ControllerStatus, Event, HeldWork, Hold, JobRecord, NodeState
 
 HOLD = "cpu 93% >= 80% for 2 readings"
 STATUS = ControllerStatus(
@@ -17,7 +17,8 @@ STATUS = ControllerStatus(
     held={"desk": Hold("desk", HOLD, manual=False, since=0.0)},
     nodes=(NodeState(name="desk", role="head", cpu_percent=93.0, memory_percent=40.0, hold=HOLD,
                      owner_cpu_percent=71.0, cluster_cpu_percent=22.0, owner_idle_seconds=4.0, step="lowered",
-                     lowered=3),
+                     lowered=3, work=(HeldWork(pid=41, name="Trainer", kind="actor", action="kept",
+                                               reason="an actor: stopping it would lose its state"),)),
            NodeState(name="gpu1", role="worker", cpu_percent=12.0, memory_percent=65.0, gpu_percent=20.0)),
     boosts=(Boost("b1", "desk", "gpu1", "cpu", 2.0, "high", 0.0, None),),
     events=(Event(0.0, "hold", "desk", "cpu 93% >= 80%"),),
@@ -41,6 +42,8 @@ def test_rows_states_boosts_jobs_and_events_appear() -> None:
     assert "free" in gpu1 and "65%" in gpu1
     assert "auto on" in text and "b1" in text and "python train.py" in text and "last events" in text
     assert "j1" in text and "echo old" not in text  # only running jobs
+    work = next(line for line in text.splitlines() if "Trainer" in line)
+    assert "41" in work and "kept" in work and "an actor: stopping it would lose its state" in work
 
 
 def test_the_screen_is_drawn_from_what_the_backend_sends() -> None:

@@ -84,6 +84,8 @@ def auto(mode: str | None, thresholds: tuple[str, ...], policy: str | None, as_j
         click.echo("held: nothing")
     for row in summary.nodes:
         click.echo(f"{row.name}: {node_line(row)}")
+        for w in row.work:
+            click.echo(f"  {w.kind} {w.name} (pid {w.pid}): {w.action}, {w.reason}")
     if summary.last_event:
         event = summary.last_event
         click.echo(f"last event: {event.kind} {event.node or ''} {event.reason}")

@@ -73,6 +73,10 @@ def render(status: ControllerStatus | None, jobs: Sequence[JobRecord] = ()) -> R
         parts.append(table(("id", "target", "source", "amount", "priority", "expires"), (
             (b.id, b.target, b.source, f"{b.amount:g} {b.resource}", b.priority, clock(b.expires_at))
             for b in boosts), title="boosts"))
+    work = [(node.name, w) for node in status.nodes for w in node.work]
+    if work:
+        parts.append(table(("node", "pid", "kind", "name", "step", "why"), (
+            (name, str(w.pid), w.kind, w.name, w.action, w.reason) for name, w in work), title="work on held nodes"))
     if running:
         parts.append(table(("job", "node", "command"), (
             (j.id, j.node, " ".join(j.argv)[:60]) for j in running), title="running jobs"))
@@ -85,10 +89,10 @@ def render(status: ControllerStatus | None, jobs: Sequence[JobRecord] = ()) -> R
 
 
 def state_cell(node: NodeState) -> Text:
-    """free; held (why); lowered N (why): the step the node is at."""
+    """free; held (why); lowered N or evicting N (why): the step the node is at."""
     if node.hold is None:
         return styled("free", "green")
-    step = f"lowered {node.lowered}" if node.step == "lowered" else "held"
+    step = f"{node.step} {node.lowered}" if node.step in ("lowered", "evicting") else "held"
     return join((step, "red"), f" ({node.hold})")
 
 

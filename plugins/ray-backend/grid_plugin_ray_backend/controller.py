@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from grid_core.priority import Lowering
+from grid_plugin_ray_backend.head_work import Eviction
 from grid_plugin_ray_backend.rules import GROUP_PREFIXES, ControllerError, Policy, Rules
 
 __all__ = ["ControllerError", "OffloadController", "RayMechanics"]
@@ -140,36 +141,6 @@ class RayMechanics:
         return {names[i]: {k: float(v) for k, v in res.items()} for i, res in per_node.items() if i in names}
 
 
-# Ray's and grid's own processes that stay at their priority while the head is held: lowering
-# them would slow the cluster's answers, not its work. Ray's system processes (raylet, GCS) are
-# not `ray::` workers and are never lowered one by one (their session's autogroup is).
-SPARED = ("ray::IDLE", "ray::GridService", "ray::JobRegistry", "ray::DashboardAgent", "ray::RuntimeEnvAgent",
-          "ray::Directory", "ray::Holder")
-
-
-def process_table(markers: Sequence[str]) -> tuple[dict[int, tuple[int, Sequence[str]]], set[int]]:
-    """Every process here (pid: parent, argv) and the cluster's among them."""
-    import psutil
-
-    from grid_core.builtin.psutil_metrics import cluster_pids
-
-    table = {p.pid: (p.info["ppid"], p.info.get("cmdline") or ()) for p in psutil.process_iter(["ppid", "cmdline"])
-             if p.info.get("ppid") is not None}
-    return table, cluster_pids(table, markers)
-
-
-def cluster_work(table: Mapping[int, tuple[int, Sequence[str]]], cluster: set[int]) -> set[int]:
-    """The cluster's processes doing its work: Ray's workers running tasks and actors (not idle
-    ones, not grid's services) and everything they started."""
-    from grid_core.builtin.psutil_metrics import with_descendants
-
-    def title(pid: int) -> str:
-        return " ".join(table[pid][1]).strip()
-
-    return with_descendants(table, (pid for pid in cluster
-                                    if title(pid).startswith("ray::") and not title(pid).startswith(SPARED)))
-
-
 def _policy(name: str, settings: Mapping[str, Any]) -> Policy:
     """The named offload policy from grid's plugins; GridError when none has that name."""
     from grid_core import plugins
@@ -187,11 +158,14 @@ def _policy(name: str, settings: Mapping[str, Any]) -> Policy:
 class OffloadController:
     """Runs on the head; every request and interval goes through `self.lock` and is saved at once."""
 
-    def __init__(self, config_data: dict[str, Any], namespace: str, state_file: str | None = None) -> None:
+    def __init__(self, config_data: dict[str, Any], namespace: str, state_file: str | None = None,
+                 head_marker: str | None = None) -> None:
+        """`head_marker` names the head's own Ray processes (its Ray temp dir), apart from other
+        raylets on the same machine; None: the cluster markers of this process's environment."""
         from grid_core.config import structure
         from grid_plugin_ray_backend.rules import CONFIG_SOURCE
 
-        self.namespace = namespace
+        self.namespace, self.head_marker = namespace, head_marker
         self.mechanics = RayMechanics(namespace, state_file)
         self.lock = threading.RLock()
         saved, problem = self.mechanics.load(), None
@@ -209,6 +183,7 @@ class OffloadController:
         self.asked = time.time()
         self.last_config: dict[str, Any] | None = None
         self.lowering = Lowering()
+        self.eviction = Eviction()
         self.reports: dict[str, tuple[float, Any]] = {}  # node: (when, NodeMetrics) from its agent
         self._cluster: tuple[str, Any] | None = None
         threading.Thread(target=self._loop, name="grid-offload", daemon=True).start()
@@ -289,28 +264,52 @@ class OffloadController:
         with self.lock:
             self.rules.tick(readings, now)
             head = self.rules.config.head.name
-            held = head in self.rules.holds
-        self._lower_head(held)
+            held, due = head in self.rules.holds, self.rules.evict_due(head, now)
+            never_evict = self.rules.config.offload.never_evict
+        work, events, stopped = self._step_aside(held, due, never_evict)
+        if stopped:
+            self._reserve_freed(head)
         with self.lock:
+            for kind, event in events:
+                self.rules.note(kind, head, event)
             self.rules.lowered = {head: len(self.lowering)} if len(self.lowering) else {}
+            self.rules.work = {head: work} if work else {}
             self._save()
 
-    def _lower_head(self, held: bool) -> None:
+    def _step_aside(self, held: bool, due: bool,
+                    never_evict: Sequence[str]) -> tuple[tuple[Any, ...], list[tuple[str, str]], int]:
         """While the head is held, the cluster's work there runs at the lowest CPU priority, so the
-        owner's programs win at once; on release it gets its priority back (grid_core/priority.py).
-        This runs on the head, among the cluster's processes (markers from `ray start`)."""
-        from grid_core.builtin.psutil_metrics import markers_from_env
+        owner's programs win at once, and once `due` its tasks are stopped to run elsewhere
+        (head_work.py); on release it gets its priority back (grid_core/priority.py). This runs on
+        the head, among the cluster's processes (markers from `ray start`). Returns the work rows,
+        the events (kind, sentence) to record and how many tasks were stopped."""
+        from grid_core.builtin.psutil_metrics import markers_from_env, with_descendants
         from grid_core.priority import sessions_of
+        from grid_plugin_ray_backend.head_work import process_table, working
 
-        markers = markers_from_env()
+        markers = (self.head_marker,) if self.head_marker else markers_from_env()
         if not held or markers is None:
-            if len(self.lowering) or self.lowering.sessions:
-                for problem in self.lowering.restore():
-                    with self.lock:
-                        self.rules.note("priority", self.rules.config.head.name, problem)
-            return
+            problems = self.lowering.restore() if len(self.lowering) or self.lowering.sessions else []
+            self.eviction.pending.clear()
+            return (), [("priority", p) for p in problems], 0
         table, cluster = process_table(markers)
-        self.lowering.lower(cluster_work(table, cluster), sessions_of(cluster, table))
+        workers = working(table, cluster)
+        self.lowering.lower(with_descendants(table, workers), sessions_of(cluster, table))
+        work, evicted, stopped = self.eviction.step(table, workers, due, never_evict)
+        return work, [("evict", e) for e in evicted], stopped
+
+    def _reserve_freed(self, node: str) -> None:
+        """Reserve for the hold what stopped tasks freed on node, before Ray places their retries
+        (after layout.RETRY_DELAY_MS): Ray sees the freed CPUs a moment after the processes end."""
+        from grid_plugin_ray_backend.layout import RETRY_DELAY_MS
+
+        deadline = time.monotonic() + RETRY_DELAY_MS / 2000
+        while True:
+            with self.lock:
+                reserved = self.rules.top_up(node)
+            if reserved or time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
 
     # ------------------------------------------------------------------ requests (one at a time, under the lock)
 

@@ -29,6 +29,9 @@ NODE_RESOURCE = "grid-node-{}"
 # a Unix socket path holds at most 107 bytes.
 SOCKET_SUFFIX = len("/ray/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
 # Options grid sets itself; the same keys in a node's ray_start_params would break what grid relies on.
+# Ray waits this long before it runs a failed task again: the offload controller, having stopped a
+# task on the held head, reserves the CPUs it freed in the meantime, so the retry goes elsewhere.
+RETRY_DELAY_MS = 2000
 RESERVED = frozenset({"head", "address", "port", "temp-dir", "block", "include-dashboard"})
 
 
@@ -110,6 +113,14 @@ def start_options(config: ClusterConfig, node: NodeConfig) -> tuple[dict[str, An
     return options, notes
 
 
+def _system_config(options: dict[str, Any]) -> str:
+    """The head's Ray system config: ray_start_params' own, with grid's retry delay unless set there."""
+    given = options.pop("system-config", None) or {}
+    system = dict(json.loads(given) if isinstance(given, str) else given)
+    system.setdefault("task_retry_delay_ms", RETRY_DELAY_MS)
+    return json.dumps(system, sort_keys=True)
+
+
 def ray_start_argv(config: ClusterConfig, node: NodeConfig, *, python: str, address: str, directory: str,
                    head_address: str | None) -> list[str]:
     """`python -m ray.scripts.scripts start ...` for a head (head_address None) or a worker."""
@@ -117,7 +128,7 @@ def ray_start_argv(config: ClusterConfig, node: NodeConfig, *, python: str, addr
     options.setdefault("node-ip-address", address)
     argv = [python, "-m", "ray.scripts.scripts", "start"]
     if head_address is None:
-        argv += ["--head", f"--port={config.backend.port}"]
+        argv += ["--head", f"--port={config.backend.port}", f"--system-config={_system_config(options)}"]
         if config.backend.dashboard:
             argv += ["--include-dashboard=true", f"--dashboard-host={options['node-ip-address']}",
                      f"--dashboard-port={config.backend.dashboard_port}"]

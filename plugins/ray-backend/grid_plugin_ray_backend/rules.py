@@ -35,6 +35,7 @@ from grid_core.types import (
     ControllerStatus,
     Decision,
     Event,
+    HeldWork,
     Hold,
     NodeMetrics,
     NodeState,
@@ -142,6 +143,7 @@ class Rules:
         self.events: deque[Event] = deque(maxlen=MAX_EVENTS)
         self.nodes: tuple[NodeState, ...] = ()
         self.lowered: dict[str, int] = {}  # node: how many of the cluster's processes the service lowered
+        self.work: dict[str, tuple[HeldWork, ...]] = {}  # node: the cluster's work the service found there
         self.readings: dict[str, NodeMetrics] = {}  # each node's last reading: boost.lend's rules read them
         self.decision: Decision | None = None
         self._policy: tuple[str, Policy] | None = None
@@ -194,7 +196,7 @@ class Rules:
 
     def _policy_settings(self, settings: OffloadInForce) -> dict[str, Any]:
         return {"enabled": settings.enabled, "policy": settings.policy,
-                **policy_settings(settings, self.config.offload.owner_idle_seconds)}
+                **policy_settings(settings, self.config.offload.owner_idle_seconds, self.config.offload.evict_after)}
 
     def policy(self) -> Policy:
         """The configured policy, built again whenever the settings it gets change."""
@@ -304,6 +306,14 @@ class Rules:
         self._top_up(node, available)
         reserved = ", ".join(self.holds[node].groups) or "nothing free to reserve yet"
         self._event("hold", node, f"{reason} (reserved: {reserved})")
+
+    def top_up(self, node: str) -> bool:
+        """Reserve now what became free on a held node (not at the next interval); whether it did."""
+        hold = self.holds.get(node)
+        if hold is None:
+            return False
+        self._top_up(node, self.mechanics.available())
+        return len(self.holds[node].groups) > len(hold.groups)
 
     def _top_up(self, node: str, available: dict[str, dict[str, float]]) -> None:
         """Reserve what became free on a held node; `available` is lowered by what was reserved."""
@@ -427,7 +437,7 @@ class Rules:
             held = auto is not None and not auto.manual
             decided = self.policy().decide(views, ControllerState(head, held, now))
             self.decision = Decision(decided.hold, decided.reason, tuple(decided.targets), now,
-                                     tuple(decided.pressure))
+                                     tuple(decided.pressure), decided.evict_after)
             if decided.hold and auto is None:
                 self._hold(head, decided.reason, manual=False, gpus="gpu" in decided.pressure, available=available)
             elif not decided.hold and held:
@@ -435,6 +445,16 @@ class Rules:
         for node in list(self.holds):
             self._top_up(node, available)
         return self.decision
+
+    def evict_due(self, node: str, now: float) -> bool:
+        """Whether node's hold has lasted past its evict_after: the policy's for its own hold, the
+        config's for one by hand; never when that is None."""
+        hold = self.holds.get(node)
+        if hold is None:
+            return False
+        own = not hold.manual and self.decision is not None and self.decision.hold
+        after = self.decision.evict_after if own and self.decision else self.config.offload.evict_after
+        return after is not None and now - hold.since >= after
 
     def _row(self, view: NodeView) -> NodeState:
         m = view.metrics
@@ -447,7 +467,14 @@ class Rules:
                          owner_cpu_percent=m.owner_cpu_percent if m else None,
                          cluster_cpu_percent=m.cluster_cpu_percent if m else None,
                          owner_idle_seconds=m.owner_idle_seconds if m else None,
-                         step="lowered" if hold and lowered else "held" if hold else "free", lowered=lowered)
+                         step=self._step(view.name, lowered), lowered=lowered, work=self.work.get(view.name, ()))
+
+    def _step(self, node: str, lowered: int) -> str:
+        if node not in self.holds:
+            return "free"
+        if any(w.action == "evicted" for w in self.work.get(node, ())):
+            return "evicting"
+        return "lowered" if lowered else "held"
 
     # ------------------------------------------------------------------ start and status
 

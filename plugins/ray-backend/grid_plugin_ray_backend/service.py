@@ -142,7 +142,8 @@ class GridService:
         from grid_plugin_ray_backend.controller import OffloadController
 
         self.ray, self.namespace, self.head, self.address = ray, namespace, head, address
-        self.controller = OffloadController(config_data, namespace, os.path.join(directory, STATE_FILE))
+        self.controller = OffloadController(config_data, namespace, os.path.join(directory, STATE_FILE),
+                                            head_marker=os.path.join(directory, "ray"))  # its `ray start --temp-dir`
         self.registry: Any = ray.remote(JobRegistry).options(
             name=REGISTRY, lifetime="detached", get_if_exists=True, num_cpus=0,
             resources={node_resource(head): 0.001}).remote()

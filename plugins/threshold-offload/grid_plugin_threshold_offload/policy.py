@@ -9,7 +9,9 @@ less the cluster's own processes) where the metrics source tells them apart, els
 memory is the total (memory cannot be shared out); GPU is the busiest GPU. So the cluster's own
 load alone never holds the head. With `owner_idle_seconds` set, presence decides where it is known:
 held while the owner used a terminal or the desktop more recently than that, released (after the
-cooldown) once idle that long, whatever the load.
+cooldown) once idle that long, whatever the load. While the head is held, its decisions carry
+`evict_after` from the config (off unless set), so the cluster's retriable tasks still running
+there are stopped after that long and run again on workers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import attrs
 
 from grid_core.types import ControllerState, NodeMetrics, NodeView, OffloadDecision
 
@@ -57,11 +61,18 @@ class ThresholdPolicy:
         self.cooldown = float(settings.get("cooldown_seconds", 30.0))
         idle = settings.get("owner_idle_seconds")
         self.owner_idle = float(idle) if idle is not None else None  # None: presence is not used
+        evict = settings.get("evict_after")
+        self.evict_after = float(evict) if evict is not None else None  # None: never stop running tasks
         self._recent: deque[dict[str, float]] = deque(maxlen=self.window)
         self._calm_since: float | None = None
         self._snapshot: tuple[Sequence[NodeView], str, tuple[str, ...], NodeView | None] | None = None
 
     def decide(self, nodes: Sequence[NodeView], state: ControllerState) -> OffloadDecision:
+        decided = self._decide(nodes, state)
+        # Graduated steps while held: lowered at once (the controller), stopped after evict_after.
+        return attrs.evolve(decided, evict_after=self.evict_after) if decided.hold else decided
+
+    def _decide(self, nodes: Sequence[NodeView], state: ControllerState) -> OffloadDecision:
         head, targets = self._survey(nodes, state.head)
         if head is None or head.metrics is None:
             return OffloadDecision(state.held, "no reading from the head; keeping the current state", (), targets)
