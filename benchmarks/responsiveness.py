@@ -6,15 +6,19 @@ it runs a fixed 10 ms CPU loop, pauses 5 ms, and records how long each loop took
 mostly sleeps would hardly notice a competing task: the scheduler favours a waking sleeper.)
 The cluster's work is a flood of 0.5 s CPU tasks submitted from the head by `grid run`.
 
-Conditions, each reported as the probe's median and p95 loop time and the flood's tasks per second:
+Conditions, each reported as the probe's median and p95 loop time (from 3 s after the flood
+starts) and the flood's tasks per second:
 - probe alone (the floor: 10 ms);
-- flood, head free: Ray runs tasks on the head beside the owner;
-- flood, head held before it starts: grid's reservations send every task to the worker;
-- two long tasks, one on each CPU, with the head free, and then with the head held once they
-  run: the task already on the head keeps running, at the lowest priority (these two flood
-  figures are not comparable with the others);
+- flood, offload off: Ray runs tasks on the head beside the owner;
+- flood, offload on and the owner active (presence: their terminal was just used): the policy
+  holds the head, and grid's reservations send every task to the worker;
 - flood on a head started with `--num-cpus=0` (cpu_count = 0): the usual advice, which never
-  lets the head's idle time serve the cluster.
+  lets the head's idle time serve the cluster;
+- flood, offload on and the owner idle: the policy frees the head, so its CPU serves the flood;
+- two long tasks, one on each CPU, then the owner becomes active: the head's task is lowered at
+  once and evicted after `evict_after` (2 s), and Ray runs it again on the worker.
+Goals (issue 13): owner active, p95 at most 1.3x the probe alone; owner idle, throughput at least
+0.95x that with offload off.
 Needs root (test hosts). Usage: .venv/bin/python benchmarks/responsiveness.py [--seconds S]
 """
 
@@ -27,9 +31,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
@@ -81,35 +88,67 @@ def probe(seconds: float) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, text=True)
 
 
-def figures(name: str, loops: list[float], flood: dict[str, float] | None) -> None:
-    ms = sorted(1000 * x for x in loops)
-    p95 = ms[int(0.95 * (len(ms) - 1))]
-    rate = f"{flood['tasks'] / flood['seconds']:5.2f} tasks/s" if flood else "-"
-    print(f"{name:44s} probe median {statistics.median(ms):6.1f} ms  p95 {p95:6.1f} ms   flood {rate}")
+class Owner:
+    """The owner's presence, as grid reads it: the access time of their terminal, a pseudo-terminal
+    this process opens (touched every second while active, set an hour back while idle)."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        self.path = os.ttyname(self.slave)
+        self.touching = threading.Event()
+        threading.Thread(target=self._touch, daemon=True).start()
+        self.idle()
+
+    def _touch(self) -> None:
+        while True:
+            if self.touching.is_set():
+                os.utime(self.path, None)
+            time.sleep(1.0)
+
+    def active(self) -> None:
+        os.utime(self.path, None)
+        self.touching.set()
+
+    def idle(self) -> None:
+        self.touching.clear()
+        os.utime(self.path, (time.time() - 3600, os.stat(self.path).st_mtime))
 
 
-def run(env: dict[str, str], name: str, seconds: float, tasks: int, hold: str | None = None,
-        task_seconds: float = 0.5) -> None:
-    """One condition: the probe beside a flood (none when tasks is 0)."""
-    if hold == "before":
-        grid(env, "offload", "hold", "host1", "--reason", "owner busy")
+def held(env: dict[str, str]) -> bool:
+    status = json.loads(grid(env, "offload", "auto", "--status", "--json").stdout)
+    return "host1" in status["held"]
+
+
+def wait_held(env: dict[str, str], want: bool, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while held(env) != want:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the head was not {'held' if want else 'freed'} within {timeout:g} s")
+        time.sleep(0.5)
+
+
+def run(env: dict[str, str], name: str, seconds: float, tasks: int, task_seconds: float = 0.5,
+        during: Callable[[], None] | None = None) -> tuple[float, float, float | None]:
+    """One condition: the probe beside a flood (none when tasks is 0); `during` runs once the flood
+    fills the CPUs. Prints and returns the probe's median and p95 (ms) and the flood's rate."""
     argv = [sys.executable, "-m", "grid_core", "run", "--node", "host1", "--cpus", "0", "--",
             "python", "-c", FLOOD, str(tasks), str(task_seconds)]
     flood = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) \
         if tasks else None
     time.sleep(3.0 if tasks else 0)  # the flood fills the CPUs
-    if hold == "during":
-        grid(env, "offload", "hold", "host1", "--reason", "owner busy")
-        time.sleep(2.0)  # an interval or two: the lowering is what is measured
+    if during is not None:
+        during()
     owner = probe(seconds)
-    loops = json.loads(owner.communicate()[0])
-    result = None
+    ms = sorted(1000 * x for x in json.loads(owner.communicate()[0]))
+    rate = None
     if flood is not None:
         out, _ = flood.communicate(timeout=900)
         result = json.loads(out.strip().splitlines()[-1])
-    if hold:
-        grid(env, "offload", "release", "host1")
-    figures(name, loops, result)
+        rate = result["tasks"] / result["seconds"]
+    median, p95 = statistics.median(ms), ms[int(0.95 * (len(ms) - 1))]
+    shown = f"{rate:5.2f} tasks/s" if rate is not None else "-"
+    print(f"{name:52s} probe median {median:6.1f} ms  p95 {p95:6.1f} ms   flood {shown}", flush=True)
+    return median, p95, rate
 
 
 def main() -> None:
@@ -119,8 +158,11 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gbr", dir="/tmp"))
     (work / "home").mkdir()
+    owner = Owner()
     with Testbed(n_hosts=2, workdir=work / "tb", cpus={"host1": "0", "host2": "1"}) as bed:
-        base = {"backend": {"python": sys.executable}, "offload": {"interval_seconds": 1.0}}
+        offload = {"interval_seconds": 1.0, "cooldown_seconds": 2.0, "window": 1, "owner_idle_seconds": 30.0,
+                   "evict_after": 2.0}
+        base: dict[str, Any] = {"backend": {"python": sys.executable}, "offload": offload}
         configs = {}
         for label, head_cpus in (("grid", 1), ("num-cpus-0", 0)):
             path = bed.write_grid_config(work / f"{label}.toml", name=f"resp-{label}", **base)
@@ -131,24 +173,42 @@ def main() -> None:
         env = {**os.environ, "HOME": str(work / "home"), "GRID_STATE_DIR": str(work / "state"),
                "GRID_CONFIG": str(configs["grid"])}
         print(f"two test hosts on CPUs 0 and 1; probe on CPU 0 for {args.seconds:g} s; "
-              f"{args.tasks} tasks of 0.5 s CPU each\n")
+              f"{args.tasks} tasks of 0.5 s CPU each; the owner's terminal {owner.path}\n")
         grid(env, "cluster", "start")
         try:
-            run(env, "probe alone", args.seconds, 0)
-            run(env, "flood, head free", args.seconds, args.tasks)
-            run(env, "flood, head held before it starts", args.seconds, args.tasks, hold="before")
-            # Two long tasks, one on each CPU: the head's keeps running after the hold, lowered.
-            run(env, "2 long tasks, head free", args.seconds, 2, task_seconds=args.seconds + 8)
-            run(env, "2 long tasks, head held once they run (lowered)", args.seconds, 2, hold="during",
-                task_seconds=args.seconds + 8)
+            alone = run(env, "probe alone", args.seconds, 0)
+            off = run(env, "flood, offload off", args.seconds, args.tasks)
+            owner.active()
+            grid(env, "offload", "auto", "--enable")
+            wait_held(env, True)
+            active = run(env, "flood, offload on, owner active (head held)", args.seconds, args.tasks)
+            owner.idle()
+            wait_held(env, False)
+            idle = run(env, "flood, offload on, owner idle (head free)", args.seconds, args.tasks)
+            run(env, "2 long tasks, owner idle", args.seconds, 2, task_seconds=args.seconds + 8)
+
+            def owner_arrives() -> None:
+                owner.active()
+                wait_held(env, True)
+                time.sleep(3.0)  # evict_after (2 s) and an interval: the head's task moves to the worker
+
+            run(env, "2 long tasks, owner arrives (lowered, evicted)", args.seconds, 2,
+                task_seconds=args.seconds + 8, during=owner_arrives)
+            grid(env, "offload", "auto", "--disable")
+            owner.idle()
         finally:
             grid(env, "cluster", "stop", check=False)
         env["GRID_CONFIG"] = str(configs["num-cpus-0"])
         grid(env, "cluster", "start")
         try:
-            run(env, "flood, head started with --num-cpus=0", args.seconds, args.tasks)
+            zero = run(env, "flood, head started with --num-cpus=0", args.seconds, args.tasks)
         finally:
             grid(env, "cluster", "stop", check=False)
+    assert off[2] and idle[2] and zero[2]
+    print(f"\nowner active: p95 {active[1]:.1f} ms = {active[1] / alone[1]:.2f}x the probe alone "
+          f"(goal at most 1.3x)")
+    print(f"owner idle: flood {idle[2]:.2f} tasks/s = {idle[2] / off[2]:.2f}x offload off "
+          f"(goal at least 0.95x); --num-cpus=0: {zero[2] / off[2]:.2f}x")
 
 
 if __name__ == "__main__":

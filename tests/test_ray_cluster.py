@@ -184,7 +184,7 @@ def test_the_service_runs_the_config_each_request_carries(bed: tuple[Testbed, En
 def test_memory_from_a_machine_that_is_not_a_node(bed: tuple[Testbed, Env, Path]) -> None:
     """The test run's own machine is none of the cluster's nodes: the memory commands reach the
     pool through the service on host1, over SSH, and the bytes come back identical."""
-    _, env, root = bed
+    tb, env, root = bed
     data = os.urandom(3 * 2**20 + 7)
     source, out = root / "blob.in", root / "blob.out"
     source.write_bytes(data)
@@ -193,6 +193,10 @@ def test_memory_from_a_machine_that_is_not_a_node(bed: tuple[Testbed, Env, Path]
     got = env.grid("memory", "get", "blob", "-o", str(out))
     assert got.returncode == 0, got.stderr
     assert out.read_bytes() == data
+    # Big enough to come by SFTP from a staged file on the head, which the CLI then removed.
+    found = tb.host_exec("host1", ["sh", "-c", "find /tmp -name transfers -type d; find /tmp -path '*/transfers/*'"],
+                         check=True).stdout.split()
+    assert len(found) == 1 and found[0].endswith("/transfers"), found
     (entry,) = [e for e in env.json("memory", "ls") if e["key"] == "blob"]
     assert (entry["node"], entry["size"], entry["state"]) == ("host2", len(data), "ok")
     missing = env.grid("memory", "get", "nothing-here", "-o", str(root / "none.out"))

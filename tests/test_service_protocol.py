@@ -4,15 +4,18 @@ what the service reads from a client (service.Client) and what the CLI reads bac
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grid_plugin_ray_backend.channel import Frames, data_frames
+from grid_plugin_ray_backend.channel import STAGE_MIN, Frames, data_frames
 from grid_plugin_ray_backend.service import Client, ServiceError
 
 
@@ -61,3 +64,29 @@ def test_the_cli_never_fails_on_what_arrives(chunks: list[bytes]) -> None:
         frames.feed(chunk)
     frames.feed(b"\n" + json.dumps(["result", {"ok": True}]).encode() + b"\n" + b'["exit", 0]\n')
     assert frames.answer.result == {"ok": True} and frames.answer.ended and frames.answer.status == 0
+
+
+def test_a_big_answer_for_another_machine_is_staged_in_a_private_file(tmp_path: Path) -> None:
+    """Asked by a client on another machine (which copies it with SFTP), data of STAGE_MIN bytes or
+    more is a 0600 file in a 0700 directory, named by a `staged` frame; stale ones are removed."""
+    staging = tmp_path / "transfers"
+    staging.mkdir(mode=0o700)
+    stale = staging / "get-left-behind"
+    stale.write_bytes(b"x")
+    os.utime(stale, (0, 0))
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        client = Client(theirs, staging=str(staging))
+        small, big = b"s" * 10, os.urandom(STAGE_MIN)
+        client.send_data(small)
+        client.send_data(big)
+        ours.settimeout(5)
+        frames = Frames(None, lambda data: got.append(data))
+        got: list[bytes] = []
+        while len(frames.answer.staged) < 1:
+            frames.feed(ours.recv(1 << 16))
+    assert got == [small]  # small answers stay in the stream
+    [path] = frames.answer.staged
+    assert Path(path).read_bytes() == big and Path(path).parent == staging
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and stat.S_IMODE(os.stat(staging).st_mode) == 0o700
+    assert not stale.exists()

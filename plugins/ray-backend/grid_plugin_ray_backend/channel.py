@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 SOCKET = "grid.sock"  # in the head node's directory
 SERVICE_ERROR = 70  # the exit status beside an "error" frame: grid's own failure, not a job's
 DATA_CHUNK = 4 * 2**20  # bytes per data frame
+# A client on another machine asks ("stage": true) for answers of STAGE_MIN bytes or more as a file
+# under STAGING in the head's directory, which it copies with its transport (SFTP) and removes.
+STAGING = "transfers"
+STAGE_MIN = 2**20
 CALL_TIMEOUT = 120.0
 ENSURE_TIMEOUT = 180.0
 
@@ -56,6 +60,7 @@ class Answer:
     events: list[dict[str, Any]] = attrs.Factory(list)
     error: str | None = None
     ended: bool = False  # the exit frame came
+    staged: list[str] = attrs.Factory(list)  # files on the head holding the answer's data, in order
 
 
 class Frames:
@@ -81,6 +86,8 @@ class Frames:
                     self.on_output("stdout" if kind == "out" else "stderr", value)
             elif kind == "data" and isinstance(value, str) and self.on_data:
                 self.on_data(base64.b64decode(value))
+            elif kind == "staged" and isinstance(value, str):
+                self.answer.staged.append(value)
             elif kind == "event" and isinstance(value, dict):
                 self.answer.events.append(value)
             elif kind == "result":
@@ -112,7 +119,9 @@ def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any
     if state.gcs_address is None or record is None:
         raise GridError(f"cluster {config.name!r} is not running; start it with `grid cluster start`")
     config_data = unstructure(config)
-    request = (json.dumps({"op": op, "params": params or {}, "config": config_data}) + "\n").encode()
+    local = config.head.transport_name == "local"
+    request = (json.dumps({"op": op, "params": params or {}, "config": config_data, "stage": not local})
+               + "\n").encode()
     if data is not None:
         request += data_frames(data)
         streaming = True
@@ -121,7 +130,7 @@ def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any
     for attempt in range(2):
         frames = Frames(on_output, on_data)
         try:
-            if config.head.transport_name == "local":
+            if local:
                 _by_socket(path, request, frames, timeout)
             else:
                 _by_relay(cluster, config, record.python, path, request, frames, timeout)
@@ -131,11 +140,33 @@ def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any
                 raise GridError(f"the grid service on {config.head.name} does not answer: {exc}") from None
             ensure(config, cluster, state.gcs_address, record, config_data)
     answer = frames.answer
-    if answer.error is not None:
-        raise GridError(answer.error)
-    if not answer.ended:
-        raise GridError(f"the grid service on {config.head.name} ended the connection before answering")
+    try:
+        if answer.error is not None:
+            raise GridError(answer.error)
+        if not answer.ended:
+            raise GridError(f"the grid service on {config.head.name} ended the connection before answering")
+        for staged in answer.staged:
+            _fetch(cluster, config, staged, on_data)
+    finally:
+        if answer.staged:
+            cluster.transport(config.head).run(["rm", "-f", "--", *answer.staged], timeout=60)
     return answer
+
+
+def _fetch(cluster: Cluster, config: ClusterConfig, staged: str, on_data: Callable[[bytes], object] | None) -> None:
+    """A staged answer's bytes, copied from the head by the transport, to on_data in chunks."""
+    import os
+    import tempfile
+
+    fd, local = tempfile.mkstemp(prefix="grid-get-")
+    os.close(fd)
+    try:
+        cluster.transport(config.head).get(staged, local)
+        with open(local, "rb") as f:
+            while on_data is not None and (chunk := f.read(DATA_CHUNK)):
+                on_data(chunk)
+    finally:
+        os.unlink(local)
 
 
 def _by_socket(path: str, request: bytes, frames: Frames, timeout: float | None) -> None:

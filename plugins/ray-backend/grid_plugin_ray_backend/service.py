@@ -38,7 +38,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from grid_plugin_ray_backend.channel import CALL_TIMEOUT, DATA_CHUNK, SERVICE_ERROR, SOCKET
+from grid_plugin_ray_backend.channel import CALL_TIMEOUT, DATA_CHUNK, SERVICE_ERROR, SOCKET, STAGE_MIN, STAGING
 from grid_plugin_ray_backend.jobs import ACTIVE, REGISTRY, RUNNER, JobRegistry, JobRunner
 from grid_plugin_ray_backend.layout import node_resource
 
@@ -47,6 +47,7 @@ STATE_FILE = "service-state.json"  # settings, holds and boosts, for a restart o
 POLL_SECONDS = 0.1
 MAX_REQUEST = 64 * 2**20  # the request line; data travels after it in frames
 BEAT_SECONDS = 1.0
+STAGE_KEEP = 3600.0  # seconds a staged answer may wait for its client's copy
 REAP_SECONDS = 5.0  # how often jobs whose runner is gone are looked for
 
 
@@ -58,12 +59,30 @@ def socket_path(directory: str) -> str:
     return os.path.join(directory, SOCKET)
 
 
+def stage(directory: str, data: bytes) -> str:
+    """data in a new file (0600) under directory, made 0700; files there older than STAGE_KEEP
+    (left by a client that went away mid-copy) are removed first. Returns the file's path."""
+    import tempfile
+
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        with contextlib.suppress(OSError):
+            if time.time() - os.stat(path).st_mtime > STAGE_KEEP:
+                os.unlink(path)
+    fd, path = tempfile.mkstemp(dir=directory, prefix="get-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
 class Client:
     """One connection: frames out, and whether the client is still there."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, staging: str | None = None) -> None:
         self.sock = sock
         self.buffer = b""
+        self.staging = staging  # where big answers are left for the client to copy; None: frames only
 
     def frame(self, kind: str, value: Any) -> None:
         """Send one frame; OSError when the client has gone."""
@@ -116,7 +135,13 @@ class Client:
             parts.append(base64.b64decode(value))
 
     def send_data(self, data: bytes) -> None:
-        """Bytes as data frames (base64: the relay's SSH channel carries text)."""
+        """Bytes as data frames (base64: the relay's SSH channel carries text), or, for a client
+        that asked (one on another machine) and STAGE_MIN bytes or more, a file in grid's 0700
+        directory on the head that it copies with its transport (SFTP, at the link's speed) and
+        then removes: a `staged` frame names it."""
+        if self.staging is not None and len(data) >= STAGE_MIN:
+            self.frame("staged", stage(self.staging, data))
+            return
         view = memoryview(data)
         for at in range(0, len(view), DATA_CHUNK):
             self.frame("data", base64.b64encode(view[at:at + DATA_CHUNK]).decode())
@@ -141,7 +166,7 @@ class GridService:
 
         from grid_plugin_ray_backend.controller import OffloadController
 
-        self.ray, self.namespace, self.head, self.address = ray, namespace, head, address
+        self.ray, self.namespace, self.head, self.address, self.directory = ray, namespace, head, address, directory
         self.controller = OffloadController(config_data, namespace, os.path.join(directory, STATE_FILE),
                                             head_marker=os.path.join(directory, "ray"))  # its `ray start --temp-dir`
         self.registry: Any = ray.remote(JobRegistry).options(
@@ -189,6 +214,8 @@ class GridService:
         status = SERVICE_ERROR
         try:
             request = client.read_request()
+            if request.get("stage") is True:
+                client.staging = os.path.join(self.directory, STAGING)
             if request.get("config") is not None:
                 self.controller.adopt(request["config"])
             handler = HANDLERS.get(request["op"])
