@@ -32,7 +32,8 @@ KB, MB, GB = 1000, 1000**2, 1000**3
 
 
 def median_seconds(fn: Callable[[], Any], repeat: int) -> float:
-    fn()  # warm up
+    for _ in range(3):  # warm up: the first calls start workers and export functions
+        fn()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -44,7 +45,7 @@ def median_seconds(fn: Callable[[], Any], repeat: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--large", action="store_true", help="also 1 GB objects (needs about 5 GB of /dev/shm)")
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
     sizes = [KB, MB, 100 * MB] + ([GB] if args.large else [])
     os.environ["RAY_AUTH_MODE"] = "disabled"

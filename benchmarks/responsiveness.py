@@ -155,12 +155,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=6.0, help="how long the probe runs per condition")
     parser.add_argument("--tasks", type=int, default=40)
+    parser.add_argument("--interval", type=float, default=1.0, help="the controller's interval, seconds")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gbr", dir="/tmp"))
     (work / "home").mkdir()
     owner = Owner()
     with Testbed(n_hosts=2, workdir=work / "tb", cpus={"host1": "0", "host2": "1"}) as bed:
-        offload = {"interval_seconds": 1.0, "cooldown_seconds": 2.0, "window": 1, "owner_idle_seconds": 30.0,
+        offload = {"interval_seconds": args.interval, "cooldown_seconds": 2.0, "window": 1, "owner_idle_seconds": 30.0,
                    "evict_after": 2.0}
         base: dict[str, Any] = {"backend": {"python": sys.executable}, "offload": offload}
         configs = {}
@@ -173,7 +174,8 @@ def main() -> None:
         env = {**os.environ, "HOME": str(work / "home"), "GRID_STATE_DIR": str(work / "state"),
                "GRID_CONFIG": str(configs["grid"])}
         print(f"two test hosts on CPUs 0 and 1; probe on CPU 0 for {args.seconds:g} s; "
-              f"{args.tasks} tasks of 0.5 s CPU each; the owner's terminal {owner.path}\n")
+              f"{args.tasks} tasks of 0.5 s CPU each; the owner's terminal {owner.path}; "
+              f"offload interval {args.interval:g} s\n")
         grid(env, "cluster", "start")
         try:
             alone = run(env, "probe alone", args.seconds, 0)
@@ -190,7 +192,7 @@ def main() -> None:
             def owner_arrives() -> None:
                 owner.active()
                 wait_held(env, True)
-                time.sleep(3.0)  # evict_after (2 s) and an interval: the head's task moves to the worker
+                time.sleep(2.0 + args.interval)  # evict_after (2 s) and an interval: the head's task moves
 
             run(env, "2 long tasks, owner arrives (lowered, evicted)", args.seconds, 2,
                 task_seconds=args.seconds + 8, during=owner_arrives)
