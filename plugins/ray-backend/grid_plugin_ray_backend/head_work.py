@@ -36,7 +36,8 @@ from grid_core.types import HeldWork
 # not `ray::` workers and are never lowered one by one (their session's autogroup is).
 SPARED = ("ray::IDLE", "ray::GridService", "ray::JobRegistry", "ray::DashboardAgent", "ray::RuntimeEnvAgent",
           "ray::Directory", "ray::Holder", "ray::Feed", "ray::NodeAgent")
-FOLLOW_SECONDS = 120.0  # how long an evicted task's next attempt is looked for, to say where it went
+FOLLOW_SECONDS = 120.0
+ACTORS_FRESH = 15.0  # how long an evicted task's next attempt is looked for, to say where it went
 
 Table = Mapping[int, tuple[int, Sequence[str]]]  # pid: (parent pid, argv)
 
@@ -72,13 +73,22 @@ class Eviction:
     """Stops the held head's tasks once due and follows where Ray runs them again."""
 
     pending: list[Evicted] = attrs.Factory(list)
+    actors: set[int] = attrs.Factory(set)  # the live actors' pids, as last read from the GCS
+    actors_read: float = -ACTORS_FRESH
+
+    def _actors(self, fresh: bool) -> set[int]:
+        """The actor pids, read again when `fresh` (before stopping anything) or every ACTORS_FRESH
+        seconds: a GCS call each interval costs the held head more than the rows are worth."""
+        if fresh or time.monotonic() - self.actors_read > ACTORS_FRESH:
+            self.actors, self.actors_read = actor_pids(), time.monotonic()
+        return self.actors
 
     def step(self, table: Table, workers: Mapping[int, str], due: bool,
              never_evict: Sequence[str]) -> tuple[tuple[HeldWork, ...], list[str], int]:
         """This interval's work rows, events (each a sentence) and how many tasks it stopped."""
         from grid_core.builtin.psutil_metrics import with_descendants
 
-        actors = actor_pids() if workers else set()
+        actors = self._actors(fresh=due and any(pid not in self.actors for pid in workers)) if workers else set()
         rows, events, stopped = [], [], 0
         for pid, name in sorted(workers.items()):
             if pid in actors:
