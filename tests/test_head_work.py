@@ -6,12 +6,14 @@ same code against a real cluster is tests/test_offload.py's eviction test.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 
+from grid_core.errors import GridError
 from grid_plugin_ray_backend import head_work
 from grid_plugin_ray_backend.head_work import Eviction, working
 
@@ -57,3 +59,28 @@ def test_tasks_are_stopped_once_due_and_actors_and_named_tasks_are_kept(
     rows, events, _ = eviction.step({}, {}, due=True, never_evict=())
     assert events == [f"evicted task train (pid {task.pid}) runs again on gpu1"]
     assert rows == () and eviction.pending == []
+
+
+def test_ray_waits_before_a_retry_so_the_hold_reserves_the_freed_cpus_first() -> None:
+    """Eviction relies on Ray's retry delay (layout.RETRY_DELAY_MS) on the head; a system config
+    given in ray_start_params keeps its own values and its own delay."""
+    from grid_core.config import structure
+    from grid_plugin_ray_backend.layout import RETRY_DELAY_MS, ray_start_argv
+
+    def system(params: dict[str, object]) -> dict[str, object]:
+        config = structure({"nodes": [{"name": "h", "role": "head", "ray_start_params": params}, {"name": "w"}]}, "t")
+        argv = ray_start_argv(config, config.head, python="python3", address="10.0.0.1", directory="/tmp/g",
+                              head_address=None)
+        [flag] = [a for a in argv if a.startswith("--system-config=")]
+        worker = ray_start_argv(config, config.nodes[1], python="python3", address="10.0.0.2", directory="/tmp/g",
+                                head_address="10.0.0.1:6379")
+        assert not any(a.startswith("--system-config") for a in worker)  # the head's alone
+        return json.loads(flag.partition("=")[2])  # type: ignore[no-any-return]
+
+    assert system({}) == {"task_retry_delay_ms": RETRY_DELAY_MS}
+    assert system({"system_config": '{"object_timeout_milliseconds": 5}'}) == {
+        "object_timeout_milliseconds": 5, "task_retry_delay_ms": RETRY_DELAY_MS}
+    assert system({"system_config": '{"task_retry_delay_ms": 500}'}) == {"task_retry_delay_ms": 500}
+    for bad in ("{not json", "[1]"):
+        with pytest.raises(GridError, match="system_config"):
+            system({"system_config": bad})

@@ -114,9 +114,17 @@ def start_options(config: ClusterConfig, node: NodeConfig) -> tuple[dict[str, An
 
 
 def _system_config(options: dict[str, Any]) -> str:
-    """The head's Ray system config: ray_start_params' own, with grid's retry delay unless set there."""
-    given = options.pop("system-config", None) or {}
-    system = dict(json.loads(given) if isinstance(given, str) else given)
+    """The head's Ray system config: ray_start_params' own (a JSON object), with grid's retry delay
+    unless set there."""
+    from grid_core.errors import GridError
+
+    given = options.pop("system-config", None)
+    try:
+        system = json.loads(given) if isinstance(given, str) else {}
+    except ValueError as exc:
+        raise GridError(f"ray_start_params.system_config is not JSON: {exc}") from None
+    if not isinstance(system, dict):
+        raise GridError("ray_start_params.system_config must be a JSON object, e.g. '{\"key\": 1}'")
     system.setdefault("task_retry_delay_ms", RETRY_DELAY_MS)
     return json.dumps(system, sort_keys=True)
 
