@@ -17,6 +17,8 @@ from grid_core.errors import GridError
 from grid_plugin_ray_backend import head_work
 from grid_plugin_ray_backend.head_work import Eviction, working
 
+RUNNER = 4_194_305  # a grid job's runner: above any pid_max, so no process of this machine
+
 
 @pytest.fixture
 def spinners() -> Iterator[list[subprocess.Popen[bytes]]]:
@@ -39,14 +41,16 @@ def test_tasks_are_stopped_once_due_and_actors_and_named_tasks_are_kept(
     task, actor, named = spinners
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     table = {task.pid: (1, ["ray::train"]), child.pid: (task.pid, ["python"]), actor.pid: (1, ["ray::Spinner"]),
-             named.pid: (1, ["ray::checkpoint_once"])}
-    workers = {task.pid: "train", actor.pid: "Spinner", named.pid: "checkpoint_once"}
-    monkeypatch.setattr(head_work, "actor_pids", lambda: {actor.pid})
+             named.pid: (1, ["ray::checkpoint_once"]), RUNNER: (1, ["ray::JobRunner.run"])}
+    workers = {task.pid: "train", actor.pid: "Spinner", named.pid: "checkpoint_once", RUNNER: "JobRunner.run"}
+    monkeypatch.setattr(head_work, "actor_pids", lambda: {actor.pid, RUNNER})
     monkeypatch.setattr(head_work, "next_attempts", lambda pids: {})
     eviction = Eviction()
     rows, events, _ = eviction.step(table, workers, due=False, never_evict=["checkpoint_*"])
     assert {(r.name, r.kind, r.action) for r in rows} == {
-        ("train", "task", "lowered"), ("Spinner", "actor", "kept"), ("checkpoint_once", "task", "kept")}
+        ("train", "task", "lowered"), ("Spinner", "actor", "kept"), ("checkpoint_once", "task", "kept"),
+        ("JobRunner.run", "actor", "kept")}
+    assert next(r for r in rows if r.pid == RUNNER).reason == "a grid job: its runner is an actor"
     assert events == [] and all(p.poll() is None for p in (task, actor, named, child))
 
     rows, events, _ = eviction.step(table, workers, due=True, never_evict=["checkpoint_*"])

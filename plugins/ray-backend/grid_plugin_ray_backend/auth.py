@@ -17,9 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import secrets
 import stat
-import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +51,8 @@ def local_token(cluster_name: str) -> Path:
             return path
         why = "empty" if not info.st_size else f"readable by others (mode {info.st_mode & 0o777:o})"
         log.warning("the token %s was %s: made a new one; restart the cluster if it runs", path, why)
+    import secrets  # here: secrets (hmac, hashlib) and subprocess cost every status command
+
     write_atomic(path, secrets.token_hex(32))
     return path
 
@@ -114,6 +114,8 @@ def make_tls(config: ClusterConfig, addresses: Sequence[str]) -> None:
         return
 
     def openssl(*args: str) -> None:
+        import subprocess
+
         try:
             result = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60, cwd=here)
         except FileNotFoundError:

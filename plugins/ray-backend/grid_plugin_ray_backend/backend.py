@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from grid_core.builtin.psutil_metrics import CLUSTER_MARKERS_ENV
 from grid_core.cluster import on_node, python_candidates
 from grid_core.errors import GridError
 from grid_core.state import state_dir
@@ -351,6 +350,8 @@ class RayBackend:
     def _start_node(self, cluster: Cluster, node: NodeConfig, facts: Facts, address: str, head_address: str | None,
                     gcs_address: str, stale: set[str], progress: Progress) -> None:
         """Start Ray on one node (stopping grid's leftovers there first) and wait until the GCS lists it."""
+        from grid_core.builtin.psutil_metrics import CLUSTER_MARKERS_ENV
+
         transport = cluster.transport(node)
         directory = self._dir(node)
         self._initialize(cluster, node, progress)

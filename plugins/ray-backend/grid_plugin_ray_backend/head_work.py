@@ -92,8 +92,9 @@ class Eviction:
         rows, events, stopped = [], [], 0
         for pid, name in sorted(workers.items()):
             if pid in actors:
-                rows.append(HeldWork(pid=pid, name=name, kind="actor", action="kept",
-                                     reason="an actor: stopping it would lose its state"))
+                why = "a grid job: its runner is an actor" if name.startswith("JobRunner") else \
+                    "an actor: stopping it would lose its state"
+                rows.append(HeldWork(pid=pid, name=name, kind="actor", action="kept", reason=why))
             elif any(fnmatch.fnmatchcase(name, pattern) for pattern in never_evict):
                 rows.append(HeldWork(pid=pid, name=name, kind="task", action="kept",
                                      reason="named in offload.never_evict"))
