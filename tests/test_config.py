@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import tomli_w
 import yaml
@@ -450,3 +451,44 @@ def test_what_would_fail_later_is_refused_by_validate_through_the_cli(tmp_path: 
                  "nodes[0].ray_start_params['dashboard-host']: may bind Ray beyond this node's address",
                  f"logging.file_path: directory '{tmp_path}/missing' does not exist"]:
         assert line in result.stderr, (line, result.stderr)
+
+
+@pytest.mark.parametrize("name", ["config/local.toml", "config/three-nodes.toml", "config/my-cluster-enhanced.yaml",
+                                  "tests/data/seed-every-key.yaml"])
+def test_unstructure_writes_what_the_cattrs_converter_writes(name: str) -> None:
+    """config.unstructure uses attrs' asdict (no code generation) for what cattrs would write."""
+    cfg = config.load_file(Path(__file__).resolve().parent.parent / name)
+    cfg = attrs.evolve(cfg, plugins={"memory-pool": {"capacity_share": 0.5}}, notes=("a note",))
+    assert config.unstructure(cfg) == _pruned(config._converter().unstructure(cfg))
+
+
+def _pruned(value: Any) -> Any:
+    if isinstance(value, dict):
+        kept = {k: _pruned(v) for k, v in value.items() if v is not None}
+        return {k: v for k, v in kept.items() if v != {}}
+    return [_pruned(v) for v in value] if isinstance(value, list) else value
+
+
+def test_parsed_configs_are_kept_and_never_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_file keeps what it parsed (config._keep); an edit, even of the same size within the
+    same second, is read afresh; a damaged entry is ignored; a config with problems is never kept."""
+    monkeypatch.setenv("GRID_STATE_DIR", str(tmp_path / "state"))
+    path = tmp_path / "grid.toml"
+    path.write_text('name = "aa"\n[[nodes]]\nname = "n1"\n')
+    assert config.load_file(path).name == "aa"
+    kept = config._cache_file(path)
+    assert kept.exists() and config.load_file(path) == config.structure(config.parse_file(path), str(path))
+    path.write_text('name = "bb"\n[[nodes]]\nname = "n1"\n')  # same size, same second
+    assert config.load_file(path).name == "bb"
+    kept.write_bytes(b"not a pickle")
+    assert config.load_file(path).name == "bb"
+    path.write_text('name = "bb"\n[[nodes]]\nname = "n1"\ncpu_count = -1\n')
+    kept.unlink()
+    with pytest.raises(ConfigError, match="cpu_count"):
+        config.load_file(path)
+    assert not kept.exists()
+    blocked = tmp_path / "a-file"  # a state directory that cannot be made: no cache, the same answer
+    blocked.write_text("")
+    monkeypatch.setenv("GRID_STATE_DIR", str(blocked))
+    path.write_text('name = "cc"\n[[nodes]]\nname = "n1"\n')
+    assert config.load_file(path).name == "cc"

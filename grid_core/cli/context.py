@@ -124,9 +124,9 @@ def print_json(data: Any) -> None:
         import attrs
 
         if attrs.has(type(data)) or (isinstance(data, list) and data and attrs.has(type(data[0]))):
-            import cattrs
+            from grid_core.types import wire
 
-            data = cattrs.unstructure(data)
+            data = wire().unstructure(data)
     click.echo(json.dumps(data, indent=2, default=str))
 
 

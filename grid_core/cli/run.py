@@ -167,11 +167,9 @@ def list_jobs(as_json: bool) -> None:
 
 def job_records(found: Iterable[Any]) -> list[JobRecord]:
     """What the backend lists as jobs, as records."""
-    import cattrs
+    from grid_core.types import JobRecord, wire
 
-    from grid_core.types import JobRecord
-
-    return [j if isinstance(j, JobRecord) else cattrs.structure(j, JobRecord) for j in found]
+    return [j if isinstance(j, JobRecord) else wire().structure(j, JobRecord) for j in found]
 
 
 @jobs.command()

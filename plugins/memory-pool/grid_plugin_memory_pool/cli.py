@@ -82,11 +82,9 @@ def get(key: str, output: str) -> None:
 @config_option
 def list_entries(as_json: bool) -> None:
     """Every entry: key, node, size, created, last read, state."""
-    import cattrs
+    from grid_core.types import PoolEntry, wire
 
-    from grid_core.types import PoolEntry
-
-    entries = cattrs.structure(_ask("ls"), list[PoolEntry])
+    entries = wire().structure(_ask("ls"), list[PoolEntry])
     if as_json:
         print_json(entries)
         return

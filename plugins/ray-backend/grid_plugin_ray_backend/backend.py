@@ -37,6 +37,7 @@ from grid_core.types import (
     ShellEnv,
     TransportError,
     WorkRequest,
+    wire,
 )
 from grid_plugin_ray_backend import auth, gcs, layout, records
 
@@ -571,39 +572,27 @@ class RayBackend:
         return self._call(cluster, "offload", {"action": action, **params}).result
 
     def offload_status(self, cluster: Cluster) -> ControllerStatus:
-        import cattrs
-
-        return cattrs.structure(self._control(cluster, "status", {}), ControllerStatus)
+        return wire().structure(self._control(cluster, "status", {}), ControllerStatus)
 
     def configure_offload(self, cluster: Cluster, *, enabled: bool | None = None, policy: str | None = None,
                           high: Mapping[str, float] | None = None) -> ControllerStatus:
-        import cattrs
-
         params = {"enabled": enabled, "policy": policy, "high": dict(high) if high else None}
-        return cattrs.structure(self._control(cluster, "configure", params), ControllerStatus)
+        return wire().structure(self._control(cluster, "configure", params), ControllerStatus)
 
     def hold(self, cluster: Cluster, node: str, reason: str) -> ControllerStatus:
-        import cattrs
-
-        return cattrs.structure(self._control(cluster, "hold", {"node": node, "reason": reason}), ControllerStatus)
+        return wire().structure(self._control(cluster, "hold", {"node": node, "reason": reason}), ControllerStatus)
 
     def release(self, cluster: Cluster, node: str) -> ControllerStatus:
-        import cattrs
-
-        return cattrs.structure(self._control(cluster, "release", {"node": node}), ControllerStatus)
+        return wire().structure(self._control(cluster, "release", {"node": node}), ControllerStatus)
 
     def boost(self, cluster: Cluster, *, target: str, resource: str, amount: float, priority: str,
               duration: float | None = None, source: str | None = None) -> Boost:
-        import cattrs
-
         params = {"target": target, "resource": resource, "amount": amount, "priority": priority,
                   "duration": duration, "source": source}
-        return cattrs.structure(self._control(cluster, "boost", params), Boost)
+        return wire().structure(self._control(cluster, "boost", params), Boost)
 
     def release_boost(self, cluster: Cluster, boost_id: str) -> Boost:
-        import cattrs
-
-        return cattrs.structure(self._control(cluster, "boost_release", {"boost_id": boost_id}), Boost)
+        return wire().structure(self._control(cluster, "boost_release", {"boost_id": boost_id}), Boost)
 
 
 def new_job_id() -> str:
