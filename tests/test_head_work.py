@@ -88,3 +88,23 @@ def test_ray_waits_before_a_retry_so_the_hold_reserves_the_freed_cpus_first() ->
     for bad in ("{not json", "[1]"):
         with pytest.raises(GridError, match="system_config"):
             system({"system_config": bad})
+
+
+def test_the_actor_table_is_read_for_new_workers_and_before_stopping_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GCS read each interval cost the owner's p95 (benchmarks/responsiveness.py), but an actor
+    that appeared since the last read must never be taken for a task, shown or stopped."""
+    reads: list[int] = []
+    actors = {RUNNER}
+    monkeypatch.setattr(head_work, "actor_pids", lambda: reads.append(1) or set(actors))
+    eviction, named = Eviction(), ["keep_*"]
+    eviction.step({}, {RUNNER: "JobRunner.run", RUNNER + 1: "keep_once"}, due=False, never_evict=named)
+    eviction.step({}, {RUNNER: "JobRunner.run", RUNNER + 1: "keep_once"}, due=True, never_evict=named)
+    assert len(reads) == 1  # nothing new, and nothing it would stop
+    actors.add(RUNNER + 2)  # an actor started since
+    rows, _, stopped = eviction.step({}, {RUNNER: "JobRunner.run", RUNNER + 2: "Spinner"}, due=True,
+                                     never_evict=named)
+    assert len(reads) == 2 and stopped == 0 and {r.kind for r in rows} == {"actor"}
+    actors.add(RUNNER + 3)  # a worker seen as a task becomes an actor: read again before stopping it
+    eviction.seen.add(RUNNER + 3)
+    rows, _, stopped = eviction.step({}, {RUNNER + 3: "Trainer"}, due=True, never_evict=named)
+    assert len(reads) == 3 and stopped == 0 and rows[0].action == "kept"

@@ -24,7 +24,7 @@ import fnmatch
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -36,8 +36,8 @@ from grid_core.types import HeldWork
 # not `ray::` workers and are never lowered one by one (their session's autogroup is).
 SPARED = ("ray::IDLE", "ray::GridService", "ray::JobRegistry", "ray::DashboardAgent", "ray::RuntimeEnvAgent",
           "ray::Directory", "ray::Holder", "ray::Feed", "ray::NodeAgent")
-FOLLOW_SECONDS = 120.0
-ACTORS_FRESH = 15.0  # how long an evicted task's next attempt is looked for, to say where it went
+FOLLOW_SECONDS = 120.0  # how long an evicted task's next attempt is looked for, to say where it went
+ACTORS_FRESH = 15.0  # the longest the actor table read is trusted, for the rows shown
 
 Table = Mapping[int, tuple[int, Sequence[str]]]  # pid: (parent pid, argv)
 
@@ -74,13 +74,17 @@ class Eviction:
 
     pending: list[Evicted] = attrs.Factory(list)
     actors: set[int] = attrs.Factory(set)  # the live actors' pids, as last read from the GCS
+    seen: set[int] = attrs.Factory(set)  # the workers there were at that read
     actors_read: float = -ACTORS_FRESH
 
-    def _actors(self, fresh: bool) -> set[int]:
-        """The actor pids, read again when `fresh` (before stopping anything) or every ACTORS_FRESH
-        seconds: a GCS call each interval costs the held head more than the rows are worth."""
-        if fresh or time.monotonic() - self.actors_read > ACTORS_FRESH:
-            self.actors, self.actors_read = actor_pids(), time.monotonic()
+    def _actors(self, workers: Mapping[int, str], candidates: Callable[[set[int]], list[int]], due: bool) -> set[int]:
+        """The actor pids. A GCS call each interval costs the held head more than the rows are
+        worth, so the table is read again only for a worker not seen at the last read, every
+        ACTORS_FRESH seconds, and always before a task is stopped (a worker that ran tasks may
+        have become an actor since)."""
+        if not workers.keys() <= self.seen or (due and candidates(self.actors)) \
+                or time.monotonic() - self.actors_read > ACTORS_FRESH:
+            self.actors, self.seen, self.actors_read = actor_pids(), set(workers), time.monotonic()
         return self.actors
 
     def step(self, table: Table, workers: Mapping[int, str], due: bool,
@@ -88,14 +92,20 @@ class Eviction:
         """This interval's work rows, events (each a sentence) and how many tasks it stopped."""
         from grid_core.builtin.psutil_metrics import with_descendants
 
-        actors = self._actors(fresh=due and any(pid not in self.actors for pid in workers)) if workers else set()
+        def named(name: str) -> bool:
+            return any(fnmatch.fnmatchcase(name, pattern) for pattern in never_evict)
+
+        def candidates(actors: set[int]) -> list[int]:  # what would be stopped, were these the actors
+            return [pid for pid, name in workers.items() if pid not in actors and not named(name)]
+
+        actors = self._actors(workers, candidates, due) if workers else set()
         rows, events, stopped = [], [], 0
         for pid, name in sorted(workers.items()):
             if pid in actors:
                 why = "a grid job: its runner is an actor" if name.startswith("JobRunner") else \
                     "an actor: stopping it would lose its state"
                 rows.append(HeldWork(pid=pid, name=name, kind="actor", action="kept", reason=why))
-            elif any(fnmatch.fnmatchcase(name, pattern) for pattern in never_evict):
+            elif named(name):
                 rows.append(HeldWork(pid=pid, name=name, kind="task", action="kept",
                                      reason="named in offload.never_evict"))
             elif not due:
