@@ -851,8 +851,8 @@ def load_file(path: Path | str) -> ClusterConfig:
 
 # Parsed configs are kept in grid's state directory (0700), one file per config path: checking a
 # config costs a command 20 to 30 ms (cattrs generates code for twenty classes), reading it back
-# well under one. An entry counts only for the same bytes, path, grid version, Python and this
-# module's own file; a config with problems is never kept.
+# well under one. An entry counts only for the same bytes, path, Python and this module's own
+# file (a new grid brings a new one); a config with problems is never kept.
 
 
 def _cache_file(path: Path) -> Path:
@@ -868,10 +868,8 @@ def _cache_key(path: Path, raw: bytes) -> str:
     import hashlib
     import sys
 
-    from grid_core import __version__
-
-    here = os.stat(__file__)
-    seen = f"{os.path.abspath(path)}\0{path}\0{__version__}\0{sys.version}\0{here.st_mtime_ns}\0{here.st_size}"
+    here = os.stat(__file__)  # this module's own file: a new grid (not its version: that costs 12 ms)
+    seen = f"{os.path.abspath(path)}\0{path}\0{sys.version}\0{here.st_ino}\0{here.st_mtime_ns}\0{here.st_size}"
     return hashlib.sha256(raw + b"\0" + seen.encode()).hexdigest()
 
 
