@@ -98,27 +98,37 @@ def remote_memory_figures(rounds: int, size: int = 100 * 2**20) -> None:
             sftp = client.open_sftp()
             sftp.put(str(blob), "/tmp/grid-bench-blob")
 
-            def sftp_copy() -> None:  # a new connection each time, as a command-line copy makes
+            def sftp_copy(up: bool = False) -> None:  # a new connection each time, as a command-line copy makes
                 c = paramiko.SSHClient()
                 c.load_host_keys(str(bed.known_hosts))
                 c.connect(host.ip, username="root", key_filename=str(bed.client_key))
-                c.open_sftp().get("/tmp/grid-bench-blob", str(work / "sftp.out"))
+                if up:
+                    c.open_sftp().put(str(blob), "/tmp/grid-bench-up")
+                else:
+                    c.open_sftp().get("/tmp/grid-bench-blob", str(work / "sftp.out"))
                 c.close()
 
-            grid_times, sftp_times = [], []
+            grid_times, sftp_times, put_times, sftp_put_times = [], [], [], []
             for _ in range(rounds):
                 grid_times.append(timed([*grid, "memory", "get", "blob", "-o", str(work / "grid.out")], env))
                 start = time.perf_counter()
                 sftp_copy()
                 sftp_times.append(time.perf_counter() - start)
+                put_times.append(timed([*grid, "memory", "put", "blob", str(blob), "--replace"], env))
+                start = time.perf_counter()
+                sftp_copy(up=True)
+                sftp_put_times.append(time.perf_counter() - start)
             assert (work / "grid.out").read_bytes() == blob.read_bytes()
             sftp.remove("/tmp/grid-bench-blob")
+            sftp.remove("/tmp/grid-bench-up")
             client.close()
             g, f = statistics.median(grid_times), statistics.median(sftp_times)
             print(f"\ngrid memory get, {size >> 20} MB, not a node : {g:.2f} s (median of {rounds})")
             print(f"SFTP copy of the same bytes (paramiko)  : {f:.2f} s")
             print(f"ratio                                   : {g / f:.2f}x (goal <= 1.5x: "
                   f"{'met' if g / f <= 1.5 else 'NOT met'})")
+            p, q = statistics.median(put_times), statistics.median(sftp_put_times)
+            print(f"grid memory put, same bytes, not a node : {p:.2f} s beside an SFTP upload {q:.2f} s: {p / q:.2f}x")
         finally:
             subprocess.run([*grid, "cluster", "stop"], env=env, capture_output=True, timeout=300)
 

@@ -90,3 +90,22 @@ def test_a_big_answer_for_another_machine_is_staged_in_a_private_file(tmp_path: 
     assert Path(path).read_bytes() == big and Path(path).parent == staging
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and stat.S_IMODE(os.stat(staging).st_mode) == 0o700
     assert not stale.exists()
+
+
+def test_a_request_s_staged_data_is_read_once_and_only_from_the_staging_directory(tmp_path: Path) -> None:
+    staging, elsewhere = tmp_path / "transfers", tmp_path / "secret"
+    staging.mkdir(mode=0o700)
+    elsewhere.write_bytes(b"not for the service to read or remove")
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        client = Client(theirs, staging=str(staging))
+        upload = staging / "put-1"
+        upload.write_bytes(b"x" * STAGE_MIN)
+        client.staged_data = str(upload)
+        assert client.read_data() == b"x" * STAGE_MIN and not upload.exists()
+        for path, message in ((elsewhere, "staging directory"), (staging / ".." / "secret", "staging directory"),
+                              (staging / "missing", "cannot read")):
+            client.staged_data = str(path)
+            with pytest.raises(ServiceError, match=message):
+                client.read_data()
+    assert elsewhere.exists()

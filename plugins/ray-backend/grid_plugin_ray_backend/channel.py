@@ -121,10 +121,13 @@ def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any
         raise GridError(f"cluster {config.name!r} is not running; start it with `grid cluster start`")
     config_data = unstructure(config)
     local = config.head.transport_name == "local"
-    request = (json.dumps({"op": op, "params": params or {}, "config": config_data, "stage": not local})
-               + "\n").encode()
+    body: dict[str, Any] = {"op": op, "params": params or {}, "config": config_data, "stage": not local}
+    uploaded = None
+    if data is not None and not local and len(data) >= STAGE_MIN:  # as staged answers come, by SFTP
+        uploaded = body["staged_data"] = _upload(cluster, config, record.directory, data)
+    request = (json.dumps(body) + "\n").encode()
     if data is not None:
-        request += data_frames(data)
+        request += data_frames(data) if uploaded is None else b""
         streaming = True
     path = f"{record.directory}/{SOCKET}"
     timeout = None if streaming else CALL_TIMEOUT
@@ -141,6 +144,7 @@ def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any
                 raise GridError(f"the grid service on {config.head.name} does not answer: {exc}") from None
             ensure(config, cluster, state.gcs_address, record, config_data)
     answer = frames.answer
+    leftovers = [*answer.staged, *([uploaded] if uploaded else [])]  # the service removes what it read
     try:
         if answer.error is not None:
             raise GridError(answer.error)
@@ -149,10 +153,29 @@ def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any
         for staged in answer.staged:
             _fetch(cluster, config, staged, on_data)
     finally:
-        if answer.staged:  # best effort: the service removes what is left after an hour
+        if leftovers:  # best effort: the service removes what is left after an hour
             with contextlib.suppress(GridError):
-                cluster.transport(config.head).run(["rm", "-f", "--", *answer.staged], timeout=60)
+                cluster.transport(config.head).run(["rm", "-f", "--", *leftovers], timeout=60)
     return answer
+
+
+def _upload(cluster: Cluster, config: ClusterConfig, directory: str, data: bytes) -> str:
+    """data copied into a new 0600 file under STAGING in the head's directory; its path there."""
+    import os
+    import secrets
+    import tempfile
+
+    remote = f"{directory}/{STAGING}/put-{secrets.token_hex(8)}"
+    fd, local = tempfile.mkstemp(prefix="grid-put-")  # 0600, which the copy keeps
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        transport = cluster.transport(config.head)
+        transport.run(["mkdir", "-p", "-m", "700", "--", f"{directory}/{STAGING}"], timeout=60)
+        transport.put(local, remote)
+    finally:
+        os.unlink(local)
+    return remote
 
 
 def _fetch(cluster: Cluster, config: ClusterConfig, staged: str, on_data: Callable[[bytes], object] | None) -> None:

@@ -83,6 +83,7 @@ class Client:
         self.sock = sock
         self.buffer = b""
         self.staging = staging  # where big answers are left for the client to copy; None: frames only
+        self.staged_data: str | None = None  # a file there holding the request's data, instead of frames
 
     def frame(self, kind: str, value: Any) -> None:
         """Send one frame; OSError when the client has gone."""
@@ -121,7 +122,10 @@ class Client:
         return line
 
     def read_data(self) -> bytes:
-        """The bytes the request carries: `["data", base64]` lines, then `["end", null]`."""
+        """The bytes the request carries: `["data", base64]` lines, then `["end", null]`; or, from
+        a client on another machine, a file it copied into the staging directory (then removed)."""
+        if self.staged_data is not None:
+            return self._read_staged(self.staged_data)
         parts: list[bytes] = []
         while True:
             try:
@@ -133,6 +137,19 @@ class Client:
             if kind != "data" or not isinstance(value, str):
                 raise ServiceError("the request's data is not data frames")
             parts.append(base64.b64decode(value))
+
+    def _read_staged(self, path: str) -> bytes:
+        self.staged_data = None
+        if self.staging is None or os.path.dirname(os.path.realpath(path)) != os.path.realpath(self.staging):
+            raise ServiceError("a request's staged data must be a file in the service's staging directory")
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise ServiceError(f"cannot read the request's staged data: {exc.strerror or exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def send_data(self, data: bytes) -> None:
         """Bytes as data frames (base64: the relay's SSH channel carries text), or, for a client
@@ -216,6 +233,8 @@ class GridService:
             request = client.read_request()
             if request.get("stage") is True:
                 client.staging = os.path.join(self.directory, STAGING)
+                staged = request.get("staged_data")
+                client.staged_data = staged if isinstance(staged, str) else None
             if request.get("config") is not None:
                 self.controller.adopt(request["config"])
             handler = HANDLERS.get(request["op"])
