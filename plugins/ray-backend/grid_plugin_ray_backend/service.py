@@ -14,6 +14,10 @@ The protocol, one JSON document a line (channel.py is the client):
   stderr text, `"event"` for grid's own messages, `"result"` for an answer, `"error"` for a
   refusal, then always `["exit", status]`. A job's output travels inside a frame as a JSON
   string, so nothing a job prints can pass for grid's messages, whatever its size;
+- bytes travel as `["data", base64]` frames after the request or in the answer; a client on
+  another machine (`"stage": true`) moves 1 MiB or more by SFTP instead, as a file in the
+  head's 0700 `transfers/` directory: `"staged_data": PATH` in its request, a `["staged", PATH]`
+  frame in the answer (base64 over the relay cost 2.6x an SFTP copy of the same bytes);
 - the client closing its end while it follows an attached `run` stops the job, as Ctrl-C does.
 
 `python -m grid_plugin_ray_backend.service --address ... --namespace ... --head ... --directory ...`
