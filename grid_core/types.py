@@ -648,6 +648,9 @@ class EngineNode:
     address: str | None = None  # the node's address in the engine
     node_id: str | None = None
     error: str | None = None  # why it is not alive, or the engine could not be asked
+    # The node's latest reading as the cluster took it, and its age in seconds, where fresh.
+    metrics: NodeMetrics | None = None
+    metrics_age: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -671,6 +674,7 @@ class NodeStatus:
     load1: float | None = None
     gpu_percent: float | None = None
     metrics_source: str | None = None
+    metrics_age: float | None = None  # seconds, where the reading is the cluster's; None: read by this command
     resources: Mapping[str, ResourceUse] = attrs.field(factory=dict)
     address: str | None = None
     node_id: str | None = None

@@ -131,6 +131,7 @@ def test_cluster_status_on_the_local_default() -> None:
     data = grid_json("cluster", "status")
     node = data["nodes"][0]  # type: ignore[index]
     assert node["name"] == "local" and node["reachable"] is True and node["role"] == "head"
+    assert node["metrics_age"] is None  # no cluster runs: this command read the machine itself
     assert 0 <= node["cpu_percent"] <= 100 and node["memory_bytes"] > 0 and node["cpus"] >= 1
     table = grid("cluster", "status")
     assert table.returncode == 0 and "local" in table.stdout

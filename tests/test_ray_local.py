@@ -100,6 +100,18 @@ def test_status_shows_the_node_alive(started: dict[str, str]) -> None:
     assert Path(node_dir(started), "auth_token").stat().st_mode & 0o777 == 0o600
 
 
+def test_status_shows_the_cluster_s_fresh_reading_of_this_machine(started: dict[str, str]) -> None:
+    """Once the service has read this (local) node lately, `cluster status` shows that reading and
+    its age rather than reading the machine again (a 0.2 s sample). Asking makes the service read."""
+    deadline = time.monotonic() + 30  # the service reads at its next interval (5 s by default)
+    row = status(started)
+    while row["metrics_age"] is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        row = status(started)
+    assert row["metrics_age"] is not None and 0 <= row["metrics_age"] <= 3 * 5.0, row  # type: ignore[operator]
+    assert row["reachable"] is True and 0 <= row["cpu_percent"] <= 100 and row["metrics_source"] == "psutil"  # type: ignore[operator]
+
+
 def test_second_start_is_a_no_op(started: dict[str, str]) -> None:
     before = status(started)["node_id"]
     result = run(started, "cluster", "start", "--json")

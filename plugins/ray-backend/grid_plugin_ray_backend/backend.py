@@ -32,6 +32,7 @@ from grid_core.types import (
     ControllerStatus,
     EngineNode,
     JobSpec,
+    NodeMetrics,
     NodeOutcome,
     Progress,
     ShellEnv,
@@ -472,13 +473,19 @@ class RayBackend:
             nodes = gcs.alive_by_name(self._ray_nodes(cluster, address))
         except GridError as exc:
             return dict.fromkeys(names, EngineNode(error=str(exc)))
+        try:
+            readings = self._call(cluster, "readings").result or {}
+        except GridError:  # a service that cannot say: the CLI reads the nodes itself
+            readings = {}
         out = {}
         for name in names:
-            node = nodes.get(name)
+            node, reading = nodes.get(name), readings.get(name)
             out[name] = EngineNode(error="not in the Ray cluster") if node is None else EngineNode(
                 alive=True, node_id=node.node_id, address=node.address, cpus=node.total.get("CPU", 0.0),
                 gpus=node.total.get("GPU", 0.0), memory_bytes=int(node.total.get("memory", 0)),
-                resources=gcs.resource_usage(node))
+                resources=gcs.resource_usage(node),
+                metrics=wire().structure(reading["metrics"], NodeMetrics) if reading else None,
+                metrics_age=float(reading["age"]) if reading else None)
         return out
 
     # ------------------------------------------------------------------ jobs

@@ -185,6 +185,7 @@ class OffloadController:
         self.lowering = Lowering()
         self.eviction = Eviction()
         self.reports: dict[str, tuple[float, Any]] = {}  # node: (when, NodeMetrics) from its agent
+        self.taken: dict[str, tuple[float, Any]] = {}  # node: (when, NodeMetrics) read here
         self._cluster: tuple[str, Any] | None = None
         threading.Thread(target=self._loop, name="grid-offload", daemon=True).start()
 
@@ -242,7 +243,18 @@ class OffloadController:
         reported = {name: m for name, (when, m) in self.reports.items() if when >= fresh}
         rest = [n for n in cluster.config.nodes if n.name not in reported]
         sampled = {name: out.value for name, out in cluster.sample(rest).items() if out.error is None} if rest else {}
+        now = time.time()
+        self.taken.update({name: (now, m) for name, m in sampled.items()})
         return {**sampled, **reported}
+
+    def fresh_readings(self) -> dict[str, tuple[float, Any]]:
+        """Each node's reading, (age in seconds, NodeMetrics), where it is at most REPORT_FRESH
+        intervals old; asking counts as looking, so the next intervals read the nodes."""
+        now = time.time()
+        self.asked = now
+        oldest = now - REPORT_FRESH * self.rules.settings.interval_seconds
+        newest = {**self.taken, **{n: r for n, r in self.reports.items() if r[0] >= self.taken.get(n, (0.0,))[0]}}
+        return {name: (now - when, m) for name, (when, m) in newest.items() if when >= oldest}
 
     def report(self, node: str, data: dict[str, Any]) -> float:
         """A reading from a node's agent; the seconds until the next is wanted."""

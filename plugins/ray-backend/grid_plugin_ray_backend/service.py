@@ -290,6 +290,14 @@ class GridService:
         client.frame("result", [attrs.asdict(n) for n in gcs.read_nodes(self.address)])
         return 0
 
+    def readings(self, client: Client) -> int:
+        """Each node's fresh reading as the controller has it: {node: {"age": s, "metrics": ...}}."""
+        import cattrs
+
+        client.frame("result", {name: {"age": age, "metrics": cattrs.unstructure(m)}
+                                for name, (age, m) in self.controller.fresh_readings().items()})
+        return 0
+
     def boost_groups(self, client: Client, target: str) -> int:
         import attrs
 
@@ -476,7 +484,8 @@ class GridService:
 
 
 HANDLERS: dict[str, Callable[..., int]] = {
-    "nodes": GridService.nodes, "boost_groups": GridService.boost_groups, "offload": GridService.offload,
+    "nodes": GridService.nodes, "readings": GridService.readings, "boost_groups": GridService.boost_groups,
+    "offload": GridService.offload,
     "run": GridService.run, "jobs": GridService.jobs, "logs": GridService.logs, "stop_job": GridService.stop_job,
 }
 
