@@ -9,6 +9,7 @@ fail). stop: end the processes grid started on each node, by PID (onnode.py), wo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -473,10 +474,10 @@ class RayBackend:
             nodes = gcs.alive_by_name(self._ray_nodes(cluster, address))
         except GridError as exc:
             return dict.fromkeys(names, EngineNode(error=str(exc)))
-        try:
-            readings = self._call(cluster, "readings").result or {}
-        except GridError:  # a service that cannot say: the CLI reads the nodes itself
-            readings = {}
+        readings: dict[str, Any] = {}
+        if any(n.transport_name == "local" for n in self.config.nodes):  # only a local node's row uses them
+            with contextlib.suppress(GridError):  # a service that cannot say: the CLI reads the nodes itself
+                readings = self._call(cluster, "readings").result or {}
         out = {}
         for name in names:
             node, reading = nodes.get(name), readings.get(name)

@@ -132,11 +132,9 @@ class RayMechanics:
         import ray
         from ray._private.state import available_resources_per_node
 
-        from grid_plugin_ray_backend.layout import NODE_RESOURCE
+        from grid_plugin_ray_backend.layout import grid_names
 
-        prefix = NODE_RESOURCE.format("")
-        names = {n["NodeID"]: k[len(prefix):] for n in ray.nodes() if n["Alive"]
-                 for k in n["Resources"] if k.startswith(prefix)}
+        names = grid_names(n for n in ray.nodes() if n["Alive"])
         per_node = available_resources_per_node()
         return {names[i]: {k: float(v) for k, v in res.items()} for i, res in per_node.items() if i in names}
 
@@ -253,7 +251,10 @@ class OffloadController:
         now = time.time()
         self.asked = now
         oldest = now - REPORT_FRESH * self.rules.settings.interval_seconds
-        newest = {**self.taken, **{n: r for n, r in self.reports.items() if r[0] >= self.taken.get(n, (0.0,))[0]}}
+        newest = dict(self.taken)
+        for name, (when, m) in self.reports.items():  # an agent's report, where newer than a read here
+            if when >= newest.get(name, (0.0, None))[0]:
+                newest[name] = (when, m)
         return {name: (now - when, m) for name, (when, m) in newest.items() if when >= oldest}
 
     def report(self, node: str, data: dict[str, Any]) -> float:

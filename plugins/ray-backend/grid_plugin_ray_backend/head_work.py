@@ -151,10 +151,9 @@ def next_attempts(pids: set[int]) -> dict[int, str]:
     from ray._private.state import state
     from ray.core.generated import gcs_pb2
 
-    from grid_plugin_ray_backend.layout import NODE_RESOURCE
+    from grid_plugin_ray_backend.layout import grid_names
 
-    prefix = NODE_RESOURCE.format("")
-    names = {n["NodeID"]: k[len(prefix):] for n in ray.nodes() for k in n["Resources"] if k.startswith(prefix)}
+    names = grid_names(ray.nodes())
     attempts: dict[bytes, dict[int, Any]] = {}  # task: attempt: its gcs_pb2.TaskEvents
     for raw in state._connect_and_get_accessor().get_task_events():
         event = gcs_pb2.TaskEvents.FromString(raw)  # type: ignore[attr-defined]

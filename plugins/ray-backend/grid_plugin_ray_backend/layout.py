@@ -14,7 +14,7 @@ import os
 import posixpath
 import socket
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from grid_core.cluster import on_node
@@ -28,16 +28,22 @@ NODE_RESOURCE = "grid-node-{}"
 # Ray's longest socket path is <temp>/ray/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store;
 # a Unix socket path holds at most 107 bytes.
 SOCKET_SUFFIX = len("/ray/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
-# Options grid sets itself; the same keys in a node's ray_start_params would break what grid relies on.
 # Ray waits this long before it runs a failed task again: the offload controller, having stopped a
 # task on the held head, reserves the CPUs it freed in the meantime, so the retry goes elsewhere.
 RETRY_DELAY_MS = 2000
+# Options grid sets itself; the same keys in a node's ray_start_params would break what grid relies on.
 RESERVED = frozenset({"head", "address", "port", "temp-dir", "block", "include-dashboard"})
 
 
 def node_resource(name: str) -> str:
     """The custom resource that names a node, so work can be pinned to it."""
     return NODE_RESOURCE.format(name)
+
+
+def grid_names(ray_nodes: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Ray node id: grid node name, for entries of `ray.nodes()`, by their node_resource."""
+    prefix = NODE_RESOURCE.format("")
+    return {n["NodeID"]: k[len(prefix):] for n in ray_nodes for k in n["Resources"] if k.startswith(prefix)}
 
 
 def node_dir(config: ClusterConfig, node: NodeConfig) -> str:
