@@ -16,6 +16,7 @@ import attrs
 
 from grid_core.config import ClusterConfig
 from grid_core.errors import GridError
+from grid_core.record import record
 from grid_core.types import Boost
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-@attrs.frozen
+@record
 class Plan:
     """Where a boost goes and which lower-priority boosts it displaces there."""
 

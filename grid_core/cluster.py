@@ -10,15 +10,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, TypeVar
-
-import attrs
 
 from grid_core import metrics
 from grid_core.config import ClusterConfig, NodeConfig
 from grid_core.errors import GridError
 from grid_core.plugins import PluginHost
+from grid_core.record import record
 from grid_core.types import NodeMetrics, Transport, TransportError
 
 T = TypeVar("T")
@@ -49,7 +47,7 @@ def python_candidates(config: ClusterConfig, node: NodeConfig) -> list[str]:
     return [on_node(node, posixpath.join(DEFAULT_VENV, "bin", "python")), "python3"]
 
 
-@attrs.frozen
+@record
 class Outcome:
     """What one node gave back from a fan-out: a value, or the reason it failed."""
 
@@ -59,7 +57,7 @@ class Outcome:
     seconds: float = 0.0
 
 
-@attrs.frozen
+@record
 class ExecResult:
     node: str
     exit_status: int
@@ -129,6 +127,8 @@ class Cluster:
         if len(nodes) == 1:
             yield timed(nodes[0])
             return
+        from concurrent.futures import ThreadPoolExecutor, as_completed  # here: 1 ms a status command need not pay
+
         with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(nodes)))) as pool:
             for future in as_completed([pool.submit(timed, n) for n in nodes]):
                 yield future.result()

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import re
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 import attrs
 
 from grid_core.errors import ConfigError
+from grid_core.record import record
 
 if TYPE_CHECKING:
     import cattrs  # imported with the converter, on first use: see _converter
@@ -65,7 +65,7 @@ class Rule:
         pass
 
 
-@attrs.frozen
+@record
 class Bound(Rule):
     low: float
     high: float | None = None
@@ -83,7 +83,7 @@ class Bound(Rule):
                             f"must be at least {self.low:g}, got {_show(value)}")
 
 
-@attrs.frozen
+@record
 class Pattern(Rule):
     regex: re.Pattern[str]
     message: str
@@ -145,7 +145,7 @@ SeedPercent = Annotated[float, Bound(0, 100, what="a fraction 0-1 or a percentag
 # --------------------------------------------------------------------------- grid's models
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class NodeSharing:
     """The seed's per-node `resource_sharing`: how much of this node others may borrow."""
 
@@ -157,7 +157,7 @@ class NodeSharing:
     initialization_commands: list[str] = attrs.Factory(list)
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class NodeConfig:
     """One machine of the cluster."""
 
@@ -190,7 +190,7 @@ class NodeConfig:
         return self.role in ("head", "master")
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class SshSettings:
     """Cluster-wide SSH defaults; a node's own settings override them."""
 
@@ -200,7 +200,7 @@ class SshSettings:
     command_timeout: Positive | None = None
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class BackendSettings:
     """The compute engine on the nodes."""
 
@@ -218,7 +218,7 @@ class BackendSettings:
     tls: bool = False  # Ray's gRPC over TLS, with certificates grid makes (auth.py says what the token alone is)
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class Marks:
     """Percent thresholds per metric."""
 
@@ -227,7 +227,7 @@ class Marks:
     gpu: Percent = 90.0
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class OffloadSettings:
     """When the head sheds work: high-water marks hold it, low-water marks (after cooldown) free it."""
 
@@ -247,7 +247,7 @@ class OffloadSettings:
     never_evict: list[str] = attrs.Factory(list)  # task names (shell patterns) never stopped: max_retries=0 ones
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class LendRules:
     """When a node may lend: a source whose reading breaks one of these is not chosen."""
 
@@ -259,7 +259,7 @@ class LendRules:
     gpu_memory_min_free_mb: NonNegative | None = None  # on its GPU with the most free
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class BoostSettings:
     """Boosts: one node borrowing capacity on another (grid_core/boost.py)."""
 
@@ -269,12 +269,12 @@ class BoostSettings:
     lend: LendRules = LendRules()
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class SchedulerSettings:
     name: str = "least-loaded"
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class MetricsSettings:
     """Metrics sources asked first, in this order; every other source follows in load order."""
 
@@ -285,7 +285,7 @@ class MetricsSettings:
 # under `execution` can override the top-level one key by key; `_map_seed` reads them.
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class SeedThresholds:
     cpu_pressure_high: SeedPercent | None = None
     cpu_pressure_low: SeedPercent | None = None
@@ -302,13 +302,13 @@ class SeedThresholds:
     cpu_min_cores: NonNegative | None = None
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class SeedPriorities:
     master_node: Priority | None = None
     worker_nodes: dict[str, Priority] | None = None
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class SeedAutoOffload:
     enabled: bool | None = None
     head_only_mode: bool | None = None
@@ -319,7 +319,7 @@ class SeedAutoOffload:
     cooldown_seconds: NonNegative | None = None
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class SeedSharing:
     enabled: bool | None = None
     mode: Literal["offload_only", "share_and_offload", "dynamic_balancing"] | None = None
@@ -335,12 +335,12 @@ class SeedSharing:
     auto_offload: SeedAutoOffload | None = None
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class RuntimeEnv:
     env_vars: Environment = attrs.Factory(dict)
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class ExecutionSettings:
     working_directory: str | None = None
     environment: Environment = attrs.Factory(dict)
@@ -353,14 +353,14 @@ class ExecutionSettings:
     resource_sharing: SeedSharing | None = None
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class LoggingSettings:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"] = "WARNING"
     format: Literal["text", "json"] = "text"
     file_path: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class MemoryPoolSettings:
     """`plugins.memory-pool`, read by that plugin (grid_plugin_memory_pool.cluster); checked here
     so that `config validate` reports what the pool would otherwise silently replace by its default."""
@@ -373,7 +373,7 @@ class MemoryPoolSettings:
 PLUGIN_SECTIONS: dict[str, type] = {"memory-pool": MemoryPoolSettings}
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class ClusterConfig:
     """A whole cluster: its nodes and how grid runs them."""
 
@@ -828,6 +828,8 @@ def parse_file(path: Path) -> Any:
             return yaml.safe_load(text)
         except (yaml.YAMLError, ValueError) as exc:  # ValueError: a date YAML cannot build
             raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    import tomllib  # here: a cached config is never parsed
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -852,28 +854,27 @@ def load_file(path: Path | str) -> ClusterConfig:
 # Parsed configs are kept in grid's state directory (0700), one file per config path: checking a
 # config costs a command 20 to 30 ms (cattrs generates code for twenty classes), reading it back
 # well under one. An entry counts only for the same bytes, path, Python and this module's own
-# file (a new grid brings a new one); a config with problems is never kept.
+# file (a new grid brings a new one); a config with problems is never kept. The entry holds its
+# whole key, so the file name needs no strong hash (hashlib costs a command 2 ms to import).
 
 
 def _cache_file(path: Path) -> Path:
-    import hashlib
+    import zlib
 
     from grid_core.state import state_base
 
-    name = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:20]
+    name = f"{zlib.crc32(os.path.abspath(path).encode()):08x}"
     return Path(state_base()) / "config-cache" / f"{name}.pickle"
 
 
-def _cache_key(path: Path, raw: bytes) -> str:
-    import hashlib
+def _cache_key(path: Path, raw: bytes) -> tuple[bytes, str]:
     import sys
 
     here = os.stat(__file__)  # this module's own file: a new grid (not its version: that costs 12 ms)
-    seen = f"{os.path.abspath(path)}\0{path}\0{sys.version}\0{here.st_ino}\0{here.st_mtime_ns}\0{here.st_size}"
-    return hashlib.sha256(raw + b"\0" + seen.encode()).hexdigest()
+    return raw, f"{os.path.abspath(path)}\0{path}\0{sys.version}\0{here.st_ino}\0{here.st_mtime_ns}\0{here.st_size}"
 
 
-def _cached(path: Path, key: str) -> ClusterConfig | None:
+def _cached(path: Path, key: tuple[bytes, str]) -> ClusterConfig | None:
     import pickle
 
     try:
@@ -884,7 +885,7 @@ def _cached(path: Path, key: str) -> ClusterConfig | None:
     return config if kept_key == key and isinstance(config, ClusterConfig) else None
 
 
-def _keep(path: Path, key: str, config: ClusterConfig) -> None:
+def _keep(path: Path, key: tuple[bytes, str], config: ClusterConfig) -> None:
     import pickle
     import tempfile
 

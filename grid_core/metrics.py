@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from grid_core.record import record
 from grid_core.types import GpuProcess, GpuReading, MetricsSource, NodeMetrics, Transport
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def _optional(field: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-@attrs.frozen
+@record
 class ProcessEntry:
     """What ownership needs of one process: its parent and its title (argv[0], as Ray rewrites it)."""
 

@@ -10,6 +10,7 @@ import attrs
 
 from grid_core.config import METRICS, OffloadSettings
 from grid_core.errors import GridError
+from grid_core.record import record
 
 if TYPE_CHECKING:
     from grid_core.types import OffloadInForce
@@ -85,7 +86,7 @@ ENV_DROP_PREFIXES = ("SSH_", "XDG_", "DISPLAY", "WAYLAND", "DBUS_", "TERM", "TMU
                      "OLDPWD", "PWD", "_", "RAY_", "GRID_", "HOSTNAME", "MAIL", "LS_COLORS", "COLORTERM")
 
 
-@attrs.frozen
+@record
 class Candidate:
     """A process on the head that could run elsewhere, and why it is listed."""
 

@@ -19,10 +19,12 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
+from grid_core.record import record
+
 LOWEST = 19
 
 
-@attrs.frozen
+@record
 class Lowered:
     """A process, or a session's autogroup, that grid lowered, with its value before."""
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
+from grid_core.record import record
+
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
     from grid_core.config import ClusterConfig, NodeConfig
@@ -35,7 +37,7 @@ def _one_line(_instance: object, _attribute: attrs.Attribute[str], value: str) -
 # --------------------------------------------------------------------------- results and readings
 
 
-@attrs.frozen
+@record
 class CommandResult:
     """What a command run through a transport returned."""
 
@@ -44,7 +46,7 @@ class CommandResult:
     stderr: str = ""
 
 
-@attrs.frozen
+@record
 class GpuProcess:
     """A process on a GPU, its GPU memory, and the grid job or Ray task it belongs to."""
 
@@ -56,7 +58,7 @@ class GpuProcess:
     job_pid: int | None = None  # the pid of the grid job's own command, to match a job's recorded pid
 
 
-@attrs.frozen
+@record
 class GpuReading:
     """One GPU's utilisation and memory, in percent and bytes; temperature and power where known."""
 
@@ -74,7 +76,7 @@ class GpuReading:
         return 100.0 * self.memory_used_bytes / self.memory_total_bytes if self.memory_total_bytes else 0.0
 
 
-@attrs.frozen
+@record
 class NodeMetrics:
     """A node's live readings. Percentages are 0-100; `source` names the metrics source."""
 
@@ -102,7 +104,7 @@ class NodeMetrics:
         return max((g.util_percent for g in self.gpus), default=None)
 
 
-@attrs.frozen
+@record
 class NodeView:
     """What a scheduler or offload policy sees of one node."""
 
@@ -114,7 +116,7 @@ class NodeView:
     tags: tuple[str, ...] = ()
 
 
-@attrs.frozen
+@record
 class WorkRequest:
     """A piece of work to place: the resources it asks for and where it came from."""
 
@@ -195,7 +197,7 @@ Progress = Callable[[str, str], None]
 """`progress(node name, message)`: what a backend is doing on a node, as it happens."""
 
 
-@attrs.frozen
+@record
 class NodeOutcome:
     """One node's result of a backend action: what was done, and the reason when it failed."""
 
@@ -206,7 +208,7 @@ class NodeOutcome:
     seconds: float = 0.0
 
 
-@attrs.frozen
+@record
 class JobSpec:
     """A command to run as a job on one node, with the resources it holds while it runs."""
 
@@ -223,7 +225,7 @@ class JobSpec:
     retries: int = 0  # runs again after a failure, up to this many times
 
 
-@attrs.frozen
+@record
 class Check:
     """One of `grid doctor`'s verdicts on a node: the check's name (the column users see), whether it
     passed, and what was found (a version first, where there is one) or why it failed, with the remedy."""
@@ -233,7 +235,7 @@ class Check:
     detail: str
 
 
-@attrs.frozen
+@record
 class ShellEnv:
     """What a shell needs so the engine's own tools reach the running cluster (`grid cluster env`)."""
 
@@ -361,7 +363,7 @@ class Backend(Protocol):
 # --------------------------------------------------------------------------- registrations
 
 
-@attrs.frozen
+@record
 class GridTransport:
     """A way to run commands and copy files on a node. `factory(node, cluster)` -> Transport."""
 
@@ -370,7 +372,7 @@ class GridTransport:
     factory: Callable[[NodeConfig, ClusterConfig], Transport]
 
 
-@attrs.frozen
+@record
 class GridBackend:
     """A compute engine's lifecycle on the nodes. `factory(config)` -> Backend."""
 
@@ -379,7 +381,7 @@ class GridBackend:
     factory: Callable[[ClusterConfig], Backend]
 
 
-@attrs.frozen
+@record
 class GridScheduler:
     """Chooses a node for work. `factory()` -> Scheduler."""
 
@@ -388,7 +390,7 @@ class GridScheduler:
     factory: Callable[[], Scheduler]
 
 
-@attrs.frozen
+@record
 class GridOffloadPolicy:
     """Decides from metrics whether the head should shed work. `factory(settings)` -> policy."""
 
@@ -397,7 +399,7 @@ class GridOffloadPolicy:
     factory: Callable[[Mapping[str, Any]], Any]
 
 
-@attrs.frozen
+@record
 class GridMetricsSource:
     """Live readings for nodes. `factory()` -> MetricsSource."""
 
@@ -406,7 +408,7 @@ class GridMetricsSource:
     factory: Callable[[], MetricsSource]
 
 
-@attrs.frozen
+@record
 class GridCommand:
     """A CLI command or group, imported from `import_path` ("pkg.module:attr") only when run."""
 
@@ -415,7 +417,7 @@ class GridCommand:
     import_path: str = attrs.field(validator=attrs.validators.matches_re(r"^[\w.]+:[\w.]+$"))
 
 
-@attrs.frozen
+@record
 class GridServiceOp:
     """A request the grid service on the head answers for a plugin. `import_path` ("pkg.module:attr")
     names its handler, imported in the service's process only when asked:
@@ -431,7 +433,7 @@ class GridServiceOp:
 # --------------------------------------------------------------------------- offload
 
 
-@attrs.frozen
+@record
 class OffloadDecision:
     """A policy's answer for one interval: hold the head or not, why, and where work should go."""
 
@@ -444,7 +446,7 @@ class OffloadDecision:
     evict_after: float | None = None
 
 
-@attrs.frozen
+@record
 class ControllerState:
     """What the controller tells a policy about itself."""
 
@@ -506,7 +508,7 @@ def wire() -> Wire:
 BoostState = Literal["active", "released", "expired", "preempted"]
 
 
-@attrs.frozen
+@record
 class Event:
     """Something the controller did or saw: when, what kind, on which node (None: the cluster), why."""
 
@@ -516,7 +518,7 @@ class Event:
     reason: str
 
 
-@attrs.frozen
+@record
 class Hold:
     """A node kept free of new work: why, by hand or by the policy, since when, and its reservations."""
 
@@ -528,7 +530,7 @@ class Hold:
     groups: tuple[str, ...] = ()  # the engine's reservations that do it
 
 
-@attrs.frozen
+@record
 class Boost:
     """A node borrowing capacity on another: a reservation on `source` that only `target`'s work uses."""
 
@@ -545,7 +547,7 @@ class Boost:
     group: str = ""  # the engine's reservation
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class OffloadInForce:
     """The offload settings the controller runs with, and where each value came from."""
 
@@ -561,7 +563,7 @@ class OffloadInForce:
     origin: Mapping[str, str] = attrs.field(factory=dict)
 
 
-@attrs.frozen
+@record
 class Decision:
     """The offload policy's last answer and when it was given."""
 
@@ -573,7 +575,7 @@ class Decision:
     evict_after: float | None = None  # OffloadDecision's
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class HeldWork:
     """The cluster's work found running on a held node, and what the controller does with it."""
 
@@ -584,7 +586,7 @@ class HeldWork:
     reason: str = ""
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class NodeState:
     """One node as the controller last saw it: its readings, free resources and hold."""
 
@@ -607,7 +609,7 @@ class NodeState:
     work: tuple[HeldWork, ...] = ()  # while held: the cluster's work running there
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class OffloadStatus(OffloadInForce):
     """What `grid offload auto` shows: the settings in force, the config revision, holds, decision, events."""
 
@@ -619,7 +621,7 @@ class OffloadStatus(OffloadInForce):
     last_event: Event | None = None
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class ControllerStatus(OffloadStatus):
     """Everything the controller answers `status` with: OffloadStatus, each node's row and every boost."""
 
@@ -627,7 +629,7 @@ class ControllerStatus(OffloadStatus):
     boosts: tuple[Boost, ...] = ()
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class ResourceUse:
     """One of a node's logical resources as the engine schedules it: in all, free and held."""
 
@@ -636,7 +638,7 @@ class ResourceUse:
     used: float
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class EngineNode:
     """One node as the compute engine sees it (`Backend.status`); None where the engine cannot say."""
 
@@ -653,7 +655,7 @@ class EngineNode:
     metrics_age: float | None = None
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class NodeStatus:
     """One row of `grid cluster status`: the transport's and metrics' view, then the engine's."""
 
@@ -681,7 +683,7 @@ class NodeStatus:
     engine_error: str | None = None  # EngineNode.error, or why the engine could not be asked
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class ClusterStatus:
     """What `grid cluster status` shows: the cluster, its config file and one row per node."""
 
@@ -690,7 +692,7 @@ class ClusterStatus:
     nodes: tuple[NodeStatus, ...] = ()
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class JobRecord:
     """A job the cluster knows: where and what it runs, its state, exit status and times."""
 
@@ -712,7 +714,7 @@ class JobRecord:
     reason: str | None = None  # why it failed or ended, where grid knows
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class PoolEntry:
     """A memory-pool entry: its key, node, size in bytes, times, and `ok` or `lost` (its node left)."""
 

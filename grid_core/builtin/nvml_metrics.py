@@ -20,6 +20,7 @@ import attrs
 
 from grid_core.hookspecs import hookimpl
 from grid_core.metrics import ProcessEntry, label_processes
+from grid_core.record import record
 from grid_core.types import GpuProcess, GpuReading, GridMetricsSource, NodeMetrics, Transport
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ RETRY_SECONDS = 60.0  # a missing driver is not asked again on every sample
 MILLI = 1000.0
 
 
-@attrs.frozen
+@record
 class NvmlStatus:
     """Whether NVML answers here, and the driver and library versions or the reason it does not."""
 

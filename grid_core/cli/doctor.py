@@ -23,6 +23,7 @@ import click
 from grid_core.cli.context import config_option, json_option, print_json, state
 from grid_core.cli.output import console, join, say, styled, table
 from grid_core.cluster import python_candidates
+from grid_core.record import record
 from grid_core.types import AuthError, Check, CommandResult, HostKeyError, TransportError
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ exit 0
 """
 
 
-@attrs.frozen
+@record
 class Probe:
     """What one node answered, or the transport error that stopped it."""
 

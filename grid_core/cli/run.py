@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -110,6 +109,8 @@ def run(node: str | None, cpus: float, gpus: float, memory_bytes: int, detach: b
     Arguments arrive literally; for pipes or variables run a shell: grid run -- sh -c 'nproc; hostname'.
     Ctrl-C stops the job (unless --detach).
     """
+    import secrets  # here, not at the top: `jobs list` need not import it
+
     from grid_core.backends import load_backend
     from grid_core.types import JobSpec, WorkRequest
 

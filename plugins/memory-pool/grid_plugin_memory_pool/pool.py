@@ -34,6 +34,7 @@ import attrs
 import numpy
 import ray
 
+from grid_core.record import record
 from grid_core.types import PoolEntry
 from grid_plugin_memory_pool.keys import PoolError, check_key
 
@@ -278,7 +279,7 @@ def call(ref: Any, timeout: float | None = GET_TIMEOUT) -> Any:
         raise PoolError(f"the pool did not answer within {timeout} s") from None
 
 
-@attrs.frozen
+@record
 class NodeSlot:
     """A grid node as the pool sees it: its Ray node id, its pin resource and its capacity."""
 

@@ -18,7 +18,6 @@ import logging
 import os
 import posixpath
 import stat
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -130,6 +129,8 @@ def make_tls(config: ClusterConfig, addresses: Sequence[str]) -> None:
             openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
                     "-subj", f"/CN=grid {config.name} CA")
         openssl("req", *key, "-keyout", "node.key", "-out", "node.csr", "-subj", f"/CN=grid {config.name}")
+        import tempfile
+
         with tempfile.NamedTemporaryFile("w", dir=here, suffix=".ext", delete=False) as ext:
             ext.write(f"subjectAltName={wanted}\n")
         try:

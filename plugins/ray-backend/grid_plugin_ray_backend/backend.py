@@ -21,10 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from grid_core.cluster import on_node, python_candidates
 from grid_core.errors import GridError
+from grid_core.record import record
 from grid_core.state import state_dir
 from grid_core.types import (
     Boost,
@@ -75,7 +74,7 @@ def local_versions() -> dict[str, str | None]:
     return out
 
 
-@attrs.frozen
+@record
 class Facts:
     """What a node's probe found."""
 

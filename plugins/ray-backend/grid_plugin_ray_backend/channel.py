@@ -9,7 +9,7 @@ and asks again once.
 
 from __future__ import annotations
 
-import base64
+import binascii  # base64's own codec, without base64's imports
 import contextlib
 import json
 import socket
@@ -86,7 +86,7 @@ class Frames:
                 if self.on_output:
                     self.on_output("stdout" if kind == "out" else "stderr", value)
             elif kind == "data" and isinstance(value, str) and self.on_data:
-                self.on_data(base64.b64decode(value))
+                self.on_data(binascii.a2b_base64(value))
             elif kind == "staged" and isinstance(value, str):
                 self.answer.staged.append(value)
             elif kind == "event" and isinstance(value, dict):
@@ -102,7 +102,7 @@ class Frames:
 def data_frames(data: bytes) -> bytes:
     """Bytes a request carries, as the service reads them (service.Client.read_data)."""
     view = memoryview(data)
-    lines = [json.dumps(["data", base64.b64encode(view[at:at + DATA_CHUNK]).decode()]).encode()
+    lines = [json.dumps(["data", binascii.b2a_base64(view[at:at + DATA_CHUNK], newline=False).decode()]).encode()
              for at in range(0, len(view), DATA_CHUNK)]
     return b"\n".join([*lines, b'["end", null]', b""])
 

@@ -12,9 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import attrs
-
 from grid_core.errors import GridError
+from grid_core.record import record
 from grid_core.types import ResourceUse
 from grid_plugin_ray_backend.layout import NODE_RESOURCE
 
@@ -27,7 +26,7 @@ class GcsError(GridError):
     """The GCS could not be asked: not listening, or it refused grid's token."""
 
 
-@attrs.frozen
+@record
 class RayNode:
     """One node as the GCS sees it."""
 
@@ -135,7 +134,7 @@ def resource_usage(node: RayNode) -> dict[str, ResourceUse]:
     return out
 
 
-@attrs.frozen
+@record
 class BoostGroup:
     """A boost's reservation as the GCS sees it: which node, and what is still free inside it."""
 

@@ -8,12 +8,10 @@ finds, on each node, exactly the processes it started (onnode.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
 import socket
-import tempfile
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +49,8 @@ def node_dir(config: ClusterConfig, node: NodeConfig) -> str:
     if config.backend.temp_dir:
         base = on_node(node, config.backend.temp_dir)
     elif node.transport_name == "local":
+        import tempfile
+
         base = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
     else:
         base = "/tmp"
@@ -58,6 +58,8 @@ def node_dir(config: ClusterConfig, node: NodeConfig) -> str:
     # with node `1` read alike) and unique per user and grid state directory: two users, or two
     # HOMEs, that run the same cluster name on one machine never share a directory.
     owner = f"{os.getuid()}:{socket.gethostname()}:{os.path.realpath(state_base())}"
+    import hashlib
+
     digest = hashlib.sha1(f"{config.name}\0{node.name}\0{owner}".encode()).hexdigest()[:10]
     path = posixpath.join(base, f"grid-{config.name}-{node.name}-{digest}")
     if len(path) + SOCKET_SUFFIX > 107:

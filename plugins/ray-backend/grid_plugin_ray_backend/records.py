@@ -10,13 +10,14 @@ from typing import Any
 import attrs
 
 from grid_core.errors import GridError
+from grid_core.record import record
 from grid_core.state import state_dir, write_atomic
 
 FILE = "ray.json"
 _lock = threading.Lock()
 
 
-@attrs.frozen
+@record
 class NodeRecord:
     """One node grid started: where its directory is, its address and its Python."""
 

@@ -28,6 +28,7 @@ from grid_core import boost as lending
 from grid_core.config import METRICS, ClusterConfig, structure, unstructure
 from grid_core.errors import GridError
 from grid_core.offload import banded_low, file_values, policy_settings
+from grid_core.record import record
 from grid_core.types import (
     Boost,
     BoostState,
@@ -100,7 +101,7 @@ PolicyFactory = Callable[[str, Mapping[str, Any]], Policy]
 """`policies(name, settings)`: the named policy built with `settings`; GridError for an unknown name."""
 
 
-@attrs.frozen(kw_only=True)
+@record(kw_only=True)
 class RulesState:
     """What the rules keep across a restart of the controller; plain data through cattrs."""
 

@@ -14,10 +14,10 @@ import shlex
 import threading
 from pathlib import Path
 
-import attrs
 import paramiko
 import paramiko.hostkeys
 
+from grid_core.record import record
 from grid_core.types import HostKeyError
 
 from .target import SshTarget
@@ -50,7 +50,7 @@ def changed_message(target: SshTarget, offered: paramiko.PKey, recorded: paramik
     )
 
 
-@attrs.frozen
+@record
 class Known:
     """What a known_hosts file says beyond the keys loaded into the client."""
 
@@ -105,7 +105,7 @@ def load(client: paramiko.SSHClient, known_hosts: Path) -> Known:
     return Known(known_hosts, frozenset(revoked), authorities)
 
 
-def record(known_hosts: Path, name: str, key: paramiko.PKey) -> None:
+def remember(known_hosts: Path, name: str, key: paramiko.PKey) -> None:
     """Append one `name type base64` line, creating the file (and ~/.ssh) private if missing."""
     known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _append_lock:
@@ -132,7 +132,7 @@ class CheckedPolicy(paramiko.MissingHostKeyPolicy):
         if not self.accept_new:
             raise HostKeyError(unknown_message(self.target, key, self.known))
         try:
-            record(self.known_hosts, hostname, key)
+            remember(self.known_hosts, hostname, key)
         except OSError as exc:
             raise HostKeyError(f"cannot record the new host key of {self.target.alias} in {self.known_hosts}: "
                                f"{exc.strerror or exc}") from None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from grid_core.record import record
 from grid_core.types import TransportError
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ DEFAULT_PORT = 22
 JUMP_HOP = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:]+)(?::(?P<port>\d+))?$")
 
 
-@attrs.frozen
+@record
 class SshTarget:
     """One SSH endpoint, fully resolved: what to dial, as whom, with which keys."""
 
@@ -60,7 +61,7 @@ class SshTarget:
         return f"key {named}, then {defaults}" if named else defaults
 
 
-@attrs.frozen
+@record
 class SshOptions:
     """How strictly and how long: host-key checking and timeouts for one node."""
 

@@ -1,0 +1,52 @@
+"""`@record` (grid_core/record.py) behaves as attrs.frozen does, with shared methods."""
+
+from __future__ import annotations
+
+import pickle
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from grid_core.record import record
+from grid_core.types import Boost, ControllerStatus, NodeMetrics, OffloadStatus
+
+
+def _pair(**options: bool) -> tuple[type, type]:
+    def fields() -> dict[str, object]:
+        return {"__annotations__": {"name": "str", "size": "int | None", "tags": "tuple[str, ...]"},
+                "size": None, "tags": ()}
+
+    return (record(type("Entry", (), fields()), **options),
+            attrs.frozen(type("Entry", (), fields()), **options))
+
+
+values = st.tuples(st.text(max_size=5), st.none() | st.integers(), st.lists(st.text(max_size=2)).map(tuple))
+
+
+@pytest.mark.parametrize("kw_only", [False, True])
+@given(a=values, b=values)
+def test_repr_eq_and_hash_are_attrs_own(kw_only: bool, a: tuple[object, ...], b: tuple[object, ...]) -> None:
+    ours, theirs = _pair(kw_only=kw_only)
+
+    def make(cls: type, value: tuple[object, ...]) -> object:
+        return cls(**dict(zip(("name", "size", "tags"), value, strict=True)))
+
+    assert repr(make(ours, a)) == repr(make(theirs, a))
+    assert (make(ours, a) == make(ours, b)) == (make(theirs, a) == make(theirs, b)) == (a == b)
+    assert (make(ours, a) != make(ours, b)) == (a != b)
+    assert hash(make(ours, a)) == hash(make(ours, a))
+    assert make(ours, a) != make(theirs, a)  # another class with equal fields is not equal
+
+
+def test_records_stay_frozen_picklable_and_unequal_across_subclasses() -> None:
+    boost = Boost("b1", "head", "w1", "cpu", 2.0, "high", 1.0, None)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        boost.amount = 3.0  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(boost)) == boost
+    assert {boost, attrs.evolve(boost)} == {boost}
+    assert ControllerStatus() != attrs.evolve(ControllerStatus(), enabled=True)
+    assert OffloadStatus() != ControllerStatus()
+    metrics = NodeMetrics("psutil", 1.0, 2.0)
+    assert repr(metrics).startswith("NodeMetrics(source='psutil', cpu_percent=1.0, memory_percent=2.0, ")
