@@ -101,6 +101,7 @@ class JobRunner:
         self.env = {**os.environ, "PATH": path, **env}
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopping = False
+        self.starting = threading.Lock()  # a stop and the command's start never cross
         self.timed_out = False
         self.done = threading.Event()
         # The job starts with the actor, not with a method call: a call from a driver that has
@@ -134,13 +135,16 @@ class JobRunner:
     def _attempt(self, registry: Any) -> int:
         """Run the command once, its output sent to the registry as it comes; its exit status
         (127: it could not start; 124: execution.timeout_seconds ran out, as timeout(1) says)."""
-        try:
-            self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        except OSError as exc:
-            message = f"grid: cannot run {self.argv[0]!r} in {self.cwd}: {exc.strerror or exc}\n"
-            registry.append.remote(self.job_id, [("stderr", message)])
-            return 127
+        with self.starting:
+            if self.stopping:  # stopped before its command started: it never starts
+                return 128 + signal.SIGTERM
+            try:
+                self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            except OSError as exc:
+                message = f"grid: cannot run {self.argv[0]!r} in {self.cwd}: {exc.strerror or exc}\n"
+                registry.append.remote(self.job_id, [("stderr", message)])
+                return 127
         registry.update.remote(self.job_id, {"state": "running", "pid": self.proc.pid, "started": time.time(),
                                              "hostname": socket.gethostname()})
         timer = threading.Timer(self.timeout_seconds, self._time_out) if self.timeout_seconds else None
@@ -186,11 +190,15 @@ class JobRunner:
             _signal_group(proc.pid, signal.SIGKILL)
 
     def stop(self) -> bool:
-        """SIGTERM the job's whole session, SIGKILL it after a grace period; False if it was not running."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return False
-        self.stopping = True
+        """SIGTERM the job's whole session, SIGKILL it after a grace period; False if it had ended.
+        A job whose command has not started yet never starts it."""
+        with self.starting:
+            proc = self.proc
+            if proc is not None and proc.poll() is not None:
+                return False
+            self.stopping = True
+        if proc is None:
+            return True
         _signal_group(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=STOP_GRACE)
