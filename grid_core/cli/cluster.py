@@ -78,28 +78,39 @@ def merge_backend(rows: list[NodeStatus], engine: dict[str, EngineNode] | None, 
     return merged
 
 
+def _engine_view(backend: Any, c: Any) -> tuple[dict[str, EngineNode] | None, str | None]:
+    from grid_core.errors import GridError
+
+    try:
+        return backend.status(c), None
+    except GridError as exc:
+        return None, str(exc)
+
+
 def status_rows(c: Any) -> list[NodeStatus]:
     """node_rows and the backend's status, read at the same time. A local node (the head, most
     often) whose fresh reading the backend has takes that one: reading this machine anew costs a
     command a 0.2 s sample, and a local node needs no transport to be reached."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from grid_core.backends import load_backend
     from grid_core.errors import GridError
 
     nodes = c.config.nodes
     local = [n for n in nodes if n.transport_name == "local"]
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        try:
-            backend = load_backend(c.config)
-            engine = pool.submit(backend.status, c)
-        except GridError as exc:
-            return merge_backend(node_rows(c), None, str(exc))
-        rows = {r.name: r for r in node_rows(c, [n for n in nodes if n not in local])}
-        try:
-            view, error = engine.result(), None
-        except GridError as exc:
-            view, error = None, str(exc)
+    try:
+        backend = load_backend(c.config)
+    except GridError as exc:
+        return merge_backend(node_rows(c), None, str(exc))
+    remote = [n for n in nodes if n not in local]
+    rows: dict[str, NodeStatus] = {}
+    if not remote:  # nothing to read beside the engine, so no thread (concurrent.futures costs 2 ms to import)
+        view, error = _engine_view(backend, c)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            engine = pool.submit(_engine_view, backend, c)
+            rows = {r.name: r for r in node_rows(c, remote)}
+            view, error = engine.result()
     known = {n.name: view[n.name] for n in local if view and n.name in view and view[n.name].metrics is not None}
     rows.update({r.name: r for r in node_rows(c, local, known)} if local else {})
     return merge_backend([rows[n.name] for n in nodes], view, error)
