@@ -50,3 +50,26 @@ def test_records_stay_frozen_picklable_and_unequal_across_subclasses() -> None:
     assert OffloadStatus() != ControllerStatus()
     metrics = NodeMetrics("psutil", 1.0, 2.0)
     assert repr(metrics).startswith("NodeMetrics(source='psutil', cpu_percent=1.0, memory_percent=2.0, ")
+
+
+def test_every_name_of_grid_core_types_is_where_the_facade_says() -> None:
+    import importlib
+
+    from grid_core import types
+
+    for module, names in types.MODULES.items():
+        assert set(importlib.import_module(f"grid_core.types.{module}").__all__) == set(names), module
+    assert types.ControllerStatus is importlib.import_module("grid_core.types.offload").ControllerStatus
+    with pytest.raises(AttributeError):
+        types.NoSuchRecord  # noqa: B018
+
+
+def test_a_name_loads_only_its_own_module() -> None:
+    """What a status command gains from the split: `jobs list` builds no offload records."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom grid_core.types import JobRecord, NodeMetrics\n"
+             "print(sorted(m for m in sys.modules if m.startswith('grid_core.types.')))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['grid_core.types.jobs', 'grid_core.types.readings']"

@@ -19,33 +19,21 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from grid_core import types  # records by attribute, so each record module loads when first used
 from grid_core.cluster import on_node, python_candidates
 from grid_core.errors import GridError
 from grid_core.record import record
 from grid_core.state import state_dir
-from grid_core.types import (
-    Boost,
-    Check,
-    CommandResult,
-    ControllerStatus,
-    EngineNode,
-    JobSpec,
-    NodeMetrics,
-    NodeOutcome,
-    Progress,
-    ShellEnv,
-    TransportError,
-    WorkRequest,
-    wire,
-)
+from grid_core.types import Check, CommandResult, NodeOutcome, Progress, ShellEnv, TransportError, wire
 from grid_plugin_ray_backend import auth, gcs, layout, records
 
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
     from grid_core.config import ClusterConfig, NodeConfig
 
+R = TypeVar("R")  # a record the service answers with
 DISTS = ("ray", "grid-core", "grid-plugin-ray-backend")
 PROBE_TIMEOUT = 60.0
 START_TIMEOUT = 180.0  # one `ray start`; a cold start on a slow disk takes tens of seconds
@@ -464,15 +452,15 @@ class RayBackend:
         order = [n.name for n in cfg.nodes] + [n for n in outcomes if n not in known]
         return [outcomes[name] for name in order if name in outcomes]
 
-    def status(self, cluster: Cluster) -> dict[str, EngineNode]:
+    def status(self, cluster: Cluster) -> dict[str, types.EngineNode]:
         names = [n.name for n in self.config.nodes]
         address = records.load(self.config.name).gcs_address
         if address is None:
-            return dict.fromkeys(names, EngineNode(error="not started; start it with `grid cluster start`"))
+            return dict.fromkeys(names, types.EngineNode(error="not started; start it with `grid cluster start`"))
         try:
             nodes = gcs.alive_by_name(self._ray_nodes(cluster, address))
         except GridError as exc:
-            return dict.fromkeys(names, EngineNode(error=str(exc)))
+            return dict.fromkeys(names, types.EngineNode(error=str(exc)))
         readings: dict[str, Any] = {}
         if any(n.transport_name == "local" for n in self.config.nodes):  # only a local node's row uses them
             with contextlib.suppress(GridError):  # a service that cannot say: the CLI reads the nodes itself
@@ -480,11 +468,11 @@ class RayBackend:
         out = {}
         for name in names:
             node, reading = nodes.get(name), readings.get(name)
-            out[name] = EngineNode(error="not in the Ray cluster") if node is None else EngineNode(
+            out[name] = types.EngineNode(error="not in the Ray cluster") if node is None else types.EngineNode(
                 alive=True, node_id=node.node_id, address=node.address, cpus=node.total.get("CPU", 0.0),
                 gpus=node.total.get("GPU", 0.0), memory_bytes=int(node.total.get("memory", 0)),
                 resources=gcs.resource_usage(node),
-                metrics=wire().structure(reading["metrics"], NodeMetrics) if reading else None,
+                metrics=wire().structure(reading["metrics"], types.NodeMetrics) if reading else None,
                 metrics_age=float(reading["age"]) if reading else None)
         return out
 
@@ -497,7 +485,7 @@ class RayBackend:
 
         return channel.call(self.config, cluster, op, params, on_output=on_output, streaming=streaming)
 
-    def submit(self, cluster: Cluster, spec: JobSpec, *, detach: bool,
+    def submit(self, cluster: Cluster, spec: types.JobSpec, *, detach: bool,
                on_output: Callable[[str, str], None]) -> tuple[str, int | None]:
         job_id = spec.job_id or new_job_id()
         payload = {"job_id": job_id, "node": spec.node, "argv": list(spec.argv), "cpus": spec.cpus,
@@ -526,7 +514,7 @@ class RayBackend:
             raise GridError(f"no Ray cluster answers at {address}")
         return [gcs.RayNode(**node) for node in self._call(cluster, "nodes").result]
 
-    def boost_for(self, cluster: Cluster, request: WorkRequest) -> tuple[str, str] | None:
+    def boost_for(self, cluster: Cluster, request: types.WorkRequest) -> tuple[str, str] | None:
         """A boost lent to the request's origin with room for it: (node, boost reservation)."""
         state = records.load(self.config.name)
         if state.gcs_address is None or not request.origin:
@@ -574,32 +562,32 @@ class RayBackend:
 
     # ------------------------------------------------------------------ the offload controller
 
-    def _control(self, cluster: Cluster, action: str, params: dict[str, Any]) -> Any:
-        """Ask the offload controller in the grid service; its answer, as plain data."""
-        return self._call(cluster, "offload", {"action": action, **params}).result
+    def _control(self, cluster: Cluster, action: str, params: dict[str, Any], answer: type[R]) -> R:
+        """Ask the offload controller in the grid service; its answer, read as the record `answer`."""
+        return wire().structure(self._call(cluster, "offload", {"action": action, **params}).result, answer)
 
-    def offload_status(self, cluster: Cluster) -> ControllerStatus:
-        return wire().structure(self._control(cluster, "status", {}), ControllerStatus)
+    def offload_status(self, cluster: Cluster) -> types.ControllerStatus:
+        return self._control(cluster, "status", {}, types.ControllerStatus)
 
     def configure_offload(self, cluster: Cluster, *, enabled: bool | None = None, policy: str | None = None,
-                          high: Mapping[str, float] | None = None) -> ControllerStatus:
+                          high: Mapping[str, float] | None = None) -> types.ControllerStatus:
         params = {"enabled": enabled, "policy": policy, "high": dict(high) if high else None}
-        return wire().structure(self._control(cluster, "configure", params), ControllerStatus)
+        return self._control(cluster, "configure", params, types.ControllerStatus)
 
-    def hold(self, cluster: Cluster, node: str, reason: str) -> ControllerStatus:
-        return wire().structure(self._control(cluster, "hold", {"node": node, "reason": reason}), ControllerStatus)
+    def hold(self, cluster: Cluster, node: str, reason: str) -> types.ControllerStatus:
+        return self._control(cluster, "hold", {"node": node, "reason": reason}, types.ControllerStatus)
 
-    def release(self, cluster: Cluster, node: str) -> ControllerStatus:
-        return wire().structure(self._control(cluster, "release", {"node": node}), ControllerStatus)
+    def release(self, cluster: Cluster, node: str) -> types.ControllerStatus:
+        return self._control(cluster, "release", {"node": node}, types.ControllerStatus)
 
     def boost(self, cluster: Cluster, *, target: str, resource: str, amount: float, priority: str,
-              duration: float | None = None, source: str | None = None) -> Boost:
+              duration: float | None = None, source: str | None = None) -> types.Boost:
         params = {"target": target, "resource": resource, "amount": amount, "priority": priority,
                   "duration": duration, "source": source}
-        return wire().structure(self._control(cluster, "boost", params), Boost)
+        return self._control(cluster, "boost", params, types.Boost)
 
-    def release_boost(self, cluster: Cluster, boost_id: str) -> Boost:
-        return wire().structure(self._control(cluster, "boost_release", {"boost_id": boost_id}), Boost)
+    def release_boost(self, cluster: Cluster, boost_id: str) -> types.Boost:
+        return self._control(cluster, "boost_release", {"boost_id": boost_id}, types.Boost)
 
 
 def new_job_id() -> str:

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from grid_core import types  # by attribute: the status records load when first used
 from grid_core.errors import GridError
 from grid_core.record import record
-from grid_core.types import ResourceUse
 from grid_plugin_ray_backend.layout import NODE_RESOURCE
 
 PREFIX = NODE_RESOURCE.format("")
@@ -123,14 +123,14 @@ def wait_for(address: str, ready: Callable[[list[RayNode]], Any], timeout: float
         time.sleep(interval)
 
 
-def resource_usage(node: RayNode) -> dict[str, ResourceUse]:
+def resource_usage(node: RayNode) -> dict[str, types.ResourceUse]:
     """The node's logical resources (without Ray's and grid's naming resources): total, available, used."""
     out = {}
     for name, total in sorted(node.total.items()):
         if name.startswith(("node:", PREFIX)):
             continue
         available = node.available.get(name, 0.0) if node.alive else 0.0
-        out[name] = ResourceUse(total=total, available=available, used=max(0.0, total - available))
+        out[name] = types.ResourceUse(total=total, available=available, used=max(0.0, total - available))
     return out
 
 
