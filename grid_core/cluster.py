@@ -10,14 +10,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from grid_core import metrics
 from grid_core.config import ClusterConfig, NodeConfig
 from grid_core.errors import GridError
 from grid_core.plugins import PluginHost
 from grid_core.record import record
-from grid_core.types import NodeMetrics, Transport, TransportError
+from grid_core.types import Transport, TransportError
+
+if TYPE_CHECKING:
+    from grid_core.types import NodeMetrics
 
 T = TypeVar("T")
 DEFAULT_VENV = "~/.grid/venv"  # each node's environment, as `grid cluster install` makes it
@@ -167,6 +169,8 @@ class Cluster:
 
     def sample(self, nodes: Sequence[NodeConfig]) -> dict[str, Outcome]:
         """Live metrics per node; an unreachable node carries its reason."""
+        from grid_core import metrics  # here: commands that read no metrics need not build its records
+
         sources = self.metrics_sources()
 
         def read(node: NodeConfig) -> NodeMetrics | None:
