@@ -7,7 +7,8 @@ and `get-1st`, a Pool's first read of a key (a directory round trip, as in a new
 An entry that outlives its writer needs at least one actor call, so the floor for put and a first
 get is a bare call to an actor carrying the same bytes (in, or back). Goals (issue 14): put at
 most 1.5x that call at 1 KB and 1 MB; a first get at most 1.2x it; a repeated get at most 1.0x
-raw ray.get; at 100 MB and above, put and first get at least 0.8x raw.
+raw ray.get; at 100 MB and above, put and first get at least 0.8x raw. Each pool call and its floor
+are taken in turn, round after round, so that load on this machine hits both alike.
 Usage: .venv/bin/python benchmarks/memory_pool.py [--large] [--repeat N]
 """
 
@@ -31,15 +32,18 @@ from grid_plugin_memory_pool import Pool
 KB, MB, GB = 1000, 1000**2, 1000**3
 
 
-def median_seconds(fn: Callable[[], Any], repeat: int) -> float:
+def median_seconds(calls: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+    """Each call's median time, the calls taken in turn in every round so that load hits them alike."""
     for _ in range(3):  # warm up: the first calls start workers and export functions
-        fn()
-    times = []
+        for fn in calls.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -80,17 +84,18 @@ def main() -> None:
             def pool_put(a: Any = array) -> None:
                 pool.put("bench", a, replace=True)
 
-            raw_p, pool_p = median_seconds(raw_put, args.repeat), median_seconds(pool_put, args.repeat)
-            raw_g = median_seconds(lambda refs=refs: ray.get(refs[0]), args.repeat)
-            pool_g = median_seconds(lambda: pool.get("bench"), args.repeat)
-
             def first_get() -> None:
                 pool._cache.clear()  # as a Pool that has not read the key yet
                 pool.get("bench")
 
-            pool_g1 = median_seconds(first_get, args.repeat)
-            bare_in = median_seconds(lambda a=array: ray.get(bare.take.remote(a)), args.repeat)
-            bare_out = median_seconds(lambda: ray.get(bare.give.remote()), args.repeat)
+            # Three groups, each taken in turn: a put empties the Pool's cache, and so does first_get.
+            raw_p, pool_p, bare_in = median_seconds({"raw": raw_put, "pool": pool_put,
+                                                     "bare": lambda a=array: ray.get(bare.take.remote(a))},
+                                                    args.repeat).values()
+            raw_g, pool_g = median_seconds({
+                "raw": lambda refs=refs: ray.get(refs[0]), "pool": lambda: pool.get("bench")}, args.repeat).values()
+            pool_g1, bare_out = median_seconds({
+                "pool": first_get, "bare": lambda: ray.get(bare.give.remote())}, args.repeat).values()
             for op, raw, mine in (("put", raw_p, pool_p), ("get", raw_g, pool_g), ("get-1st", raw_g, pool_g1)):
                 print(f"{size / MB:7.3f}M {op:7} {size / raw / MB:9.0f} MB/s {size / mine / MB:9.0f} MB/s "
                       f"{raw / mine:8.2f}x   ({raw * 1000:.3f} ms; {mine * 1000:.3f} ms)")
