@@ -71,7 +71,28 @@ def test_stop_ends_the_command_s_whole_session_and_then_reports_it_ended(tmp_pat
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid)
+    runner.done.set()  # as run() does once the record is final
     assert not runner.stop()  # it has ended: nothing to stop
+
+
+def test_a_stop_between_retries_ends_the_retries(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    script = f"open({str(runs)!r}, 'a').write('x'); raise SystemExit(1)"
+    runner, registry = Driven("j3", [sys.executable, "-c", script], str(tmp_path), {}, "ns", retries=3), Registry()
+    assert runner._attempt(registry) == 1
+    assert runner.stop()
+    assert runner._attempt(registry) == 128 + signal.SIGTERM
+    assert runs.read_text() == "x"  # the retry never ran
+
+
+def test_each_attempt_has_its_own_time_limit(tmp_path: Path) -> None:
+    """A retry after a timeout that succeeds is a success, not another timeout."""
+    flag = tmp_path / "tried"
+    script = (f"import os, time\nif not os.path.exists({str(flag)!r}):\n"
+              f"    open({str(flag)!r}, 'w').close(); time.sleep(60)\n")
+    runner, registry = Driven("j4", [sys.executable, "-c", script], str(tmp_path), {}, "ns", 1.0, 1), Registry()
+    assert runner._attempt(registry) == 124
+    assert runner._attempt(registry) == 0
 
 
 def _alive(pid: int) -> bool:

@@ -40,6 +40,24 @@ def test_repr_eq_and_hash_are_attrs_own(kw_only: bool, a: tuple[object, ...], b:
     assert make(ours, a) != make(theirs, a)  # another class with equal fields is not equal
 
 
+def test_a_field_s_repr_eq_and_hash_options_are_attrs_own() -> None:
+    def fields() -> dict[str, object]:
+        return {"__annotations__": {"name": "str", "secret": "str", "seen": "float"},
+                "secret": attrs.field(repr=False, default=""), "seen": attrs.field(eq=False, default=0.0)}
+
+    ours, theirs = record(type("Entry", (), fields())), attrs.frozen(type("Entry", (), fields()))
+    for cls in (ours, theirs):
+        assert repr(cls("a", "token", 1.0)) == "Entry(name='a', seen=1.0)"
+        assert cls("a", "x", 1.0) == cls("a", "x", 2.0) and hash(cls("a", "x", 1.0)) == hash(cls("a", "x", 2.0))
+        assert cls("a", "x") != cls("a", "y")
+    nan = float("nan")
+    assert ours("a", "x", nan) == ours("a", "x", nan)  # the same float object, as in attrs' tuples
+    with pytest.raises(TypeError, match=r"attrs\.frozen"):
+        record(type("Own", (), {"__annotations__": {"name": "str"}, "__repr__": lambda self: "own"}))
+    with pytest.raises(TypeError, match=r"attrs\.frozen"):
+        record(type("Keyed", (), {"__annotations__": {"name": "str"}, "name": attrs.field(eq=str.lower)}))
+
+
 def test_records_stay_frozen_picklable_and_unequal_across_subclasses() -> None:
     boost = Boost("b1", "head", "w1", "cpu", 2.0, "high", 1.0, None)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
@@ -59,6 +77,8 @@ def test_every_name_of_grid_core_types_is_where_the_facade_says() -> None:
 
     for module, names in types.MODULES.items():
         assert set(importlib.import_module(f"grid_core.types.{module}").__all__) == set(names), module
+    assert not set(types.MODULES) & set(types._HOME)  # a module named as a name would shadow it once imported
+    assert callable(types.wire) and set(types.__all__) == set(types._HOME)
     assert types.ControllerStatus is importlib.import_module("grid_core.types.offload").ControllerStatus
     with pytest.raises(AttributeError):
         types.NoSuchRecord  # noqa: B018

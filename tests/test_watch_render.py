@@ -12,6 +12,7 @@ from rich.console import Console
 from grid_core.cli.watch import render
 from grid_core.types import (
     Boost,
+    Check,
     ClusterStatus,
     ControllerStatus,
     EngineNode,
@@ -22,6 +23,7 @@ from grid_core.types import (
     NodeMetrics,
     NodeState,
     PoolEntry,
+    ShellEnv,
 )
 
 HOLD = "cpu 93% >= 80% for 2 readings"
@@ -90,7 +92,8 @@ def test_the_cli_s_converter_reads_and_writes_what_cattrs_does() -> None:
         wire().structure({**cattrs.unstructure(STATUS.boosts[0]), "state": "sideways"}, Boost)
 
 
-RECORDS = (ControllerStatus, ClusterStatus, JobRecord, PoolEntry, NodeMetrics, EngineNode)
+RECORDS = (ControllerStatus, ClusterStatus, JobRecord, PoolEntry, NodeMetrics, EngineNode, Boost, HeldWork, Check,
+           ShellEnv)
 
 
 @pytest.mark.parametrize("kind", RECORDS, ids=lambda k: k.__name__)

@@ -5,7 +5,7 @@ and the records the cluster answers with (what `--json` prints).
 - interfaces: Transport, MetricsSource, Scheduler and Backend, their errors and results;
 - readings: a node's metrics, and what schedulers and offload policies see and answer;
 - offload, status, jobs, pool: the records the cluster answers with, by command;
-- wire: how the CLI reads those records and writes `--json`.
+- codec: how the CLI reads those records and writes `--json` (`wire()`).
 
 `from grid_core.types import X` works for every name here. Each module is imported when one of
 its names is first asked for, so a command builds only the classes it uses: every attrs class
@@ -29,9 +29,10 @@ MODULES: dict[str, tuple[str, ...]] = {
     "status": ("ResourceUse", "EngineNode", "NodeStatus", "ClusterStatus"),
     "jobs": ("JobSpec", "JobRecord"),
     "pool": ("PoolEntry",),
-    "wire": ("Wire", "wire"),
+    "codec": ("Wire", "wire"),
 }
 _HOME = {name: module for module, names in MODULES.items() for name in names}
+__all__ = tuple(_HOME)  # `import *` loads every module
 
 
 def __getattr__(name: str) -> Any:
@@ -48,6 +49,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # to type checkers, the names are these modules' own (each one's __all__)
+    from grid_core.types.codec import *  # noqa: F403
     from grid_core.types.interfaces import *  # noqa: F403
     from grid_core.types.jobs import *  # noqa: F403
     from grid_core.types.offload import *  # noqa: F403
@@ -55,4 +57,3 @@ if TYPE_CHECKING:  # to type checkers, the names are these modules' own (each on
     from grid_core.types.readings import *  # noqa: F403
     from grid_core.types.registrations import *  # noqa: F403
     from grid_core.types.status import *  # noqa: F403
-    from grid_core.types.wire import *  # noqa: F403

@@ -134,9 +134,11 @@ class JobRunner:
 
     def _attempt(self, registry: Any) -> int:
         """Run the command once, its output sent to the registry as it comes; its exit status
-        (127: it could not start; 124: execution.timeout_seconds ran out, as timeout(1) says)."""
+        (127: it could not start; 124: execution.timeout_seconds ran out, as timeout(1) says;
+        143, as for SIGTERM, when the job was stopped before this attempt began)."""
+        self.timed_out = False
         with self.starting:
-            if self.stopping:  # stopped before its command started: it never starts
+            if self.stopping:  # stopped before this attempt's command started: it never starts
                 return 128 + signal.SIGTERM
             try:
                 self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
@@ -191,13 +193,13 @@ class JobRunner:
 
     def stop(self) -> bool:
         """SIGTERM the job's whole session, SIGKILL it after a grace period; False if it had ended.
-        A job whose command has not started yet never starts it."""
+        A job stopped before its command starts, or between retries, runs no further attempt."""
         with self.starting:
-            proc = self.proc
-            if proc is not None and proc.poll() is not None:
+            if self.done.is_set():
                 return False
             self.stopping = True
-        if proc is None:
+            proc = self.proc
+        if proc is None or proc.poll() is not None:
             return True
         _signal_group(proc.pid, signal.SIGTERM)
         try:

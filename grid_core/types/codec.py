@@ -4,7 +4,9 @@ and mappings, which cattrs reads back as well (`cattrs.structure(data, Record)`)
 from __future__ import annotations
 
 import functools
+import typing
 from collections.abc import Mapping
+from types import UnionType
 from typing import Any, Literal
 
 import attrs
@@ -30,14 +32,11 @@ class Wire:
         return self.fields[kind]
 
     def structure(self, data: Any, kind: Any) -> Any:
-        import types
-        import typing
-
         if isinstance(kind, type) and attrs.has(kind):
             return kind(**{alias: self.structure(data[name], hint)
                            for name, hint, alias in self._fields(kind) if name in data})
         origin, args = typing.get_origin(kind), typing.get_args(kind)
-        if origin is typing.Union or origin is types.UnionType:
+        if origin is typing.Union or origin is UnionType:
             if data is None and type(None) in args:
                 return None
             values = [a for a in args if a is not type(None)]
