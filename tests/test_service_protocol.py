@@ -109,3 +109,17 @@ def test_a_request_s_staged_data_is_read_once_and_only_from_the_staging_director
             with pytest.raises(ServiceError, match=message):
                 client.read_data()
     assert elsewhere.exists()
+
+
+def test_the_engine_check_before_asking_the_service_answers_for_addresses_and_names() -> None:
+    """gcs.port_open: an address is connected to without a name lookup; a name is looked up."""
+    from grid_plugin_ray_backend.gcs import port_open
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert port_open(f"127.0.0.1:{port}") and port_open(f"localhost:{port}")
+    assert not port_open(f"127.0.0.1:{port}")  # closed now
+    for refused in ("[::1]:1", "no-such-host.invalid:6379", "127.0.0.1:port", "nothing"):
+        assert not port_open(refused, timeout=2)

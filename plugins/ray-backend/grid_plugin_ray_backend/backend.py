@@ -9,7 +9,6 @@ fail). stop: end the processes grid started on each node, by PID (onnode.py), wo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import posixpath
@@ -458,13 +457,13 @@ class RayBackend:
         if address is None:
             return dict.fromkeys(names, types.EngineNode(error="not started; start it with `grid cluster start`"))
         try:
-            nodes = gcs.alive_by_name(self._ray_nodes(cluster, address))
+            _engine_answers(address)
+            answer = self._call(cluster, "status").result
         except GridError as exc:
             return dict.fromkeys(names, types.EngineNode(error=str(exc)))
-        readings: dict[str, Any] = {}
-        if any(n.transport_name == "local" for n in self.config.nodes):  # only a local node's row uses them
-            with contextlib.suppress(GridError):  # a service that cannot say: the CLI reads the nodes itself
-                readings = self._call(cluster, "readings").result or {}
+        nodes = gcs.alive_by_name([gcs.RayNode(**node) for node in answer["nodes"]])
+        # Only a local node's row uses a reading (cluster status reads other nodes through their transport).
+        readings = answer["readings"] if any(n.transport_name == "local" for n in self.config.nodes) else {}
         out = {}
         for name in names:
             node, reading = nodes.get(name), readings.get(name)
@@ -510,8 +509,7 @@ class RayBackend:
 
     def _ray_nodes(self, cluster: Cluster, address: str) -> list[gcs.RayNode]:
         """Every node the GCS at `address` knows, as the service on the head asked it."""
-        if not gcs.port_open(address):
-            raise GridError(f"no Ray cluster answers at {address}")
+        _engine_answers(address)
         return [gcs.RayNode(**node) for node in self._call(cluster, "nodes").result]
 
     def boost_for(self, cluster: Cluster, request: types.WorkRequest) -> tuple[str, str] | None:
@@ -588,6 +586,12 @@ class RayBackend:
 
     def release_boost(self, cluster: Cluster, boost_id: str) -> types.Boost:
         return self._control(cluster, "boost_release", {"boost_id": boost_id}, types.Boost)
+
+
+def _engine_answers(address: str) -> None:
+    """Fail fast, with the reason, when nothing listens at the GCS (the service would wait on it)."""
+    if not gcs.port_open(address):
+        raise GridError(f"no Ray cluster answers at {address}")
 
 
 def new_job_id() -> str:

@@ -283,20 +283,25 @@ class GridService:
 
     def nodes(self, client: Client) -> int:
         """What the GCS says about each node (gcs.RayNode fields)."""
+        client.frame("result", self._nodes())
+        return 0
+
+    def status(self, client: Client) -> int:
+        """`cluster status` in one request: {"nodes": what `nodes` answers, "readings": each node's
+        fresh reading as the controller has it, {node: {"age": s, "metrics": ...}}}."""
+        import cattrs
+
+        readings = {name: {"age": age, "metrics": cattrs.unstructure(m)}
+                    for name, (age, m) in self.controller.fresh_readings().items()}
+        client.frame("result", {"nodes": self._nodes(), "readings": readings})
+        return 0
+
+    def _nodes(self) -> list[dict[str, Any]]:
         import attrs
 
         from grid_plugin_ray_backend import gcs
 
-        client.frame("result", [attrs.asdict(n) for n in gcs.read_nodes(self.address)])
-        return 0
-
-    def readings(self, client: Client) -> int:
-        """Each node's fresh reading as the controller has it: {node: {"age": s, "metrics": ...}}."""
-        import cattrs
-
-        client.frame("result", {name: {"age": age, "metrics": cattrs.unstructure(m)}
-                                for name, (age, m) in self.controller.fresh_readings().items()})
-        return 0
+        return [attrs.asdict(n) for n in gcs.read_nodes(self.address)]
 
     def boost_groups(self, client: Client, target: str) -> int:
         import attrs
@@ -484,7 +489,7 @@ class GridService:
 
 
 HANDLERS: dict[str, Callable[..., int]] = {
-    "nodes": GridService.nodes, "readings": GridService.readings, "boost_groups": GridService.boost_groups,
+    "nodes": GridService.nodes, "status": GridService.status, "boost_groups": GridService.boost_groups,
     "offload": GridService.offload,
     "run": GridService.run, "jobs": GridService.jobs, "logs": GridService.logs, "stop_job": GridService.stop_job,
 }
