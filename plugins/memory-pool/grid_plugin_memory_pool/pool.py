@@ -227,8 +227,9 @@ class Directory:
 
         `stored` is the holder's answer: Ray waits for it before this runs. `put` is the rest,
         (key, node, node_id, size, kind, replace, evict, inline), as one argument: Ray serializes
-        each argument apart, and eight added 0.3 ms to a small put's 1 ms where one tuple adds 0.1. A small value comes `inline`
-        instead of stored and stays here; it still belongs to its node, and is lost with it."""
+        each argument apart, and eight added 0.3 ms to a small put's 1 ms where one tuple adds 0.1.
+        A small value comes `inline` instead of stored and stays here; it still belongs to its node,
+        and is lost with it."""
         key, node, node_id, size, kind, replace, evict, inline = put
         victims = self._make_room(key, node, size, replace, evict)
         for victim in victims:
