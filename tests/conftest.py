@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# The seed project's own config, unchanged, where the seed keeps it (config/ of its project folder).
+SEED_FILE = REPO / "examples" / "seed-project" / "config" / "my-cluster-enhanced.yaml"
 
 
 @pytest.fixture(autouse=True)

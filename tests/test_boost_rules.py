@@ -11,7 +11,8 @@ from grid_core.boost import expired, expires_at, parse_duration, plan, share_lim
 from grid_core.config import load_file, structure
 from grid_core.errors import GridError
 from grid_core.types import Boost, GpuReading, NodeMetrics
-from tests.test_config import EVERY_KEY, REPO
+from tests.conftest import SEED_FILE
+from tests.test_config import EVERY_KEY
 
 FREE = {"head": {"cpu": 8.0}, "w1": {"cpu": 1.0}, "w2": {"cpu": 3.0}}
 
@@ -52,7 +53,7 @@ def test_impossible_requests_are_clear(kwargs: dict[str, object], message: str) 
 
 
 def test_seed_sharing_limits_cap_what_a_node_lends() -> None:
-    limits = share_limits(load_file(REPO / "config" / "my-cluster-enhanced.yaml"))
+    limits = share_limits(load_file(SEED_FILE))
     assert limits["gpu1"] == {"cpu": 8.0, "gpu": 1.0, "memory": 8.0, "priority": 0.8}
     assert limits["gpu-master"] == {"cpu": 0.0, "gpu": 0.0, "memory": 0.0, "priority": 1.0}  # can_share: false
     free = {"gpu-master": {"cpu": 16.0}, "gpu1": {"cpu": 10.0}}
@@ -62,7 +63,7 @@ def test_seed_sharing_limits_cap_what_a_node_lends() -> None:
 
 
 def test_higher_priority_sources_are_chosen_first() -> None:
-    limits = share_limits(load_file(REPO / "config" / "my-cluster-enhanced.yaml"))
+    limits = share_limits(load_file(SEED_FILE))
     free = {"gpu-master": {"cpu": 8.0}, "gpu1": {"cpu": 6.0}, "gpu2": {"cpu": 2.0}}
     assert plan("gpu-master", "cpu", 2, "normal", free, [], limits=limits).source == "gpu2"  # 0.9 over 0.8
     assert plan("gpu-master", "cpu", 3, "normal", free, [], limits=limits).source == "gpu1"  # gpu2 has too little

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from grid_core import config
 from grid_core.errors import ConfigError
-from tests.conftest import grid
+from tests.conftest import SEED_FILE, grid
 
 REPO = Path(__file__).resolve().parent.parent
 EVERY_KEY = REPO / "tests" / "data" / "seed-every-key.yaml"
@@ -36,7 +36,7 @@ def test_example_configs_load() -> None:
 
 
 def test_the_seed_projects_own_file_means_what_it_says() -> None:
-    cfg = config.load_file(REPO / "config" / "my-cluster-enhanced.yaml")
+    cfg = config.load_file(SEED_FILE)
     assert cfg.head.name == "gpu-master"  # role master is the head
     assert (cfg.offload.high.cpu, cfg.offload.high.memory, cfg.offload.low.memory) == (80.0, 70.0, 30.0)
     assert cfg.offload.interval_seconds == 10  # monitoring_interval_seconds
@@ -257,7 +257,7 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_round_trip_through_toml() -> None:
-    cfg = config.load_file(REPO / "config" / "my-cluster-enhanced.yaml")
+    cfg = config.load_file(SEED_FILE)
     again = config.structure(config.unstructure(cfg), "again")
     assert config.unstructure(again) == config.unstructure(cfg)
     tomli_w.dumps(config.unstructure(cfg))  # representable in TOML
@@ -453,13 +453,13 @@ def test_what_would_fail_later_is_refused_by_validate_through_the_cli(tmp_path: 
         assert line in result.stderr, (line, result.stderr)
 
 
-@pytest.mark.parametrize("name", ["config/local.toml", "config/three-nodes.toml", "config/my-cluster-enhanced.yaml",
-                                  "tests/data/seed-every-key.yaml"])
+@pytest.mark.parametrize("name", ["config/local.toml", "config/three-nodes.toml",
+                                  "examples/seed-project/config/my-cluster-enhanced.yaml", "tests/data/seed-every-key.yaml"])
 def test_unstructure_writes_what_the_cattrs_converter_writes(name: str) -> None:
     """config.unstructure uses attrs' asdict (no code generation) for what cattrs would write."""
     cfg = config.load_file(Path(__file__).resolve().parent.parent / name)
     cfg = attrs.evolve(cfg, plugins={"memory-pool": {"capacity_share": 0.5}}, notes=("a note",))
-    assert config.unstructure(cfg) == _pruned(config._converter().unstructure(cfg))
+    assert config.unstructure(cfg) == _pruned(config.converter.unstructure(cfg))
 
 
 def _pruned(value: Any) -> Any:
@@ -470,13 +470,13 @@ def _pruned(value: Any) -> Any:
 
 
 def test_parsed_configs_are_kept_and_never_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """load_file keeps what it parsed (config._keep); an edit, even of the same size within the
+    """load_file keeps what it parsed (config.cache.keep); an edit, even of the same size within the
     same second, is read afresh; a damaged entry is ignored; a config with problems is never kept."""
     monkeypatch.setenv("GRID_STATE_DIR", str(tmp_path / "state"))
     path = tmp_path / "grid.toml"
     path.write_text('name = "aa"\n[[nodes]]\nname = "n1"\n')
     assert config.load_file(path).name == "aa"
-    kept = config._cache_file(path)
+    kept = config.cache.file_for(path)
     assert kept.exists() and config.load_file(path) == config.structure(config.parse_file(path), str(path))
     path.write_text('name = "bb"\n[[nodes]]\nname = "n1"\n')  # same size, same second
     assert config.load_file(path).name == "bb"

@@ -52,7 +52,11 @@ class GridContext:
         if self._config is None:
             from grid_core import config
 
-            self._config = config.load(self.config_path)
+            path, found = config.find_config_path(self.config_path)
+            self._config = config.embedded_default() if path is None else config.load_file(path)
+            if path is not None and found:
+                # A file picked up from the working folder could be another cluster's: say which.
+                sys.stderr.write(f"grid: config {path} (found in this folder)\n")
             self.setup_logging(self._config)
             logging.getLogger(__name__).debug("config from %s", self._config.source)
         return self._config
