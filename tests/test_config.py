@@ -454,7 +454,8 @@ def test_what_would_fail_later_is_refused_by_validate_through_the_cli(tmp_path: 
 
 
 @pytest.mark.parametrize("name", ["config/local.toml", "config/three-nodes.toml",
-                                  "examples/seed-project/config/my-cluster-enhanced.yaml", "tests/data/seed-every-key.yaml"])
+                                  "examples/seed-project/config/my-cluster-enhanced.yaml",
+                                  "tests/data/seed-every-key.yaml"])
 def test_unstructure_writes_what_the_cattrs_converter_writes(name: str) -> None:
     """config.unstructure uses attrs' asdict (no code generation) for what cattrs would write."""
     cfg = config.load_file(Path(__file__).resolve().parent.parent / name)

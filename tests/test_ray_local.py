@@ -28,26 +28,34 @@ from tests.conftest import grid
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-@pytest.fixture(scope="module")
-def local_env() -> Iterator[dict[str, str]]:
-    if not _port_free(6379):
-        pytest.skip("port 6379 (the embedded default's) is in use on this machine")
-    root = Path(tempfile.mkdtemp(prefix="grl", dir="/tmp"))  # short: a Unix socket path holds 107 bytes
+def make_env(prefix: str) -> tuple[Path, dict[str, str]]:
+    """A home, state and Ray temp dir of their own, as another user or HOME would have."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # short: a Unix socket path holds 107 bytes
     env = {"HOME": str(root / "home"), "GRID_STATE_DIR": str(root / "state"), "RAY_TMPDIR": str(root / "rt"),
-           "XDG_STATE_HOME": str(root / "xdg"), "RAY_AUTH_MODE": "disabled", "GRID_CONFIG": ""}
+           "XDG_STATE_HOME": str(root / "xdg"), "RAY_AUTH_MODE": "disabled"}
     for key in ("HOME", "RAY_TMPDIR"):
         Path(env[key]).mkdir(parents=True)
-    env.pop("GRID_CONFIG")
-    yield env
+    return root, env
+
+
+def kill_cluster(root: Path, env: dict[str, str]) -> None:
     for pid in onnode.grid_processes(node_dir(env))[0]:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture(scope="module")
+def local_env() -> Iterator[dict[str, str]]:
+    # Port 6379, a fixed port's usual choice, is taken for the module (here, or already by someone
+    # else's Ray): the embedded default must choose its own.
+    with socket.socket() as taken:
+        with contextlib.suppress(OSError):
+            taken.bind(("0.0.0.0", 6379))
+            taken.listen()
+        root, env = make_env("grl")
+        yield env
+        kill_cluster(root, env)
 
 
 def node_dir(env: dict[str, str]) -> str:
@@ -249,6 +257,26 @@ def test_a_driver_without_the_token_is_refused(started: dict[str, str]) -> None:
         out, _ = proc.communicate(timeout=90)
         assert proc.returncode != 0 and "CONNECTED" not in out, name
         assert "InvalidAuthToken" in out or "Authentication" in out, (name, out[-2000:])
+
+
+def test_a_second_home_runs_its_own_embedded_default_beside_the_first(started: dict[str, str]) -> None:
+    """Two users (two HOMEs and state directories) on one machine each start the embedded default:
+    each chooses its own free GCS port, keeps it, and both run jobs."""
+    root, other = make_env("gr2")
+    try:
+        result = run(other, "cluster", "start", "--json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        ports = [int((Path(e["GRID_STATE_DIR"]) / "local" / layout.KEPT_PORT).read_text()) for e in (started, other)]
+        assert ports[0] != ports[1] and all(p in layout.AUTO_PORTS for p in ports), ports
+        for env in (started, other):
+            job = run(env, "run", "--", sys.executable, "-c", "print('ran')")
+            assert (job.returncode, job.stdout) == (0, "ran\n"), job.stderr
+        assert status(other)["node_id"] != status(started)["node_id"]
+        stopped = run(other, "cluster", "stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert status(started)["alive"] is True  # the other's stop ended only its own cluster
+    finally:
+        kill_cluster(root, other)
 
 
 def test_stop_leaves_no_process_of_the_cluster(started: dict[str, str]) -> None:

@@ -72,3 +72,28 @@ def test_records_round_trip_and_an_empty_object_is_no_record() -> None:
     assert records.load("lab") == saved
     (state.state_dir("lab") / records.FILE).write_text(json.dumps({}))
     assert records.load("lab") == records.Records()
+
+
+def test_the_embedded_default_keeps_a_free_gcs_port_and_a_file_s_port_is_its_own(tmp_path: Path) -> None:
+    """The embedded default's GCS port is chosen free once, kept in the state directory and reused;
+    one taken by someone else is replaced; the running cluster's own port is kept though it is
+    bound; a config file's backend.port is used as written."""
+    import socket
+
+    from grid_core.config import embedded_default, structure
+    from grid_plugin_ray_backend import layout
+
+    config = embedded_default()
+    first = layout.gcs_port(config, "10.0.0.1", None)
+    assert first in layout.AUTO_PORTS
+    assert (state.state_dir("local") / layout.KEPT_PORT).read_text().strip() == str(first)
+    assert layout.gcs_port(config, "10.0.0.1", None) == first
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", first))
+        taken.listen()
+        assert layout.gcs_port(config, "10.0.0.1", f"10.0.0.1:{first}") == first  # ours, running
+        second = layout.gcs_port(config, "10.0.0.1", None)  # someone else's: another one
+    assert second != first and second in layout.AUTO_PORTS
+    assert layout.gcs_port(config, "10.0.0.1", None) == second
+    lab = structure({"name": "lab", "nodes": [{"name": "a", "host": "a.example"}]}, "grid.toml")
+    assert layout.gcs_port(lab, "10.0.0.1", None) == 6379

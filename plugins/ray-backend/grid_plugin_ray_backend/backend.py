@@ -198,7 +198,8 @@ class RayBackend:
         return out
 
     def _gcs_address(self, addresses: dict[str, str]) -> str:
-        return f"{addresses[self.config.head.name]}:{self.config.backend.port}"
+        host = addresses[self.config.head.name]
+        return f"{host}:{layout.gcs_port(self.config, host, records.load(self.config.name).gcs_address)}"
 
     # ------------------------------------------------------------------ the contract
 
@@ -350,7 +351,8 @@ class RayBackend:
         progress(node.name, "copying the token")
         auth.carry(transport, self.config, directory)
         argv = layout.ray_start_argv(self.config, node, python=facts.executable, address=address,
-                                     directory=directory, head_address=head_address)
+                                     directory=directory, head_address=head_address,
+                                     port=int(gcs_address.rpartition(":")[2]))
         progress(node.name, "ray start")
         env = {**self.config.backend.env, **auth.ray_env(directory, self.config.backend.tls),
                CLUSTER_MARKERS_ENV: os.pathsep.join(self._markers(node))}

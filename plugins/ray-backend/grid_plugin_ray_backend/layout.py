@@ -31,6 +31,10 @@ SOCKET_SUFFIX = len("/ray/session_2026-01-01_00-00-00_000000_4194304/sockets/pla
 RETRY_DELAY_MS = 2000
 # Options grid sets itself; the same keys in a node's ray_start_params would break what grid relies on.
 RESERVED = frozenset({"head", "address", "port", "temp-dir", "block", "include-dashboard"})
+# The embedded default's GCS port is chosen here (gcs_port): above Ray's worker ports (10002-19999),
+# below Linux's ephemeral ones (32768 on), and kept in the state directory under KEPT_PORT.
+AUTO_PORTS = range(20000, 30000)
+KEPT_PORT = "gcs-port"
 
 
 def node_resource(name: str) -> str:
@@ -42,6 +46,48 @@ def grid_names(ray_nodes: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     """Ray node id: grid node name, for entries of `ray.nodes()`, by their node_resource."""
     prefix = NODE_RESOURCE.format("")
     return {n["NodeID"]: k[len(prefix):] for n in ray_nodes for k in n["Resources"] if k.startswith(prefix)}
+
+
+def gcs_port(config: ClusterConfig, host: str, recorded: str | None) -> int:
+    """The port of the head's GCS. A config file names it (backend.port, 6379 by default). The
+    embedded default is every user's and every state directory's on one machine, so one fixed port
+    would collide (another user's Ray, the demo left running beside the tests): its port is chosen
+    free at its first start, kept, and reused while it is ours (`recorded`, the running cluster's
+    address) or still free."""
+    from grid_core.config import EMBEDDED_DEFAULT
+    from grid_core.errors import GridError
+    from grid_core.state import state_dir, write_atomic
+
+    if config.source != EMBEDDED_DEFAULT:
+        return config.backend.port
+    kept_file = state_dir(config.name) / KEPT_PORT
+    try:
+        kept = int(kept_file.read_text())
+    except (OSError, ValueError):
+        kept = 0
+    if kept in AUTO_PORTS and (recorded == f"{host}:{kept}" or _port_free(kept)):
+        return kept
+    # Each user and state directory starts looking at its own place in the range, so two of them
+    # rarely try the same ports.
+    import zlib
+
+    start = zlib.crc32(f"{os.getuid()}:{os.path.realpath(state_base())}:{config.name}".encode())
+    for i in range(200):
+        port = AUTO_PORTS[(start + i) % len(AUTO_PORTS)]
+        if _port_free(port):
+            write_atomic(kept_file, f"{port}\n")
+            return port
+    raise GridError(f"no free port for the GCS in {AUTO_PORTS.start}-{AUTO_PORTS.stop - 1} on this machine")
+
+
+def _port_free(port: int) -> bool:
+    """Nothing is bound to the port on any address (a wildcard bind fails if anything is)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def node_dir(config: ClusterConfig, node: NodeConfig) -> str:
@@ -138,13 +184,14 @@ def _system_config(options: dict[str, Any]) -> str:
 
 
 def ray_start_argv(config: ClusterConfig, node: NodeConfig, *, python: str, address: str, directory: str,
-                   head_address: str | None) -> list[str]:
-    """`python -m ray.scripts.scripts start ...` for a head (head_address None) or a worker."""
+                   head_address: str | None, port: int | None = None) -> list[str]:
+    """`python -m ray.scripts.scripts start ...` for a head (head_address None, its GCS on `port`,
+    else backend.port) or a worker."""
     options, _ = start_options(config, node)
     options.setdefault("node-ip-address", address)
     argv = [python, "-m", "ray.scripts.scripts", "start"]
     if head_address is None:
-        argv += ["--head", f"--port={config.backend.port}", f"--system-config={_system_config(options)}"]
+        argv += ["--head", f"--port={port or config.backend.port}", f"--system-config={_system_config(options)}"]
         if config.backend.dashboard:
             argv += ["--include-dashboard=true", f"--dashboard-host={options['node-ip-address']}",
                      f"--dashboard-port={config.backend.dashboard_port}"]
