@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from grid_core.config import ClusterConfig, NodeConfig
 from grid_core.errors import GridError
-from grid_core.plugins import PluginHost
 from grid_core.record import record
-from grid_core.types import Transport, TransportError
+from grid_core.types.interfaces import Transport, TransportError
 
 if TYPE_CHECKING:
-    from grid_core.types import NodeMetrics
+    from grid_core.plugins import PluginHost
+    from grid_core.types.readings import NodeMetrics
 
 T = TypeVar("T")
 DEFAULT_VENV = "~/.grid/venv"  # each node's environment, as `grid cluster install` makes it

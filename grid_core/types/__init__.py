@@ -2,7 +2,8 @@
 and the records the cluster answers with (what `--json` prints).
 
 - registrations: what hooks yield (GridTransport, GridBackend, GridCommand, ...);
-- interfaces: Transport, MetricsSource, Scheduler and Backend, their errors and results;
+- interfaces: Transport, MetricsSource and Scheduler, their errors and results;
+- backend: Backend, the compute engine's interface (it takes the whole cluster);
 - readings: a node's metrics, and what schedulers and offload policies see and answer;
 - offload, status, jobs, pool: the records the cluster answers with, by command;
 - codec: how the CLI reads those records and writes `--json` (`wire()`).
@@ -21,7 +22,8 @@ MODULES: dict[str, tuple[str, ...]] = {
     "registrations": ("NAME_PATTERN", "GridTransport", "GridBackend", "GridScheduler", "GridOffloadPolicy",
                       "GridMetricsSource", "GridCommand", "GridServiceOp"),
     "interfaces": ("CommandResult", "TransportError", "HostKeyError", "AuthError", "Transport", "MetricsSource",
-                   "Scheduler", "Progress", "NodeOutcome", "Check", "ShellEnv", "Backend"),
+                   "Scheduler", "Progress", "NodeOutcome", "Check", "ShellEnv"),
+    "backend": ("Backend",),
     "readings": ("GpuProcess", "GpuReading", "NodeMetrics", "NodeView", "WorkRequest", "OffloadDecision",
                  "ControllerState"),
     "offload": ("BoostState", "Event", "Hold", "Boost", "OffloadInForce", "Decision", "HeldWork", "NodeState",
@@ -49,6 +51,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # to type checkers, the names are these modules' own (each one's __all__)
+    from grid_core.types.backend import *  # noqa: F403
     from grid_core.types.codec import *  # noqa: F403
     from grid_core.types.interfaces import *  # noqa: F403
     from grid_core.types.jobs import *  # noqa: F403

@@ -14,7 +14,8 @@ from grid_core.record import record
 
 if TYPE_CHECKING:
     from grid_core.config import ClusterConfig, NodeConfig
-    from grid_core.types.interfaces import Backend, MetricsSource, Scheduler, Transport
+    from grid_core.types.backend import Backend
+    from grid_core.types.interfaces import MetricsSource, Scheduler, Transport
 
 
 __all__ = (

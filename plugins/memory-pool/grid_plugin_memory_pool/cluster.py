@@ -5,11 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from grid_core.errors import GridError
-from grid_plugin_memory_pool.pool import NodeSlot, Pool, PoolError
+from grid_core.record import record
+from grid_plugin_memory_pool.keys import PoolError
 from grid_plugin_ray_backend.api import NODE_RESOURCE, init_ray
 
 DEFAULT_SHARE = 0.5  # of each node's object store, unless plugins.memory-pool sets capacity_gb
 PREFIX = NODE_RESOURCE.format("")
+
+
+@record
+class NodeSlot:
+    """A grid node as the pool sees it: its Ray node id, its pin resource and its capacity."""
+
+    name: str
+    node_id: str
+    resource: str
+    capacity: int
+    alive: bool
 
 
 def _capacity(settings: dict[str, Any], node: str, store_bytes: float, share: float | None) -> int:
@@ -21,8 +33,9 @@ def _capacity(settings: dict[str, Any], node: str, store_bytes: float, share: fl
     return int(store_bytes * (share if share is not None else settings.get("capacity_share", DEFAULT_SHARE)))
 
 
-def connect(config: Any = None, capacity_share: float | None = None) -> Pool:
-    """The pool of grid's running cluster; reuses this process's Ray connection if it has one."""
+def attach(config: Any = None, capacity_share: float | None = None) -> tuple[list[NodeSlot], str, str]:
+    """The nodes of grid's running cluster as the pool sees them, its Ray namespace and its head
+    (what a Pool is made of); joins the cluster as a Ray driver unless this process already has."""
     from grid_core import config as grid_config
 
     config = config or grid_config.load()
@@ -52,4 +65,4 @@ def connect(config: Any = None, capacity_share: float | None = None) -> Pool:
     if not any(slot.alive for slot in by_name.values()):
         raise PoolError("no grid nodes in this Ray cluster (none has a grid-node-* resource)")
     head = config.head.name if config.head.name in by_name else next(iter(by_name))
-    return Pool(by_name.values(), config.backend.namespace, head)
+    return list(by_name.values()), config.backend.namespace, head

@@ -34,8 +34,8 @@ import attrs
 import numpy
 import ray
 
-from grid_core.record import record
 from grid_core.types import PoolEntry
+from grid_plugin_memory_pool.cluster import NodeSlot, attach
 from grid_plugin_memory_pool.keys import PoolError, check_key
 
 __all__ = ["Pool", "PoolError", "check_key"]
@@ -283,17 +283,6 @@ def call(ref: Any, timeout: float | None = GET_TIMEOUT) -> Any:
         raise PoolError(f"the pool did not answer within {timeout} s") from None
 
 
-@record
-class NodeSlot:
-    """A grid node as the pool sees it: its Ray node id, its pin resource and its capacity."""
-
-    name: str
-    node_id: str
-    resource: str
-    capacity: int
-    alive: bool
-
-
 @attrs.define
 class Cached:
     """What a Pool remembers of an entry it has read."""
@@ -330,10 +319,9 @@ class Pool:
 
     @classmethod
     def connect(cls, config: Any = None, capacity_share: float | None = None) -> Pool:
-        """Attach to the running cluster of `config` (default: grid's config lookup)."""
-        from grid_plugin_memory_pool.cluster import connect
-
-        return connect(config, capacity_share)
+        """Attach to the running cluster of `config` (default: grid's config lookup); reuses this
+        process's Ray connection if it has one."""
+        return cls(*attach(config, capacity_share))
 
     def _actor(self, cls: Any, name: str, node: str) -> Any:
         slot = self.nodes[node]

@@ -20,13 +20,11 @@ def _pool(config: Any) -> Pool:
     """The service's Pool for the config in force, made again when the cluster's nodes change."""
     import ray
 
-    from grid_plugin_memory_pool.cluster import connect
-
     alive = tuple(sorted(n["NodeID"] for n in ray.nodes() if n["Alive"]))
     key = (id(config), alive)
     if key not in _pools:
         _pools.clear()
-        _pools[key] = connect(config)
+        _pools[key] = Pool.connect(config)
     return _pools[key]
 
 

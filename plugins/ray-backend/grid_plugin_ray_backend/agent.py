@@ -41,8 +41,8 @@ class NodeAgent:
         from grid_core import plugins
         from grid_core.cluster import Cluster
         from grid_core.config import structure
+        from grid_plugin_ray_backend.layout import SERVICE
         from grid_plugin_ray_backend.rules import CONFIG_SOURCE
-        from grid_plugin_ray_backend.service import SERVICE
 
         config = structure(self.config_data, CONFIG_SOURCE)
         here = attrs.evolve(config.node(self.node), transport="local")  # read where it runs

@@ -41,13 +41,6 @@ STOP_TIMEOUT = 60.0
 
 
 @cache
-def onnode_source() -> str:
-    from importlib import resources  # here: importlib.resources and .metadata cost a status command 15 ms
-
-    return resources.files("grid_plugin_ray_backend").joinpath("onnode.py").read_text()
-
-
-@cache
 def local_versions() -> dict[str, str | None]:
     """This machine's versions, which every node must match."""
     from importlib import metadata
@@ -115,7 +108,7 @@ class RayBackend:
         transport = cluster.transport(node)
         candidates = python_candidates(self.config, node)
         for python in candidates:
-            result = transport.run([python, "-c", onnode_source(), "probe", self._dir(node), *DISTS],
+            result = transport.run([python, "-c", layout.onnode_source(), "probe", self._dir(node), *DISTS],
                                    timeout=PROBE_TIMEOUT)
             if result.exit_status == 127 or "No such file or directory" in result.stderr:
                 continue
@@ -400,7 +393,7 @@ class RayBackend:
                 progress(node.name, f"initialization: {out.splitlines()[-1][:200]}")
 
     def _stop_processes(self, cluster: Cluster, node: NodeConfig, python: str, directory: str) -> dict[str, Any]:
-        result = cluster.transport(node).run([python, "-c", onnode_source(), "stop", directory],
+        result = cluster.transport(node).run([python, "-c", layout.onnode_source(), "stop", directory],
                                              timeout=STOP_TIMEOUT)
         try:
             answer: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])

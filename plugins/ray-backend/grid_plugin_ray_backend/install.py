@@ -161,10 +161,8 @@ class Installer:
 
     def current(self, node: NodeConfig, python: str) -> dict[str, str | None] | None:
         """The versions in the node's venv, or None when it has no venv yet."""
-        from grid_plugin_ray_backend.backend import onnode_source
-
         names = [*self.versions, *(_requirement_name(x) for x in self.extra)]
-        result = self.run(node, [python, "-c", onnode_source(), "probe", "/nonexistent", *names], timeout=60)
+        result = self.run(node, [python, "-c", layout.onnode_source(), "probe", "/nonexistent", *names], timeout=60)
         if result.exit_status == 127 or "No such file or directory" in result.stderr:
             return None
         if result.exit_status != 0:
@@ -192,9 +190,7 @@ class Installer:
         # finds the later ones' requirements already met.
         base = self.config.backend.python or "python3"
         script = '[ -x "$1/bin/python" ] || "$2" -m venv "$1" || exit 3; shift 2; exec "$@"'
-        from grid_plugin_ray_backend.backend import onnode_source
-
-        argv = [base, "-c", onnode_source(), "locked", f"{venv.rstrip('/')}.lock", "sh", "-c", script, "sh",
+        argv = [base, "-c", layout.onnode_source(), "locked", f"{venv.rstrip('/')}.lock", "sh", "-c", script, "sh",
                 venv, base, *pip]
         result = self.run(node, argv, timeout=PIP_TIMEOUT)
         self.run(node, ["rm", "-rf", directory], timeout=60)

@@ -13,6 +13,7 @@ import os
 import posixpath
 import socket
 from collections.abc import Iterable, Mapping
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from grid_core.cluster import on_node
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from grid_core.config import ClusterConfig, NodeConfig
 
 NODE_RESOURCE = "grid-node-{}"
+SERVICE = "grid-service"  # the service's detached actor (service.py), which every agent reports to
 # Ray's longest socket path is <temp>/ray/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store;
 # a Unix socket path holds at most 107 bytes.
 SOCKET_SUFFIX = len("/ray/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
@@ -35,6 +37,13 @@ RESERVED = frozenset({"head", "address", "port", "temp-dir", "block", "include-d
 # below Linux's ephemeral ones (32768 on), and kept in the state directory under KEPT_PORT.
 AUTO_PORTS = range(20000, 30000)
 KEPT_PORT = "gcs-port"
+
+
+@cache
+def onnode_source() -> str:
+    from importlib import resources  # here: importlib.resources and .metadata cost a status command 15 ms
+
+    return resources.files("grid_plugin_ray_backend").joinpath("onnode.py").read_text()
 
 
 def node_resource(name: str) -> str:

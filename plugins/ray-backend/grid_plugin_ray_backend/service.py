@@ -44,9 +44,8 @@ from typing import Any
 
 from grid_plugin_ray_backend.channel import CALL_TIMEOUT, DATA_CHUNK, SERVICE_ERROR, SOCKET, STAGE_MIN, STAGING
 from grid_plugin_ray_backend.jobs import ACTIVE, REGISTRY, RUNNER, JobRegistry, JobRunner
-from grid_plugin_ray_backend.layout import node_resource
+from grid_plugin_ray_backend.layout import SERVICE, node_resource
 
-SERVICE = "grid-service"
 STATE_FILE = "service-state.json"  # settings, holds and boosts, for a restart of the whole cluster
 POLL_SECONDS = 0.1
 MAX_REQUEST = 64 * 2**20  # the request line; data travels after it in frames
