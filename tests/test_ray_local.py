@@ -166,6 +166,26 @@ def test_detached_job_outlives_the_cli_and_logs_follow(started: dict[str, str]) 
     assert (job["state"], job["exit_status"], job["node"]) == ("failed", 4, "local")
 
 
+def test_job_ids_and_memory_keys_complete_from_the_local_service(started: dict[str, str]) -> None:
+    """The head is this machine: completion asks its service (the Unix socket) for job ids and keys."""
+    from tests.test_completion import complete
+
+    def offered(words: str) -> list[str]:  # a service slower than completion's wait offers nothing: ask again
+        for _ in range(3):
+            if found := complete(words, **started)[0]:
+                return found
+        return []
+
+    listing = json.loads(run(started, "jobs", "list", "--json").stdout)
+    assert listing, "the module has run jobs by now"
+    assert set(offered("grid jobs logs ")) == {j["id"] for j in listing}
+    data = Path(started["HOME"]) / "completion-data"
+    data.write_bytes(b"x")
+    stored = run(started, "memory", "put", "completion-key", str(data))
+    assert stored.returncode == 0, stored.stderr
+    assert offered("grid memory get compl") == ["completion-key"]
+
+
 def test_jobs_stop_ends_the_process_and_frees_its_cpus(started: dict[str, str]) -> None:
     marker = f"grid-test-{os.getpid()}"
     result = run(started, "run", "-d", "--cpus", "1", "--", sys.executable, "-c", "import time; time.sleep(300)",

@@ -24,5 +24,7 @@ def grid_commands():  # type: ignore[no-untyped-def]
                       import_path="grid_core.cli.offload:offload")
     yield GridCommand(name="boost", summary="Borrow capacity from other nodes.",
                       import_path="grid_core.cli.boost:boost")
+    yield GridCommand(name="completion", summary="Print the shell completion script (bash, zsh, fish).",
+                      import_path="grid_core.cli.completion:completion")
     yield GridCommand(name="jobs", summary="List, follow and stop jobs.",
                       import_path="grid_core.cli.run:jobs")

@@ -78,8 +78,8 @@ def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | N
 def cli(ctx: click.Context, no_plugins: bool, verbose: int, debug: bool) -> None:
     """grid: your SSH-reachable machines as one Ray cluster, with a responsive head.
 
-    Config lookup: -c FILE, then $GRID_CONFIG, then ./grid.toml, then a one-node cluster of
-    this machine.
+    Config lookup: -c FILE, then $GRID_CONFIG, then ./grid.toml, then the seed's
+    ./config/my-cluster-enhanced.yaml, then a one-node cluster of this machine.
     """
     from grid_core.cli.context import GridContext
 

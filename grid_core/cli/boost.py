@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from grid_core.cli import completion
 from grid_core.cli.context import FiniteFloat, config_option, json_option, print_json
 from grid_core.cli.offload import ask
 from grid_core.cli.output import clock, console, table
@@ -30,14 +31,15 @@ def boost() -> None:
 
 
 @boost.command()
-@click.argument("target")
+@click.argument("target", shell_complete=completion.nodes)
 @click.argument("resource", type=click.Choice(["cpu", "gpu", "memory"]))
 @click.argument("amount", type=FiniteFloat(min=0, min_open=True))
 @click.option("--priority", type=click.Choice(["low", "normal", "high", "critical"]), default="normal",
               show_default=True, help="A higher priority may preempt lower ones when capacity is short.")
 @click.option("--duration", default=None, metavar="D", callback=_duration,
               help="Expire after D: 90s, 30m, 2h (default: until released).")
-@click.option("--source", default=None, metavar="NODE", help="Lend from this node (default: the one with most free).")
+@click.option("--source", default=None, metavar="NODE",
+              shell_complete=completion.nodes, help="Lend from this node (default: the one with most free).")
 @json_option
 @config_option
 def request(target: str, resource: str, amount: float, priority: str, duration: float | None, source: str | None,

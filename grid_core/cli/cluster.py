@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import click
 
+from grid_core.cli import completion
 from grid_core.cli.context import config_option, json_option, print_json, state
 from grid_core.cli.output import console, join, say, styled, table
 from grid_core.types import ClusterStatus, NodeStatus
@@ -221,7 +222,8 @@ def stop(as_json: bool) -> None:
 @click.option("--wheelhouse", type=click.Path(file_okay=False), default=None,
               help="Install offline from the wheels in DIR (grid's own wheels are added to it).")
 @click.option("--with", "extra", multiple=True, metavar="PKG", help="Also install PKG on every node (repeatable).")
-@click.option("--node", "-n", "names", multiple=True, metavar="NAME", help="Only this node (repeatable).")
+@click.option("--node", "-n", "names", multiple=True, metavar="NAME",
+              shell_complete=completion.nodes, help="Only this node (repeatable).")
 @json_option
 @config_option
 def install(wheelhouse: str | None, extra: tuple[str, ...], names: tuple[str, ...], as_json: bool) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
+from grid_core.cli import completion
 from grid_core.cli.context import FiniteFloat, config_option, json_option, print_json, state
 from grid_core.cluster import ExecResult
 
 
 @click.command("exec")
-@click.option("--node", "-n", "names", multiple=True, metavar="NAME", help="A node by name (repeatable).")
+@click.option("--node", "-n", "names", multiple=True, metavar="NAME",
+              shell_complete=completion.nodes, help="A node by name (repeatable).")
 @click.option("--tag", "-t", "tags", multiple=True, metavar="TAG", help="Nodes with this tag (repeatable).")
 @click.option("--all", "all_nodes", is_flag=True, help="Every node (the default without --node or --tag).")
 @click.option("--parallel", type=click.IntRange(min=1), default=None, help="Nodes in flight at once [32].")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
+from grid_core.cli import completion
 from grid_core.cli.context import FiniteFloat, config_option, json_option, print_json, state
 from grid_core.cli.output import console, table
 from grid_core.errors import GridError
@@ -105,7 +106,7 @@ def node_line(row: NodeState) -> str:
 
 
 @offload.command()
-@click.argument("node")
+@click.argument("node", shell_complete=completion.nodes)
 @click.option("--reason", default="maintenance", help="Shown in status and watch.")
 @config_option
 def hold(node: str, reason: str) -> None:
@@ -115,7 +116,7 @@ def hold(node: str, reason: str) -> None:
 
 
 @offload.command()
-@click.argument("node")
+@click.argument("node", shell_complete=completion.nodes)
 @config_option
 def release(node: str) -> None:
     """Release a hold on NODE."""
@@ -167,7 +168,8 @@ def scan(as_json: bool) -> None:
 
 @offload.command()
 @click.argument("pid", type=click.IntRange(min=1, max=2**31 - 1))  # a pid_t; psutil refuses 0 and below
-@click.option("--to", "target", default=None, metavar="NODE", help="Where to run it (default: the scheduler picks).")
+@click.option("--to", "target", default=None, metavar="NODE",
+              shell_complete=completion.nodes, help="Where to run it (default: the scheduler picks).")
 @click.option("--stop-original", is_flag=True, help="Stop the original once the copy is running.")
 @click.option("--cpus", type=FiniteFloat(min=0), default=1.0, show_default=True, help="CPUs the copy holds.")
 @config_option

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from grid_core.cli import completion
 from grid_core.cli.context import FiniteFloat, config_option, json_option, print_json, state
 from grid_core.cli.output import clock, console, styled, table
 from grid_core.errors import GridError
@@ -95,7 +96,8 @@ def choose_node(c: Cluster, backend: Backend, request: WorkRequest, wanted: str 
 
 
 @click.command("run")
-@click.option("--node", "-n", default=None, metavar="NAME", help="Run on this node (default: the scheduler picks).")
+@click.option("--node", "-n", default=None, metavar="NAME",
+              shell_complete=completion.nodes, help="Run on this node (default: the scheduler picks).")
 @click.option("--cpus", type=FiniteFloat(min=0), default=1.0, show_default=True, help="CPUs the job holds.")
 @click.option("--gpus", type=FiniteFloat(min=0), default=0.0, show_default=True, help="GPUs the job holds.")
 @click.option("--memory", "memory_bytes", default=None, metavar="SIZE", callback=size_option,
@@ -176,7 +178,7 @@ def job_records(found: Iterable[Any]) -> list[JobRecord]:
 @jobs.command()
 @click.option("--follow", "-f", is_flag=True, help="Keep following until the job ends; exit with its status.")
 @config_option
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=completion.job_ids)
 def logs(follow: bool, job_id: str) -> None:
     """A job's output (what is kept of it: the last 8 MiB)."""
     from grid_core.backends import load_backend
@@ -189,7 +191,7 @@ def logs(follow: bool, job_id: str) -> None:
 
 @jobs.command("stop")
 @config_option
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=completion.job_ids)
 def stop_job(job_id: str) -> None:
     """Stop a job: SIGTERM to its whole process group, SIGKILL after 5 s."""
     from grid_core.backends import load_backend

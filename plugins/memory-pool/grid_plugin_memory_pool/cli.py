@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from grid_core.cli import completion
 from grid_core.cli.context import config_option, json_option, print_json, state
 from grid_core.errors import GridError
 from grid_plugin_memory_pool.keys import check_key
@@ -27,15 +28,29 @@ def _ask(action: str, data: bytes | None = None, on_data: Callable[[bytes], obje
         return request(c.config, c, "memory", {"action": action, **params}, data=data, on_data=on_data).result
 
 
+def _complete_keys(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[Any]:
+    """Keys the pool holds, from the service, where the head is this machine (completion.py)."""
+
+    def ask(c: Any) -> list[tuple[str, str]]:
+        from grid_core.types import PoolEntry, wire
+        from grid_plugin_ray_backend.api import request
+
+        entries = wire().structure(request(c.config, c, "memory", {"action": "ls"}).result, list[PoolEntry])
+        return [(e.key, f"{e.size} bytes on {e.node}") for e in entries]
+
+    return completion.from_service(ctx, incomplete, ask)
+
+
 @click.group()
 def memory() -> None:
     """Named data kept in the cluster's memory."""
 
 
 @memory.command()
-@click.argument("key")
+@click.argument("key", shell_complete=_complete_keys)
 @click.argument("source", metavar="FILE|-")
-@click.option("--node", "-n", default=None, help="Keep it on this node [this machine's node].")
+@click.option("--node", "-n", default=None,
+              shell_complete=completion.nodes, help="Keep it on this node [this machine's node].")
 @click.option("--replace", is_flag=True, help="Overwrite an existing entry.")
 @click.option("--evict", type=click.Choice(["lru"]), default=None,
               help="Make room by evicting the least recently read entries.")
@@ -54,7 +69,7 @@ def put(key: str, source: str, node: str | None, replace: bool, evict: str | Non
 
 
 @memory.command()
-@click.argument("key")
+@click.argument("key", shell_complete=_complete_keys)
 @click.option("-o", "--output", default="-", metavar="FILE|-", help="Write here [stdout].")
 @config_option
 def get(key: str, output: str) -> None:
@@ -96,7 +111,7 @@ def list_entries(as_json: bool) -> None:
 
 
 @memory.command("rm")
-@click.argument("key")
+@click.argument("key", shell_complete=_complete_keys)
 @config_option
 def remove(key: str) -> None:
     """Remove the entry KEY."""
