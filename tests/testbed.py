@@ -139,13 +139,18 @@ class Testbed:
         keep_visible: Iterable[Path | str] = (),
         ready_timeout: float | None = None,
         cpus: Mapping[str, str] | None = None,
+        users: Sequence[str] = (),
     ) -> None:
         """`path_extra`: directories put before the standard PATH in ssh sessions (default: this
         interpreter's bin directory, so the project's python and `ray` are found as on a node
         where they are installed; pass () for a bare node). `keep_visible`: paths under /tmp,
         besides the workdir and this interpreter's prefix, that hosts must still see. `cpus`: host
         name -> a taskset CPU list ("0", "2-3") the host runs on, everything in it included, so
-        that hosts do not share CPUs (TESTBED.md section 3a)."""
+        that hosts do not share CPUs (TESTBED.md section 3a). `users`: login names besides root that
+        the hosts accept (with the same client key), as a lab's own accounts: each host gets its own
+        passwd, shadow and group with them, and a home under its private /tmp; nothing changes on
+        this machine. Their sessions reach this interpreter through a 0755 cover on /root that
+        keeps only `keep_visible`'s paths under it (root's home is 0700, and pyenv lives there)."""
         global _seq
         if n_hosts < 1:
             raise ValueError("n_hosts must be at least 1")
@@ -170,6 +175,7 @@ class Testbed:
         )
         self._keep_visible = [Path(p) for p in (self.workdir, sys.prefix, sys.base_prefix, *keep_visible)]
         self._cpus = dict(cpus or {})
+        self.users = tuple(users)
         self._ready_timeout = ready_timeout if ready_timeout is not None else 10.0 + 0.5 * n_hosts
         self._state = _State()
         self._finalizer = weakref.finalize(self, _teardown, self._state)
@@ -317,8 +323,11 @@ Subsystem sftp internal-sftp
         ]
         if h.name in self._cpus:  # sshd, and all it starts (Ray included), inherit the affinity
             lines.append(f"taskset -cp {_q(self._cpus[h.name])} $$ >/dev/null")
-        bashrc = Path(pwd.getpwuid(0).pw_dir) / ".bashrc"
-        if bashrc.exists():
+        root_home = Path(pwd.getpwuid(0).pw_dir)
+        bashrc = root_home / ".bashrc"
+        if self.users:
+            lines += self._user_lines(h, root_home)
+        elif bashrc.exists():
             lines.append(f"mount --bind {_q(self.rc_file)} {_q(bashrc)}")
         # Build the private /tmp aside, bind the kept paths into it, then move it over /tmp
         # (unshare made every mount private, which --move needs).
@@ -329,12 +338,39 @@ Subsystem sftp internal-sftp
         lines += [
             f"mount --move {_q(stage)} /tmp",
             "mkdir -p /run/sshd",  # sshd's privilege-separation directory
+            *(f"install -d -m 700 -o {uid} -g {uid} /tmp/home/{name}" for name, uid in self._uids()),
             f"/bin/sh {_q(h.dir / 'start_sshd.sh')}",
             # As PID 1 this shell inherits orphans (Ray daemonizes); waiting on a foreground
             # child makes it reap every child, so none lingers as a zombie.
             "while :; do sleep 3600; done",
         ]
         return "\n".join(lines) + "\n"
+
+    def _uids(self) -> list[tuple[str, int]]:
+        return [(name, 20001 + i) for i, name in enumerate(self.users)]
+
+    def _user_lines(self, h: Host, root_home: Path) -> list[str]:
+        """Launcher lines: this host's own account files with `users`, and the /root cover."""
+        lines = []
+        extra = {"passwd": "".join(f"{n}:x:{u}:{u}::/tmp/home/{n}:/bin/sh\n" for n, u in self._uids()),
+                 "shadow": "".join(f"{n}:*:19000:0:99999:7:::\n" for n, _ in self._uids()),  # '*': not locked
+                 "group": "".join(f"{n}:x:{u}:\n" for n, u in self._uids())}
+        for name, added in extra.items():
+            own = h.dir / name
+            own.write_text(Path("/etc", name).read_text() + added)
+            own.chmod(0o640 if name == "shadow" else 0o644)
+            lines.append(f"mount --bind {_q(own)} /etc/{name}")
+        # sshd reads authorized_keys as the user logging in: the way there must be open.
+        for d in (self.workdir, h.dir):
+            d.chmod(0o755)
+        stage = h.dir / "root-stage"
+        stage.mkdir(exist_ok=True)
+        lines += ["umask 022", f"mount -t tmpfs -o mode=755 tmpfs {_q(stage)}",
+                  f"touch {_q(stage / '.bashrc')}", f"mount --bind {_q(self.rc_file)} {_q(stage / '.bashrc')}"]
+        for p in sorted({p.resolve() for p in self._keep_visible if p.resolve().is_relative_to(root_home)}):
+            inner = stage / p.relative_to(root_home)
+            lines += [f"mkdir -p {_q(inner)}", f"mount --bind {_q(p)} {_q(inner)}"]
+        return [*lines, f"mount --move {_q(stage)} {_q(root_home)}"]
 
     def _write_client_files(self) -> None:
         self.known_hosts.write_text(self._known_hosts_text())
