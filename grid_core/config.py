@@ -158,6 +158,14 @@ class NodeSharing:
 
 
 @record(kw_only=True)
+class GpuSpec:
+    """One GPU a node has, for machines grid cannot read (NVML's answer wins where there is one)."""
+
+    model: Annotated[str, Pattern(re.compile(r"^\S(.*\S)?$"), "is not a GPU model name")]
+    memory_gb: Positive  # its total memory, GiB as nvidia-smi counts them (24 for an RTX 4090)
+
+
+@record(kw_only=True)
 class NodeConfig:
     """One machine of the cluster."""
 
@@ -169,6 +177,7 @@ class NodeConfig:
     transport: str | None = None  # None: `local` for this machine, else `ssh`
     cpu_count: Count | None = None
     gpu_count: Count | None = None
+    gpus: list[GpuSpec] | None = None  # one table a GPU; instead of gpu_count, or beside it when they agree
     memory_gb: NonNegative | None = None
     tags: list[str] = attrs.Factory(list)
     ssh_key_path: str | None = None
@@ -188,6 +197,11 @@ class NodeConfig:
     @property
     def is_head(self) -> bool:
         return self.role in ("head", "master")
+
+    @property
+    def gpu_total(self) -> int | None:
+        """How many GPUs the config gives the node: gpu_count, else the length of `gpus`; None: unset."""
+        return self.gpu_count if self.gpu_count is not None else None if self.gpus is None else len(self.gpus)
 
 
 @record(kw_only=True)
@@ -608,6 +622,9 @@ def _check(config: ClusterConfig) -> list[str]:
             problems.append(f"nodes[{i}].name: duplicate node name {node.name!r}")
         seen.add(node.name)
         problems += _check_start_params(config, node, f"nodes[{i}].ray_start_params")
+        if node.gpus is not None and node.gpu_count is not None and len(node.gpus) != node.gpu_count:
+            problems.append(f"nodes[{i}]: gpu_count = {node.gpu_count} but gpus lists {len(node.gpus)} "
+                            f"GPU{'' if len(node.gpus) == 1 else 's'}; give one of them, or make them agree")
     heads = [n.name for n in config.nodes if n.is_head]
     if len(heads) > 1:
         problems.append(f"nodes: more than one head ({', '.join(heads)})")

@@ -22,7 +22,7 @@ MODULES: dict[str, tuple[str, ...]] = {
                       "GridMetricsSource", "GridCommand", "GridServiceOp"),
     "interfaces": ("CommandResult", "TransportError", "HostKeyError", "AuthError", "Transport", "MetricsSource",
                    "Scheduler", "Progress", "NodeOutcome", "Check", "ShellEnv", "Backend"),
-    "readings": ("GpuProcess", "GpuReading", "NodeMetrics", "NodeView", "WorkRequest", "OffloadDecision",
+    "readings": ("GpuInfo", "GpuProcess", "GpuReading", "NodeMetrics", "NodeView", "WorkRequest", "OffloadDecision",
                  "ControllerState"),
     "offload": ("BoostState", "Event", "Hold", "Boost", "OffloadInForce", "Decision", "HeldWork", "NodeState",
                 "OffloadStatus", "ControllerStatus"),

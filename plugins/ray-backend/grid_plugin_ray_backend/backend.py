@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
+
 from grid_core import types  # records by attribute, so each record module loads when first used
 from grid_core.cluster import on_node, python_candidates
 from grid_core.errors import GridError
@@ -73,6 +75,11 @@ class Facts:
     versions: dict[str, str | None]
     pids: list[int]
     raylets: list[str]
+    gpus: list[list[Any]] = attrs.Factory(list)  # [index, name, total MiB, uuid] from nvidia-smi there
+
+    def gpu_info(self) -> tuple[types.GpuInfo, ...]:
+        return tuple(types.GpuInfo(int(i), str(name), int(mib) * 2**20, str(uuid), "driver")
+                     for i, name, mib, uuid in self.gpus)
 
 
 def _tail(result: CommandResult, lines: int = 3) -> str:
@@ -349,8 +356,13 @@ class RayBackend:
             self._stop_processes(cluster, node, facts.executable, directory)
         progress(node.name, "copying the token")
         auth.carry(transport, self.config, directory)
+        from grid_core.gpus import node_gpus
+
+        gpus, note = node_gpus(node, facts.gpu_info())
+        if note:
+            progress(node.name, f"warning: {note}")
         argv = layout.ray_start_argv(self.config, node, python=facts.executable, address=address,
-                                     directory=directory, head_address=head_address)
+                                     directory=directory, head_address=head_address, gpus=gpus)
         progress(node.name, "ray start")
         env = {**self.config.backend.env, **auth.ray_env(directory, self.config.backend.tls),
                CLUSTER_MARKERS_ENV: os.pathsep.join(self._markers(node))}

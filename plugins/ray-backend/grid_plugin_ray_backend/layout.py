@@ -12,7 +12,7 @@ import json
 import os
 import posixpath
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from grid_core.cluster import on_node
@@ -21,6 +21,7 @@ from grid_core.types import Transport, TransportError
 
 if TYPE_CHECKING:
     from grid_core.config import ClusterConfig, NodeConfig
+    from grid_core.types import GpuInfo
 
 NODE_RESOURCE = "grid-node-{}"
 # Ray's longest socket path is <temp>/ray/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store;
@@ -98,17 +99,22 @@ def _resources(value: Any) -> dict[str, float]:
     return {str(k): float(v) for k, v in value.items()}
 
 
-def start_options(config: ClusterConfig, node: NodeConfig) -> tuple[dict[str, Any], list[str]]:
-    """The node's own `ray start` options (sizes, seed ray_start_params) and notes on ignored keys."""
+def start_options(config: ClusterConfig, node: NodeConfig,
+                  gpus: Sequence[GpuInfo] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The node's own `ray start` options (sizes, its GPUs' models and memory classes, seed
+    ray_start_params) and notes on ignored keys. `gpus`: what the driver there reports (the
+    config's where None or empty)."""
+    from grid_core.gpus import configured, start_resources
+
     options: dict[str, Any] = {}
     notes = []
     if node.cpu_count is not None:
         options["num-cpus"] = node.cpu_count
-    if node.gpu_count is not None:
-        options["num-gpus"] = node.gpu_count
+    if node.gpu_total is not None:
+        options["num-gpus"] = node.gpu_total
     if node.memory_gb is not None:
         options["memory"] = int(node.memory_gb * 2**30)
-    resources = {node_resource(node.name): 1000.0}
+    resources = {node_resource(node.name): 1000.0, **start_resources(gpus or configured(node))}
     for key, value in node.ray_start_params.items():
         flag = key.replace("_", "-").lstrip("-")
         if flag == "resources":
@@ -138,9 +144,9 @@ def _system_config(options: dict[str, Any]) -> str:
 
 
 def ray_start_argv(config: ClusterConfig, node: NodeConfig, *, python: str, address: str, directory: str,
-                   head_address: str | None) -> list[str]:
+                   head_address: str | None, gpus: Sequence[GpuInfo] | None = None) -> list[str]:
     """`python -m ray.scripts.scripts start ...` for a head (head_address None) or a worker."""
-    options, _ = start_options(config, node)
+    options, _ = start_options(config, node, gpus)
     options.setdefault("node-ip-address", address)
     argv = [python, "-m", "ray.scripts.scripts", "start"]
     if head_address is None:
