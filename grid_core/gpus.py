@@ -149,10 +149,8 @@ def describe(request: WorkRequest) -> str:
     count = max(1, math.ceil(request.gpus))
     kind = " or ".join(request.gpu_types)
     noun = f"{kind} GPU" if kind else "GPU"
-    if count == 1:
-        text = f"{'an' if noun[0].upper() in 'AEIOU' else 'a'} {noun}"
-    else:
-        text = f"{count} {noun}s"
+    article = "an" if noun[0].upper() in "AEIOU" else "a"
+    text = f"{article} {noun}" if count == 1 else f"{count} {noun}s"
     if request.gpu_memory_bytes:
         text += f" with {request.gpu_memory_bytes / GIB:g} GB" + (" each" if count > 1 else "")
     return text

@@ -101,7 +101,7 @@ class HeldWork:
 
     pid: int
     name: str  # the engine's name for it: a task's function, an actor's class
-    kind: str  # "task" (the engine runs it again elsewhere if stopped) or "actor"
+    kind: str  # "task" (the engine runs it again elsewhere if stopped), "actor", or "gpu" (a process on its GPU)
     action: str  # "lowered" (lowest priority), "evicted" (stopped), "kept" (lowered, never stopped)
     reason: str = ""
 

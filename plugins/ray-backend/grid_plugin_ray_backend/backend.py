@@ -502,7 +502,7 @@ class RayBackend:
         payload = {"job_id": job_id, "node": spec.node, "argv": list(spec.argv), "cpus": spec.cpus,
                    "gpus": spec.gpus, "memory_bytes": spec.memory_bytes, "cwd": spec.cwd,
                    "boost": spec.boost, "env": dict(spec.env), "timeout_seconds": spec.timeout_seconds,
-                   "retries": spec.retries}
+                   "retries": spec.retries, "resources": dict(spec.resources)}
         answer = self._call(cluster, "run", {"spec": payload, "detach": detach}, on_output=on_output,
                             streaming=not detach)
         return job_id, None if detach else answer.status
