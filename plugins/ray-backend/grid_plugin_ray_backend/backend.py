@@ -591,9 +591,12 @@ class RayBackend:
         return self._control(cluster, "release", {"node": node}, types.ControllerStatus)
 
     def boost(self, cluster: Cluster, *, target: str, resource: str, amount: float, priority: str,
-              duration: float | None = None, source: str | None = None) -> types.Boost:
+              duration: float | None = None, source: str | None = None, gpu_types: Sequence[str] = (),
+              gpu_memory_bytes: int = 0) -> types.Boost:
         params = {"target": target, "resource": resource, "amount": amount, "priority": priority,
                   "duration": duration, "source": source}
+        if gpu_types or gpu_memory_bytes:  # only then: a service of before these options still answers the rest
+            params |= {"gpu_types": list(gpu_types), "gpu_memory_bytes": gpu_memory_bytes}
         return self._control(cluster, "boost", params, types.Boost)
 
     def release_boost(self, cluster: Cluster, boost_id: str) -> types.Boost:

@@ -362,12 +362,13 @@ class OffloadController:
             return dict(cattrs.unstructure(status))
 
     def boost(self, target: str, resource: str, amount: float, priority: str, duration: float | None,
-              source: str | None) -> dict[str, Any]:
+              source: str | None, gpu_types: Sequence[str] = (), gpu_memory_bytes: int = 0) -> dict[str, Any]:
         import cattrs
 
         with self.lock:
             try:
-                made = self.rules.boost(target, resource, amount, priority, duration, source)
+                made = self.rules.boost(target, resource, amount, priority, duration, source,
+                                        gpu_types=tuple(gpu_types), gpu_memory_bytes=gpu_memory_bytes)
             finally:
                 self._save()  # a refused request may still have ended boosts whose room it took
             return dict(cattrs.unstructure(made))
