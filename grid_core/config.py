@@ -201,7 +201,9 @@ class NodeConfig:
     @property
     def gpu_total(self) -> int | None:
         """How many GPUs the config gives the node: gpu_count, else the length of `gpus`; None: unset."""
-        return self.gpu_count if self.gpu_count is not None else None if self.gpus is None else len(self.gpus)
+        if self.gpu_count is not None:
+            return self.gpu_count
+        return None if self.gpus is None else len(self.gpus)
 
 
 @record(kw_only=True)
