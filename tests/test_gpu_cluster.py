@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,29 @@ def test_a_job_lands_on_a_node_with_the_gpus_it_names(lab: dict[str, str], optio
                                                       node: str) -> None:
     ran_on, out = run_job(lab, *options)
     assert ran_on == node and out.startswith("gpus=") and out != "gpus=unset"  # Ray handed it a GPU
+
+
+def test_ray_holds_the_job_to_the_model_and_memory_class(lab: dict[str, str], tmp_path: Path) -> None:
+    """While a job that asked for an A100 with 30 GB runs, Ray counts it against lab's
+    accelerator_type:A100 and the 24 GB class (the one at or below 30), not only its GPU."""
+    done = tmp_path / "done"
+    wait = f"import os, time\nwhile not os.path.exists({str(done)!r}): time.sleep(0.1)"
+    started = grid("run", "--detach", "--gpus", "1", "--gpu-type", "A100", "--gpu-memory", "30G", "--",
+                   sys.executable, "-c", wait, env=lab, timeout=120)
+    assert started.returncode == 0, started.stderr
+    try:
+        used: dict[str, float] = {}
+        for _ in range(60):
+            status = json.loads(grid("cluster", "status", "--json", env=lab).stdout)
+            resources = next(n for n in status["nodes"] if n["name"] == "lab")["resources"]
+            used = {k: resources[k]["used"] for k in ("GPU", "accelerator_type:A100", "grid-gpu-memory-ge-24GB")}
+            if used["GPU"]:
+                break
+            time.sleep(0.5)
+        assert used == pytest.approx({"GPU": 1.0, "accelerator_type:A100": 0.001, "grid-gpu-memory-ge-24GB": 1.0})
+    finally:
+        done.touch()
+    assert grid("jobs", "logs", started.stdout.strip(), "--follow", env=lab, timeout=120).returncode == 0
 
 
 @pytest.mark.parametrize(("options", "message"), [
