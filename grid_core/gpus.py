@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from grid_core.types import GpuInfo, GpuReading, WorkRequest
+from grid_core.types import GpuInfo, GpuReading, NodeMetrics, WorkRequest
 
 if TYPE_CHECKING:
     from grid_core.config import NodeConfig
@@ -89,6 +89,11 @@ def node_gpus(node: NodeConfig, found: Sequence[GpuInfo]) -> tuple[tuple[GpuInfo
     if not found:
         return declared, None
     return tuple(found), contradiction(node, declared, found)
+
+
+def read_or_declared(node: NodeConfig, reading: NodeMetrics | None) -> tuple[tuple[GpuInfo, ...], str | None]:
+    """node_gpus with the driver's answer taken from the node's reading (None: no reading)."""
+    return node_gpus(node, measured(reading.gpus) if reading else ())
 
 
 def contradiction(node: NodeConfig, declared: Sequence[GpuInfo], found: Sequence[GpuInfo]) -> str | None:

@@ -38,7 +38,7 @@ def node_rows(cluster_obj: Any, nodes: Any = None, known: dict[str, EngineNode] 
         else:
             out = readings[node.name]
             m, error = out.value, out.error
-        models, note = gpus.node_gpus(node, gpus.measured(m.gpus) if m else ())
+        models, note = gpus.read_or_declared(node, m)
         rows.append(NodeStatus(
             name=node.name,
             host=node.host,

@@ -6,7 +6,7 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -17,8 +17,7 @@ from grid_core.errors import GridError
 
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
-    from grid_core.config import NodeConfig
-    from grid_core.types import Backend, GpuInfo, JobRecord, NodeMetrics, WorkRequest
+    from grid_core.types import Backend, JobRecord, WorkRequest
 
 UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 MAX_SIZE = 2**60  # 1 EiB: more is a typo, and Ray's resource amounts overflow long before
@@ -67,14 +66,6 @@ def choose_node(c: Cluster, backend: Backend, request: WorkRequest, wanted: str 
     return place(c, backend, request, wanted, avoid)[0]
 
 
-def node_gpus(nodes: Iterable[NodeConfig], metrics: Mapping[str, NodeMetrics | None]) -> dict[str, tuple[GpuInfo, ...]]:
-    """Each node's GPUs: as its reading reports them, else as the config declares them."""
-    from grid_core import gpus
-
-    return {n.name: gpus.node_gpus(n, gpus.measured(m.gpus) if (m := metrics.get(n.name)) else ())[0]
-            for n in nodes}
-
-
 def place(c: Cluster, backend: Backend, request: WorkRequest, wanted: str | None,
           avoid: tuple[str, ...] = ()) -> tuple[str, dict[str, float]]:
     """The named node if it can take the request, else the configured scheduler's choice among
@@ -101,9 +92,10 @@ def place(c: Cluster, backend: Backend, request: WorkRequest, wanted: str | None
     # A request for a kind of GPU is checked against every running node's GPUs first: one nothing
     # can ever satisfy fails at once, naming what the cluster has.
     kinds = gpus.asks_kind(request)
-    readings = c.sample(alive) if wanted is None or kinds else {}
-    metrics = {name: out.value if out.error is None else None for name, out in readings.items()}
-    found = node_gpus(alive, metrics)
+    sampled = alive if kinds else [n for n in alive if n.name not in avoid] if wanted is None else []
+    metrics = {name: out.value if out.error is None else None
+               for name, out in (c.sample(sampled) if sampled else {}).items()}
+    found = {n.name: gpus.read_or_declared(n, metrics.get(n.name))[0] for n in alive}
 
     def resources(name: str) -> dict[str, float]:
         return gpus.job_resources(request, found[name], engine[name].resources) if kinds else {}
@@ -172,11 +164,10 @@ def run(node: str | None, cpus: float, gpus: float, gpu_types: tuple[str, ...], 
         # A boost lent to this node comes first (for a kind of GPU, one on a node that has that kind).
         boosted = None if node else backend.boost_for(c, request)
         if boosted and (gpu_types or gpu_memory):
-            from grid_core.gpus import satisfies
+            from grid_core.gpus import read_or_declared, satisfies
 
             lender = c.config.node(boosted[0])
-            reading = c.sample([lender])[lender.name]
-            if not satisfies(node_gpus([lender], {lender.name: reading.value})[lender.name], request):
+            if not satisfies(read_or_declared(lender, c.sample([lender])[lender.name].value)[0], request):
                 boosted = None
         target, resources = (boosted[0], {}) if boosted else place(c, backend, request, node)
         execution = c.config.execution

@@ -406,7 +406,7 @@ class Rules:
         if resource != "gpu":
             raise ControllerError("--gpu-type and --gpu-memory go with a boost of gpu")
         request = WorkRequest(gpus=amount, gpu_types=gpu_types, gpu_memory_bytes=gpu_memory_bytes)
-        found = {n.name: gpus.node_gpus(n, gpus.measured(m.gpus) if (m := metrics.get(n.name)) else ())[0]
+        found = {n.name: gpus.read_or_declared(n, metrics.get(n.name))[0]
                  for n in self.config.nodes if n.name != target}
         lenders = {name for name, have in found.items() if gpus.satisfies(have, request)}
         if not lenders:
@@ -485,12 +485,12 @@ class Rules:
         return after is not None and now - hold.since >= after
 
     def _row(self, view: NodeView) -> NodeState:
-        from grid_core.gpus import measured, node_gpus
+        from grid_core.gpus import read_or_declared
 
         m = view.metrics
         hold = self.holds.get(view.name)
         lowered = self.lowered.get(view.name, 0)
-        models, _ = node_gpus(self.config.node(view.name), measured(m.gpus) if m else ())
+        models, _ = read_or_declared(self.config.node(view.name), m)
         return NodeState(name=view.name, role=view.role, cpu_percent=m.cpu_percent if m else None,
                          memory_percent=m.memory_percent if m else None, gpu_percent=m.gpu_percent if m else None,
                          available={k: v for k, v in view.available.items() if k in ENGINE_NAMES.values()},
