@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 NVIDIA_SMI_QUERY = [
     "nvidia-smi",
-    "--query-gpu=index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw",
+    "--query-gpu=index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw,uuid",
     "--format=csv,noheader,nounits",
 ]
 MIB = 1024 * 1024
@@ -25,16 +25,18 @@ JOB_RUNNER = "ray::JobRunner"  # the actor that runs a grid job's command as its
 
 
 def parse_nvidia_smi(text: str) -> tuple[GpuReading, ...]:
-    """Parse the CSV of NVIDIA_SMI_QUERY (or its first five columns); lines that do not parse are skipped."""
+    """Parse the CSV of NVIDIA_SMI_QUERY (or its first five or seven columns); lines that do not parse are skipped."""
     gpus = []
     for line in text.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
-        if len(parts) not in (5, 7):
+        if len(parts) not in (5, 7, 8):
             continue
         try:
             index, name, util, used, total = int(parts[0]), parts[1], float(parts[2]), float(parts[3]), float(parts[4])
-            extra = [_optional(p) for p in parts[5:]] + [None, None]
-            gpus.append(GpuReading(index, name, util, int(used * MIB), int(total * MIB), extra[0], extra[1]))
+            extra = [_optional(p) for p in parts[5:7]] + [None, None]
+            uuid = parts[7] if len(parts) == 8 and parts[7].startswith(("GPU-", "MIG-")) else None
+            gpus.append(GpuReading(index, name, util, int(used * MIB), int(total * MIB), extra[0], extra[1],
+                                   uuid=uuid))
         except (ValueError, OverflowError):  # "[N/A]", nan, inf: a GPU that cannot report
             continue
     return tuple(gpus)

@@ -82,6 +82,20 @@ class FakeNvml:
         return [SimpleNamespace(pid=p.pid, usedGpuMemory=p.memory_used_bytes) for p in handle.processes
                 if p.kind == "compute"]
 
+    def nvmlDeviceGetUUID(self, handle: GpuReading) -> bytes:
+        if handle.uuid is None:
+            raise NVMLError("Not Supported")
+        return handle.uuid.encode()  # bytes, as older bindings answer
+
+    def nvmlDeviceGetProcessUtilization(self, handle: GpuReading, since: int) -> list[Any]:
+        """NVML's per-process samples: one per process with a share; NOT_SUPPORTED (3) where none has one."""
+        if all(p.util_percent is None for p in handle.processes):
+            error = NVMLError("Not Supported")
+            error.value = 3  # type: ignore[attr-defined]
+            raise error
+        return [SimpleNamespace(pid=p.pid, timeStamp=since + 1, smUtil=int(p.util_percent), memUtil=0)
+                for p in handle.processes if p.util_percent]
+
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: GpuReading) -> list[Any]:
         return [SimpleNamespace(pid=p.pid, usedGpuMemory=p.memory_used_bytes)
                 for p in self.graphics if handle.index == 0]

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 RETRY_SECONDS = 60.0  # a missing driver is not asked again on every sample
 MILLI = 1000.0
+NVML_ERROR_NOT_FOUND = 6
 
 
 @record
@@ -62,6 +63,7 @@ class NvmlReader:
         self._nvml: Any = None
         self._status: NvmlStatus | None = None
         self._failed_at = 0.0
+        self._sampled: dict[int, int] = {}  # per GPU: the newest per-process sample read (NVML's microseconds)
 
     def status(self) -> NvmlStatus:
         """Initialise NVML on first use (again after RETRY_SECONDS when it failed)."""
@@ -112,8 +114,32 @@ class NvmlReader:
             return None
         temperature = self._optional(lambda: float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)))
         power = self._optional(lambda: nvml.nvmlDeviceGetPowerUsage(handle) / MILLI)
-        return attrs.evolve(reading, temperature_c=temperature, power_watts=power,
-                            processes=tuple(self._processes(handle)))
+        try:
+            uuid: str | None = _text(nvml.nvmlDeviceGetUUID(handle))
+        except Exception:
+            uuid = None
+        shares = self._shares(handle, index)
+        processes = tuple(p if shares is None else attrs.evolve(p, util_percent=shares.get(p.pid, 0.0))
+                          for p in self._processes(handle))
+        return attrs.evolve(reading, temperature_c=temperature, power_watts=power, processes=processes, uuid=uuid)
+
+    def _shares(self, handle: Any, index: int) -> dict[int, float] | None:
+        """Each process's share of the GPU's time since the last read of this GPU, as NVML samples it
+        per process (a process without a sample used none); None where the GPU does not sample it."""
+        since = self._sampled.get(index, 0)
+        try:
+            samples = self._nvml.nvmlDeviceGetProcessUtilization(handle, since)
+        except Exception as exc:
+            # NVML_ERROR_NOT_FOUND, or pynvml's error for a success with no samples: no process used
+            # the GPU since; anything else (NOT_SUPPORTED on older GPUs): it cannot say.
+            return {} if getattr(exc, "value", None) in (0, NVML_ERROR_NOT_FOUND) else None
+        latest: dict[int, tuple[int, float]] = {}
+        for s in samples:
+            if s.pid not in latest or s.timeStamp > latest[s.pid][0]:
+                latest[s.pid] = (int(s.timeStamp), float(s.smUtil))
+        if latest:
+            self._sampled[index] = max(t for t, _ in latest.values())
+        return {pid: util for pid, (_, util) in latest.items()}
 
     @staticmethod
     def _optional(read: Callable[[], float]) -> float | None:

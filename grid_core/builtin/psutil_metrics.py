@@ -105,6 +105,7 @@ class ProcessSample(NamedTuple):
     wall: float  # time.time() when read
     cpu: dict[tuple[int, float], float]
     memory_bytes: int
+    pids: frozenset[int] = frozenset()  # the cluster's processes
 
 
 def cpu_seconds_between(before: ProcessSample, after: ProcessSample) -> float:
@@ -133,7 +134,8 @@ def read_cluster_processes(markers: Sequence[str]) -> ProcessSample:
     wall = time.time()
     cpu: dict[tuple[int, float], float] = {}
     memory = 0
-    for pid in cluster_pids(table, markers):
+    pids = cluster_pids(table, markers)
+    for pid in pids:
         proc = procs[pid]
         try:
             with proc.oneshot():
@@ -142,7 +144,7 @@ def read_cluster_processes(markers: Sequence[str]) -> ProcessSample:
             continue
         cpu[(pid, started)] = times.user + times.system
         memory += max(0, mem.rss - getattr(mem, "shared", 0))  # shared pages (Ray's object store) are not its own
-    return ProcessSample(wall, cpu, memory)
+    return ProcessSample(wall, cpu, memory, frozenset(pids))
 
 
 class _Reading(NamedTuple):
@@ -159,6 +161,7 @@ class CpuFigures(NamedTuple):
     cluster_cpu_percent: float | None
     owner_cpu_percent: float | None
     cluster_memory_bytes: int | None
+    cluster_pids: frozenset[int] | None = None  # None: the cluster's processes are unknown
 
 
 def _read_stat() -> str | None:
@@ -217,8 +220,11 @@ class PsutilSource:
             return None
         import psutil
 
+        from grid_core.gpus import owner_gpu_percent
+
         mem = psutil.virtual_memory()
         cpu = self._cpu()
+        gpus = local_gpus()
         cluster_memory = owner_memory = None
         if cpu.cluster_memory_bytes is not None and mem.total > 0:
             cluster_memory = min(100.0, 100.0 * cpu.cluster_memory_bytes / mem.total)
@@ -231,7 +237,8 @@ class PsutilSource:
             load1=os.getloadavg()[0],
             cpu_count=cpu.cpu_count,
             memory_total_bytes=mem.total,
-            gpus=local_gpus(),
+            gpus=gpus,
+            owner_gpu_percent=None if cpu.cluster_pids is None else owner_gpu_percent(gpus, cpu.cluster_pids),
             cluster_cpu_percent=cpu.cluster_cpu_percent,
             owner_cpu_percent=cpu.owner_cpu_percent,
             cluster_memory_bytes=cpu.cluster_memory_bytes,
@@ -265,7 +272,8 @@ def cpu_figures(before: _Reading, after: _Reading, allowed: AllowedCpus, machine
     if before.processes is not None and after.processes is not None:
         cluster = min(100.0, 100.0 * cpu_seconds_between(before.processes, after.processes) / (elapsed * capacity))
         owner = max(0.0, total - cluster)
-    return CpuFigures(total, allowed.cpu_count or machine_cpus, cluster, owner, memory)
+    pids = after.processes.pids if after.processes is not None else None
+    return CpuFigures(total, allowed.cpu_count or machine_cpus, cluster, owner, memory, pids)
 
 
 @hookimpl

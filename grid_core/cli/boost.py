@@ -8,6 +8,7 @@ from grid_core.cli import completion
 from grid_core.cli.context import FiniteFloat, config_option, json_option, print_json
 from grid_core.cli.offload import ask
 from grid_core.cli.output import clock, console, table
+from grid_core.cli.run import gpu_types_option, size_option
 from grid_core.errors import GridError
 
 COLUMNS = ("id", "target", "source", "resource", "amount", "priority", "expires at", "state")
@@ -40,13 +41,20 @@ def boost() -> None:
               help="Expire after D: 90s, 30m, 2h (default: until released).")
 @click.option("--source", default=None, metavar="NODE",
               shell_complete=completion.nodes, help="Lend from this node (default: the one with most free).")
+@click.option("--gpu-type", "gpu_types", multiple=True, metavar="MODELS", callback=gpu_types_option,
+              help="For gpu: only GPUs of these models, e.g. A100 or 4090,3090.")
+@click.option("--gpu-memory", "gpu_memory", default=None, metavar="SIZE", callback=size_option,
+              help="For gpu: only GPUs with at least this much memory in all, e.g. 20G.")
 @json_option
 @config_option
 def request(target: str, resource: str, amount: float, priority: str, duration: float | None, source: str | None,
-            as_json: bool) -> None:
+            gpu_types: tuple[str, ...], gpu_memory: int, as_json: bool) -> None:
     """Let TARGET borrow AMOUNT of RESOURCE (memory in GB) on another node."""
+    if (gpu_types or gpu_memory) and resource != "gpu":
+        raise click.UsageError("--gpu-type and --gpu-memory go with a boost of gpu")
     made = ask(lambda b, c: b.boost(c, target=target, resource=resource, amount=amount, priority=priority,
-                                    duration=duration, source=source))
+                                    duration=duration, source=source, gpu_types=gpu_types,
+                                    gpu_memory_bytes=gpu_memory))
     if as_json:
         print_json(made)
         return

@@ -25,6 +25,8 @@ def node_rows(cluster_obj: Any, nodes: Any = None, known: dict[str, EngineNode] 
     """One row per node (default: every node): what the transport reaches and what the metrics
     sources read. A node in `known` with a reading there is a local one the cluster read lately:
     its row takes that reading (and its age) instead of reading the node again."""
+    from grid_core import gpus
+
     cfg = cluster_obj.config
     nodes = cfg.nodes if nodes is None else nodes
     known = known or {}
@@ -37,6 +39,7 @@ def node_rows(cluster_obj: Any, nodes: Any = None, known: dict[str, EngineNode] 
         else:
             out = readings[node.name]
             m, error = out.value, out.error
+        models, note = gpus.read_or_declared(node, m)
         rows.append(NodeStatus(
             name=node.name,
             host=node.host,
@@ -45,7 +48,7 @@ def node_rows(cluster_obj: Any, nodes: Any = None, known: dict[str, EngineNode] 
             reachable=error is None,
             error=error,
             cpus=node.cpu_count if node.cpu_count is not None else (m.cpu_count if m else None),
-            gpus=node.gpu_count if node.gpu_count is not None else (len(m.gpus) if m else None),
+            gpus=node.gpu_total if node.gpu_total is not None else (len(m.gpus) if m else None),
             memory_bytes=int(node.memory_gb * 2**30) if node.memory_gb is not None
             else (m.memory_total_bytes if m else None),
             cpu_percent=m.cpu_percent if m else None,
@@ -55,6 +58,8 @@ def node_rows(cluster_obj: Any, nodes: Any = None, known: dict[str, EngineNode] 
             gpu_percent=m.gpu_percent if m else None,
             metrics_source=m.source if m else None,
             metrics_age=age,
+            gpu_models=models,
+            gpu_note=note,
         ))
     return rows
 
@@ -136,23 +141,31 @@ def status(as_json: bool) -> None:
         if as_json:
             print_json(ClusterStatus(cluster=c.config.name, source=c.config.source, nodes=tuple(rows)))
             return
-    notes, cells = [], []
+    from grid_core.gpus import summary
+
+    notes, cells, gpu_notes = [], [], []
     for r in rows:
         reach = styled("yes", "green") if r.reachable else join(("no", "red"), f" ({r.error})")
         alive = None if r.alive is None else styled("yes", "green") if r.alive else styled("no", "red")
         if r.engine_error:
             notes.append(f"{r.name}: {r.engine_error}")
+        if r.gpu_note:
+            gpu_notes.append(f"warning: {r.name}: {r.gpu_note}")
         cells.append((r.name, r.host, r.role, reach, alive, _num(r.cpus), _num(r.gpus or 0),
+                      summary(r.gpu_models) if r.gpu_models else "-",
                       _used(r, "CPU"), _used(r, "GPU"),
                       _pct(r.cpu_percent), _pct(r.memory_percent), _pct(r.swap_percent),
                       "-" if r.load1 is None else f"{r.load1:.2f}", _pct(r.gpu_percent)))
-    console().print(table(("node", "host", "role", "reachable", "alive", "cpus", "gpus", "cpu used", "gpu used",
+    console().print(table(("node", "host", "role", "reachable", "alive", "cpus", "gpus", "gpu models",
+                           "cpu used", "gpu used",
                            "cpu", "mem", "swap", "load", "gpu"), cells,
                           title=f"cluster {c.config.name} ({c.config.source})"))
     if notes and len({n.partition(": ")[2] for n in notes}) == 1 and len(notes) == len(rows):
         notes = [f"all nodes: {notes[0].partition(': ')[2]}"]
     for note in notes:
         say((f"engine: {note}", "dim"))
+    for note in gpu_notes:
+        say((note, "yellow"))
 
 
 @cluster.command()

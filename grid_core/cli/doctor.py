@@ -23,13 +23,14 @@ import click
 from grid_core.cli.context import config_option, json_option, print_json, state
 from grid_core.cli.output import console, join, say, styled, table
 from grid_core.cluster import python_candidates
+from grid_core.gpus import node_gpus, summary
 from grid_core.record import record
 from grid_core.types import AuthError, Check, CommandResult, HostKeyError, TransportError
 
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
     from grid_core.config import NodeConfig
-    from grid_core.types import Backend
+    from grid_core.types import Backend, GpuInfo
 
 MIN_PYTHON = (3, 11)
 PROBE_TIMEOUT = 60.0  # a cold import of the engine on a slow disk takes seconds
@@ -52,6 +53,8 @@ try:
     from grid_core.builtin.nvml_metrics import READER
     nvml = READER.status()
     print(("nvml=" if nvml.available else "nvml_error=") + nvml.line())
+    import json
+    print("gpus=" + json.dumps([[g.index, g.name, g.memory_total_bytes, g.uuid] for g in READER.gpus()]))
 except Exception:
     pass
 """
@@ -142,17 +145,33 @@ def _python_checks(node: NodeConfig, found: Probe, head_facts: Mapping[str, str]
         if backend is not None:
             out.append(backend.engine_check(facts, head_facts, is_head=is_head, python=python))
     nvml, why_not = facts.get("nvml"), facts.get("nvml_error")  # the driver's and NVML's versions, or why not
-    if (node.gpu_count or 0) > 0:
+    models, note = node_gpus(node, _measured(facts.get("gpus")))
+    kinds = (f"; {summary(models)}" if models and models[0].model else "") + (f"; warning: {note}" if note else "")
+    if (node.gpu_total or 0) > 0:
         found_by = facts.get("nvidia")
         if found_by:
-            detail = (nvml or f"{found_by} present") + (f"; {why_not}" if why_not else "")
+            detail = (nvml or f"{found_by} present") + (f"; {why_not}" if why_not else "") + kinds
         else:
-            detail = (f"gpu_count = {node.gpu_count} but neither nvidia-smi nor libnvidia-ml is installed"
+            declared = f"gpus = [{summary(models)}]" if node.gpus else f"gpu_count = {node.gpu_count}"
+            detail = (f"{declared} but neither nvidia-smi nor libnvidia-ml is installed"
                       + (f" ({why_not})" if why_not else ""))
         out.append(Check("gpu", bool(found_by), detail))
     elif nvml:  # GPUs the config does not declare: worth knowing, never a failure
-        out.append(Check("gpu", True, nvml))
+        out.append(Check("gpu", True, nvml + kinds))
     return out
+
+
+def _measured(text: str | None) -> tuple[GpuInfo, ...]:
+    """The probe's `gpus=` line (NVML's answer on the node) as records; () without one."""
+    import json
+
+    from grid_core.types import GpuInfo
+
+    try:
+        rows = json.loads(text) if text else []
+        return tuple(GpuInfo(int(i), str(name), int(total), uuid, "driver") for i, name, total, uuid in rows)
+    except (ValueError, TypeError):
+        return ()
 
 
 def diagnose(cluster: Cluster, parallel: int | None = None, backend: Backend | None = None) -> list[dict[str, Any]]:
@@ -187,8 +206,8 @@ def doctor(parallel: int | None, as_json: bool) -> None:
 
     Per node: reachable, host key known, login accepted, Python >= 3.11, the backend's check of
     its compute engine there (usable, and the same version as the head's), and for nodes with
-    gpu_count > 0 nvidia-smi or NVML. Without the backend's plugin its check is skipped, with a
-    warning. Exits 1 when any check fails.
+    GPUs in the config nvidia-smi or NVML, with the GPUs' models and memory. Without the backend's
+    plugin its check is skipped, with a warning. Exits 1 when any check fails.
     """
     with state().cluster() as cluster:
         backend, why_not = _backend(cluster)

@@ -41,6 +41,20 @@ def parse_size(text: str) -> int:
     return int(size)
 
 
+def gpu_types_option(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """--gpu-type as the models named, one option or a comma-separated list of them."""
+    types = tuple(t.strip() for v in value for t in v.split(","))
+    if any(not re.search(r"[A-Za-z0-9]", t) for t in types):
+        raise click.BadParameter(f"{','.join(value)!r} has an empty model name; give models such as A100 or 4090,3090")
+    return types
+
+
+def gpu_kind_check(gpus: float, gpu_types: tuple[str, ...], gpu_memory: int) -> None:
+    """--gpu-type and --gpu-memory say which GPUs; they need --gpus, which says how many."""
+    if (gpu_types or gpu_memory) and not gpus:
+        raise click.UsageError("--gpu-type and --gpu-memory need --gpus (how many GPUs the job holds)")
+
+
 def _write(stream: str, text: str) -> None:
     out = sys.stdout if stream == "stdout" else sys.stderr
     out.write(text)
@@ -49,10 +63,17 @@ def _write(stream: str, text: str) -> None:
 
 def choose_node(c: Cluster, backend: Backend, request: WorkRequest, wanted: str | None,
                 avoid: tuple[str, ...] = ()) -> str:
+    """The named node if it can take the request, else the configured scheduler's choice (`place`)."""
+    return place(c, backend, request, wanted, avoid)[0]
+
+
+def place(c: Cluster, backend: Backend, request: WorkRequest, wanted: str | None,
+          avoid: tuple[str, ...] = ()) -> tuple[str, dict[str, float]]:
     """The named node if it can take the request, else the configured scheduler's choice among
-    alive nodes (less `avoid`), from live metrics and the engine's available resources. A held node has
-    its free CPUs reserved, so it does not fit while others do."""
-    from grid_core import plugins
+    alive nodes (less `avoid`) that have the GPUs it names, from live metrics and the engine's
+    available resources; and the engine resources that hold the job to those GPUs (gpus.py). A
+    held node has its free CPUs reserved, so it does not fit while others do."""
+    from grid_core import gpus, plugins
     from grid_core.types import NodeView
 
     engine = backend.status(c)
@@ -69,43 +90,64 @@ def choose_node(c: Cluster, backend: Backend, request: WorkRequest, wanted: str 
                 return f"node {name} has {total:g} {key} in all, the job asks for {asked:g}"
         return None
 
+    # A request for a kind of GPU is checked against every running node's GPUs first: one nothing
+    # can ever satisfy fails at once, naming what the cluster has.
+    kinds = gpus.asks_kind(request)
+    sampled = alive if kinds else [n for n in alive if n.name not in avoid] if wanted is None else []
+    metrics = {name: out.value if out.error is None else None
+               for name, out in (c.sample(sampled) if sampled else {}).items()}
+    found = {n.name: gpus.read_or_declared(n, metrics.get(n.name))[0] for n in alive}
+
+    def resources(name: str) -> dict[str, float]:
+        return gpus.job_resources(request, found[name], engine[name].resources) if kinds else {}
+
+    if kinds and (problem := gpus.shortfall(request, found)):
+        raise GridError(problem)
     if wanted is not None:
         c.config.node(wanted)  # an unknown name is a config error naming the nodes
         if wanted not in {n.name for n in alive}:
             raise GridError(f"node {wanted} is not running in cluster {c.config.name!r}")
         if problem := fits_total(wanted):
             raise GridError(problem)
-        return wanted
-    alive = [n for n in alive if n.name not in avoid]
+        if kinds and not gpus.satisfies(found[wanted], request):
+            raise GridError(f"node {wanted} does not have {gpus.describe(request)}: it has "
+                            f"{gpus.summary(found[wanted])}")
+        return wanted, resources(wanted)
+    alive = [n for n in alive if n.name not in avoid and (not kinds or gpus.satisfies(found[n.name], request))]
     if not alive:
-        raise GridError(f"no other node is running in cluster {c.config.name!r}")
-    readings = c.sample(alive)
+        raise GridError(f"no other node is running in cluster {c.config.name!r}" if not kinds else
+                        f"no node but {', '.join(avoid)} has {gpus.describe(request)}")
     views = []
     for node in alive:
         available = {k: v.available for k, v in engine[node.name].resources.items()}
-        reading = readings[node.name]
         views.append(NodeView(name=node.name, role="head" if node.is_head else "worker",
-                              metrics=reading.value if reading.error is None else None,
-                              available=available, tags=tuple(node.tags)))
+                              metrics=metrics[node.name], available=available, tags=tuple(node.tags),
+                              gpus=found[node.name]))
     scheduler = plugins.host().get("grid_schedulers", c.config.scheduler.name).factory()
     chosen = scheduler.choose(request, views)
     if chosen is None:
         reasons = "; ".join(filter(None, (fits_total(n.name) for n in alive))) or "all are busy"
         raise GridError(f"no node can take the job now: {reasons}")
-    return chosen.name
+    return chosen.name, resources(chosen.name)
 
 
 @click.command("run")
 @click.option("--node", "-n", default=None, metavar="NAME",
               shell_complete=completion.nodes, help="Run on this node (default: the scheduler picks).")
 @click.option("--cpus", type=FiniteFloat(min=0), default=1.0, show_default=True, help="CPUs the job holds.")
-@click.option("--gpus", type=FiniteFloat(min=0), default=0.0, show_default=True, help="GPUs the job holds.")
+@click.option("--gpus", type=FiniteFloat(min=0), default=0.0, show_default=True,
+              help="GPUs the job holds (0.5: half of one, shared; docs/gpus.md).")
+@click.option("--gpu-type", "gpu_types", multiple=True, metavar="MODELS", callback=gpu_types_option,
+              help="Only GPUs of these models, e.g. A100 or 4090,3090 (whole words, any case).")
+@click.option("--gpu-memory", "gpu_memory", default=None, metavar="SIZE", callback=size_option,
+              help="Only GPUs with at least this much memory in all, e.g. 20G.")
 @click.option("--memory", "memory_bytes", default=None, metavar="SIZE", callback=size_option,
               help="Memory the job holds, e.g. 2G.")
 @click.option("--detach", "-d", is_flag=True, help="Print the job id and return; the job keeps running.")
 @config_option
 @click.argument("argv", nargs=-1, required=True)
-def run(node: str | None, cpus: float, gpus: float, memory_bytes: int, detach: bool, argv: tuple[str, ...]) -> None:
+def run(node: str | None, cpus: float, gpus: float, gpu_types: tuple[str, ...], gpu_memory: int, memory_bytes: int,
+        detach: bool, argv: tuple[str, ...]) -> None:
     """Run ARGV as a job on the cluster; its output streams back and its exit status is grid's.
 
     Arguments arrive literally; for pipes or variables run a shell: grid run -- sh -c 'nproc; hostname'.
@@ -116,17 +158,26 @@ def run(node: str | None, cpus: float, gpus: float, memory_bytes: int, detach: b
     from grid_core.backends import load_backend
     from grid_core.types import JobSpec, WorkRequest
 
+    gpu_kind_check(gpus, gpu_types, gpu_memory)
     with state().cluster() as c:
         backend = load_backend(c.config)
-        request = WorkRequest(cpus=cpus, gpus=gpus, memory_bytes=memory_bytes, origin=c.config.head.name)
-        boosted = None if node else backend.boost_for(c, request)  # a boost lent to this node comes first
-        target = boosted[0] if boosted else choose_node(c, backend, request, node)
+        request = WorkRequest(cpus=cpus, gpus=gpus, memory_bytes=memory_bytes, origin=c.config.head.name,
+                              gpu_types=gpu_types, gpu_memory_bytes=gpu_memory)
+        # A boost lent to this node comes first (for a kind of GPU, one on a node that has that kind).
+        boosted = None if node else backend.boost_for(c, request)
+        if boosted and (gpu_types or gpu_memory):
+            from grid_core.gpus import read_or_declared, satisfies
+
+            lender = c.config.node(boosted[0])
+            if not satisfies(read_or_declared(lender, c.sample([lender])[lender.name].value)[0], request):
+                boosted = None
+        target, resources = (boosted[0], {}) if boosted else place(c, backend, request, node)
         execution = c.config.execution
         cwd = execution.working_directory or (os.getcwd() if c.config.node(target).transport_name == "local" else None)
         spec = JobSpec(argv=argv, node=target, cpus=cpus, gpus=gpus, memory_bytes=memory_bytes, cwd=cwd,
                        env=dict(execution.environment), job_id=secrets.token_hex(4),
                        boost=boosted[1] if boosted else None, timeout_seconds=execution.timeout_seconds,
-                       retries=execution.retry_attempts)
+                       retries=execution.retry_attempts, resources=resources)
         try:
             job_id, status = backend.submit(c, spec, detach=detach, on_output=_write)
         except KeyboardInterrupt:

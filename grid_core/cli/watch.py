@@ -46,13 +46,17 @@ def render(status: ControllerStatus | None, jobs: Sequence[JobRecord] = ()) -> R
     header = join(("grid offload", "bold"), f"  cluster {status.cluster}  ",
                   ("auto on", "green") if status.enabled else ("auto off", "dim"),
                   f"  policy {status.policy}  marks high/low: {marks}  every {status.interval_seconds:g} s")
-    nodes = table(("node", "role", "cpu", "owner/cluster cpu", "memory", "gpu", "idle", "state"), (
-        (node.name, node.role,
+    from grid_core.gpus import summary
+
+    nodes = table(("node", "role", "gpus", "cpu", "owner/cluster cpu", "memory", "gpu", "owner gpu", "idle",
+                   "state"), (
+        (node.name, node.role, summary(node.gpu_models) if node.gpu_models else "-",
          bar(node.cpu_percent, high["cpu"], low["cpu"]),
          "-" if node.owner_cpu_percent is None or node.cluster_cpu_percent is None
          else f"{node.owner_cpu_percent:.0f}% / {node.cluster_cpu_percent:.0f}%",
          bar(node.memory_percent, high["memory"], low["memory"]),
          bar(node.gpu_percent, high["gpu"], low["gpu"]),
+         "-" if node.owner_gpu_percent is None else f"{node.owner_gpu_percent:.0f}%",
          "-" if node.owner_idle_seconds is None else f"{node.owner_idle_seconds:.0f} s",
          state_cell(node))
         for node in status.nodes))

@@ -218,6 +218,9 @@ def _check(config: ClusterConfig) -> list[str]:
             problems.append(f"nodes[{i}].name: duplicate node name {node.name!r}")
         seen.add(node.name)
         problems += _check_start_params(config, node, f"nodes[{i}].ray_start_params")
+        if node.gpus is not None and node.gpu_count is not None and len(node.gpus) != node.gpu_count:
+            problems.append(f"nodes[{i}]: gpu_count = {node.gpu_count} but gpus lists {len(node.gpus)} "
+                            f"GPU{'' if len(node.gpus) == 1 else 's'}; give one of them, or make them agree")
     heads = [n.name for n in config.nodes if n.is_head]
     if len(heads) > 1:
         problems.append(f"nodes: more than one head ({', '.join(heads)})")

@@ -35,6 +35,7 @@ __all__ = [
     "Environment",
     "ExecutionSettings",
     "Fraction",
+    "GpuSpec",
     "Host",
     "LendRules",
     "LoggingSettings",
@@ -201,6 +202,14 @@ class NodeSharing:
 
 
 @record(kw_only=True)
+class GpuSpec:
+    """One GPU a node has, for machines grid cannot read (NVML's answer wins where there is one)."""
+
+    model: Annotated[str, Pattern(re.compile(r"^\S(.*\S)?$"), "is not a GPU model name")]
+    memory_gb: Positive  # its total memory, GiB as nvidia-smi counts them (24 for an RTX 4090)
+
+
+@record(kw_only=True)
 class NodeConfig:
     """One machine of the cluster."""
 
@@ -212,6 +221,7 @@ class NodeConfig:
     transport: str | None = None  # None: `local` for this machine, else `ssh`
     cpu_count: Count | None = None
     gpu_count: Count | None = None
+    gpus: list[GpuSpec] | None = None  # one table a GPU; instead of gpu_count, or beside it when they agree
     memory_gb: NonNegative | None = None
     tags: list[str] = attrs.Factory(list)
     ssh_key_path: str | None = None
@@ -231,6 +241,13 @@ class NodeConfig:
     @property
     def is_head(self) -> bool:
         return self.role in ("head", "master")
+
+    @property
+    def gpu_total(self) -> int | None:
+        """How many GPUs the config gives the node: gpu_count, else the length of `gpus`; None: unset."""
+        if self.gpu_count is not None:
+            return self.gpu_count
+        return None if self.gpus is None else len(self.gpus)
 
 
 @record(kw_only=True)

@@ -24,7 +24,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "interfaces": ("CommandResult", "TransportError", "HostKeyError", "AuthError", "Transport", "MetricsSource",
                    "Scheduler", "Progress", "NodeOutcome", "Check", "ShellEnv"),
     "backend": ("Backend",),
-    "readings": ("GpuProcess", "GpuReading", "NodeMetrics", "NodeView", "WorkRequest", "OffloadDecision",
+    "readings": ("GpuInfo", "GpuProcess", "GpuReading", "NodeMetrics", "NodeView", "WorkRequest", "OffloadDecision",
                  "ControllerState"),
     "offload": ("BoostState", "Event", "Hold", "Boost", "OffloadInForce", "Decision", "HeldWork", "NodeState",
                 "OffloadStatus", "ControllerStatus"),

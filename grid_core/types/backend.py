@@ -127,8 +127,10 @@ class Backend(Protocol):
         ...
 
     def boost(self, cluster: Cluster, *, target: str, resource: str, amount: float, priority: str,
-              duration: float | None = None, source: str | None = None) -> Boost:
-        """Lend `amount` of `resource` (memory in GB) to `target` from `source` (or the best node)."""
+              duration: float | None = None, source: str | None = None, gpu_types: Sequence[str] = (),
+              gpu_memory_bytes: int = 0) -> Boost:
+        """Lend `amount` of `resource` (memory in GB) to `target` from `source` (or the best node); for
+        GPUs, only from a node with GPUs of one of `gpu_types` and at least `gpu_memory_bytes` each."""
         ...
 
     def release_boost(self, cluster: Cluster, boost_id: str) -> Boost:

@@ -26,6 +26,8 @@ class JobSpec:
     boost: str | None = None  # run inside this boost's reservation on `node`
     timeout_seconds: float | None = None  # then the job is stopped and fails with exit status 124
     retries: int = 0  # runs again after a failure, up to this many times
+    # Engine resources the job asks for beside its CPUs, GPUs and memory (a GPU's model, its memory class).
+    resources: Mapping[str, float] = attrs.field(factory=dict)
 
 
 @record(kw_only=True)

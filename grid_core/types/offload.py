@@ -9,7 +9,7 @@ from typing import Literal
 import attrs
 
 from grid_core.record import record
-from grid_core.types.readings import GpuReading
+from grid_core.types.readings import GpuInfo, GpuReading
 
 __all__ = (
     "Boost",
@@ -101,7 +101,7 @@ class HeldWork:
 
     pid: int
     name: str  # the engine's name for it: a task's function, an actor's class
-    kind: str  # "task" (the engine runs it again elsewhere if stopped) or "actor"
+    kind: str  # "task" (the engine runs it again elsewhere if stopped), "actor", or "gpu" (a process on its GPU)
     action: str  # "lowered" (lowest priority), "evicted" (stopped), "kept" (lowered, never stopped)
     reason: str = ""
 
@@ -127,6 +127,8 @@ class NodeState:
     step: str = "free"
     lowered: int = 0  # how many of the cluster's processes are lowered
     work: tuple[HeldWork, ...] = ()  # while held: the cluster's work running there
+    gpu_models: tuple[GpuInfo, ...] = ()  # its GPUs, as the driver reports them, else the config's
+    owner_gpu_percent: float | None = None  # NodeMetrics'
 
 
 @record(kw_only=True)

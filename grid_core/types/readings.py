@@ -8,7 +8,8 @@ import attrs
 
 from grid_core.record import record
 
-__all__ = ("ControllerState", "GpuProcess", "GpuReading", "NodeMetrics", "NodeView", "OffloadDecision", "WorkRequest")
+__all__ = ("ControllerState", "GpuInfo", "GpuProcess", "GpuReading", "NodeMetrics", "NodeView", "OffloadDecision",
+           "WorkRequest")
 
 
 @record
@@ -21,6 +22,7 @@ class GpuProcess:
     command: str = ""
     owner: str = ""  # "grid job", "ray <task>" or "" for anything else
     job_pid: int | None = None  # the pid of the grid job's own command, to match a job's recorded pid
+    util_percent: float | None = None  # its share of the GPU's time, where the driver samples it per process
 
 
 @record
@@ -35,10 +37,22 @@ class GpuReading:
     temperature_c: float | None = None
     power_watts: float | None = None
     processes: tuple[GpuProcess, ...] = ()
+    uuid: str | None = None  # the driver's, e.g. GPU-5f2c...; None where the source cannot say
 
     @property
     def memory_percent(self) -> float:
         return 100.0 * self.memory_used_bytes / self.memory_total_bytes if self.memory_total_bytes else 0.0
+
+
+@record
+class GpuInfo:
+    """One GPU a node has: what grid_core/gpus.py reads from NVML or nvidia-smi, else the config."""
+
+    index: int
+    model: str  # as the driver names it ("NVIDIA GeForce RTX 3090") or the config; "" where unknown
+    memory_bytes: int  # total; 0 where unknown
+    uuid: str | None = None
+    source: str = "config"  # "driver" (NVML or nvidia-smi) or "config"
 
 
 @record
@@ -61,6 +75,8 @@ class NodeMetrics:
     cluster_memory_bytes: int | None = None  # the cluster's processes' private resident memory
     cluster_memory_percent: float | None = None  # of memory_total_bytes
     owner_memory_percent: float | None = None  # memory_percent less the cluster's, never below 0
+    # The busiest GPU's utilisation counting only what is not the cluster's (gpus.owner_gpu_percent).
+    owner_gpu_percent: float | None = None
     owner_idle_seconds: float | None = None  # since a terminal or the desktop was last used
 
     @property
@@ -79,6 +95,7 @@ class NodeView:
     available: Mapping[str, float] = attrs.field(factory=dict)
     held: bool = False
     tags: tuple[str, ...] = ()
+    gpus: tuple[GpuInfo, ...] = ()  # its GPUs, where known (grid_core/gpus.py)
 
 
 @record
@@ -89,6 +106,8 @@ class WorkRequest:
     gpus: float = 0.0
     memory_bytes: int = 0
     origin: str | None = None
+    gpu_types: tuple[str, ...] = ()  # models the GPUs may be, any of them (`--gpu-type 4090,3090`); (): any
+    gpu_memory_bytes: int = 0  # the least total memory of each GPU (`--gpu-memory 20G`)
 
 
 @record

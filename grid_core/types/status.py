@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import attrs
 
 from grid_core.record import record
-from grid_core.types.readings import NodeMetrics
+from grid_core.types.readings import GpuInfo, NodeMetrics
 
 __all__ = ("ClusterStatus", "EngineNode", "NodeStatus", "ResourceUse")
 
@@ -64,6 +64,8 @@ class NodeStatus:
     address: str | None = None
     node_id: str | None = None
     engine_error: str | None = None  # EngineNode.error, or why the engine could not be asked
+    gpu_models: tuple[GpuInfo, ...] = ()  # its GPUs: read from NVML or nvidia-smi, else the config's
+    gpu_note: str | None = None  # where the config's `gpus` and what the driver says disagree
 
 
 @record(kw_only=True)

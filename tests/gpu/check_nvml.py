@@ -10,18 +10,29 @@ them. It:
      child of a process titled `ray::JobRunner`, as a grid job runs, unless libcuda is missing;
   3. compares the source's readings with `nvidia-smi --query-gpu` and `--query-compute-apps`,
      and checks that the GPU process is listed with its memory and labelled as a grid job;
-  4. times one sample through NVML beside one through nvidia-smi (median of 10 each).
+  4. compares grid's GPU inventory (grid_core/gpus.py: model, memory, UUID) with
+     `nvidia-smi --query-gpu=index,name,memory.total,uuid`;
+  5. times one sample through NVML beside one through nvidia-smi (median of 10 each);
+  6. where Ray and grid's plugins are installed for this interpreter: starts a one-node cluster of
+     this machine (its own state, temp dir and port), runs `grid run --gpus 1 --gpu-type <GPU 0's
+     model>` with a job that takes a CUDA context, checks the job sees CUDA_VISIBLE_DEVICES and
+     that its process is in GPU 0's readings as that job, then stops the cluster by PID.
 Exit status: 0 every check passed, 1 a check failed, 2 no GPU or NVML to check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import json
+import os
 import select
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -172,6 +183,111 @@ def compare_processes(readings: tuple[GpuReading, ...], child: int | None) -> No
     report("PASS" if ok else "FAIL", "gpu process owner", f"owner {mine.owner!r}, job pid {mine.job_pid}")
 
 
+def compare_inventory(readings: tuple[GpuReading, ...]) -> None:
+    """grid's inventory of this machine's GPUs against nvidia-smi's: model, total memory, UUID."""
+    from grid_core import gpus
+
+    theirs = {}
+    for line in smi("--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits").splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 4 and parts[0].isdigit():
+            theirs[int(parts[0])] = (parts[1], int(parts[2]) * MIB if parts[2].isdigit() else 0, parts[3])
+    ours = gpus.measured(readings)
+    print(f"inventory: {gpus.summary(ours)}")
+    for g in ours:
+        name, memory, uuid = theirs.get(g.index, ("?", 0, "?"))
+        report("PASS" if g.model == name else "FAIL", f"gpu {g.index} model",
+               f"grid {g.model!r} vs {name!r} nvidia-smi")
+        report("PASS" if near(g.memory_bytes, memory, MIB) else "FAIL", f"gpu {g.index} inventory memory",
+               f"grid {g.memory_bytes / MIB:.0f} vs {memory / MIB:.0f} MiB nvidia-smi "
+               f"({gpus.size_gb(g.memory_bytes)} GB)")
+        report("PASS" if g.uuid == uuid else "FAIL", f"gpu {g.index} uuid", f"grid {g.uuid} vs {uuid} nvidia-smi")
+        print(f"  gpu {g.index}: Ray's accelerator_type {gpus.ray_name(g.model)!r}")
+
+
+# The job: a CUDA context and GPU_BYTES on its GPU, held until the check says it has seen it.
+JOB = CHILD.replace('print("ready", os.getpid(), flush=True)\nsys.stdin.read()', """\
+print("cuda_visible_devices=" + os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), flush=True)
+import time
+deadline = time.time() + 90
+while not os.path.exists(sys.argv[1]) and time.time() < deadline:
+    time.sleep(0.2)""")
+
+
+def check_grid_job(readings: tuple[GpuReading, ...], lookup: Callable[[int], ProcessEntry | None]) -> None:
+    """`grid run --gpus 1 --gpu-type <model>` on a one-node cluster of this machine: the job sees
+    CUDA_VISIBLE_DEVICES, and its process is in that GPU's readings, owned by the job."""
+    grid = shutil.which("grid") or str(REPO / ".venv" / "bin" / "grid")
+    try:
+        import ray  # noqa: F401
+
+        import grid_plugin_ray_backend  # noqa: F401
+    except ImportError as exc:
+        report("SKIP", "grid job", f"Ray or grid's ray backend is not installed for {sys.executable} ({exc})")
+        return
+    if not os.access(grid, os.X_OK) or not readings:
+        report("SKIP", "grid job", "no `grid` command found" if readings else "no GPU readings")
+        return
+    model = readings[0].name
+    root = Path(tempfile.mkdtemp(prefix="gck", dir="/tmp"))  # short: Unix socket paths hold 107 bytes
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = root / "grid.toml"
+    config.write_text(f'name = "gpucheck"\n[[nodes]]\nname = "here"\nrole = "head"\ntransport = "local"\n'
+                      f'[backend]\nport = {port}\n')
+    env = {**os.environ, "HOME": str(root / "home"), "GRID_STATE_DIR": str(root / "state"),
+           "RAY_TMPDIR": str(root / "rt"), "RAY_AUTH_MODE": "disabled", "GRID_CONFIG": str(config)}
+    for key in ("HOME", "RAY_TMPDIR"):
+        Path(env[key]).mkdir(parents=True)
+
+    def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([grid, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+    sentinel = root / "seen"
+    try:
+        started = cli("cluster", "start")
+        if started.returncode != 0:
+            report("FAIL", "grid cluster start", started.stderr.strip()[-500:])
+            return
+        job = cli("run", "--detach", "--gpus", "1", "--gpu-type", model, "--", sys.executable, "-c", JOB,
+                  str(sentinel), timeout=60)
+        if job.returncode != 0:
+            report("FAIL", "grid run --gpu-type", job.stderr.strip()[-500:])
+            return
+        job_id = job.stdout.strip()
+        pid, deadline, seen = None, time.monotonic() + 60, None
+        while time.monotonic() < deadline and seen is None:
+            listed = json.loads(cli("jobs", "list", "--json", timeout=30).stdout or "[]")
+            pid = next((j.get("pid") for j in listed if j["id"] == job_id), None)
+            if pid:
+                seen = next((p for g in nvml_metrics.READER.gpus(lookup) for p in g.processes
+                             if p.pid == pid or p.job_pid == pid), None)
+            time.sleep(0.5)
+        sentinel.touch()
+        logs = cli("jobs", "logs", job_id, "--follow", timeout=120)
+        visible = next((line.split("=", 1)[1] for line in logs.stdout.splitlines()
+                        if line.startswith("cuda_visible_devices=")), "not printed")
+        report("PASS" if visible not in ("unset", "", "not printed") else "FAIL", "grid job CUDA_VISIBLE_DEVICES",
+               f"{visible!r} (job {job_id}, --gpu-type {model!r}, exit status {logs.returncode})")
+        report("PASS" if seen is not None and seen.owner == "grid job" else "FAIL", "grid job in the GPU readings",
+               f"pid {pid}: " + ("not listed on any GPU" if seen is None else
+                                 f"{(seen.memory_used_bytes or 0) / MIB:.0f} MiB, owner {seen.owner!r}"))
+    finally:
+        sentinel.touch()
+        cli("cluster", "stop", timeout=120)
+        with contextlib.suppress(Exception):  # whatever the stop left, by PID (never `ray stop`)
+            from grid_core.config import load_file
+            from grid_plugin_ray_backend import layout, onnode
+
+            os.environ["RAY_TMPDIR"], os.environ["GRID_STATE_DIR"] = env["RAY_TMPDIR"], env["GRID_STATE_DIR"]
+            cfg = load_file(config)
+            for pid in onnode.grid_processes(layout.node_dir(cfg, cfg.head))[0]:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, 9)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def median_ms(sample: Callable[[], object]) -> float:
     times = []
     for _ in range(RUNS):
@@ -212,6 +328,7 @@ def main() -> int:
                   f"{g.memory_total_bytes / MIB:.0f} MiB, {g.temperature_c} °C, {g.power_watts} W; processes: {procs}")
         compare_gpus(readings)
         compare_processes(readings, child)
+        compare_inventory(readings)
         nvml_ms = median_ms(lambda: nvml_metrics.READER.gpus(lookup))
         smi_ms = median_ms(nvidia_smi_gpus)
         print(f"\none sample, median of {RUNS}: nvml {nvml_ms:.2f} ms (with processes and owners), "
@@ -224,6 +341,7 @@ def main() -> int:
                 runner.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 runner.kill()
+    check_grid_job(nvml_metrics.READER.gpus(lookup), lookup)
     failed = [r for r in results if r[0] == "FAIL"]
     print(f"\n{len(results) - len(failed)} of {len(results)} checks passed or skipped; "
           f"{len(failed)} failed; {time.perf_counter() - started:.1f} s in all")

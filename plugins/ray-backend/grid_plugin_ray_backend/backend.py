@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
+
 from grid_core import types  # records by attribute, so each record module loads when first used
 from grid_core.cluster import on_node, python_candidates
 from grid_core.errors import GridError
@@ -66,6 +68,11 @@ class Facts:
     versions: dict[str, str | None]
     pids: list[int]
     raylets: list[str]
+    gpus: list[list[Any]] = attrs.Factory(list)  # [index, name, total MiB, uuid] from nvidia-smi there
+
+    def gpu_info(self) -> tuple[types.GpuInfo, ...]:
+        return tuple(types.GpuInfo(int(i), str(name), int(mib) * 2**20, str(uuid), "driver")
+                     for i, name, mib, uuid in self.gpus)
 
 
 def _tail(result: CommandResult, lines: int = 3) -> str:
@@ -343,8 +350,13 @@ class RayBackend:
             self._stop_processes(cluster, node, facts.executable, directory)
         progress(node.name, "copying the token")
         auth.carry(transport, self.config, directory)
+        from grid_core.gpus import node_gpus
+
+        gpus, note = node_gpus(node, facts.gpu_info())
+        if note:
+            progress(node.name, f"warning: {note}")
         argv = layout.ray_start_argv(self.config, node, python=facts.executable, address=address,
-                                     directory=directory, head_address=head_address,
+                                     directory=directory, head_address=head_address, gpus=gpus,
                                      port=int(gcs_address.rpartition(":")[2]))
         progress(node.name, "ray start")
         env = {**self.config.backend.env, **auth.ray_env(directory, self.config.backend.tls),
@@ -485,7 +497,7 @@ class RayBackend:
         payload = {"job_id": job_id, "node": spec.node, "argv": list(spec.argv), "cpus": spec.cpus,
                    "gpus": spec.gpus, "memory_bytes": spec.memory_bytes, "cwd": spec.cwd,
                    "boost": spec.boost, "env": dict(spec.env), "timeout_seconds": spec.timeout_seconds,
-                   "retries": spec.retries}
+                   "retries": spec.retries, "resources": dict(spec.resources)}
         answer = self._call(cluster, "run", {"spec": payload, "detach": detach}, on_output=on_output,
                             streaming=not detach)
         return job_id, None if detach else answer.status
@@ -574,9 +586,12 @@ class RayBackend:
         return self._control(cluster, "release", {"node": node}, types.ControllerStatus)
 
     def boost(self, cluster: Cluster, *, target: str, resource: str, amount: float, priority: str,
-              duration: float | None = None, source: str | None = None) -> types.Boost:
+              duration: float | None = None, source: str | None = None, gpu_types: Sequence[str] = (),
+              gpu_memory_bytes: int = 0) -> types.Boost:
         params = {"target": target, "resource": resource, "amount": amount, "priority": priority,
                   "duration": duration, "source": source}
+        if gpu_types or gpu_memory_bytes:  # only then: a service of before these options still answers the rest
+            params |= {"gpu_types": list(gpu_types), "gpu_memory_bytes": gpu_memory_bytes}
         return self._control(cluster, "boost", params, types.Boost)
 
     def release_boost(self, cluster: Cluster, boost_id: str) -> types.Boost:

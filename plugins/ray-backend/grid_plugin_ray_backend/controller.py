@@ -279,7 +279,8 @@ class OffloadController:
             head = self.rules.config.head.name
             held, due = head in self.rules.holds, self.rules.evict_due(head, now)
             never_evict = self.rules.config.offload.never_evict
-        work, events, stopped = self._step_aside(held, due, never_evict)
+            reading = self.rules.readings.get(head)
+        work, events, stopped = self._step_aside(held, due, never_evict, reading.gpus if reading else ())
         if stopped:
             self._reserve_freed(head)
         with self.lock:
@@ -289,16 +290,17 @@ class OffloadController:
             self.rules.work = {head: work} if work else {}
             self._save()
 
-    def _step_aside(self, held: bool, due: bool,
-                    never_evict: Sequence[str]) -> tuple[tuple[Any, ...], list[tuple[str, str]], int]:
+    def _step_aside(self, held: bool, due: bool, never_evict: Sequence[str],
+                    gpus: Sequence[Any] = ()) -> tuple[tuple[Any, ...], list[tuple[str, str]], int]:
         """While the head is held, the cluster's work there runs at the lowest CPU priority, so the
         owner's programs win at once, and once `due` its tasks are stopped to run elsewhere
         (head_work.py); on release it gets its priority back (grid_core/priority.py). This runs on
         the head, among the cluster's processes (markers from `ray start`). Returns the work rows,
-        the events (kind, sentence) to record and how many tasks were stopped."""
+        the events (kind, sentence) to record and how many tasks were stopped. The cluster's
+        processes on the head's GPUs (`gpus`, its last reading) are listed among the rows."""
         from grid_core.builtin.psutil_metrics import markers_from_env, with_descendants
         from grid_core.priority import sessions_of
-        from grid_plugin_ray_backend.head_work import process_table, working
+        from grid_plugin_ray_backend.head_work import gpu_work, process_table, working
 
         markers = (self.head_marker,) if self.head_marker else markers_from_env()
         if not held or markers is None:
@@ -307,9 +309,10 @@ class OffloadController:
             return (), [("priority", p) for p in problems], 0
         table, cluster = process_table(markers)
         workers = working(table, cluster)
-        self.lowering.lower(with_descendants(table, workers), sessions_of(cluster, table))
+        lowered = with_descendants(table, workers)
+        self.lowering.lower(lowered, sessions_of(cluster, table))
         work, evicted, stopped = self.eviction.step(table, workers, due, never_evict)
-        return work, [("evict", e) for e in evicted], stopped
+        return work + gpu_work(gpus, cluster, lowered), [("evict", e) for e in evicted], stopped
 
     def _reserve_freed(self, node: str) -> None:
         """Reserve for the hold what stopped tasks freed on node, before Ray places their retries
@@ -359,12 +362,13 @@ class OffloadController:
             return dict(cattrs.unstructure(status))
 
     def boost(self, target: str, resource: str, amount: float, priority: str, duration: float | None,
-              source: str | None) -> dict[str, Any]:
+              source: str | None, gpu_types: Sequence[str] = (), gpu_memory_bytes: int = 0) -> dict[str, Any]:
         import cattrs
 
         with self.lock:
             try:
-                made = self.rules.boost(target, resource, amount, priority, duration, source)
+                made = self.rules.boost(target, resource, amount, priority, duration, source,
+                                        gpu_types=tuple(gpu_types), gpu_memory_bytes=gpu_memory_bytes)
             finally:
                 self._save()  # a refused request may still have ended boosts whose room it took
             return dict(cattrs.unstructure(made))

@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from grid_core.types import HeldWork
+from grid_core.types import GpuReading, HeldWork
 
 # Ray's and grid's own processes that stay at their priority while the head is held: lowering
 # them would slow the cluster's answers, not its work. Ray's system processes (raylet, GCS) are
@@ -136,6 +136,25 @@ class Eviction:
                 still.append(e)
         self.pending = still
         return events
+
+
+def gpu_work(gpus: Sequence[GpuReading], cluster: set[int], lowered: set[int]) -> tuple[HeldWork, ...]:
+    """The cluster's processes on the held head's GPUs, listed whether or not they could be lowered.
+    Lowering reaches a GPU process's CPU side only (its kernel launches, its data loading): the
+    driver shares a GPU's time among contexts with no priority per process."""
+    rows = []
+    for gpu in gpus:
+        for p in gpu.processes:
+            if p.pid not in cluster:
+                continue
+            memory = "" if p.memory_used_bytes is None else f", {p.memory_used_bytes // 2**20} MiB"
+            done = p.pid in lowered
+            rows.append(HeldWork(
+                pid=p.pid, name=p.owner or "cluster process", kind="gpu", action="lowered" if done else "kept",
+                reason=f"on GPU {gpu.index}{memory}; " + ("its CPU side at the lowest priority, its GPU time "
+                                                          "shared as before (no GPU priority per process)"
+                                                          if done else "not among the work grid lowers")))
+    return tuple(rows)
 
 
 def actor_pids() -> set[int]:

@@ -12,7 +12,7 @@ import json
 import os
 import posixpath
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from grid_core.types import Transport, TransportError
 
 if TYPE_CHECKING:
     from grid_core.config import ClusterConfig, NodeConfig
+    from grid_core.types import GpuInfo
 
 NODE_RESOURCE = "grid-node-{}"
 SERVICE = "grid-service"  # the service's detached actor (service.py), which every agent reports to
@@ -153,17 +154,22 @@ def _resources(value: Any) -> dict[str, float]:
     return {str(k): float(v) for k, v in value.items()}
 
 
-def start_options(config: ClusterConfig, node: NodeConfig) -> tuple[dict[str, Any], list[str]]:
-    """The node's own `ray start` options (sizes, seed ray_start_params) and notes on ignored keys."""
+def start_options(config: ClusterConfig, node: NodeConfig,
+                  gpus: Sequence[GpuInfo] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The node's own `ray start` options (sizes, its GPUs' models and memory classes, seed
+    ray_start_params) and notes on ignored keys. `gpus`: what the driver there reports (the
+    config's where None or empty)."""
+    from grid_core.gpus import configured, start_resources
+
     options: dict[str, Any] = {}
     notes = []
     if node.cpu_count is not None:
         options["num-cpus"] = node.cpu_count
-    if node.gpu_count is not None:
-        options["num-gpus"] = node.gpu_count
+    if node.gpu_total is not None:
+        options["num-gpus"] = node.gpu_total
     if node.memory_gb is not None:
         options["memory"] = int(node.memory_gb * 2**30)
-    resources = {node_resource(node.name): 1000.0}
+    resources = {node_resource(node.name): 1000.0, **start_resources(gpus or configured(node))}
     for key, value in node.ray_start_params.items():
         flag = key.replace("_", "-").lstrip("-")
         if flag == "resources":
@@ -193,10 +199,11 @@ def _system_config(options: dict[str, Any]) -> str:
 
 
 def ray_start_argv(config: ClusterConfig, node: NodeConfig, *, python: str, address: str, directory: str,
-                   head_address: str | None, port: int | None = None) -> list[str]:
+                   head_address: str | None, gpus: Sequence[GpuInfo] | None = None,
+                   port: int | None = None) -> list[str]:
     """`python -m ray.scripts.scripts start ...` for a head (head_address None, its GCS on `port`,
-    else backend.port) or a worker."""
-    options, _ = start_options(config, node)
+    else backend.port) or a worker; `gpus`: the node's GPUs as its probe found them."""
+    options, _ = start_options(config, node, gpus)
     options.setdefault("node-ip-address", address)
     argv = [python, "-m", "ray.scripts.scripts", "start"]
     if head_address is None:

@@ -83,6 +83,26 @@ def grid_processes(node_dir: str) -> tuple[dict[int, list[str]], list[str]]:
     return {pid: table[pid][1] for pid in found}, node_ids
 
 
+def gpus() -> list[list[object]]:
+    """[index, name, total MiB, uuid] per GPU from nvidia-smi; none where it is missing or fails."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        query = ["nvidia-smi", "--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"]
+        out = subprocess.run(query, capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found: list[list[object]] = []
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 4 and parts[0].isdigit() and parts[2].isdigit():
+            found.append([int(parts[0]), parts[1], int(parts[2]), parts[3]])
+    return found
+
+
 def probe(node_dir: str, dists: list[str]) -> dict[str, object]:
     import platform
     import socket
@@ -105,6 +125,7 @@ def probe(node_dir: str, dists: list[str]) -> dict[str, object]:
         "versions": versions,
         "pids": sorted(processes),
         "raylets": node_ids,
+        "gpus": gpus(),
     }
 
 

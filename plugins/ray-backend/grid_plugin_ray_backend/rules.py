@@ -347,20 +347,25 @@ class Rules:
     # ------------------------------------------------------------------ boosts
 
     def boost(self, target: str, resource: str, amount: float, priority: str, duration: float | None = None,
-              source: str | None = None, metrics: Mapping[str, NodeMetrics | None] | None = None) -> Boost:
-        """Lend `amount` of `resource` to `target`. A preemption happens only once the new
+              source: str | None = None, metrics: Mapping[str, NodeMetrics | None] | None = None, *,
+              gpu_types: tuple[str, ...] = (), gpu_memory_bytes: int = 0) -> Boost:
+        """Lend `amount` of `resource` to `target`; GPUs, with `gpu_types` or `gpu_memory_bytes`,
+        only from a node that has enough of that kind. A preemption happens only once the new
         reservation holds; a request that cannot be reserved changes nothing."""
         duration = duration or self.config.boost.default_duration_seconds  # the seed's allocation timeout
         self._known(target)
         if source is not None:
             self._known(source)
+        lenders, kind = self._gpu_lenders(target, resource, amount, source, gpu_types, gpu_memory_bytes,
+                                          self.readings if metrics is None else metrics)
         available = self.mechanics.available()
         free = {name: {"cpu": res.get("CPU", 0.0), "gpu": res.get("GPU", 0.0), "memory": res.get("memory", 0.0) / GB}
                 for name, res in available.items()}
         active = [b for b in self.boosts if b.state == "active"]
         try:
-            chosen = lending.plan(target, resource, amount, priority, free, active, source,
-                                  lending.share_limits(self.config),
+            chosen = lending.plan(target, resource, amount, priority,
+                                  free if lenders is None else {n: f for n, f in free.items() if n in lenders},
+                                  active, source, lending.share_limits(self.config),
                                   metrics=self.readings if metrics is None else metrics)
         except GridError as exc:
             raise ControllerError(str(exc)) from None
@@ -380,7 +385,7 @@ class Rules:
         for victim in victims:
             self._end_boost(victim, "preempted", f"preempted by a {priority} request from {target}")
         now = self._time()
-        note = f"preempted {', '.join(v.id for v in victims)}" if victims else ""
+        note = "; ".join(filter(None, (kind, f"preempted {', '.join(v.id for v in victims)}" if victims else "")))
         record = Boost(boost_id, target, chosen.source, resource, amount, priority, now,
                        lending.expires_at(now, duration), "active", note, group)
         self.boosts.append(record)
@@ -388,6 +393,28 @@ class Rules:
                     + (f"; {note}" if note else ""))
         self._prune()
         return record
+
+    def _gpu_lenders(self, target: str, resource: str, amount: float, source: str | None, gpu_types: tuple[str, ...],
+                     gpu_memory_bytes: int, metrics: Mapping[str, NodeMetrics | None]) -> tuple[set[str] | None, str]:
+        """For a boost of a kind of GPU: the nodes that have enough GPUs of that kind (their readings'
+        GPUs, else the config's), and the kind for the boost's note; (None, "") for any other boost."""
+        if not (gpu_types or gpu_memory_bytes):
+            return None, ""
+        from grid_core import gpus
+        from grid_core.types import WorkRequest
+
+        if resource != "gpu":
+            raise ControllerError("--gpu-type and --gpu-memory go with a boost of gpu")
+        request = WorkRequest(gpus=amount, gpu_types=gpu_types, gpu_memory_bytes=gpu_memory_bytes)
+        found = {n.name: gpus.read_or_declared(n, metrics.get(n.name))[0]
+                 for n in self.config.nodes if n.name != target}
+        lenders = {name for name, have in found.items() if gpus.satisfies(have, request)}
+        if not lenders:
+            raise ControllerError(gpus.shortfall(request, found) or "no node has such GPUs")
+        if source is not None and source not in lenders:
+            raise ControllerError(f"{source} does not have {gpus.describe(request)}: it has "
+                                  f"{gpus.summary(found.get(source, ()))}")
+        return lenders, gpus.describe(request)
 
     def boost_release(self, boost_id: str) -> Boost:
         record = next((b for b in self.boosts if b.id == boost_id), None)
@@ -458,9 +485,12 @@ class Rules:
         return after is not None and now - hold.since >= after
 
     def _row(self, view: NodeView) -> NodeState:
+        from grid_core.gpus import read_or_declared
+
         m = view.metrics
         hold = self.holds.get(view.name)
         lowered = self.lowered.get(view.name, 0)
+        models, _ = read_or_declared(self.config.node(view.name), m)
         return NodeState(name=view.name, role=view.role, cpu_percent=m.cpu_percent if m else None,
                          memory_percent=m.memory_percent if m else None, gpu_percent=m.gpu_percent if m else None,
                          available={k: v for k, v in view.available.items() if k in ENGINE_NAMES.values()},
@@ -468,7 +498,8 @@ class Rules:
                          owner_cpu_percent=m.owner_cpu_percent if m else None,
                          cluster_cpu_percent=m.cluster_cpu_percent if m else None,
                          owner_idle_seconds=m.owner_idle_seconds if m else None,
-                         step=self._step(view.name, lowered), lowered=lowered, work=self.work.get(view.name, ()))
+                         step=self._step(view.name, lowered), lowered=lowered, work=self.work.get(view.name, ()),
+                         gpu_models=models, owner_gpu_percent=m.owner_gpu_percent if m else None)
 
     def _step(self, node: str, lowered: int) -> str:
         if node not in self.holds:

@@ -331,7 +331,9 @@ class GridService:
                                           "memory_bytes": spec["memory_bytes"], "boost": spec.get("boost")}))
         options: dict[str, Any] = {
             "name": RUNNER.format(job_id), "lifetime": "detached", "max_concurrency": 4, "max_restarts": 0,
-            "num_cpus": spec["cpus"], "num_gpus": spec["gpus"], "resources": {node_resource(node): 0.001},
+            "num_cpus": spec["cpus"], "num_gpus": spec["gpus"],
+            # The GPU model and memory class asked for (gpus.job_resources): Ray holds the job to them too.
+            "resources": {**spec.get("resources", {}), node_resource(node): 0.001},
             "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False),
         }
         if spec["memory_bytes"]:

@@ -6,8 +6,9 @@ Hysteresis comes from three rules: a hold needs `window` consecutive readings ov
 
 The head's pressure is its owner's: CPU is the owner's share (`owner_cpu_percent`, the node's use
 less the cluster's own processes) where the metrics source tells them apart, else the node's total;
-memory is the total (memory cannot be shared out); GPU is the busiest GPU. So the cluster's own
-load alone never holds the head. With `owner_idle_seconds` set, presence decides where it is known:
+memory is the total (memory cannot be shared out); GPU is the busiest GPU's use by all but the
+cluster (`owner_gpu_percent`, from NVML's processes) where known, else the busiest GPU's total. So
+the cluster's own load alone never holds the head. With `owner_idle_seconds` set, presence decides where it is known:
 held while the owner used a terminal or the desktop more recently than that, released (after the
 cooldown) once idle that long, whatever the load. While the head is held, its decisions carry
 `evict_after` from the config (off unless set), so the cluster's retriable tasks still running
@@ -38,15 +39,18 @@ def readings(m: NodeMetrics) -> dict[str, float]:
 
 
 def owner_readings(m: NodeMetrics) -> dict[str, float]:
-    """The head's pressure on its owner: the owner's CPU where known, total memory and GPU."""
+    """The head's pressure on its owner: the owner's CPU and GPU where known, total memory."""
     values = readings(m)
     if m.owner_cpu_percent is not None:
         values["cpu"] = m.owner_cpu_percent
+    if m.owner_gpu_percent is not None:
+        values["gpu"] = m.owner_gpu_percent
     return values
 
 
 def _label(metric: str, m: NodeMetrics) -> str:
-    return "owner cpu" if metric == "cpu" and m.owner_cpu_percent is not None else metric
+    owner = {"cpu": m.owner_cpu_percent, "gpu": m.owner_gpu_percent}.get(metric)
+    return f"owner {metric}" if owner is not None else metric
 
 
 class ThresholdPolicy:
