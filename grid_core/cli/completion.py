@@ -108,9 +108,9 @@ def job_ids(ctx: click.Context, _param: click.Parameter, incomplete: str) -> lis
 
     def ask(cluster: Cluster) -> Iterable[tuple[str, str]]:
         from grid_core.backends import load_backend
-        from grid_core.cli.run import job_records
+        from grid_core.types import JobRecord, wire
 
-        found = job_records(load_backend(cluster.config).jobs(cluster))
+        found = wire().structure(load_backend(cluster.config).jobs(cluster), list[JobRecord])
         return [(j.id, f"{j.state} {' '.join(j.argv)}"[:60]) for j in found]
 
     return from_service(ctx, incomplete, ask)
