@@ -107,7 +107,7 @@ def test_the_seed_s_commands_word_for_word(seed: dict[str, Any]) -> None:
     assert json.loads(ok(seed, "grid offload auto --status --json").stdout)["enabled"] is False
 
 
-def watch(c: dict[str, Any], line: str) -> str:
+def watch(c: dict[str, Any], line: str, nodes: tuple[str, ...] = SEED_HOSTS, found: str = FOUND) -> str:
     """The dashboard in a terminal until it has drawn every node, then `q`: what it drew."""
     parent, child = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "grid_core", *line.split()[1:]], cwd=c["project"],
@@ -116,7 +116,7 @@ def watch(c: dict[str, Any], line: str) -> str:
     screen = b""
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not all(n.encode() in screen for n in SEED_HOSTS):
+        while time.monotonic() < deadline and not all(n.encode() in screen for n in nodes):
             if select.select([parent], [], [], 0.5)[0]:
                 with contextlib.suppress(OSError):
                     screen += os.read(parent, 65536)
@@ -127,5 +127,5 @@ def watch(c: dict[str, Any], line: str) -> str:
             proc.kill()
         os.close(parent)
     text = screen.decode(errors="replace")
-    assert FOUND in text and all(n in text for n in SEED_HOSTS), text[-2000:]
+    assert found in text and all(n in text for n in nodes), text[-2000:]
     return text

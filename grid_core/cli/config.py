@@ -10,7 +10,7 @@ from grid_core.cli.context import config_option, print_json, state
 from grid_core.errors import GridError
 
 STARTER = '''\
-# grid cluster config. Reference: README.md ("Config"). Check it with `grid config validate`.
+# grid cluster config. Every key: docs/config.md. Check it with `grid config validate`.
 name = "my-cluster"
 
 # One [[nodes]] table per machine. The head is the node with role = "head" (else the first).
