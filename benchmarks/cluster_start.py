@@ -13,11 +13,21 @@ and the job registry actor that the first `grid run` creates.
 Needs root and rsync (for `ray up`). Run: `.venv/bin/python benchmarks/cluster_start.py
 [--workers 1,2,4] [--repeat 3] [--no-ray-up]`. Goal: grid at most 0.5x `ray up` and 0.6x
 sequential at 4 workers.
+
+With `--hosts N` (16 for issue 21) it brings up N hosts instead, each Ray node small (one CPU,
+NODE_PARAMS), and prints from one run: grid's `cluster start` beside the raw floor (`ray start
+--head` on host1, then every worker's `ray start` over ssh at once, until the GCS lists all N
+alive); how long after the start returned each worker's agent had reported; `cluster status` on
+the head (the CLI run inside host1, whose config names it local) beside `grid --help` there;
+the resident memory of grid's own processes (service, agents) beside each node's raylet;
+`cluster stop`, and whether any Ray process is left on any host. Goals: start <= 1.2x the floor;
+status <= 2.0x --help; every agent reporting within two intervals; nothing left after stop.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -25,8 +35,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
+
+import tomli_w
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -166,6 +179,186 @@ worker_start_ray_commands:
         return with_grid, plain, registry
 
 
+# The N-host run: each Ray node small, so 16 fit this machine (TESTBED.md section 2).
+NODE_PARAMS = {"memory": 256 * 2**20, "object_store_memory": 80 * 2**20}
+RAY_NAMES = ("raylet", "gcs_server", "ray::", "ray/dashboard", "log_monitor", "monitor.py", "default_worker")
+# Each process of the host: [comm, args, RSS kB, PSS kB] (smaps_rollup), as JSON.
+MEMORY = """\
+import json, os
+out = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().replace(b"\\0", b" ").decode(errors="replace").strip()
+        with open(f"/proc/{pid}/comm") as f:
+            comm = f.read().strip()
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            kb = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f.readlines()[1:])}
+    except OSError:
+        continue
+    out.append([comm, args, kb.get("Rss", 0), kb.get("Pss", 0)])
+print(json.dumps(out))
+"""
+KINDS = (("service", "GridService"), ("agent", "NodeAgent"), ("raylet", "raylet"), ("gcs", "gcs_server"))
+
+
+class Hosts:
+    """grid and the raw floor on N hosts, from one run."""
+
+    def __init__(self, bed: Testbed, workdir: Path) -> None:
+        self.bed, self.workdir, self.n = bed, workdir, len(bed.hosts)
+        self.env = {**os.environ, "HOME": str(workdir / "home"), "GRID_STATE_DIR": str(workdir / "state"),
+                    "RAY_AUTH_MODE": "disabled"}
+        (workdir / "home").mkdir(exist_ok=True)
+        fields = {"cpu_count": 1, "ray_start_params": NODE_PARAMS}
+        self.config = bed.write_grid_config(workdir / "grid.toml", name="bench16", node_fields=fields,
+                                            backend={"python": sys.executable})
+        # The same cluster as the CLI on the head sees it: the head is this machine there.
+        data = tomllib.loads(self.config.read_text())
+        data["nodes"][0]["transport"] = "local"
+        self.head_config = workdir / "grid-head.toml"
+        self.head_config.write_text(tomli_w.dumps(data))
+        self.grid_env = {**self.env, "GRID_CONFIG": str(self.config)}
+        self.head_env = {"PATH": self.env["PATH"], "LANG": "C.UTF-8", "GRID_CONFIG": str(self.head_config),
+                         **{k: self.env[k] for k in ("HOME", "GRID_STATE_DIR", "RAY_AUTH_MODE")}}
+
+    def ray_on_hosts(self) -> dict[str, list[str]]:
+        """Ray processes left on each host, as its own process table lists them."""
+        out = {}
+        for h in self.bed.hosts:
+            ps = self.bed.host_exec(h, ["ps", "-e", "-o", "args="], check=True).stdout.splitlines()
+            out[h.name] = [line for line in ps if any(name in line for name in RAY_NAMES)]
+        return {name: found for name, found in out.items() if found}
+
+    def stop_all(self) -> None:
+        """`ray stop` inside each host (its own PID namespace), all at once."""
+        procs = [subprocess.Popen(["nsenter", f"--target={h.init_pid}", "--net", "--pid", "--uts", "--mount", "--",
+                                   RAY, "stop", "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for h in self.bed.hosts]
+        for proc in procs:
+            proc.wait(timeout=120)
+
+    def raw_floor(self) -> float:
+        head = self.bed.hosts[0].ip
+        params = f"--num-cpus=1 --memory={NODE_PARAMS['memory']} " \
+                 f"--object-store-memory={NODE_PARAMS['object_store_memory']} --disable-usage-stats"
+        ssh = ["ssh", "-F", str(self.bed.ssh_config)]
+        began = time.time()
+        check([*ssh, "host1", f"RAY_AUTH_MODE=disabled {RAY} start --head --port={PORT} --node-ip-address={head} "
+                              f"--include-dashboard=false {params}"], env=self.env)
+        workers = [subprocess.Popen([*ssh, h.name, f"RAY_AUTH_MODE=disabled {RAY} start --address={head}:{PORT} "
+                                                   f"--node-ip-address={h.ip} {params}"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                   for h in self.bed.hosts[1:]]
+        out = check([sys.executable, "-c", POLL, f"{head}:{PORT}", str(self.n), str(began)], env=self.env)
+        for proc in workers:
+            _, err = proc.communicate(timeout=300)
+            if proc.returncode != 0:
+                raise SystemExit(f"a worker's ray start failed: {err[-2000:]}")
+        self.stop_all()
+        return float(out.strip())
+
+    def grid(self, *args: str, timeout: float = 900) -> tuple[float, str]:
+        began = time.perf_counter()
+        out = check([GRID, *args], env=self.grid_env, timeout=timeout)
+        return time.perf_counter() - began, out
+
+    def on_head(self, *args: str) -> tuple[float, str]:
+        """The CLI run inside host1, as a user there would: seconds and its output."""
+        began = time.perf_counter()
+        result = self.bed.host_exec("host1", [GRID, *args], env=self.head_env, timeout=300)
+        took = time.perf_counter() - began
+        if result.returncode != 0:
+            raise SystemExit(f"grid {' '.join(args)} on host1 failed: {result.stderr[-2000:]}")
+        return took, result.stdout
+
+    def agents(self, since: float, interval: float, limit: float = 120) -> dict[str, float | None]:
+        """Seconds from `since` to each worker's first reading from its own agent, as `cluster status`
+        on the head shows it (its age says when it was sent); None: none came within `limit`."""
+        first: dict[str, float | None] = {h.name: None for h in self.bed.hosts[1:]}
+        while any(v is None for v in first.values()) and time.perf_counter() - since < limit:
+            _, out = self.on_head("cluster", "status", "--json")
+            now = time.perf_counter()
+            for row in json.loads(out)["nodes"]:
+                if row["name"] in first and first[row["name"]] is None and row.get("metrics_from") == "agent":
+                    first[row["name"]] = now - row["metrics_age"] - since
+            time.sleep(min(1.0, interval / 5))
+        return first
+
+    def status_vs_help(self, rounds: int) -> tuple[float, float]:
+        samples: dict[str, list[float]] = {"help": [], "status": []}
+        for round_ in range(rounds + 1):  # the first warms the caches
+            for name, args in (("help", ("--help",)), ("status", ("cluster", "status", "--json"))):
+                took, _ = self.on_head(*args)
+                if round_:
+                    samples[name].append(took)
+        return statistics.median(samples["help"]), statistics.median(samples["status"])
+
+    def memory(self) -> dict[str, dict[str, tuple[int, int]]]:
+        """Per host: kind -> (RSS, PSS) in kB, summed over its processes of that kind."""
+        out: dict[str, dict[str, tuple[int, int]]] = {}
+        for h in self.bed.hosts:
+            rows = json.loads(self.bed.host_exec(h, [sys.executable, "-c", MEMORY], check=True).stdout)
+            kinds: dict[str, tuple[int, int]] = {}
+            for comm, args, rss, pss in rows:
+                kind = next((k for k, mark in KINDS if mark in args or comm == mark), None)
+                if kind is None and any(name in args for name in RAY_NAMES):
+                    kind = "other Ray"
+                if kind:
+                    was = kinds.get(kind, (0, 0))
+                    kinds[kind] = (was[0] + rss, was[1] + pss)
+            out[h.name] = kinds
+        return out
+
+
+def mib(kb: tuple[int, int] | None) -> str:
+    return "-" if kb is None else f"{kb[0] / 1024:.0f}/{kb[1] / 1024:.0f}"
+
+
+def hosts_main(n: int, status_rounds: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp, \
+            Testbed(n, Path(tmp) / "tb", ready_timeout=60) as bed:
+        bench = Hosts(bed, Path(tmp))
+        try:
+            print(f"# {n} hosts, each Ray node 1 CPU, --memory={NODE_PARAMS['memory'] // 2**20} MiB, "
+                  f"--object-store-memory={NODE_PARAMS['object_store_memory'] // 2**20} MiB "
+                  f"({os.cpu_count()} CPUs here)", flush=True)
+            floor = bench.raw_floor()
+            print(f"raw floor: ray start --head, then {n - 1} workers' ray start over ssh at once, until the GCS "
+                  f"lists {n} alive: {floor:.1f}s", flush=True)
+            start, _ = bench.grid("cluster", "start")
+            started = time.perf_counter()
+            ratio = start / floor
+            print(f"grid cluster start: {start:.1f}s = {ratio:.2f}x the raw floor (goal <= 1.2x: "
+                  f"{'met' if ratio <= 1.2 else 'NOT met'})", flush=True)
+            interval = 5.0
+            first = bench.agents(started, interval)
+            missing = sorted(name for name, t in first.items() if t is None)
+            latest = max((t for t in first.values() if t is not None), default=float("nan"))
+            met = not missing and latest <= 2 * interval
+            print(f"agents: {n - 1 - len(missing)} of {n - 1} workers' agents reported, the last {latest:.1f}s after "
+                  f"start returned (goal <= 2 intervals = {2 * interval:.0f}s: {'met' if met else 'NOT met'})"
+                  + (f"; none from {', '.join(missing)}" if missing else ""), flush=True)
+            help_s, status_s = bench.status_vs_help(status_rounds)
+            ratio = status_s / help_s
+            print(f"on the head (medians of {status_rounds}): grid --help {help_s * 1000:.0f} ms, grid cluster status "
+                  f"--json {status_s * 1000:.0f} ms = {ratio:.2f}x --help (goal <= 2.0x: "
+                  f"{'met' if ratio <= 2.0 else 'NOT met'})", flush=True)
+            memory = bench.memory()
+            print("resident memory, MiB RSS/PSS per host: grid's own processes beside Ray's")
+            print(f"  {'host':<7} {'service':>9} {'agent':>9} {'raylet':>9} {'gcs':>9} {'other Ray':>10}")
+            for name, kinds in memory.items():
+                print(f"  {name:<7} {mib(kinds.get('service')):>9} {mib(kinds.get('agent')):>9} "
+                      f"{mib(kinds.get('raylet')):>9} {mib(kinds.get('gcs')):>9} {mib(kinds.get('other Ray')):>10}")
+            stop, _ = bench.grid("cluster", "stop")
+            left = bench.ray_on_hosts()
+            print(f"grid cluster stop: {stop:.1f}s; Ray processes left: "
+                  + ("none on any host (goal met)" if not left else
+                     "; ".join(f"{h}: {len(p)} ({p[0][:60]})" for h, p in left.items()) + " (goal NOT met)"))
+        finally:
+            bench.stop_all()
+
+
 def medians(actions: dict[str, Callable[[], float]], repeat: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {name: [] for name in actions}
     for _ in range(repeat):
@@ -179,10 +372,15 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated [1,2,4]")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-ray-up", action="store_true", help="leave `ray up` out")
+    parser.add_argument("--hosts", type=int, help="instead: grid and the raw floor on N hosts (issue 21: 16)")
+    parser.add_argument("--status-rounds", type=int, default=5, help="with --hosts: status and --help rounds [5]")
     args = parser.parse_args()
     reason = testbed_unavailable_reason()
     if reason:
         raise SystemExit(f"cannot make test hosts: {reason}")
+    if args.hosts:
+        hosts_main(args.hosts, args.status_rounds)
+        return
     use_ray_up = not args.no_ray_up and shutil.which("rsync") is not None
     if not args.no_ray_up and not use_ray_up:
         print("rsync is missing: leaving `ray up` out (apt-get install rsync)", file=sys.stderr)
