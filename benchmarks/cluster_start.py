@@ -44,6 +44,7 @@ import tomli_w
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from grid_plugin_ray_backend.layout import AGENT_PORT_FLAGS  # noqa: E402
 from tests.testbed import Testbed, testbed_unavailable_reason  # noqa: E402
 
 RAY = str(Path(sys.executable).parent / "ray")
@@ -240,8 +241,11 @@ class Hosts:
 
     def raw_floor(self) -> float:
         head = self.bed.hosts[0].ip
+        # The agents' ports given, as grid gives them: left to Ray, a raylet whose agents take over
+        # 15 s to start on the loaded machine aborts (layout.AGENT_PORT_FLAGS).
+        ports = " ".join(f"--{flag}={52365 + i}" for i, flag in enumerate(AGENT_PORT_FLAGS))
         params = f"--num-cpus=1 --memory={NODE_PARAMS['memory']} " \
-                 f"--object-store-memory={NODE_PARAMS['object_store_memory']} --disable-usage-stats"
+                 f"--object-store-memory={NODE_PARAMS['object_store_memory']} --disable-usage-stats {ports}"
         ssh = ["ssh", "-F", str(self.bed.ssh_config)]
         began = time.time()
         check([*ssh, "host1", f"RAY_AUTH_MODE=disabled {RAY} start --head --port={PORT} --node-ip-address={head} "

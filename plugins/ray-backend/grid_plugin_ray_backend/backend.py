@@ -73,6 +73,7 @@ class Facts:
     versions: dict[str, str | None]
     pids: list[int]
     raylets: list[str]
+    free_ports: list[int]  # for the node's Ray agents (layout.AGENT_PORT_FLAGS)
 
 
 def _tail(result: CommandResult, lines: int = 3) -> str:
@@ -350,7 +351,7 @@ class RayBackend:
         progress(node.name, "copying the token")
         auth.carry(transport, self.config, directory)
         argv = layout.ray_start_argv(self.config, node, python=facts.executable, address=address,
-                                     directory=directory, head_address=head_address)
+                                     directory=directory, head_address=head_address, agent_ports=facts.free_ports)
         progress(node.name, "ray start")
         env = {**self.config.backend.env, **auth.ray_env(directory, self.config.backend.tls),
                CLUSTER_MARKERS_ENV: os.pathsep.join(self._markers(node))}
@@ -462,8 +463,7 @@ class RayBackend:
         except GridError as exc:
             return dict.fromkeys(names, types.EngineNode(error=str(exc)))
         nodes = gcs.alive_by_name([gcs.RayNode(**node) for node in answer["nodes"]])
-        # Only a local node's row uses a reading (cluster status reads other nodes through their transport).
-        readings = answer["readings"] if any(n.transport_name == "local" for n in self.config.nodes) else {}
+        readings = answer["readings"]
         out = {}
         for name in names:
             node, reading = nodes.get(name), readings.get(name)
@@ -472,7 +472,8 @@ class RayBackend:
                 gpus=node.total.get("GPU", 0.0), memory_bytes=int(node.total.get("memory", 0)),
                 resources=gcs.resource_usage(node),
                 metrics=wire().structure(reading["metrics"], types.NodeMetrics) if reading else None,
-                metrics_age=float(reading["age"]) if reading else None)
+                metrics_age=float(reading["age"]) if reading else None,
+                metrics_from=reading.get("from") if reading else None)
         return out
 
     # ------------------------------------------------------------------ jobs
