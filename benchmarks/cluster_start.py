@@ -37,6 +37,7 @@ import tempfile
 import time
 import tomllib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import tomli_w
@@ -44,8 +45,7 @@ import tomli_w
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from grid_plugin_ray_backend.layout import AGENT_PORT_FLAGS  # noqa: E402
-from tests.testbed import Testbed, testbed_unavailable_reason  # noqa: E402
+from tests.testbed import Host, Testbed, testbed_unavailable_reason  # noqa: E402
 
 RAY = str(Path(sys.executable).parent / "ray")
 GRID = str(Path(sys.executable).parent / "grid")
@@ -206,14 +206,14 @@ KINDS = (("service", "GridService"), ("agent", "NodeAgent"), ("raylet", "raylet"
 class Hosts:
     """grid and the raw floor on N hosts, from one run."""
 
-    def __init__(self, bed: Testbed, workdir: Path) -> None:
-        self.bed, self.workdir, self.n = bed, workdir, len(bed.hosts)
+    def __init__(self, bed: Testbed, workdir: Path, parallel: int) -> None:
+        self.bed, self.workdir, self.n, self.parallel = bed, workdir, len(bed.hosts), parallel
         self.env = {**os.environ, "HOME": str(workdir / "home"), "GRID_STATE_DIR": str(workdir / "state"),
                     "RAY_AUTH_MODE": "disabled"}
         (workdir / "home").mkdir(exist_ok=True)
         fields = {"cpu_count": 1, "ray_start_params": NODE_PARAMS}
         self.config = bed.write_grid_config(workdir / "grid.toml", name="bench16", node_fields=fields,
-                                            backend={"python": sys.executable})
+                                            backend={"python": sys.executable}, execution={"parallel": parallel})
         # The same cluster as the CLI on the head sees it: the head is this machine there.
         data = tomllib.loads(self.config.read_text())
         data["nodes"][0]["transport"] = "local"
@@ -241,24 +241,22 @@ class Hosts:
 
     def raw_floor(self) -> float:
         head = self.bed.hosts[0].ip
-        # The agents' ports given, as grid gives them: left to Ray, a raylet whose agents take over
-        # 15 s to start on the loaded machine aborts (layout.AGENT_PORT_FLAGS).
-        ports = " ".join(f"--{flag}={52365 + i}" for i, flag in enumerate(AGENT_PORT_FLAGS))
         params = f"--num-cpus=1 --memory={NODE_PARAMS['memory']} " \
-                 f"--object-store-memory={NODE_PARAMS['object_store_memory']} --disable-usage-stats {ports}"
+                 f"--object-store-memory={NODE_PARAMS['object_store_memory']} --disable-usage-stats"
         ssh = ["ssh", "-F", str(self.bed.ssh_config)]
         began = time.time()
         check([*ssh, "host1", f"RAY_AUTH_MODE=disabled {RAY} start --head --port={PORT} --node-ip-address={head} "
                               f"--include-dashboard=false {params}"], env=self.env)
-        workers = [subprocess.Popen([*ssh, h.name, f"RAY_AUTH_MODE=disabled {RAY} start --address={head}:{PORT} "
-                                                   f"--node-ip-address={h.ip} {params}"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                   for h in self.bed.hosts[1:]]
-        out = check([sys.executable, "-c", POLL, f"{head}:{PORT}", str(self.n), str(began)], env=self.env)
-        for proc in workers:
-            _, err = proc.communicate(timeout=300)
-            if proc.returncode != 0:
-                raise SystemExit(f"a worker's ray start failed: {err[-2000:]}")
+
+        def worker(h: Host) -> None:
+            check([*ssh, h.name, f"RAY_AUTH_MODE=disabled {RAY} start --address={head}:{PORT} "
+                                 f"--node-ip-address={h.ip} {params}"], env=self.env)
+
+        with ThreadPoolExecutor(self.parallel) as pool:
+            started = [pool.submit(worker, h) for h in self.bed.hosts[1:]]
+            out = check([sys.executable, "-c", POLL, f"{head}:{PORT}", str(self.n), str(began)], env=self.env)
+            for future in started:
+                future.result()
         self.stop_all()
         return float(out.strip())
 
@@ -319,16 +317,17 @@ def mib(kb: tuple[int, int] | None) -> str:
     return "-" if kb is None else f"{kb[0] / 1024:.0f}/{kb[1] / 1024:.0f}"
 
 
-def hosts_main(n: int, status_rounds: int) -> None:
+def hosts_main(n: int, status_rounds: int, parallel: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp, \
             Testbed(n, Path(tmp) / "tb", ready_timeout=60) as bed:
-        bench = Hosts(bed, Path(tmp))
+        bench = Hosts(bed, Path(tmp), parallel)
         try:
             print(f"# {n} hosts, each Ray node 1 CPU, --memory={NODE_PARAMS['memory'] // 2**20} MiB, "
                   f"--object-store-memory={NODE_PARAMS['object_store_memory'] // 2**20} MiB "
-                  f"({os.cpu_count()} CPUs here)", flush=True)
+                  f"({os.cpu_count()} CPUs here); at most {parallel} nodes start at once, in grid and in the floor",
+                  flush=True)
             floor = bench.raw_floor()
-            print(f"raw floor: ray start --head, then {n - 1} workers' ray start over ssh at once, until the GCS "
+            print(f"raw floor: ray start --head, then {n - 1} workers' ray start over ssh, until the GCS "
                   f"lists {n} alive: {floor:.1f}s", flush=True)
             start, _ = bench.grid("cluster", "start")
             started = time.perf_counter()
@@ -378,12 +377,14 @@ def main() -> None:
     parser.add_argument("--no-ray-up", action="store_true", help="leave `ray up` out")
     parser.add_argument("--hosts", type=int, help="instead: grid and the raw floor on N hosts (issue 21: 16)")
     parser.add_argument("--status-rounds", type=int, default=5, help="with --hosts: status and --help rounds [5]")
+    parser.add_argument("--parallel", type=int, default=4,
+                        help="with --hosts: node starts at once, in grid (execution.parallel) and the floor [4]")
     args = parser.parse_args()
     reason = testbed_unavailable_reason()
     if reason:
         raise SystemExit(f"cannot make test hosts: {reason}")
     if args.hosts:
-        hosts_main(args.hosts, args.status_rounds)
+        hosts_main(args.hosts, args.status_rounds, args.parallel)
         return
     use_ray_up = not args.no_ray_up and shutil.which("rsync") is not None
     if not args.no_ray_up and not use_ray_up:

@@ -120,7 +120,7 @@ def test_the_probe_runs_the_backend_s_engine_lines_and_reports_what_they_raise()
 def test_a_node_without_ray_is_told_to_run_cluster_install() -> None:
     here = local_versions()
     facts = Facts(python=platform.python_version(), executable="/usr/bin/python3", hostname="b", home="/root",
-                  ssh_server_ip=None, versions={**here, "ray": None}, pids=[], raylets=[], free_ports=[])
+                  ssh_server_ip=None, versions={**here, "ray": None}, pids=[], raylets=[])
     problem = RayBackend.mismatch(facts)
     assert problem is not None and "ray is not installed" in problem and "run `grid cluster install`" in problem
 

@@ -73,7 +73,6 @@ class Facts:
     versions: dict[str, str | None]
     pids: list[int]
     raylets: list[str]
-    free_ports: list[int]  # for the node's Ray agents (layout.AGENT_PORT_FLAGS)
 
 
 def _tail(result: CommandResult, lines: int = 3) -> str:
@@ -351,7 +350,7 @@ class RayBackend:
         progress(node.name, "copying the token")
         auth.carry(transport, self.config, directory)
         argv = layout.ray_start_argv(self.config, node, python=facts.executable, address=address,
-                                     directory=directory, head_address=head_address, agent_ports=facts.free_ports)
+                                     directory=directory, head_address=head_address)
         progress(node.name, "ray start")
         env = {**self.config.backend.env, **auth.ray_env(directory, self.config.backend.tls),
                CLUSTER_MARKERS_ENV: os.pathsep.join(self._markers(node))}

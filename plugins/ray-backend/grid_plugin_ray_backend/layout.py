@@ -12,7 +12,7 @@ import json
 import os
 import posixpath
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from grid_core.cluster import on_node
@@ -30,11 +30,6 @@ SOCKET_SUFFIX = len("/ray/session_2026-01-01_00-00-00_000000_4194304/sockets/pla
 # task on the held head, reserves the CPUs it freed in the meantime, so the retry goes elsewhere.
 RETRY_DELAY_MS = 2000
 # Options grid sets itself; the same keys in a node's ray_start_params would break what grid relies on.
-# The ports of a node's Ray agents, which grid picks free on the node (the probe) unless
-# ray_start_params sets them. Left to Ray, the raylet waits for each agent to write its port to a
-# file and aborts after 15 s: 16 nodes starting at once on 2 cores lost 6 raylets that way.
-AGENT_PORT_FLAGS = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-                    "runtime-env-agent-port")
 RESERVED = frozenset({"head", "address", "port", "temp-dir", "block", "include-dashboard"})
 
 
@@ -143,13 +138,10 @@ def _system_config(options: dict[str, Any]) -> str:
 
 
 def ray_start_argv(config: ClusterConfig, node: NodeConfig, *, python: str, address: str, directory: str,
-                   head_address: str | None, agent_ports: Sequence[int] = ()) -> list[str]:
-    """`python -m ray.scripts.scripts start ...` for a head (head_address None) or a worker;
-    `agent_ports`: free ports on the node for AGENT_PORT_FLAGS."""
+                   head_address: str | None) -> list[str]:
+    """`python -m ray.scripts.scripts start ...` for a head (head_address None) or a worker."""
     options, _ = start_options(config, node)
     options.setdefault("node-ip-address", address)
-    for flag, port in zip(AGENT_PORT_FLAGS, agent_ports, strict=False):
-        options.setdefault(flag, port)
     argv = [python, "-m", "ray.scripts.scripts", "start"]
     if head_address is None:
         argv += ["--head", f"--port={config.backend.port}", f"--system-config={_system_config(options)}"]

@@ -21,8 +21,6 @@ import signal
 import sys
 import time
 
-AGENT_PORTS = 4  # layout.AGENT_PORT_FLAGS
-
 
 def _read(path: str) -> bytes:
     try:
@@ -107,22 +105,7 @@ def probe(node_dir: str, dists: list[str]) -> dict[str, object]:
         "versions": versions,
         "pids": sorted(processes),
         "raylets": node_ids,
-        "free_ports": free_ports(AGENT_PORTS),
     }
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free on this node now (the kernel's choice, outside Ray's worker range)."""
-    import socket
-
-    held = [socket.socket() for _ in range(count)]
-    try:
-        for s in held:
-            s.bind(("", 0))
-        return [s.getsockname()[1] for s in held]
-    finally:
-        for s in held:
-            s.close()
 
 
 def _alive(pid: int) -> bool:
