@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -208,6 +209,7 @@ class Hosts:
 
     def __init__(self, bed: Testbed, workdir: Path, parallel: int) -> None:
         self.bed, self.workdir, self.n, self.parallel = bed, workdir, len(bed.hosts), parallel
+        self.floor_head = 0.0
         self.env = {**os.environ, "HOME": str(workdir / "home"), "GRID_STATE_DIR": str(workdir / "state"),
                     "RAY_AUTH_MODE": "disabled"}
         (workdir / "home").mkdir(exist_ok=True)
@@ -247,6 +249,7 @@ class Hosts:
         began = time.time()
         check([*ssh, "host1", f"RAY_AUTH_MODE=disabled {RAY} start --head --port={PORT} --node-ip-address={head} "
                               f"--include-dashboard=false {params}"], env=self.env)
+        self.floor_head = time.time() - began
 
         def worker(h: Host) -> None:
             check([*ssh, h.name, f"RAY_AUTH_MODE=disabled {RAY} start --address={head}:{PORT} "
@@ -261,9 +264,13 @@ class Hosts:
         return float(out.strip())
 
     def grid(self, *args: str, timeout: float = 900) -> tuple[float, str]:
+        """Seconds and the progress lines (stderr, `  12.3s host2: joined` off a terminal)."""
         began = time.perf_counter()
-        out = check([GRID, *args], env=self.grid_env, timeout=timeout)
-        return time.perf_counter() - began, out
+        result = subprocess.run([GRID, *args], capture_output=True, text=True, env=self.grid_env, timeout=timeout)
+        took = time.perf_counter() - began
+        if result.returncode != 0:
+            raise SystemExit(f"grid {' '.join(args)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        return took, result.stderr
 
     def on_head(self, *args: str) -> tuple[float, str]:
         """The CLI run inside host1, as a user there would: seconds and its output."""
@@ -313,13 +320,29 @@ class Hosts:
         return out
 
 
+def phases(progress: str, took: float, head: str) -> str:
+    """Where `cluster start` spent its time, from its progress lines."""
+    steps = [(float(m[1]), m[2], m[3]) for m in re.finditer(r"^\s*([\d.]+)s (\S+): (.*)$", progress, re.M)]
+
+    def last(pred: Callable[[str, str], bool]) -> float:
+        return max((t for t, node, msg in steps if pred(node, msg)), default=float("nan"))
+
+    planned = last(lambda _n, msg: msg.startswith("will start"))
+    head_up = last(lambda node, msg: node == head and msg == "joined")
+    workers = last(lambda node, msg: node != head and msg == "joined")
+    service = last(lambda node, msg: node == head and msg == "starting the grid service")
+    return (f"probes {planned:.1f}s, head {head_up - planned:.1f}s, workers {workers - head_up:.1f}s, "
+            f"records {service - workers:.1f}s, grid service {took - service:.1f}s "
+            f"(the last of these includes the CLI's exit; its start-up is in the probes)")
+
+
 def mib(kb: tuple[int, int] | None) -> str:
     return "-" if kb is None else f"{kb[0] / 1024:.0f}/{kb[1] / 1024:.0f}"
 
 
 def hosts_main(n: int, status_rounds: int, parallel: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp, \
-            Testbed(n, Path(tmp) / "tb", ready_timeout=60) as bed:
+            Testbed(n, Path(tmp) / "tb", ready_timeout=60, keep_visible=[tmp]) as bed:
         bench = Hosts(bed, Path(tmp), parallel)
         try:
             print(f"# {n} hosts, each Ray node 1 CPU, --memory={NODE_PARAMS['memory'] // 2**20} MiB, "
@@ -328,12 +351,14 @@ def hosts_main(n: int, status_rounds: int, parallel: int) -> None:
                   flush=True)
             floor = bench.raw_floor()
             print(f"raw floor: ray start --head, then {n - 1} workers' ray start over ssh, until the GCS "
-                  f"lists {n} alive: {floor:.1f}s", flush=True)
-            start, _ = bench.grid("cluster", "start")
+                  f"lists {n} alive: {floor:.1f}s (head {bench.floor_head:.1f}s, workers "
+                  f"{floor - bench.floor_head:.1f}s)", flush=True)
+            start, progress = bench.grid("cluster", "start")
             started = time.perf_counter()
             ratio = start / floor
             print(f"grid cluster start: {start:.1f}s = {ratio:.2f}x the raw floor (goal <= 1.2x: "
                   f"{'met' if ratio <= 1.2 else 'NOT met'})", flush=True)
+            print(f"  in phases: {phases(progress, start, 'host1')}", flush=True)
             interval = 5.0
             first = bench.agents(started, interval)
             missing = sorted(name for name, t in first.items() if t is None)
