@@ -340,51 +340,70 @@ def mib(kb: tuple[int, int] | None) -> str:
     return "-" if kb is None else f"{kb[0] / 1024:.0f}/{kb[1] / 1024:.0f}"
 
 
-def hosts_main(n: int, status_rounds: int, parallel: int) -> None:
+def hosts_main(n: int, repeat: int, status_rounds: int, parallel: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp, \
             Testbed(n, Path(tmp) / "tb", ready_timeout=60, keep_visible=[tmp]) as bed:
         bench = Hosts(bed, Path(tmp), parallel)
         try:
             print(f"# {n} hosts, each Ray node 1 CPU, --memory={NODE_PARAMS['memory'] // 2**20} MiB, "
                   f"--object-store-memory={NODE_PARAMS['object_store_memory'] // 2**20} MiB "
-                  f"({os.cpu_count()} CPUs here); at most {parallel} nodes start at once, in grid and in the floor",
-                  flush=True)
-            floor = bench.raw_floor()
-            print(f"raw floor: ray start --head, then {n - 1} workers' ray start over ssh, until the GCS "
-                  f"lists {n} alive: {floor:.1f}s (head {bench.floor_head:.1f}s, workers "
-                  f"{floor - bench.floor_head:.1f}s)", flush=True)
-            start, progress = bench.grid("cluster", "start")
-            started = time.perf_counter()
+                  f"({os.cpu_count()} CPUs here); at most {parallel} nodes start at once, in grid and in the floor; "
+                  f"{repeat} rounds, taking turns", flush=True)
+            floors, heads, starts, stops, leftovers = [], [], [], [], []
+            for round_ in range(repeat):
+                last = round_ == repeat - 1
+                for tool in ("floor", "grid") if round_ % 2 == 0 else ("grid", "floor"):
+                    if tool == "floor":
+                        floors.append(bench.raw_floor())
+                        heads.append(bench.floor_head)
+                        print(f"  round {round_ + 1}: raw floor {floors[-1]:.1f}s (head {heads[-1]:.1f}s)", flush=True)
+                        continue
+                    start, progress = bench.grid("cluster", "start")
+                    started = time.perf_counter()
+                    starts.append(start)
+                    print(f"  round {round_ + 1}: grid cluster start {start:.1f}s: "
+                          f"{phases(progress, start, 'host1')}", flush=True)
+                    if last:
+                        report_running(bench, n, started, status_rounds)
+                    stop, _ = bench.grid("cluster", "stop")
+                    stops.append(stop)
+                    leftovers.append(bench.ray_on_hosts())
+            floor, start = statistics.median(floors), statistics.median(starts)
             ratio = start / floor
-            print(f"grid cluster start: {start:.1f}s = {ratio:.2f}x the raw floor (goal <= 1.2x: "
-                  f"{'met' if ratio <= 1.2 else 'NOT met'})", flush=True)
-            print(f"  in phases: {phases(progress, start, 'host1')}", flush=True)
-            interval = 5.0
-            first = bench.agents(started, interval)
-            missing = sorted(name for name, t in first.items() if t is None)
-            latest = max((t for t in first.values() if t is not None), default=float("nan"))
-            met = not missing and latest <= 2 * interval
-            print(f"agents: {n - 1 - len(missing)} of {n - 1} workers' agents reported, the last {latest:.1f}s after "
-                  f"start returned (goal <= 2 intervals = {2 * interval:.0f}s: {'met' if met else 'NOT met'})"
-                  + (f"; none from {', '.join(missing)}" if missing else ""), flush=True)
-            help_s, status_s = bench.status_vs_help(status_rounds)
-            ratio = status_s / help_s
-            print(f"on the head (medians of {status_rounds}): grid --help {help_s * 1000:.0f} ms, grid cluster status "
-                  f"--json {status_s * 1000:.0f} ms = {ratio:.2f}x --help (goal <= 2.0x: "
-                  f"{'met' if ratio <= 2.0 else 'NOT met'})", flush=True)
-            memory = bench.memory()
-            print("resident memory, MiB RSS/PSS per host: grid's own processes beside Ray's")
-            print(f"  {'host':<7} {'service':>9} {'agent':>9} {'raylet':>9} {'gcs':>9} {'other Ray':>10}")
-            for name, kinds in memory.items():
-                print(f"  {name:<7} {mib(kinds.get('service')):>9} {mib(kinds.get('agent')):>9} "
-                      f"{mib(kinds.get('raylet')):>9} {mib(kinds.get('gcs')):>9} {mib(kinds.get('other Ray')):>10}")
-            stop, _ = bench.grid("cluster", "stop")
-            left = bench.ray_on_hosts()
-            print(f"grid cluster stop: {stop:.1f}s; Ray processes left: "
-                  + ("none on any host (goal met)" if not left else
-                     "; ".join(f"{h}: {len(p)} ({p[0][:60]})" for h, p in left.items()) + " (goal NOT met)"))
+            print(f"raw floor: ray start --head, then {n - 1} workers' ray start over ssh, until the GCS lists {n} "
+                  f"alive: {floor:.1f}s (median; head {statistics.median(heads):.1f}s)")
+            print(f"grid cluster start: {start:.1f}s (median) = {ratio:.2f}x the raw floor (goal <= 1.2x: "
+                  f"{'met' if ratio <= 1.2 else 'NOT met'})")
+            left = [found for found in leftovers if found]
+            print(f"grid cluster stop: {statistics.median(stops):.1f}s (median); Ray processes left after "
+                  f"{len(stops)} stops: " + ("none on any host (goal met)" if not left else "; ".join(
+                      f"{h}: {len(p)} ({p[0][:60]})" for h, p in left[0].items()) + " (goal NOT met)"))
         finally:
             bench.stop_all()
+
+
+def report_running(bench: Hosts, n: int, started: float, status_rounds: int) -> None:
+    """On the running cluster, just started: the agents, status on the head, memory."""
+    interval = 5.0
+    first = bench.agents(started, interval)
+    missing = sorted(name for name, t in first.items() if t is None)
+    latest = max((t for t in first.values() if t is not None), default=float("nan"))
+    met = not missing and latest <= 2 * interval
+    print(f"agents: {n - 1 - len(missing)} of {n - 1} workers' agents reported, the last {latest:.1f}s after "
+          f"start returned (goal <= 2 intervals = {2 * interval:.0f}s: {'met' if met else 'NOT met'})"
+          + (f"; none from {', '.join(missing)}" if missing else ""), flush=True)
+    help_s, status_s = bench.status_vs_help(status_rounds)
+    ratio = status_s / help_s
+    print(f"on the head (medians of {status_rounds}): grid --help {help_s * 1000:.0f} ms, grid cluster status "
+          f"--json {status_s * 1000:.0f} ms = {ratio:.2f}x --help (goal <= 2.0x: "
+          f"{'met' if ratio <= 2.0 else 'NOT met'})", flush=True)
+    memory = bench.memory()
+    print("resident memory, MiB RSS/PSS per host: grid's own processes beside Ray's")
+    print(f"  {'host':<7} {'service':>9} {'agent':>9} {'raylet':>9} {'gcs':>9} {'other Ray':>10}")
+    for name, kinds in memory.items():
+        print(f"  {name:<7} {mib(kinds.get('service')):>9} {mib(kinds.get('agent')):>9} "
+              f"{mib(kinds.get('raylet')):>9} {mib(kinds.get('gcs')):>9} {mib(kinds.get('other Ray')):>10}",
+              flush=True)
 
 
 def medians(actions: dict[str, Callable[[], float]], repeat: int) -> dict[str, float]:
@@ -409,7 +428,7 @@ def main() -> None:
     if reason:
         raise SystemExit(f"cannot make test hosts: {reason}")
     if args.hosts:
-        hosts_main(args.hosts, args.status_rounds, args.parallel)
+        hosts_main(args.hosts, args.repeat, args.status_rounds, args.parallel)
         return
     use_ray_up = not args.no_ray_up and shutil.which("rsync") is not None
     if not args.no_ray_up and not use_ray_up:
