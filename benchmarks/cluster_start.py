@@ -16,12 +16,16 @@ sequential at 4 workers.
 
 With `--hosts N` (16 for issue 21) it brings up N hosts instead, each Ray node small (one CPU,
 NODE_PARAMS), and prints from one run: grid's `cluster start` beside the raw floor (`ray start
---head` on host1, then every worker's `ray start` over ssh at once, until the GCS lists all N
-alive); how long after the start returned each worker's agent had reported; `cluster status` on
-the head (the CLI run inside host1, whose config names it local) beside `grid --help` there;
-the resident memory of grid's own processes (service, agents) beside each node's raylet;
-`cluster stop`, and whether any Ray process is left on any host. Goals: start <= 1.2x the floor;
-status <= 2.0x --help; every agent reporting within two intervals; nothing left after stop.
+--head` on host1, then the workers' `ray start` over ssh in parallel, until the GCS lists all N
+alive), taking turns over --repeat rounds; how long after a start returned each worker's agent had
+reported; `cluster status` on the head (the CLI run inside host1, whose config names it local)
+beside `grid --help` there; the resident memory of grid's own processes (service, agents) beside
+each node's raylet; `cluster stop`, and whether any Ray process is left on any host. Goals: start
+<= 1.2x the floor; status <= 2.0x --help; every agent reporting within two intervals; nothing left
+after stop. At most --parallel (4) nodes start at once, in grid (execution.parallel) and in the
+floor alike: a raylet aborts when its dashboard agent has not written its port file within 15 s
+(Ray 2.60, fixed), and 15 starts at once on this 2-core machine starved 6 of 15 agents that long.
+Run: `.venv/bin/python benchmarks/cluster_start.py --hosts 16 [--repeat 3] [--parallel 4]`.
 """
 
 from __future__ import annotations

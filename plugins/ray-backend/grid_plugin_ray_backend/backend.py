@@ -9,7 +9,6 @@ fail). stop: end the processes grid started on each node, by PID (onnode.py), wo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import posixpath
@@ -282,11 +281,12 @@ class RayBackend:
         state = records.load(cfg.name)
         workers = [n for n in cfg.nodes if plan.get(n.name) == "start" and n.name != head.name]
 
-        def stale(name: str) -> set[str]:
-            return {alive[name].node_id} if name in alive else set()
+        listing = gcs.Listing(gcs_address)  # the workers wait on one listing of the GCS a round
 
         def start_worker(node: NodeConfig) -> None:
-            self._launch(cluster, node, facts[node.name], addresses[node.name], gcs_address, progress)
+            stale = {alive[node.name].node_id} if node.name in alive else set()
+            self._start_node(cluster, node, facts[node.name], addresses[node.name], gcs_address, gcs_address,
+                             stale, progress, listing)
 
         if plan.get(head.name) == "start":
             state = records.Records()  # a new head: what was recorded belongs to the old cluster
@@ -294,10 +294,8 @@ class RayBackend:
             # answers was slower on a 2-core machine (every start competes for the same CPUs).
             began = time.monotonic()
             try:
-                self._launch(cluster, head, facts[head.name], addresses[head.name], None, progress)
-                _, problem = self._wait_joined(cluster, {head.name: stale(head.name)}, facts, gcs_address, progress)
-                if problem:
-                    raise GridError(problem)
+                self._start_node(cluster, head, facts[head.name], addresses[head.name], None, gcs_address,
+                                 {alive[head.name].node_id} if head.name in alive else set(), progress)
                 done[head.name] = "started"
             except (GridError, TransportError) as exc:
                 failed[head.name] = str(exc)
@@ -305,24 +303,12 @@ class RayBackend:
                     failed[node.name] = f"not started: the head {head.name} did not start"
             seconds[head.name] = time.monotonic() - began
         if head.name in done:
-            # The workers' `ray start`s, at most execution.parallel at once, then one wait for all of
-            # them to join: no slot is held while its node joins, and each round asks the GCS once
-            # for every node, not once per node (with N nodes, N listings of N nodes a round).
-            began = time.monotonic()
-            launched = {}
             for result in cluster.fan_out(workers, start_worker):
                 seconds[result.node.name] = result.seconds
                 if result.error is None:
-                    launched[result.node.name] = stale(result.node.name)
+                    done[result.node.name] = "started"
                 else:
                     failed[result.node.name] = result.error
-            joined, problem = self._wait_joined(cluster, launched, facts, gcs_address, progress)
-            for name in launched:
-                if name in joined:
-                    done[name] = "started"
-                    seconds[name] = joined[name] - began
-                else:
-                    failed[name] = problem or "did not join"
             state.gcs_address = gcs_address
             for name in done:
                 self._record(state, cfg.node(name), facts[name], addresses[name])
@@ -352,9 +338,10 @@ class RayBackend:
         state.nodes[node.name] = records.NodeRecord(self._dir(node), address, facts.executable,
                                                     node.name == self.config.head.name)
 
-    def _launch(self, cluster: Cluster, node: NodeConfig, facts: Facts, address: str, head_address: str | None,
-                progress: Progress) -> None:
-        """Start Ray on one node (stopping grid's leftovers there first); _wait_joined confirms it."""
+    def _start_node(self, cluster: Cluster, node: NodeConfig, facts: Facts, address: str, head_address: str | None,
+                    gcs_address: str, stale: set[str], progress: Progress,
+                    listing: Callable[[], list[gcs.RayNode]] | None = None) -> None:
+        """Start Ray on one node (stopping grid's leftovers there first) and wait until the GCS lists it."""
         from grid_core.builtin.psutil_metrics import CLUSTER_MARKERS_ENV
 
         transport = cluster.transport(node)
@@ -375,32 +362,15 @@ class RayBackend:
             raise GridError(f"ray start failed: {_tail(result)}")
         progress(node.name, "waiting for the GCS to list it")
 
-    def _wait_joined(self, cluster: Cluster, stale: Mapping[str, set[str]], facts: Mapping[str, Facts],
-                     gcs_address: str, progress: Progress) -> tuple[dict[str, float], str | None]:
-        """Ask the GCS until each node in `stale` is listed alive under a node id not in its stale
-        set: when each joined (monotonic), and why the others did not within JOIN_TIMEOUT (their
-        Ray is stopped again)."""
-        waiting, joined_at = dict(stale), {}
+        def joined(nodes: list[gcs.RayNode]) -> gcs.RayNode | None:
+            return next((n for n in nodes if n.alive and n.grid_name == node.name and n.node_id not in stale), None)
 
-        def joined(nodes: list[gcs.RayNode]) -> bool:
-            for n in nodes:
-                if n.alive and n.grid_name in waiting and n.node_id not in waiting[n.grid_name]:
-                    del waiting[n.grid_name]
-                    joined_at[n.grid_name] = time.monotonic()
-                    progress(n.grid_name, "joined")
-            return not waiting
-
-        if not waiting:
-            return joined_at, None
         try:
-            gcs.wait_for(gcs_address, joined, JOIN_TIMEOUT)
-            return joined_at, None
+            gcs.wait_for(gcs_address, joined, JOIN_TIMEOUT, listing=listing)
         except gcs.GcsError as exc:
-            for name in waiting:
-                node = self.config.node(name)
-                with contextlib.suppress(GridError, TransportError):
-                    self._stop_processes(cluster, node, facts[name].executable, self._dir(node))
-            return joined_at, f"started but did not join: {exc}"
+            self._stop_processes(cluster, node, facts.executable, directory)
+            raise GridError(f"started but did not join: {exc}") from None
+        progress(node.name, "joined")
 
     def _markers(self, node: NodeConfig) -> list[str]:
         """What names the cluster's processes on the node, for the psutil source's owner/cluster
