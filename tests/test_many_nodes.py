@@ -36,7 +36,9 @@ def test_many_nodes_start_report_run_and_stop(tmp_path: Path) -> None:
         names = [h.name for h in tb.hosts]
 
         def run(*args: str, timeout: float = 120) -> Any:
-            result = grid(*args, "--json", env=env, timeout=timeout)
+            """The command's --json answer; the option goes before a `--` and the command after it."""
+            split = args.index("--") if "--" in args else len(args)
+            result = grid(*args[:split], "--json", *args[split:], env=env, timeout=timeout)
             assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
             return json.loads(result.stdout)
 
