@@ -334,10 +334,10 @@ def phases(progress: str, took: float, head: str) -> str:
     planned = last(lambda _n, msg: msg.startswith("will start"))
     head_up = last(lambda node, msg: node == head and msg == "joined")
     workers = last(lambda node, msg: node != head and msg == "joined")
-    service = last(lambda node, msg: node == head and msg.startswith("grid service"))
-    return (f"probes {planned:.1f}s (with the CLI's start-up), head {head_up - planned:.1f}s, workers "
-            f"{workers - head_up:.1f}s, then {took - workers:.1f}s to the CLI's exit; the grid service, "
-            f"started beside the workers, answered at {service:.1f}s")
+    service = last(lambda node, msg: node == head and msg == "starting the grid service")
+    return (f"probes {planned:.1f}s, head {head_up - planned:.1f}s, workers {workers - head_up:.1f}s, "
+            f"records {service - workers:.1f}s, grid service {took - service:.1f}s "
+            f"(the last of these includes the CLI's exit; its start-up is in the probes)")
 
 
 def mib(kb: tuple[int, int] | None) -> str:

@@ -303,39 +303,25 @@ class RayBackend:
                     failed[node.name] = f"not started: the head {head.name} did not start"
             seconds[head.name] = time.monotonic() - began
         if head.name in done:
-            # The grid service needs only the head (and its record): it starts while the workers
-            # do, and starts their agents as they join, instead of after the last one.
-            state.gcs_address = gcs_address
-            self._record(state, head, facts[head.name], addresses[head.name])
-            records.save(cfg.name, state)
-            service: list[str] = []
-            starter = threading.Thread(target=self._start_service, args=(cluster, progress, service), daemon=True)
-            starter.start()
             for result in cluster.fan_out(workers, start_worker):
                 seconds[result.node.name] = result.seconds
                 if result.error is None:
                     done[result.node.name] = "started"
                 else:
                     failed[result.node.name] = result.error
+            state.gcs_address = gcs_address
             for name in done:
                 self._record(state, cfg.node(name), facts[name], addresses[name])
             records.save(cfg.name, state)
-            starter.join()
-            if service:
-                failed[head.name] = service[0]
+            # The service runs what the config says from the start on (offload.enabled means on).
+            progress(head.name, "starting the grid service")
+            try:
+                started = [e for e in self.offload_status(cluster).events if e.kind == "controller"]
+                if started:  # what it restored: settings, holds and boosts, from the GCS or the head's disk
+                    progress(head.name, f"grid service: {started[-1].reason}")
+            except GridError as exc:
+                failed[head.name] = f"started, but the grid service did not: {exc}"
         return self._outcomes(failed, done, seconds, 0.0)
-
-    def _start_service(self, cluster: Cluster, progress: Progress, problems: list[str]) -> None:
-        """Start the grid service (a first request does); why it did not, into `problems`. It runs
-        what the config says from the start on (offload.enabled means on)."""
-        head = self.config.head.name
-        progress(head, "starting the grid service")
-        try:
-            started = [e for e in self.offload_status(cluster).events if e.kind == "controller"]
-            if started:  # what it restored: settings, holds and boosts, from the GCS or the head's disk
-                progress(head, f"grid service: {started[-1].reason}")
-        except GridError as exc:
-            problems.append(f"started, but the grid service did not: {exc}")
 
     def _outcomes(self, failed: dict[str, str], done: dict[str, str], seconds: dict[str, float],
                   default_seconds: float) -> list[NodeOutcome]:
