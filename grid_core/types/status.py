@@ -36,6 +36,7 @@ class EngineNode:
     # The node's latest reading as the cluster took it, and its age in seconds, where fresh.
     metrics: NodeMetrics | None = None
     metrics_age: float | None = None
+    metrics_from: str | None = None  # "agent": the node's own agent sent it; "head": the service read it
 
 
 @record(kw_only=True)
@@ -60,6 +61,7 @@ class NodeStatus:
     gpu_percent: float | None = None
     metrics_source: str | None = None
     metrics_age: float | None = None  # seconds, where the reading is the cluster's; None: read by this command
+    metrics_from: str | None = None  # the cluster's reading: "agent" (the node's own) or "head" (the service's)
     resources: Mapping[str, ResourceUse] = attrs.field(factory=dict)
     address: str | None = None
     node_id: str | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import shlex
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 from grid_core.errors import GridError
 from grid_core.state import state_dir, write_atomic
 from grid_core.types import Transport, TransportError
-from grid_plugin_ray_backend.layout import make_private, token_path
+from grid_plugin_ray_backend.layout import PRIVATE_DIRS, make_private, token_path
 
 if TYPE_CHECKING:
     from grid_core.config import ClusterConfig
@@ -80,8 +81,18 @@ def use_in_this_process(config: ClusterConfig) -> None:
 
 
 def carry(transport: Transport, config: ClusterConfig, directory: str) -> None:
-    """Copy the token (and the TLS files) into the node's grid directory, never readable by others."""
+    """Copy the token (and the TLS files) into the node's grid directory, never readable by others.
+    Without TLS this is one command, which makes (or checks) the directory and writes the token
+    from its stdin: each command more was a round trip more for every node `cluster start` starts."""
     files = {token_path(directory): local_token(config.name)}
+    token, source = token_path(directory), files[token_path(directory)]
+    if not config.backend.tls and posixpath.abspath(token) != str(source.resolve()):
+        write = f'\nt={shlex.quote(token)} && : > "$t" && chmod 600 "$t" && cat > "$t"'
+        result = transport.run(["sh", "-c", PRIVATE_DIRS + write, "sh", directory], stdin=source.read_bytes(),
+                               timeout=60)
+        if result.exit_status != 0:
+            raise TransportError(result.stderr.strip() or f"cannot write {token}: exit {result.exit_status}")
+        return
     make_private(transport, directory)
     if config.backend.tls:
         make_private(transport, posixpath.join(directory, TLS_DIR))

@@ -282,10 +282,12 @@ class RayBackend:
         state = records.load(cfg.name)
         workers = [n for n in cfg.nodes if plan.get(n.name) == "start" and n.name != head.name]
 
+        listing = gcs.Listing(gcs_address)  # the workers wait on one listing of the GCS a round
+
         def start_worker(node: NodeConfig) -> None:
             stale = {alive[node.name].node_id} if node.name in alive else set()
             self._start_node(cluster, node, facts[node.name], addresses[node.name], gcs_address, gcs_address,
-                             stale, progress)
+                             stale, progress, listing)
 
         if plan.get(head.name) == "start":
             state = records.Records()  # a new head: what was recorded belongs to the old cluster
@@ -338,7 +340,8 @@ class RayBackend:
                                                     node.name == self.config.head.name)
 
     def _start_node(self, cluster: Cluster, node: NodeConfig, facts: Facts, address: str, head_address: str | None,
-                    gcs_address: str, stale: set[str], progress: Progress) -> None:
+                    gcs_address: str, stale: set[str], progress: Progress,
+                    listing: Callable[[], list[gcs.RayNode]] | None = None) -> None:
         """Start Ray on one node (stopping grid's leftovers there first) and wait until the GCS lists it."""
         from grid_core.builtin.psutil_metrics import CLUSTER_MARKERS_ENV
 
@@ -370,7 +373,7 @@ class RayBackend:
             return next((n for n in nodes if n.alive and n.grid_name == node.name and n.node_id not in stale), None)
 
         try:
-            gcs.wait_for(gcs_address, joined, JOIN_TIMEOUT)
+            gcs.wait_for(gcs_address, joined, JOIN_TIMEOUT, listing=listing)
         except gcs.GcsError as exc:
             self._stop_processes(cluster, node, facts.executable, directory)
             raise GridError(f"started but did not join: {exc}") from None
@@ -469,8 +472,7 @@ class RayBackend:
         except GridError as exc:
             return dict.fromkeys(names, types.EngineNode(error=str(exc)))
         nodes = gcs.alive_by_name([gcs.RayNode(**node) for node in answer["nodes"]])
-        # Only a local node's row uses a reading (cluster status reads other nodes through their transport).
-        readings = answer["readings"] if any(n.transport_name == "local" for n in self.config.nodes) else {}
+        readings = answer["readings"]
         out = {}
         for name in names:
             node, reading = nodes.get(name), readings.get(name)
@@ -479,7 +481,8 @@ class RayBackend:
                 gpus=node.total.get("GPU", 0.0), memory_bytes=int(node.total.get("memory", 0)),
                 resources=gcs.resource_usage(node),
                 metrics=wire().structure(reading["metrics"], types.NodeMetrics) if reading else None,
-                metrics_age=float(reading["age"]) if reading else None)
+                metrics_age=float(reading["age"]) if reading else None,
+                metrics_from=reading.get("from") if reading else None)
         return out
 
     # ------------------------------------------------------------------ jobs

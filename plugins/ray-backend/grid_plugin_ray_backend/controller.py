@@ -245,17 +245,18 @@ class OffloadController:
         self.taken.update({name: (now, m) for name, m in sampled.items()})
         return {**sampled, **reported}
 
-    def fresh_readings(self) -> dict[str, tuple[float, Any]]:
-        """Each node's reading, (age in seconds, NodeMetrics), where it is at most REPORT_FRESH
-        intervals old; asking counts as looking, so the next intervals read the nodes."""
+    def fresh_readings(self) -> dict[str, tuple[float, Any, str]]:
+        """Each node's reading, (age in seconds, NodeMetrics, "agent" or "head": who read it), where
+        it is at most REPORT_FRESH intervals old; asking counts as looking, so the next intervals
+        read the nodes."""
         now = time.time()
         self.asked = now
         oldest = now - REPORT_FRESH * self.rules.settings.interval_seconds
-        newest = dict(self.taken)
+        newest = {name: (when, m, "head") for name, (when, m) in self.taken.items()}
         for name, (when, m) in self.reports.items():  # an agent's report, where newer than a read here
-            if when >= newest.get(name, (0.0, None))[0]:
-                newest[name] = (when, m)
-        return {name: (now - when, m) for name, (when, m) in newest.items() if when >= oldest}
+            if when >= newest.get(name, (0.0, None, ""))[0]:
+                newest[name] = (when, m, "agent")
+        return {name: (now - when, m, by) for name, (when, m, by) in newest.items() if when >= oldest}
 
     def report(self, node: str, data: dict[str, Any]) -> float:
         """A reading from a node's agent; the seconds until the next is wanted."""

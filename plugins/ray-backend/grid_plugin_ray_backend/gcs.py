@@ -8,6 +8,7 @@ timeout; only a port that answers is asked, with the cluster's token.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -117,13 +118,32 @@ def alive_by_name(nodes: list[RayNode]) -> dict[str, RayNode]:
     return out
 
 
-def wait_for(address: str, ready: Callable[[list[RayNode]], Any], timeout: float, interval: float = 0.1) -> Any:
-    """Ask the GCS until `ready(nodes)` returns something truthy; that value, or GcsError at the timeout."""
+class Listing:
+    """The GCS's nodes for every thread that waits on it: one listing a round, however many wait
+    (each `cluster start` worker waits for its node; a listing each was N listings of N nodes)."""
+
+    def __init__(self, address: str, interval: float = 0.1) -> None:
+        self.address, self.interval = address, interval
+        self.lock = threading.Lock()
+        self.when, self.nodes = -interval, list[RayNode]()
+
+    def __call__(self) -> list[RayNode]:
+        with self.lock:
+            if time.monotonic() - self.when >= self.interval:
+                self.nodes = read_nodes(self.address)
+                self.when = time.monotonic()
+            return self.nodes
+
+
+def wait_for(address: str, ready: Callable[[list[RayNode]], Any], timeout: float, interval: float = 0.1,
+             listing: Callable[[], list[RayNode]] | None = None) -> Any:
+    """Ask the GCS (or `listing`) until `ready(nodes)` returns something truthy; that value, or
+    GcsError at the timeout."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while True:
         try:
-            found = ready(read_nodes(address))
+            found = ready(listing() if listing else read_nodes(address))
             if found:
                 return found
             last = "not joined yet"

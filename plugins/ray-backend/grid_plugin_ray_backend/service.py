@@ -287,11 +287,11 @@ class GridService:
 
     def status(self, client: Client) -> int:
         """`cluster status` in one request: {"nodes": what `nodes` answers, "readings": each node's
-        fresh reading as the controller has it, {node: {"age": s, "metrics": ...}}}."""
+        fresh reading as the controller has it, {node: {"age": s, "metrics": ..., "from": "agent" or "head"}}}."""
         import cattrs
 
-        readings = {name: {"age": age, "metrics": cattrs.unstructure(m)}
-                    for name, (age, m) in self.controller.fresh_readings().items()}
+        readings = {name: {"age": age, "metrics": cattrs.unstructure(m), "from": by}
+                    for name, (age, m, by) in self.controller.fresh_readings().items()}
         client.frame("result", {"nodes": self._nodes(), "readings": readings})
         return 0
 
@@ -452,14 +452,15 @@ class GridService:
             ray.get(stops, timeout=30)
 
     def _reap(self) -> None:
-        """Every few seconds: agents for nodes the config gained; and jobs whose runner is gone
-        without recording an end (its node lost, Ray killed it) are recorded as failed, so every
-        job reaches a final state and `jobs logs --follow` returns."""
+        """At once and then every few seconds: an agent for each node of the config (the first
+        round right away, so the agents start while `cluster start` is still waiting on the
+        service); and jobs whose runner is gone without recording an end (its node lost, Ray
+        killed it) are recorded as failed, so every job reaches a final state and `jobs logs
+        --follow` returns."""
         ray = self.ray
         while True:
-            time.sleep(REAP_SECONDS)
             try:
-                self._ensure_agents()  # here too: nodes the config gains get theirs
+                self._ensure_agents()
                 for job in ray.get(self.registry.list.remote()):
                     if job["state"] not in ACTIVE or time.time() - job["submitted"] < 2 * REAP_SECONDS:
                         continue
@@ -474,6 +475,7 @@ class GridService:
                                                                     "reason": reason}))
             except Exception:  # a tidy-up: one failed round must not end it
                 traceback.print_exc()
+            time.sleep(REAP_SECONDS)
 
     def _newest_node_id(self, name: str) -> str:
         """The node id behind a grid node name: the newest alive one, because after a repair the GCS
