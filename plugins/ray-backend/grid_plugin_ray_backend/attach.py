@@ -74,7 +74,8 @@ class Follower:
                          f"job {self.job_id} is {self.state} and runs on; reconnecting for up to "
                          f"{RECONNECT_SECONDS:g} s (or follow it later: grid jobs logs {self.job_id} --follow)")
                 if now - self.lost_at > RECONNECT_SECONDS:
-                    raise Detached(f"could not reconnect to {self.config.head.name} within {RECONNECT_SECONDS:g} s; "
+                    raise Detached(f"could not reconnect to {self.config.head.name} within {RECONNECT_SECONDS:g} s "
+                                   f"(last: {exc}); "
                                    f"job {self.job_id} was {self.state} when last heard of and runs on as if "
                                    f"detached; follow it: grid jobs logs {self.job_id} --follow") from None
                 time.sleep(BACKOFF[min(tries, len(BACKOFF) - 1)])
