@@ -65,21 +65,43 @@ class Follower:
             try:
                 return self._attempt(op, params)
             except (channel.ChannelLost, TransportError) as exc:
-                if not self.ever_heard:  # no answer at all: nothing says the job was ever started
-                    raise GridError(f"{exc}; whether job {self.job_id} started, `grid jobs list` tells") from None
-                now = time.monotonic()
-                if self.lost_at is None:
-                    self.lost_at = now
-                    note(f"lost the connection to the grid service on {self.config.head.name} ({exc}); "
-                         f"job {self.job_id} is {self.state} and runs on; reconnecting for up to "
-                         f"{RECONNECT_SECONDS:g} s (or follow it later: grid jobs logs {self.job_id} --follow)")
-                if now - self.lost_at > RECONNECT_SECONDS:
-                    raise Detached(f"could not reconnect to {self.config.head.name} within {RECONNECT_SECONDS:g} s "
-                                   f"(last: {exc}); "
-                                   f"job {self.job_id} was {self.state} when last heard of and runs on as if "
-                                   f"detached; follow it: grid jobs logs {self.job_id} --follow") from None
-                time.sleep(BACKOFF[min(tries, len(BACKOFF) - 1)])
-                tries += 1
+                self._lost(exc)
+            except GridError:  # the service refused or failed: still say what became of the job
+                if self.ever_heard:
+                    self._say_fate()
+                raise
+            time.sleep(BACKOFF[min(tries, len(BACKOFF) - 1)])
+            tries += 1
+
+    def _lost(self, exc: Exception) -> None:
+        """Say the channel is lost, once per loss; give up past RECONNECT_SECONDS."""
+        head, job, follow = self.config.head.name, self.job_id, f"grid jobs logs {self.job_id} --follow"
+        if not self.ever_heard:  # no answer at all: nothing says the job was ever started
+            raise GridError(f"{exc}; whether job {job} started, `grid jobs list` tells") from None
+        now = time.monotonic()
+        if self.lost_at is None:
+            self.lost_at = now
+            note(f"lost the connection to the grid service on {head} ({exc}); job {job} is {self.state} and "
+                 f"runs on; reconnecting for up to {RECONNECT_SECONDS:g} s (or follow it later: {follow})")
+        elif now - self.lost_at > RECONNECT_SECONDS:
+            raise Detached(f"could not reconnect to {head} within {RECONNECT_SECONDS:g} s (last: {exc}); job {job} "
+                           f"was {self.state} when last heard of and runs on as if detached; follow it: {follow}")
+
+    def _say_fate(self) -> None:
+        """The job's state from its record, after an answer that did not end with its exit status."""
+        try:
+            listed = channel.call(self.config, self.cluster, "jobs").result or []
+            found = [j for j in listed if j.get("id") == self.job_id]
+        except (GridError, TransportError) as exc:
+            note(f"cannot ask what became of job {self.job_id} ({exc}); see: grid jobs list")
+            return
+        if not found:
+            note(f"the cluster no longer knows job {self.job_id}")
+            return
+        job = found[0]
+        status = "" if job.get("exit_status") is None else f", exit status {job['exit_status']}"
+        why = f": {job['reason']}" if job.get("reason") else ""
+        note(f"job {self.job_id} is {job['state']}{status}{why}; follow it: grid jobs logs {self.job_id} --follow")
 
     def _attempt(self, op: str, params: dict[str, Any]) -> int:
         """One connection, watched from here: a silent one is given up and its transport dropped."""
