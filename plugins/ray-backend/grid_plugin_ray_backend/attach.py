@@ -95,8 +95,7 @@ class Follower:
         except (GridError, TransportError) as exc:
             note(f"cannot ask what became of job {self.job_id} ({exc}); see: grid jobs list")
             return
-        if not found:
-            note(f"the cluster no longer knows job {self.job_id}")
+        if not found:  # the service's own error says so
             return
         job = found[0]
         status = "" if job.get("exit_status") is None else f", exit status {job['exit_status']}"
