@@ -101,6 +101,14 @@ class Cluster:
                 self._transports[node.name] = registration.factory(node, self.config)
             return self._transports[node.name]
 
+    def reconnect(self, node: NodeConfig) -> None:
+        """Close this node's transport and forget it, so the next use connects afresh (one whose
+        link died can hang until TCP gives up, minutes later)."""
+        with self._lock:
+            transport = self._transports.pop(node.name, None)
+        if transport is not None:  # in the background: closing over a dead link may wait on it
+            threading.Thread(target=_close_quietly, args=(transport,), daemon=True).start()
+
     def select(self, names: Sequence[str] = (), tags: Sequence[str] = ()) -> list[NodeConfig]:
         """Nodes by name or tag; all nodes when neither is given."""
         if not names and not tags:
@@ -177,3 +185,8 @@ class Cluster:
             return metrics.sample(node, self.transport(node), sources)
 
         return {out.node.name: out for out in self.fan_out(nodes, read)}
+
+
+def _close_quietly(transport: Transport) -> None:
+    with contextlib.suppress(Exception):  # best effort: a dead connection is already closed
+        transport.close()

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from grid_plugin_ray_backend.jobs import JobRunner
 
 
@@ -102,3 +104,36 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_reader_resumes_each_stream_where_it_stood() -> None:
+    """The registry's offsets per stream: a client that had part of the output (a chunk of one
+    stream, or only part of a chunk) gets exactly the rest, in order, from any point."""
+    from grid_plugin_ray_backend.jobs import JobRegistry
+
+    registry = JobRegistry()
+    assert registry.add({"id": "j"}) and not registry.add({"id": "j"})  # a second run of the id changes nothing
+    chunks = [("stdout", "1\n2\n"), ("stderr", "warn\n"), ("stdout", "3\n"), ("stderr", "é\n"), ("stdout", "4\n")]
+    registry.append("j", chunks[:2])
+    registry.append("j", chunks[2:])
+    whole = "".join(f"{stream}:{text}" for stream, text in chunks)
+    for cut in range(len(chunks) + 1):  # having read whole chunks
+        had = [sum(len(t) for s, t in chunks[:cut] if s == name) for name in ("stdout", "stderr")]
+        rest, stood, info = registry.read("j", had)
+        assert info is not None and stood == (8, 7)
+        assert "".join(f"{stream}:{text}" for stream, text in chunks[:cut] + rest) == whole
+    rest, _, _ = registry.read("j", (1, 0))  # part of the first chunk
+    assert rest[0] == ("stdout", "\n2\n") and len(rest) == len(chunks)
+    assert registry.read("j", (8, 7))[0] == [] and registry.read("nobody", (0, 0))[2] is None
+
+
+def test_output_beyond_the_limit_is_dropped_from_the_front_and_offsets_still_count_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from grid_plugin_ray_backend import jobs
+
+    monkeypatch.setattr(jobs, "MAX_OUTPUT_CHARS", 4)
+    registry = jobs.JobRegistry()
+    registry.add({"id": "j"})
+    registry.append("j", [("stdout", "ab"), ("stderr", "cd"), ("stdout", "ef")])
+    assert registry.read("j", (0, 0))[:2] == ([("stderr", "cd"), ("stdout", "ef")], (4, 2))
+    assert registry.read("j", (3, 2))[0] == [("stdout", "f")]

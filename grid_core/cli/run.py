@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import sys
@@ -18,7 +17,7 @@ from grid_core.errors import GridError
 
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
-    from grid_core.types import Backend, JobRecord, WorkRequest
+    from grid_core.types import Backend, JobRecord, JobSpec, WorkRequest
 
 UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 MAX_SIZE = 2**60  # 1 EiB: more is a typo, and Ray's resource amounts overflow long before
@@ -151,7 +150,8 @@ def run(node: str | None, cpus: float, gpus: float, gpu_types: tuple[str, ...], 
     """Run ARGV as a job on the cluster; its output streams back and its exit status is grid's.
 
     Arguments arrive literally; for pipes or variables run a shell: grid run -- sh -c 'nproc; hostname'.
-    Ctrl-C stops the job (unless --detach).
+    Ctrl-C stops the job (unless --detach). A lost connection does not: grid reconnects and the
+    output resumes where it stopped; if it cannot, the job runs on as if detached.
     """
     import secrets  # here, not at the top: `jobs list` need not import it
 
@@ -178,21 +178,55 @@ def run(node: str | None, cpus: float, gpus: float, gpu_types: tuple[str, ...], 
                        env=dict(execution.environment), job_id=secrets.token_hex(4),
                        boost=boosted[1] if boosted else None, timeout_seconds=execution.timeout_seconds,
                        retries=execution.retry_attempts, resources=resources)
-        try:
-            job_id, status = backend.submit(c, spec, detach=detach, on_output=_write)
-        except KeyboardInterrupt:
-            # The driver may not see the interrupt (a closed SSH channel, a broken pipe): stop it from here.
-            if not detach:
-                click.echo(f"interrupted: stopping job {spec.job_id}", err=True)
-                with contextlib.suppress(GridError):
-                    backend.stop_job(c, str(spec.job_id))
-            raise SystemExit(130) from None
+        if detach:
+            job_id, status = backend.submit(c, spec, detach=True, on_output=_write)
+        else:
+            job_id, status = _attached(c, backend, spec)
     if detach:
         click.echo(job_id)
         click.echo(f"job {job_id} runs on {target}; follow it: grid jobs logs {job_id} --follow", err=True)
         return
     if status:
         raise SystemExit(status)
+
+
+def _attached(c: Cluster, backend: Backend, spec: JobSpec) -> tuple[str, int | None]:
+    """Run the job and follow it. Only Ctrl-C stops it, by asking the service to (a lost
+    connection does not: the backend follows the job again); SIGTERM or SIGHUP to the CLI leave it
+    running, and say how to follow it."""
+    import signal
+
+    job_id = str(spec.job_id)
+    follow = f"grid jobs logs {job_id} --follow"
+
+    def leave(signum: int, _frame: object) -> None:
+        click.echo(f"grid: {signal.Signals(signum).name} ends this CLI; job {job_id} runs on; follow it: {follow}",
+                   err=True)
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, leave)
+    try:
+        return backend.submit(c, spec, detach=False, on_output=_write)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: stopping job {job_id} (Ctrl-C again leaves it running)", err=True)
+        _stop_interrupted(c, backend, job_id, follow)
+        raise SystemExit(130) from None
+
+
+def _stop_interrupted(c: Cluster, backend: Backend, job_id: str, follow: str) -> None:
+    """Ctrl-C's explicit stop, and what became of the job."""
+    from grid_core.types import TransportError
+
+    try:
+        info = job_records([backend.stop_job(c, job_id)])[0]
+    except KeyboardInterrupt:
+        click.echo(f"job {job_id} was left running; follow it: {follow}", err=True)
+    except (GridError, TransportError) as exc:
+        click.echo(f"error: could not stop job {job_id} ({exc}); it may run on: grid jobs stop {job_id}", err=True)
+    else:
+        ended = "" if info.exit_status is None else f" (exit status {info.exit_status})"
+        click.echo(f"job {job_id}: {info.state}{ended}", err=True)
 
 
 @click.group()

@@ -501,17 +501,24 @@ class RayBackend:
                    "gpus": spec.gpus, "memory_bytes": spec.memory_bytes, "cwd": spec.cwd,
                    "boost": spec.boost, "env": dict(spec.env), "timeout_seconds": spec.timeout_seconds,
                    "retries": spec.retries, "resources": dict(spec.resources)}
-        answer = self._call(cluster, "run", {"spec": payload, "detach": detach}, on_output=on_output,
-                            streaming=not detach)
-        return job_id, None if detach else answer.status
+        if detach:
+            self._call(cluster, "run", {"spec": payload, "detach": True})
+            return job_id, None
+        from grid_plugin_ray_backend.attach import Follower
+
+        # Asked again after a lost connection, `run` follows the job it already started (attach.py).
+        return job_id, Follower(self.config, cluster, job_id, on_output).follow("run", {"spec": payload})
 
     def jobs(self, cluster: Cluster) -> list[dict[str, Any]]:
         return list(self._call(cluster, "jobs").result or [])
 
     def logs(self, cluster: Cluster, job_id: str, *, follow: bool,
              on_output: Callable[[str, str], None]) -> int | None:
-        return int(self._call(cluster, "logs", {"job_id": job_id, "follow": follow}, on_output=on_output,
-                              streaming=follow).status)
+        if not follow:
+            return int(self._call(cluster, "logs", {"job_id": job_id}, on_output=on_output).status)
+        from grid_plugin_ray_backend.attach import Follower
+
+        return Follower(self.config, cluster, job_id, on_output).follow("logs", {"job_id": job_id, "follow": True})
 
     def stop_job(self, cluster: Cluster, job_id: str) -> dict[str, Any]:
         return dict(self._call(cluster, "stop_job", {"job_id": job_id}).result or {})

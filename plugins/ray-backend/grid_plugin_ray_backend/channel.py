@@ -45,6 +45,10 @@ class NoService(Exception):
     """Nothing listens at the service's socket."""
 
 
+class ChannelLost(GridError):
+    """The connection to the service broke before its answer was whole: no answer, not a refusal."""
+
+
 @cache
 def relay_source() -> str:
     from importlib import resources
@@ -67,11 +71,14 @@ class Answer:
 class Frames:
     """Splits the service's byte stream into frames and sorts them into an Answer."""
 
-    def __init__(self, on_output: Output | None, on_data: Callable[[bytes], object] | None = None) -> None:
-        self.on_output, self.on_data, self.answer = on_output, on_data, Answer()
+    def __init__(self, on_output: Output | None, on_data: Callable[[bytes], object] | None = None,
+                 on_bytes: Callable[[], object] | None = None) -> None:
+        self.on_output, self.on_data, self.on_bytes, self.answer = on_output, on_data, on_bytes, Answer()
         self.pending: list[bytes] = []  # the line so far, in pieces: a data frame is megabytes
 
     def feed(self, data: bytes) -> None:
+        if self.on_bytes:  # the link is alive (attach.py watches this)
+            self.on_bytes()
         if b"\n" not in data:
             self.pending.append(data)
             return
@@ -109,10 +116,11 @@ def data_frames(data: bytes) -> bytes:
 
 def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any] | None = None, *,
          on_output: Output | None = None, streaming: bool = False, data: bytes | None = None,
-         on_data: Callable[[bytes], object] | None = None) -> Answer:
+         on_data: Callable[[bytes], object] | None = None, on_bytes: Callable[[], object] | None = None) -> Answer:
     """Send one request and collect its answer; a refusal is a GridError with the service's reason.
     `streaming` requests (a followed job, data) have no time limit. `data` goes with the request;
-    bytes the service sends back go to `on_data`."""
+    bytes the service sends back go to `on_data`; `on_bytes()` is called whenever bytes arrive.
+    A broken connection is a ChannelLost, or the transport's TransportError."""
     from grid_core.config import unstructure
 
     state = records.load(config.name)
@@ -132,7 +140,7 @@ def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any
     path = f"{record.directory}/{SOCKET}"
     timeout = None if streaming else CALL_TIMEOUT
     for attempt in range(2):
-        frames = Frames(on_output, on_data)
+        frames = Frames(on_output, on_data, on_bytes)
         try:
             if local:
                 _by_socket(path, request, frames, timeout)
@@ -149,7 +157,7 @@ def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any
         if answer.error is not None:
             raise GridError(answer.error)
         if not answer.ended:
-            raise GridError(f"the grid service on {config.head.name} ended the connection before answering")
+            raise ChannelLost(f"the grid service on {config.head.name} ended the connection before answering")
         for staged in answer.staged:
             _fetch(cluster, config, staged, on_data)
     finally:
@@ -208,7 +216,7 @@ def _by_socket(path: str, request: bytes, frames: Frames, timeout: float | None)
         except TimeoutError:
             raise GridError(f"the grid service did not answer within {timeout:g} s") from None
         except OSError as exc:
-            raise GridError(f"the connection to the grid service broke: {exc}") from None
+            raise ChannelLost(f"the connection to the grid service broke: {exc}") from None
 
 
 def _by_relay(cluster: Cluster, config: ClusterConfig, python: str, path: str, request: bytes,
@@ -220,7 +228,7 @@ def _by_relay(cluster: Cluster, config: ClusterConfig, python: str, path: str, r
         raise NoService(result.stderr.strip())
     if not frames.answer.ended and result.exit_status != 0:
         tail = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.exit_status}"]
-        raise GridError(f"the relay to the grid service on {config.head.name} failed: {tail[0]}")
+        raise ChannelLost(f"the relay to the grid service on {config.head.name} failed: {tail[0]}")
 
 
 def ensure(config: ClusterConfig, cluster: Cluster, address: str, record: records.NodeRecord,

@@ -37,28 +37,39 @@ STOP_GRACE = 5.0
 FLUSH_SECONDS = 0.1
 
 Chunk = tuple[str, str]  # (stream, text)
+Offsets = tuple[int, int]  # characters of stdout and of stderr since the job began
+STREAMS = ("stdout", "stderr")
 
 
 class JobRegistry:
-    """Every job's record and output; one per cluster, on the head."""
+    """Every job's record and output; one per cluster, on the head.
+
+    A job's output is kept as it came, both streams in order, each chunk with where each stream
+    stood after it. A reader names where it is in each stream (Offsets) and gets what follows,
+    so a client whose connection dropped resumes exactly where its output stopped."""
 
     def __init__(self) -> None:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.output: dict[str, list[Chunk]] = {}
-        self.dropped: dict[str, int] = {}  # chunks dropped from the front of each job's output
+        self.ends: dict[str, list[Offsets]] = {}  # per chunk: both streams' offsets after it
         self.chars: dict[str, int] = {}
 
-    def add(self, info: dict[str, Any]) -> None:
+    def add(self, info: dict[str, Any]) -> bool:
+        """A new job's record; False, changing nothing, when the id is known already (a client
+        that lost its connection asks again to run the job it submitted)."""
         job_id = info["id"]
+        if job_id in self.jobs:
+            return False
         self.jobs[job_id] = {"state": "pending", "exit_status": None, "submitted": time.time(), **info}
-        self.output[job_id], self.dropped[job_id], self.chars[job_id] = [], 0, 0
+        self.output[job_id], self.ends[job_id], self.chars[job_id] = [], [], 0
         self._retain()
+        return True
 
     def _retain(self) -> None:
         finished = [j for j, info in self.jobs.items() if info["state"] not in ACTIVE]  # oldest first
         while finished and (len(self.jobs) > MAX_JOBS or sum(self.chars.values()) > MAX_TOTAL_CHARS):
             job_id = finished.pop(0)
-            for table in (self.jobs, self.output, self.dropped, self.chars):
+            for table in (self.jobs, self.output, self.ends, self.chars):
                 del table[job_id]
 
     def update(self, job_id: str, fields: Mapping[str, Any]) -> None:
@@ -68,20 +79,46 @@ class JobRegistry:
     def append(self, job_id: str, chunks: Sequence[Chunk]) -> None:
         if job_id not in self.output:
             return
-        out = self.output[job_id]
-        out.extend(chunks)
+        out, ends = self.output[job_id], self.ends[job_id]
+        stdout, stderr = ends[-1] if ends else (0, 0)
+        for stream, text in chunks:
+            if stream == "stdout":
+                stdout += len(text)
+            else:
+                stderr += len(text)
+            out.append((stream, text))
+            ends.append((stdout, stderr))
         self.chars[job_id] += sum(len(text) for _, text in chunks)
-        while self.chars[job_id] > MAX_OUTPUT_CHARS and len(out) > 1:
-            self.chars[job_id] -= len(out.pop(0)[1])
-            self.dropped[job_id] += 1
+        dropped = 0
+        while self.chars[job_id] > MAX_OUTPUT_CHARS and len(out) - dropped > 1:
+            self.chars[job_id] -= len(out[dropped][1])
+            dropped += 1
+        if dropped:
+            del out[:dropped], ends[:dropped]
 
-    def read(self, job_id: str, offset: int) -> tuple[list[Chunk], int, dict[str, Any] | None]:
-        """Output chunks from `offset` (a count of chunks since the job began), the next offset, the record."""
+    def read(self, job_id: str, since: Sequence[int] = (0, 0)) -> tuple[list[Chunk], Offsets, dict[str, Any] | None]:
+        """The output after `since` (offsets into stdout and stderr), where both streams then
+        stand, and the record. Output dropped for the size limit is skipped."""
+        import bisect
+
         if job_id not in self.jobs:
-            return [], offset, None
-        start = max(0, offset - self.dropped[job_id])
-        chunks = self.output[job_id][start:]
-        return chunks, self.dropped[job_id] + start + len(chunks), dict(self.jobs[job_id])
+            return [], (int(since[0]), int(since[1])), None
+        out, ends = self.output[job_id], self.ends[job_id]
+        want = (int(since[0]), int(since[1]))
+        # The first chunk that ends past `since` in either stream: both offsets only grow.
+        at = bisect.bisect_left(ends, True, key=lambda end: end[0] > want[0] or end[1] > want[1])
+        chunks = []
+        for i in range(at, len(out)):
+            stream, text = out[i]
+            end, mine = ends[i][STREAMS.index(stream)], want[STREAMS.index(stream)]
+            if end > mine:  # the part of the chunk the reader has not had
+                chunks.append((stream, text[max(0, mine - end + len(text)):]))
+        stood = ends[-1] if ends else (0, 0)
+        return chunks, (max(stood[0], want[0]), max(stood[1], want[1])), dict(self.jobs[job_id])
+
+    def record(self, job_id: str) -> dict[str, Any] | None:
+        """The job's record without its output; None for an unknown job."""
+        return dict(self.jobs[job_id]) if job_id in self.jobs else None
 
     def list(self) -> list[dict[str, Any]]:
         return [dict(job) for job in sorted(self.jobs.values(), key=lambda j: j["submitted"])]

@@ -18,7 +18,12 @@ The protocol, one JSON document a line (channel.py is the client):
   another machine (`"stage": true`) moves 1 MiB or more by SFTP instead, as a file in the
   head's 0700 `transfers/` directory: `"staged_data": PATH` in its request, a `["staged", PATH]`
   frame in the answer (base64 over the relay cost 2.6x an SFTP copy of the same bytes);
-- the client closing its end while it follows an attached `run` stops the job, as Ctrl-C does.
+- a followed job's output (`run` not detached, `logs` with follow) carries a `["beat", null]` frame
+  each BEAT_SECONDS, so a client tells a dead link from a quiet job. The client closing its end,
+  or losing it, never stops the job: only `stop_job` does (Ctrl-C sends it). `run` and `logs`
+  take `since`, where the client stood in the job's stdout and stderr (characters of each), and
+  send the output after it; `run` with the id of a job the service knows follows that job, so a
+  client whose connection dropped sends its `run` again and its output resumes, none lost or repeated.
 
 `python -m grid_plugin_ray_backend.service --address ... --namespace ... --head ... --directory ...`
 (its config as JSON on stdin, never in argv) makes sure the service runs: `cluster start` runs it
@@ -320,15 +325,33 @@ class GridService:
 
     # ------------------------------------------------------------------ jobs
 
-    def run(self, client: Client, spec: dict[str, Any], detach: bool = False) -> int:
+    def run(self, client: Client, spec: dict[str, Any], detach: bool = False,
+            since: tuple[int, int] = (0, 0)) -> int:
+        """Start a job, or, for a job id already known (a client asking again after its connection
+        dropped), follow that one from `since`; a runner is made once per job."""
+        ray = self.ray
+        job_id, node = spec["job_id"], spec["node"]
+        ended = None
+        if ray.get(self.registry.record.remote(job_id)) is None:
+            ended = self._start(spec)
+        client.frame("event", {"event": "job", "id": job_id, "node": node})
+        if detach:
+            return 0
+        return self._follow(client, job_id, since=since, ended=ended)
+
+    def _start(self, spec: dict[str, Any]) -> Any:
+        """The job's record and its runner (unless another request made them first); the runner's
+        `finished` call, or None."""
         ray = self.ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         job_id, node = spec["job_id"], spec["node"]
         node_id = self._newest_node_id(node)
-        ray.get(self.registry.add.remote({"id": job_id, "node": node, "argv": spec["argv"], "cwd": spec.get("cwd"),
-                                          "cpus": spec["cpus"], "gpus": spec["gpus"],
-                                          "memory_bytes": spec["memory_bytes"], "boost": spec.get("boost")}))
+        added = ray.get(self.registry.add.remote({
+            "id": job_id, "node": node, "argv": spec["argv"], "cwd": spec.get("cwd"), "cpus": spec["cpus"],
+            "gpus": spec["gpus"], "memory_bytes": spec["memory_bytes"], "boost": spec.get("boost")}))
+        if not added:
+            return None
         options: dict[str, Any] = {
             "name": RUNNER.format(job_id), "lifetime": "detached", "max_concurrency": 4, "max_restarts": 0,
             "num_cpus": spec["cpus"], "num_gpus": spec["gpus"],
@@ -345,67 +368,64 @@ class GridService:
             try:
                 group = get_placement_group(spec["boost"])
             except ValueError:
-                raise ServiceError(f"boost reservation {spec['boost']} is gone (released or expired)") from None
+                reason = f"boost reservation {spec['boost']} is gone (released or expired)"
+                ray.get(self.registry.update.remote(job_id, {"state": "failed", "ended": time.time(),
+                                                             "reason": reason}))
+                raise ServiceError(reason) from None
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
         env = {**spec.get("env", {}), "RAY_ADDRESS": self.address}
         runner = ray.remote(JobRunner).options(**options).remote(
             job_id, spec["argv"], spec.get("cwd"), env, self.namespace, spec.get("timeout_seconds"),
             spec.get("retries", 0))
-        client.frame("event", {"event": "job", "id": job_id, "node": node})
-        if detach:
-            return 0
-        return self._follow(client, job_id, stop_when_gone=True, ended=runner.finished.remote())
+        return runner.finished.remote()
 
     def jobs(self, client: Client) -> int:
         client.frame("result", self.ray.get(self.registry.list.remote()))
         return 0
 
-    def logs(self, client: Client, job_id: str, follow: bool = False) -> int:
-        return self._follow(client, job_id, wait=follow)
+    def logs(self, client: Client, job_id: str, follow: bool = False, since: tuple[int, int] = (0, 0)) -> int:
+        return self._follow(client, job_id, wait=follow, since=since)
 
     def stop_job(self, client: Client, job_id: str) -> int:
         client.frame("result", self._stop(job_id))
         return 0
 
-    def _follow(self, client: Client, job_id: str, wait: bool = True, stop_when_gone: bool = False,
+    def _follow(self, client: Client, job_id: str, wait: bool = True, since: tuple[int, int] = (0, 0),
                 ended: Any = None) -> int:
-        """Send the job's output until it ends (or until caught up, without wait); its exit status."""
-        ray, offset, beat = self.ray, 0, time.monotonic()
+        """Send the job's output after `since` until it ends (or until caught up, without wait);
+        its exit status. A client that goes away ends only this: the job runs on."""
+        ray, offsets, beat = self.ray, (int(since[0]), int(since[1])), time.monotonic()
         while True:
-            chunks, offset, info = ray.get(self.registry.read.remote(job_id, offset))
+            chunks, offsets, info = ray.get(self.registry.read.remote(job_id, offsets))
             if info is None:
                 raise ServiceError(f"no job {job_id!r}")
-            try:
-                for stream, text in chunks:
-                    client.frame("out" if stream == "stdout" else "err", text)
-                if stop_when_gone and client.gone():
-                    raise OSError
-                if stop_when_gone and time.monotonic() - beat > BEAT_SECONDS:
-                    # A relay learns that its SSH session closed only when it writes.
-                    client.frame("beat", None)
-                    beat = time.monotonic()
-            except OSError:  # the client was interrupted or lost: stop the job, as Ctrl-C does
-                if stop_when_gone:
-                    self._stop(job_id)
-                raise
-            if info["state"] not in ("pending", "running"):
+            for stream, text in chunks:
+                client.frame("out" if stream == "stdout" else "err", text)
+            if info["state"] not in ACTIVE:
                 return int(info["exit_status"] if info["exit_status"] is not None else 1)
             if not wait and not chunks:
                 return 0
+            if client.gone():
+                raise OSError("the client has gone")
+            if time.monotonic() - beat > BEAT_SECONDS:
+                # The client tells a quiet job from a dead link by these; and a relay learns
+                # that its SSH session closed only when it writes.
+                client.frame("beat", None)
+                beat = time.monotonic()
             if ended is not None and ray.wait([ended], timeout=0)[0]:
-                self._lost(job_id, ended, offset)
+                self._lost(job_id, ended)
                 ended = None
             if not chunks:
                 time.sleep(POLL_SECONDS)
 
-    def _lost(self, job_id: str, ended: Any, offset: int) -> None:
+    def _lost(self, job_id: str, ended: Any) -> None:
         """The runner's `finished` call returned: if it failed before the record was final, the
         runner could not start or was lost with its node."""
         try:
             self.ray.get(ended)
             return
         except Exception as exc:
-            _, _, info = self.ray.get(self.registry.read.remote(job_id, offset))
+            info = self.ray.get(self.registry.record.remote(job_id))
             if not info or info["state"] not in ("pending", "running"):
                 return
             where = info.get("node", "its node")
@@ -424,7 +444,7 @@ class GridService:
         if runner is not None:
             with contextlib.suppress(Exception):  # it ended meanwhile
                 ray.get(runner.stop.remote(), timeout=30)
-        _, _, info = ray.get(self.registry.read.remote(job_id, 0))
+        info = ray.get(self.registry.record.remote(job_id))
         if info is None:
             raise ServiceError(f"no job {job_id!r}")
         deadline = time.monotonic() + 10
@@ -434,7 +454,7 @@ class GridService:
                 if runner is not None:
                     ray.kill(runner)
             time.sleep(POLL_SECONDS)
-            _, _, info = ray.get(self.registry.read.remote(job_id, 0))
+            info = ray.get(self.registry.record.remote(job_id))
         return dict(info)
 
     def _end_jobs_in(self, group: str) -> None:
