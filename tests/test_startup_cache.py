@@ -95,14 +95,58 @@ def test_a_corrupt_index_is_ignored_and_replaced(content: str) -> None:
     assert json.loads(path.read_text())["format"] == plugins.INDEX_FORMAT
 
 
-def test_a_failed_plugin_is_loaded_again_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A failure's reason must be current (a missing dependency may be installed since)."""
-    PluginHost(indexed=True)
-    index = plugins._read_index()
-    assert index is not None
-    index["plugins"][0]["status"] = "failed"
-    plugins._write_index(index)
+def test_a_failed_plugin_stays_in_the_index_while_the_files_it_ran_are_unchanged(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure is a fact of the files, as a success is: the index keeps it, and editing the
+    failing module (a fix made in place) makes the next host load again."""
+    package = tmp_path / "grid_flaky"
+    package.mkdir()
+    (package / "__init__.py").write_text("from grid_flaky import inner\n")
+    (package / "inner.py").write_text("raise RuntimeError('not today')\n")
+    metadata = tmp_path / "grid_flaky-1.0.dist-info"
+    metadata.mkdir()
+    (metadata / "METADATA").write_text("Metadata-Version: 2.1\nName: grid-flaky\nVersion: 1.0\n")
+    (metadata / "entry_points.txt").write_text("[grid]\nflaky = grid_flaky\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = PluginHost(indexed=True)
+    assert first.records["flaky"].status == "failed" and "not today" in first.records["flaky"].reason
+    second = PluginHost(indexed=True)
+    assert second._entries is None and "grid_flaky" not in sys.modules
+    assert second.records["flaky"].status == "failed" and "not today" in second.records["flaky"].reason
+    inner = package / "inner.py"
+    stat = os.stat(inner)
+    os.utime(inner, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert PluginHost(indexed=True)._entries is not None
+
+
+def _requires(tmp_path: Path, requirement: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A plugin requiring `requirement`, which leaves a marker file when it is imported."""
+    marker = tmp_path / "imported"
+    (tmp_path / "grid_old.py").write_text(f"open({str(marker)!r}, 'a').write('x')\n")
+    metadata = tmp_path / "grid_old-1.0.dist-info"
+    metadata.mkdir()
+    (metadata / "METADATA").write_text("Metadata-Version: 2.1\nName: grid-old\nVersion: 1.0\n"
+                                       f"Requires-Dist: {requirement}\nRequires-Dist: pytest; extra == 'test'\n")
+    (metadata / "entry_points.txt").write_text("[grid]\nold = grid_old\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return marker
+
+
+def test_a_plugin_whose_requirement_excludes_this_core_is_incompatible_and_never_imported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = _requires(tmp_path, "grid-core<0.1", monkeypatch)
+    host = PluginHost(indexed=True)
+    old = host.records["old"]
+    assert (old.status, old.reason) == ("incompatible", "requires grid-core<0.1, this is grid-core 0.1.0")
+    assert not marker.exists() and "grid_old" not in sys.modules
+    assert PluginHost(indexed=True).records["old"].status == "incompatible"  # from the index
+    with pytest.raises(PluginError, match=r"old \(incompatible: requires grid-core<0\.1"):
+        host.get("grid_offload_policies", "old")
+
+
+def test_a_plugin_whose_requirement_admits_this_core_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = _requires(tmp_path, "grid_core (>=0.1,<1)", monkeypatch)
+    assert PluginHost().records["old"].status == "active" and marker.exists()
 
 
 def test_an_unwritable_state_dir_costs_only_speed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

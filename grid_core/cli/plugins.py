@@ -29,7 +29,7 @@ def list_plugins(as_json: bool) -> None:
             for r in records
         ])
     else:
-        colours = {"active": "green", "blocked": "yellow", "failed": "red"}
+        colours = {"active": "green", "blocked": "yellow", "failed": "red", "incompatible": "red"}
         rows = []
         for r in records:
             registers = "; ".join(f"{KINDS[h][0]}: {', '.join(names)}" for h, names in r.hooks.items() if names)
