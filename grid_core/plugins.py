@@ -167,7 +167,8 @@ class PluginHost:
         return {
             "format": INDEX_FORMAT,
             "key": key,
-            "files": [list(f) for f in sorted({*map(tuple, _source_files(packages)), *_stat_files(self._failed_files)})],
+            "files": [list(f) for f in sorted({*map(tuple, _source_files(packages)),
+                                               *_stat_files(self._failed_files)})],
             "plugins": [r.as_dict() for r in self.records.values()],
             "modules": {name: self._modules[name] for name in self.records if name in self._modules},
             "commands": [

@@ -95,8 +95,8 @@ def test_a_corrupt_index_is_ignored_and_replaced(content: str) -> None:
     assert json.loads(path.read_text())["format"] == plugins.INDEX_FORMAT
 
 
-def test_a_failed_plugin_stays_in_the_index_while_the_files_it_ran_are_unchanged(tmp_path: Path,
-                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_plugin_stays_in_the_index_while_the_files_it_ran_are_unchanged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure is a fact of the files, as a success is: the index keeps it, and editing the
     failing module (a fix made in place) makes the next host load again."""
     package = tmp_path / "grid_flaky"
