@@ -110,8 +110,8 @@ def _one(operator: str, wanted: str, have: Version) -> bool:
     if operator == "~=":
         if len(spec.release) < 2:
             raise ValueError(f"~= needs at least two release parts: ~={wanted}")
-        release = ".".join(map(str, spec.release[:-1]))
-        return _one(">=", wanted, have) and _one("==", f"{spec.epoch}!{release}.*", have)
+        stem = ".".join(map(str, spec.release[:-1]))
+        return _one(">=", wanted, have) and _one("==", f"{spec.epoch}!{stem}.*", have)
     public = have.public
     if operator == "<=":
         return public <= spec
