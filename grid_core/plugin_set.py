@@ -18,11 +18,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from grid_core.plugins import PluginHost
-
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
     from grid_core.config import NodeConfig
+    from grid_core.plugins import PluginHost
     from grid_core.types import PluginDrift, PluginMatrix
 
 CORE = "grid-core"
@@ -61,13 +60,12 @@ SHELL_PROBE = 'probe=$1; shift; for py; do command -v "$py" >/dev/null 2>&1 && e
 def installed() -> dict[str, str]:
     """This environment's grid-core and plugin distributions with their versions, as PROBE finds
     them on a node (what the service records at its start); nothing is imported."""
+    import contextlib
     from importlib import metadata
 
     found = {ep.dist.name: ep.dist.version for ep in metadata.entry_points(group="grid") if ep.dist is not None}
-    try:
+    with contextlib.suppress(metadata.PackageNotFoundError):
         found[CORE] = metadata.version(CORE)
-    except metadata.PackageNotFoundError:
-        pass
     return found
 
 
@@ -127,7 +125,7 @@ class Here:
         for dist in sorted({*started_with, *self.version}):
             now, then = self.version.get(dist), started_with.get(dist)
             place = self.counts_on.get(dist, NODES)  # one that is gone from here: assume the widest
-            if now == then or place in (HERE, None) or dist == CORE and now is None:
+            if now == then or place in (HERE, None) or (dist == CORE and now is None):
                 continue
             changes.append(PluginChange(distribution=dist, started_with=then, now=now))
             restart |= {"service", "agents"} if place == NODES else {"service"}

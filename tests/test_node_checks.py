@@ -121,7 +121,7 @@ def test_a_node_without_ray_is_told_to_run_cluster_install() -> None:
     here = local_versions()
     facts = Facts(python=platform.python_version(), executable="/usr/bin/python3", hostname="b", home="/root",
                   ssh_server_ip=None, versions={**here, "ray": None}, pids=[], raylets=[])
-    problem = RayBackend.mismatch(facts)
+    problem = RayBackend._version_mismatch(facts)
     assert problem is not None and "ray is not installed" in problem and "run `grid cluster install`" in problem
 
 

@@ -74,7 +74,7 @@ def merge_backend(rows: list[NodeStatus], engine: dict[str, EngineNode] | None, 
             row, alive=view.alive, resources=view.resources, address=view.address, node_id=view.node_id,
             cpus=row.cpus if view.cpus is None else view.cpus, gpus=row.gpus if view.gpus is None else view.gpus,
             memory_bytes=row.memory_bytes if view.memory_bytes is None else view.memory_bytes,
-            engine_error=view.error or error))
+            engine_error=view.error or error, service_plugins=view.service_plugins))
     return merged
 
 
@@ -130,10 +130,15 @@ def _used(row: NodeStatus, resource: str) -> str:
 @config_option
 def status(as_json: bool) -> None:
     """Each node's reachability, engine state, resources and live load."""
+    from grid_core.plugin_set import Here, drift_line
+
     with state().cluster() as c:
         rows = status_rows(c)
+        started_with = next((r.service_plugins for r in rows if r.service_plugins is not None), None)
+        drift = None if started_with is None else Here().drift(started_with)
         if as_json:
-            print_json(ClusterStatus(cluster=c.config.name, source=c.config.source, nodes=tuple(rows)))
+            print_json(ClusterStatus(cluster=c.config.name, source=c.config.source, nodes=tuple(rows),
+                                     plugins_changed=drift))
             return
     notes, cells = [], []
     for r in rows:
@@ -152,6 +157,8 @@ def status(as_json: bool) -> None:
         notes = [f"all nodes: {notes[0].partition(': ')[2]}"]
     for note in notes:
         say((f"engine: {note}", "dim"))
+    if drift is not None:
+        say(("plugins:", "yellow"), f" {drift_line(drift)}")
 
 
 @cluster.command()

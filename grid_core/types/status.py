@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import attrs
 
 from grid_core.record import record
+from grid_core.types.plugins import PluginDrift
 from grid_core.types.readings import NodeMetrics
 
 __all__ = ("ClusterStatus", "EngineNode", "NodeStatus", "ResourceUse")
@@ -36,6 +37,8 @@ class EngineNode:
     # The node's latest reading as the cluster took it, and its age in seconds, where fresh.
     metrics: NodeMetrics | None = None
     metrics_age: float | None = None
+    # The head's: grid-core and the plugin distributions the cluster's service started with.
+    service_plugins: Mapping[str, str] | None = None
 
 
 @record(kw_only=True)
@@ -64,6 +67,7 @@ class NodeStatus:
     address: str | None = None
     node_id: str | None = None
     engine_error: str | None = None  # EngineNode.error, or why the engine could not be asked
+    service_plugins: Mapping[str, str] | None = None  # EngineNode.service_plugins (the head's)
 
 
 @record(kw_only=True)
@@ -73,3 +77,4 @@ class ClusterStatus:
     cluster: str
     source: str
     nodes: tuple[NodeStatus, ...] = ()
+    plugins_changed: PluginDrift | None = None  # this machine's plugins since the service started

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
+
 from grid_core import types  # records by attribute, so each record module loads when first used
 from grid_core.cluster import on_node, python_candidates
 from grid_core.errors import GridError
@@ -73,6 +75,7 @@ class Facts:
     versions: dict[str, str | None]
     pids: list[int]
     raylets: list[str]
+    plugins: dict[str, str] = attrs.field(factory=dict)  # every distribution with a grid plugin there
 
 
 def _tail(result: CommandResult, lines: int = 3) -> str:
@@ -165,9 +168,19 @@ class RayBackend:
             return Check("ray", False, f"{version}, but the head has {head}: install ray=={head}")
         return Check("ray", True, version)
 
+    def mismatch(self, facts: Facts, node: str) -> str | None:
+        """Why the node cannot join this machine's cluster, or None: Python, ray and grid, then
+        every plugin distribution that counts on it (grid_core.plugin_set)."""
+        from grid_core.plugin_set import Here
+
+        problem = self._version_mismatch(facts)
+        if problem is None:
+            plugins = Here().differences(node, node == self.config.head.name, {**facts.plugins, **facts.versions})
+            problem = "; ".join(plugins) or None
+        return problem
+
     @staticmethod
-    def mismatch(facts: Facts) -> str | None:
-        """Why the node cannot join this machine's cluster, or None."""
+    def _version_mismatch(facts: Facts) -> str | None:
         here = local_versions()
         if facts.python.rsplit(".", 1)[0] != here["python"]:
             return f"Python {facts.python} at {facts.executable}, {here['python']} here; run `grid cluster install`"
@@ -216,7 +229,7 @@ class RayBackend:
             facts = survey[node.name]
             if isinstance(facts, str):
                 out.append(NodeOutcome(node.name, False, "failed", facts))
-            elif problem := self.mismatch(facts) or (None if node.is_head else self.python_problem(
+            elif problem := self.mismatch(facts, node.name) or (None if node.is_head else self.python_problem(
                     facts.python, head.python if isinstance(head, Facts) else None)):
                 out.append(NodeOutcome(node.name, False, "failed", problem))
             else:
@@ -237,7 +250,7 @@ class RayBackend:
         for name, found in survey.items():
             if isinstance(found, str):
                 failed[name] = found
-            elif problem := self.mismatch(found) or (
+            elif problem := self.mismatch(found, name) or (
                     None if name == head.name else self.python_problem(found.python, head_python)):
                 failed[name] = problem
             else:
@@ -472,8 +485,19 @@ class RayBackend:
                 gpus=node.total.get("GPU", 0.0), memory_bytes=int(node.total.get("memory", 0)),
                 resources=gcs.resource_usage(node),
                 metrics=wire().structure(reading["metrics"], types.NodeMetrics) if reading else None,
-                metrics_age=float(reading["age"]) if reading else None)
+                metrics_age=float(reading["age"]) if reading else None,
+                service_plugins=answer.get("plugins") if name == self.config.head.name else None)
         return out
+
+    def restart_service(self, cluster: Cluster) -> None:
+        from grid_core.config import unstructure
+        from grid_plugin_ray_backend import channel
+
+        state = records.load(self.config.name)
+        record = state.nodes.get(self.config.head.name)
+        if state.gcs_address is None or record is None:
+            raise GridError(f"cluster {self.config.name!r} is not running; start it with `grid cluster start`")
+        channel.ensure(self.config, cluster, state.gcs_address, record, unstructure(self.config), restart=True)
 
     # ------------------------------------------------------------------ jobs
 
