@@ -167,9 +167,11 @@ def status(as_json: bool) -> None:
               help="First give every node this machine's engine and grid (as `grid cluster install`).")
 @click.option("--wheelhouse", type=click.Path(file_okay=False), default=None,
               help="With --install: install offline from the wheels in DIR.")
+@click.option("--restart-service", is_flag=True,
+              help="Then restart the grid service and the node agents, to run the plugins installed now.")
 @json_option
 @config_option
-def start(dry_run: bool, install_first: bool, wheelhouse: str | None, as_json: bool) -> None:
+def start(dry_run: bool, install_first: bool, wheelhouse: str | None, restart_service: bool, as_json: bool) -> None:
     """Start the engine: check every node, start the head, then the workers in parallel.
 
     Nodes already up in this cluster are left alone; missing or dead ones are (re)started. One
@@ -193,6 +195,11 @@ def start(dry_run: bool, install_first: bool, wheelhouse: str | None, as_json: b
         with NodeProgress(f"starting {c.config.name}", names) as progress:
             outcomes = backend.start(c, dry_run=dry_run, progress=progress)
         code = report(f"cluster {c.config.name}: {'plan' if dry_run else 'start'}", outcomes, as_json)
+        if restart_service and not dry_run and not code:
+            backend.restart_service(c)
+            if not as_json:
+                click.echo(f"restarted the grid service and the node agents on {c.config.name}: they run the "
+                           "plugins installed now", err=True)
     if not as_json and not dry_run and not code:
         click.echo("run a job: grid run -- CMD   status: grid cluster status   stop: grid cluster stop", err=True)
         click.echo("Ray's own tools (ray status, a script's ray.init()): eval \"$(grid cluster env)\" first",

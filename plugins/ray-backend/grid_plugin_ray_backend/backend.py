@@ -255,6 +255,7 @@ class RayBackend:
                 failed[name] = problem
             else:
                 facts[name] = found
+        notes = self._extra_plugins(facts)
         addresses = self._addresses(survey)
         gcs_address = self._gcs_address(addresses)
         if cfg.backend.tls and not dry_run:
@@ -282,7 +283,7 @@ class RayBackend:
                      else f"will start as {role} at {addresses[name]}")
         if dry_run:
             planned = {n: "running" if a == "running" else "would start" for n, a in plan.items()}
-            return self._outcomes(failed, planned, {}, time.monotonic() - began)
+            return self._outcomes(failed, planned, {}, time.monotonic() - began, notes)
 
         done: dict[str, str] = {n: "running" for n, a in plan.items() if a == "running"}
         # Nodes left alone still get a working directory added to the config since they started.
@@ -332,17 +333,28 @@ class RayBackend:
                     progress(head.name, f"grid service: {started[-1].reason}")
             except GridError as exc:
                 failed[head.name] = f"started, but the grid service did not: {exc}"
-        return self._outcomes(failed, done, seconds, 0.0)
+        return self._outcomes(failed, done, seconds, 0.0, notes)
+
+    @staticmethod
+    def _extra_plugins(facts: Mapping[str, Facts]) -> dict[str, str]:
+        """Per node, the plugin distributions it has and this machine does not (named, not refused)."""
+        from grid_core.plugin_set import Here
+
+        here = Here()
+        found = {name: here.extras(f.plugins) for name, f in facts.items()}
+        return {name: f"also has {', '.join(extra)}, which this machine does not" for name, extra in found.items()
+                if extra}
 
     def _outcomes(self, failed: dict[str, str], done: dict[str, str], seconds: dict[str, float],
-                  default_seconds: float) -> list[NodeOutcome]:
+                  default_seconds: float, notes: Mapping[str, str] | None = None) -> list[NodeOutcome]:
         out = []
         for node in self.config.nodes:
             took = seconds.get(node.name, default_seconds)
             if node.name in failed:
                 out.append(NodeOutcome(node.name, False, "failed", failed[node.name], took))
             else:
-                out.append(NodeOutcome(node.name, True, done.get(node.name, "skipped"), "", took))
+                note = (notes or {}).get(node.name, "")
+                out.append(NodeOutcome(node.name, True, done.get(node.name, "skipped"), note, took))
         return out
 
     def _record(self, state: records.Records, node: NodeConfig, facts: Facts, address: str) -> None:
