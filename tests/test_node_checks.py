@@ -127,5 +127,5 @@ def test_a_node_without_ray_is_told_to_run_cluster_install() -> None:
 
 def test_the_table_shows_the_backend_s_check_by_its_name_before_the_gpu_s() -> None:
     row = {"checks": [attrs.asdict(c) for c in (Check("reachable", True, "via ssh"), Check("ray", True, "2.60.0"))]}
-    assert _columns([row]) == ("reachable", "host_key", "auth", "python", "ray", "gpu")
+    assert _columns([row]) == ("reachable", "host_key", "auth", "python", "plugins", "ray", "gpu")
     assert _columns([]) == CHECKS and "ray" not in CHECKS
