@@ -203,3 +203,51 @@ def test_threads_that_ask_at_once_all_see_the_full_load() -> None:
         with ThreadPoolExecutor(max_workers=8) as pool:
             found = list(pool.map(lambda _, h=host: sorted(h.all("grid_transports")), range(8)))
         assert all(names == found[0] and "local" in names for names in found), found
+
+
+# --------------------------------------------------------------------------- pip-installed, through the CLI
+
+MARKED = "import os\nopen(os.environ['GRID_TEST_MARKER'], 'a').write({name!r} + '\\n')\n{rest}"
+
+
+def _pip_package(root: Path, dist: str, module: str, source: str, dependencies: list[str]) -> Path:
+    pkg = root / dist
+    (pkg / module).mkdir(parents=True)
+    (pkg / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=70.1"]\nbuild-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "{dist}"\nversion = "2.0"\ndependencies = {json.dumps(dependencies)}\n'
+        f'[project.entry-points.grid]\n{module.removeprefix("grid_")} = "{module}"\n')
+    (pkg / module / "__init__.py").write_text(source)
+    return pkg
+
+
+def test_a_broken_plugin_is_imported_once_and_an_incompatible_one_never(tmp_path: Path) -> None:
+    """pip-installed into a venv of their own: one raising at import, one requiring grid-core<0.1.
+    Each writes a marker line when imported; `grid --help` twice imports the broken one once."""
+    import sysconfig
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "grid-parent.pth").write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
+    broken = _pip_package(tmp_path, "grid-plugin-crash", "grid_crash",
+                          MARKED.format(name="crash", rest="raise RuntimeError('crashes at import')\n"), [])
+    ancient = _pip_package(tmp_path, "grid-plugin-ancient", "grid_ancient", MARKED.format(name="ancient", rest=""),
+                           ["grid-core<0.1"])
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--no-index", str(broken), str(ancient)], check=True, capture_output=True)
+    marker = tmp_path / "imported"
+    env = {"GRID_TEST_MARKER": str(marker)}
+    for _ in range(2):
+        helped = grid("--help", python=str(python), env=env)
+        assert helped.returncode == 0 and "Traceback" not in helped.stderr, helped.stderr
+    assert marker.read_text() == "crash\n"  # the second run took the failure from the index
+    listed = {p["name"]: p for p in json.loads(grid("plugins", "list", "--json", python=str(python), env=env).stdout)}
+    assert listed["crash"]["status"] == "failed" and "crashes at import" in listed["crash"]["reason"]
+    assert listed["ancient"]["status"] == "incompatible"
+    assert listed["ancient"]["reason"] == "requires grid-core<0.1, this is grid-core 0.1.0"
+    table = grid("plugins", "list", python=str(python), env=env)
+    assert "incompatible" in table.stdout and "requires grid-core<0.1" in table.stdout
+    assert marker.read_text() == "crash\n"  # the list came from the index; `ancient` never ran
