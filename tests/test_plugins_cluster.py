@@ -11,7 +11,6 @@ that fails at import; a policy that raises in decide.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -189,7 +188,8 @@ def test_a_metrics_source_on_the_workers_only_is_named_at_start_and_used_by_thei
     assert SCRIPTED in table and "the same on every node where it counts" in table
     # The agents read the workers with it: readings no machine would give.
     (bed.tb.workdir / "scripted.json").write_text(json.dumps({
-        "host2": {"cpu_percent": 12.5, "memory_percent": 3.25}, "host3": {"cpu_percent": 21.5, "memory_percent": 4.75}}))
+        "host2": {"cpu_percent": 12.5, "memory_percent": 3.25},
+        "host3": {"cpu_percent": 21.5, "memory_percent": 4.75}}))
     bed.env.json("offload", "auto", "--enable", "--threshold", "cpu=99", "--threshold", "memory=99")
     status = bed.wait_status(lambda s: [(n["name"], n["cpu_percent"]) for n in s["nodes"] if n["name"] != "host1"]
                              == [("host2", 12.5), ("host3", 21.5)], "scripted readings from the workers' agents")
