@@ -249,10 +249,11 @@ def _remove_on_nodes(c: Cluster, nodes: list[NodeConfig], dists: list[str], prog
     def one(node: NodeConfig) -> tuple[str, str]:
         if node.python:
             return "skipped", f"nodes[{node.name}].python is set; grid leaves that interpreter as it is"
-        python = posixpath.join(on_node(node, c.config.backend.venv or DEFAULT_VENV), "bin", "python")
-        if node.transport_name == "local" and os.path.realpath(python) == os.path.realpath(sys.executable):
+        venv = on_node(node, c.config.backend.venv or DEFAULT_VENV)
+        python = posixpath.join(venv, "bin", "python")
+        if node.transport_name == "local" and os.path.realpath(venv) == os.path.realpath(sys.prefix):
             return "removed", "this machine's own environment"
-        progress(node.name, f"pip uninstall in {posixpath.dirname(posixpath.dirname(python))}")
+        progress(node.name, f"pip uninstall in {venv}")
         result = c.transport(node).run([python, "-m", "pip", "uninstall", "--yes", *dists], timeout=PIP_TIMEOUT)
         if result.exit_status != 0:
             lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
