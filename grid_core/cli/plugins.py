@@ -53,7 +53,7 @@ def list_plugins(on_cluster: bool, as_json: bool) -> None:
             print_json(found)
         else:
             _print_matrix(found)
-        if found.fix:
+        if found.fix or found.errors:  # for scripts: 0 only when every node matches where it counts
             raise SystemExit(1)
         return
     host = plugin_host.host()
