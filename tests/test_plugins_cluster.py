@@ -211,7 +211,8 @@ def test_plugins_install_puts_a_policy_on_every_node_and_remove_takes_it_away(be
     assert drift["restart"] == ["service"]  # a policy runs in the service only
     env.json("offload", "auto", "--enable", "--policy", "loadavg")
     bed.wait_status(lambda s: "per core" in ((s["decision"] or {}).get("reason") or ""), "a decision by loadavg")
-    assert "per core)" in env.grid("offload", "auto", "--status").stdout  # its reason, as users read it
+    said = env.grid("offload", "auto", "--status").stdout
+    assert any(line.startswith("decision: ") and "per core" in line for line in said.splitlines()), said
     restarted = env.grid("cluster", "start", "--restart-service")
     assert restarted.returncode == 0, restarted.stderr
     after = env.grid("offload", "auto", "--status").stdout
