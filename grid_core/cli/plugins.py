@@ -53,6 +53,10 @@ def list_plugins(on_cluster: bool, as_json: bool) -> None:
             print_json(found)
         else:
             _print_matrix(found)
+        for node, error in found.errors.items():
+            click.echo(f"error: {node} could not be asked: {error}", err=True)
+        if found.fix:
+            click.echo(f"error: the plugin set differs where it counts; fix: {found.fix}", err=True)
         if found.fix or found.errors:  # for scripts: 0 only when every node matches where it counts
             raise SystemExit(1)
         return
@@ -98,11 +102,7 @@ def _print_matrix(found: PluginMatrix) -> None:
         cells.append(f"{row.counts_on}{status}")
         rows.append(cells)
     print_table(("distribution", "here", *found.nodes, "counts on"), rows, title=f"plugins on {found.cluster}")
-    for node, error in found.errors.items():
-        say((node, "bold"), f" could not be asked: {error}")
-    if found.fix:
-        say(("differs", "red"), f" where it counts; fix: {found.fix}")
-    elif not found.errors:
+    if not found.fix and not found.errors:
         say(("the same on every node where it counts", "green"))
 
 
@@ -136,11 +136,18 @@ def _build_isolation() -> list[str]:
 
 def _spec(spec: str) -> str:
     """A local path made absolute (pip records it, and `cluster install` builds from it); a name
-    or version spec as given."""
+    or version spec as given, once it reads as one."""
+    from grid_core.requirements import requirement_on
+
     if os.sep in spec or spec.startswith(".") or spec.endswith(".whl"):
         if not os.path.exists(spec):
             raise click.BadParameter(f"{spec}: no such file or directory", param_hint="SPEC")
         return os.path.abspath(spec)
+    name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", spec)
+    specifier = requirement_on([spec], name.group()) if name else None
+    if specifier is None or not re.fullmatch(r"(\s*(~=|===|==|!=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+\s*,?)*", specifier):
+        raise click.BadParameter(f"{spec!r} is not a package name, version spec, directory or wheel",
+                                 param_hint="SPEC")
     return spec
 
 
@@ -169,7 +176,6 @@ def install(specs: tuple[str, ...], wheelhouse: str | None, names: tuple[str, ..
     with state().cluster() as c:
         nodes = c.select(names, tags)  # a bad name fails before anything is installed
         before = installed()
-        say(("here:", "bold"), f" pip install {' '.join(specs)}", err=True)
         _pip_here(["install", "--disable-pip-version-check", "--quiet", *_build_isolation(),
                    *(["--find-links", wheelhouse] if wheelhouse else []), *chosen])
         changed = _changed(before, installed())
@@ -207,7 +213,7 @@ def _distribution(name: str) -> str:
             return ep.dist.name
     try:
         return metadata.distribution(name).name
-    except metadata.PackageNotFoundError:
+    except (metadata.PackageNotFoundError, ValueError):  # ValueError: no name at all
         raise click.BadParameter(f"{name!r} is not installed here (see `grid plugins list`)",
                                  param_hint="NAME") from None
 
@@ -227,7 +233,6 @@ def remove(names_to_remove: tuple[str, ...], names: tuple[str, ...], tags: tuple
     with state().cluster() as c:
         nodes = c.select(names, tags)
         before = installed()
-        say(("here:", "bold"), f" pip uninstall {' '.join(dists)}", err=True)
         _pip_here(["uninstall", "--yes", *dists])
         plugin_host.configure()
         say(("here:", "bold"), f" {', '.join(_changed(before, installed())) or 'nothing changed'}", err=True)
