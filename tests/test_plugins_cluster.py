@@ -32,6 +32,7 @@ HOSTS = ("host1", "host2", "host3")
 LOADAVG = "grid-policy-loadavg"
 SCRIPTED = "grid-test-scripted-metrics"
 THRESHOLD = "grid-plugin-threshold-offload"
+POOL = "grid-plugin-memory-pool"  # a service request: its actors may run on any node, so it counts on all
 
 BROKEN_POLICY = "raise RuntimeError('the broken policy cannot start')\n"
 FLAKY_POLICY = '''
@@ -86,10 +87,10 @@ def policy_package(root: Path, dist: str, module: str, ep: str, source: str, ver
 
 def build_wheels(root: Path) -> Path:
     """Once per module: the wheels the tests install on hosts by hand (a host sees the testbed's
-    workdir): the scripted source, an older threshold policy, a broken and a flaky policy."""
+    workdir): the scripted source, an older memory pool, a broken and a flaky policy."""
     sources = root / "src"
-    old = sources / "threshold-old"
-    shutil.copytree(REPO / "plugins" / "threshold-offload", old, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    old = sources / "memory-pool-old"
+    shutil.copytree(REPO / "plugins" / "memory-pool", old, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     pyproject = old / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('version = "0.1.0"', 'version = "0.0.9"', 1))
     trees = [REPO / "tests" / "plugins" / "scripted-metrics", old,
@@ -232,17 +233,16 @@ def test_plugins_install_puts_a_policy_on_every_node_and_remove_takes_it_away(be
 
 def test_a_node_with_an_older_plugin_is_refused_at_start_with_both_versions(bed: Bed) -> None:
     env = bed.env
-    bed.pip_on("host3", "install", "--no-deps", "--force-reinstall", bed.wheel(THRESHOLD))  # 0.0.9, by hand
+    bed.pip_on("host3", "install", "--no-deps", "--force-reinstall", bed.wheel(POOL))  # 0.0.9, by hand
     result = env.grid("cluster", "start", "--json")
     assert result.returncode == 1
     nodes = by_name(json.loads(result.stdout))
     assert nodes["host1"]["ok"] and nodes["host2"]["ok"] and not nodes["host3"]["ok"]
-    assert nodes["host3"]["reason"] == (f"{THRESHOLD} 0.0.9 on host3, 0.1.0 here (it counts on the head): "
+    assert nodes["host3"]["reason"] == (f"{POOL} 0.0.9 on host3, 0.1.0 here (it counts on every node): "
                                         "run `grid cluster install --node host3`")
     matrix = bed.matrix()
     assert matrix["returncode"] == 1 and matrix["fix"] == "grid cluster install --node host3"
-    assert rows(matrix)[THRESHOLD]["differs"] == ["host3"]
-    assert rows(matrix)[THRESHOLD]["nodes"]["host3"] == "0.0.9"
+    assert rows(matrix)[POOL]["nodes"]["host3"] == "0.0.9" and rows(matrix)[POOL]["differs"] == ["host3"]
     fixed = env.json("cluster", "install", "--node", "host3")  # the fix the refusal names
     assert by_name(fixed)["host3"]["action"] == "installed"
     assert env.grid("cluster", "start").returncode == 0
