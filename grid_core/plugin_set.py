@@ -79,8 +79,10 @@ class Here:
         self.version: dict[str, str] = {}
         self.counts_on: dict[str, str | None] = {}  # None: counts nowhere (its plugins do not run here)
         self.status: dict[str, str] = {}
+        core = None
         for r in records:
-            if r.distribution == CORE:
+            if r.distribution == CORE:  # the built-ins' record carries the core's version (no metadata read)
+                core = r.version
                 continue
             self.version[r.distribution] = r.version
             if r.status != "active":
@@ -91,9 +93,11 @@ class Here:
             if r.distribution not in self.counts_on or (
                     widest is not None and (before is None or _WIDTH[widest] > _WIDTH[before])):
                 self.counts_on[r.distribution] = widest
-        from grid_core import __version__
+        if core is None:  # every built-in blocked
+            import grid_core
 
-        self.version[CORE], self.counts_on[CORE] = __version__, NODES
+            core = str(grid_core.__version__)
+        self.version[CORE], self.counts_on[CORE] = core, NODES
 
     def counts(self, distribution: str, is_head: bool) -> bool:
         place = self.counts_on.get(distribution)
