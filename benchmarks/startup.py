@@ -3,7 +3,9 @@
 Whole-process medians from one run, the commands interleaved round by round so that load on the
 machine hits them alike: `python -c pass`, `python -c 'import click'` (the floor grid is held to),
 grid's commands with a current plugin index, `grid --help` with no index (the first run after a
-pip install), and `ray --help`. Goals: `--help` at most 1.5x `import click`, the others 2.0x.
+pip install), `grid --help` with a broken third-party plugin installed (on PYTHONPATH: a
+distribution whose module imports asyncio, then a dependency that is missing), and `ray --help`.
+Goals: `--help` at most 1.5x `import click`, also with the broken plugin; the others 2.0x.
 Bytecode caches are allowed (PYTHONDONTWRITEBYTECODE is dropped), as in any installed copy.
 Usage: .venv/bin/python benchmarks/startup.py [--runs N]
 """
@@ -22,7 +24,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 BIN = os.path.dirname(sys.executable)
-GOALS = {"grid --help": 1.5, "grid plugins list": 2.0, "grid config validate": 2.0}
+GOALS = {"grid --help": 1.5, "grid --help, a broken plugin installed": 1.5, "grid plugins list": 2.0,
+         "grid config validate": 2.0}
+BROKEN = "import asyncio  # what a plugin's imports cost before the one that fails\nimport grid_bench_missing_dep\n"
+
+
+def broken_plugin(root: Path) -> Path:
+    """A directory holding an installed-looking distribution whose plugin fails to import."""
+    (root / "grid_bench_broken.py").parent.mkdir(parents=True, exist_ok=True)
+    (root / "grid_bench_broken.py").write_text(BROKEN)
+    meta = root / "grid_bench_broken-1.0.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: grid-bench-broken\nVersion: 1.0\n")
+    (meta / "entry_points.txt").write_text("[grid]\nbench-broken = grid_bench_broken\n")
+    return root
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: str, before: Callable[[], None] | None = None) -> float:
@@ -42,6 +57,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "GRID_CONFIG")}
     env["GRID_STATE_DIR"] = str(work / "state")
     cold_state = work / "cold"
+    broken = {**env, "PYTHONPATH": str(broken_plugin(work / "broken")), "GRID_STATE_DIR": str(work / "broken-state")}
 
     def drop_index() -> None:
         shutil.rmtree(cold_state, ignore_errors=True)
@@ -54,6 +70,7 @@ def main() -> None:
         "grid config validate": ([grid, "config", "validate"], env, None),
         "grid --help, no index (after install)": ([grid, "--help"], {**env, "GRID_STATE_DIR": str(cold_state)},
                                                   drop_index),
+        "grid --help, a broken plugin installed": ([grid, "--help"], broken, None),
     }
     ray = shutil.which("ray", path=BIN)
     if ray:
@@ -69,9 +86,9 @@ def main() -> None:
     results = {name: statistics.median(t) for name, t in times.items()}
     floor = results["python -c 'import click' (floor)"]
     print(f"medians of {runs} interleaved runs")
-    print(f"{'command':40} {'median ms':>10} {'vs import click':>16}")
+    print(f"{'command':42} {'median ms':>10} {'vs import click':>16}")
     for name, seconds in results.items():
-        print(f"{name:40} {seconds * 1000:10.1f} {seconds / floor:15.2f}x")
+        print(f"{name:42} {seconds * 1000:10.1f} {seconds / floor:15.2f}x")
     print()
     for name, goal in GOALS.items():
         ratio = results[name] / floor

@@ -168,9 +168,12 @@ class Cluster:
         """The metrics sources, made once per cluster so that a source may keep state between samples."""
         if self._sources is None:
             entries = self.plugins.all("grid_metrics_sources")
-            first = self.config.metrics.sources
-            for name in first:
-                self.plugins.get("grid_metrics_sources", name)  # an unknown name: a clear error naming what exists
+            # A named source may be installed on some nodes only (a GPU vendor's, on the GPU
+            # workers): where it is missing, the others answer (docs/plugins.md).
+            first = [name for name in self.config.metrics.sources if name in entries]
+            if len(first) < len(self.config.metrics.sources):
+                log.debug("metrics sources not installed here: %s",
+                          ", ".join(n for n in self.config.metrics.sources if n not in entries))
             order = [*first, *(name for name in entries if name not in first)]
             self._sources = {name: entries[name].registration.factory() for name in order}
         return self._sources

@@ -12,6 +12,10 @@ and does not matter, because grid collects the results into one registry per kin
 ``name``. Two plugins that register the same name in one kind is an error naming both. An
 implementation of a hook not listed here is an error too (a typo must not pass silently).
 
+The API these hooks make is numbered (``grid_core.PLUGIN_API``); declare the grid-core releases
+your plugin works with in its own requirements (``dependencies = ["grid-core>=0.1,<1"]``): one
+whose requirement excludes the installed core is listed as incompatible and never imported.
+
 Registration is cheap by contract: import heavy libraries inside factories, never at module
 level, so ``grid --help`` and ``grid plugins list`` stay fast.
 """

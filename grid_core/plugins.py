@@ -11,6 +11,12 @@ therefore kept in an index file under grid's state dir. The index is used only w
 still matches: the metadata and .pth files of every sys.path entry (what pip install and
 uninstall change) and the source files of every module the plugins loaded (an editable plugin
 edited in place). Anything that needs a registration object loads the plugins for real.
+
+A plugin that failed is kept in the index as it is, with its error, keyed on the same facts plus
+the files its failed import ran (a traceback's): a broken plugin costs `grid --help` nothing after
+the first time, and fixing it in place or reinstalling it is noticed. A plugin whose declared
+requirement on grid-core (its `Requires-Dist`) excludes this core is `incompatible`: it is never
+imported, and says which requirement.
 """
 
 from __future__ import annotations
@@ -50,12 +56,12 @@ KINDS: dict[str, tuple[str, str]] = {
     "grid_service_ops": ("service request", "GridServiceOp"),
 }
 
-INDEX_FORMAT = 3  # 3: the grid_service_ops kind, and each plugin's module
+INDEX_FORMAT = 4  # 4: failed and incompatible plugins kept; 3: the grid_service_ops kind, each plugin's module
 # What installing or removing a distribution changes in a sys.path entry.
 METADATA_SUFFIXES = (".dist-info", ".egg-info", ".egg-link", ".egg", ".pth")
 ENTRY_POINTS = "entry_points.txt"
 
-Status = Literal["active", "blocked", "failed"]
+Status = Literal["active", "blocked", "failed", "incompatible"]
 
 
 class PluginRecord:
@@ -127,6 +133,7 @@ class PluginHost:
         self._entries: dict[str, dict[str, list[Entry]]] | None = None
         self._pm: pluggy.PluginManager | None = None
         self._modules: dict[str, str] = {}
+        self._failed_files: set[str] = set()  # what failed imports ran: the index is current while they are
         self._load_lock = threading.RLock()
         self._complete = False  # every plugin loaded and registered
         if not (self._index is not None and self._use_index(self._index)):
@@ -143,7 +150,7 @@ class PluginHost:
                 continue
             if record.name in self.blocked:
                 record.status, record.reason, record.hooks = "blocked", "blocked by GRID_DISABLE_PLUGINS", {}
-            elif record.status != "active":  # blocked when written, or failed: its error must be current
+            elif record.status == "blocked":  # blocked when written: what it registers is not known
                 return False
             records[record.name] = record
         commands: dict[str, list[CommandSummary]] = {}
@@ -160,7 +167,8 @@ class PluginHost:
         return {
             "format": INDEX_FORMAT,
             "key": key,
-            "files": _source_files(packages),
+            "files": [list(f) for f in sorted({*map(tuple, _source_files(packages)),
+                                               *_stat_files(self._failed_files)})],
             "plugins": [r.as_dict() for r in self.records.values()],
             "modules": {name: self._modules[name] for name in self.records if name in self._modules},
             "commands": [
@@ -181,6 +189,7 @@ class PluginHost:
         import pluggy
 
         from grid_core import __version__, hookspecs
+        from grid_core.requirements import excluded_by
 
         key = _fingerprint() if self._indexed else []
         self._pm = pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -188,6 +197,7 @@ class PluginHost:
         self.records, self._commands = {}, None
         self._entries = {hook: {} for hook in KINDS}
         self._modules = dict(BUILTINS)  # plugin name -> what its entry point names, for the index
+        self._failed_files = set()
         for name, module in BUILTINS.items():
             record = PluginRecord(name, "grid-core", __version__, "grid_core")
             self._add(record, self.blocked, functools.partial(importlib.import_module, module))
@@ -201,7 +211,9 @@ class PluginHost:
                     ep.module.split(".")[0],
                 )
                 self._modules[ep.name] = ep.value
-                self._add(record, self.blocked, ep.load)
+                # One whose requirement excludes this core was not written for it: it is never imported.
+                why = excluded_by(dist.requires if dist else None, "grid-core", __version__)
+                self._add(record, self.blocked, ep.load, incompatible=why)
             if self._indexed:
                 data = self._index_data(key)
                 if data != self._index:
@@ -234,7 +246,8 @@ class PluginHost:
         self._add(record, set(), lambda: plugin)
         return record
 
-    def _add(self, record: PluginRecord, blocked: set[str], load: Callable[[], Any]) -> None:
+    def _add(self, record: PluginRecord, blocked: set[str], load: Callable[[], Any],
+             incompatible: str | None = None) -> None:
         from grid_core import types
 
         entries = self._ensure_loaded()
@@ -245,6 +258,9 @@ class PluginHost:
         self._commands = None
         if record.name in blocked:
             record.status, record.reason = "blocked", "blocked by GRID_DISABLE_PLUGINS"
+            return
+        if incompatible is not None:
+            record.status, record.reason = "incompatible", incompatible
             return
         try:
             plugin = load()
@@ -275,6 +291,7 @@ class PluginHost:
         import logging
 
         record.status, record.reason = "failed", f"{stage} error: {type(exc).__name__}: {exc}"
+        self._failed_files.update(_files_run(exc))
         log = _log()
         log.warning("%s failed to %s: %s", record.label, stage, exc, exc_info=log.isEnabledFor(logging.DEBUG))
         if self.pm.is_registered(self.pm.get_plugin(record.name)):
@@ -352,7 +369,10 @@ class PluginHost:
         off = [r for r in self.records.values() if r.status != "active"]
         if not off:
             return ""
-        return "; not loaded: " + ", ".join(f"{r.name} ({r.status})" for r in off)
+        # A failure's reason is the answer to "why is my policy not there"; blocking was the user's own.
+        return "; not loaded: " + "; ".join(
+            f"{r.name} ({r.status}: {r.reason})" if r.status in ("failed", "incompatible") else f"{r.name} ({r.status})"
+            for r in off)
 
     def plugin_for_package(self, package: str) -> PluginRecord | None:
         """The plugin whose top-level package is `package` (never grid-core's built-ins)."""
@@ -424,6 +444,31 @@ def _source_files(packages: set[str]) -> list[list[Any]]:
             except OSError:
                 continue
     return sorted(files)
+
+
+def _files_run(exc: BaseException) -> set[str]:
+    """The source files a failure ran through (its traceback's), and the one a SyntaxError names."""
+    out = set()
+    tb = exc.__traceback__
+    while tb is not None:
+        out.add(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    if isinstance(exc, SyntaxError) and exc.filename:
+        out.add(exc.filename)
+    if exc.__cause__ is not None and exc.__cause__ is not exc:
+        out |= _files_run(exc.__cause__)
+    return {path for path in out if os.path.isabs(path)}  # not "<frozen importlib._bootstrap>"
+
+
+def _stat_files(paths: Iterable[str]) -> list[tuple[str, int]]:
+    """(file, mtime) of those files that exist."""
+    out = []
+    for path in paths:
+        try:
+            out.append((path, os.stat(path).st_mtime_ns))
+        except OSError:
+            continue
+    return out
 
 
 def _index_name(key: list[Any]) -> str:

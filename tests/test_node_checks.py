@@ -121,11 +121,11 @@ def test_a_node_without_ray_is_told_to_run_cluster_install() -> None:
     here = local_versions()
     facts = Facts(python=platform.python_version(), executable="/usr/bin/python3", hostname="b", home="/root",
                   ssh_server_ip=None, versions={**here, "ray": None}, pids=[], raylets=[])
-    problem = RayBackend.mismatch(facts)
+    problem = RayBackend._version_mismatch(facts)
     assert problem is not None and "ray is not installed" in problem and "run `grid cluster install`" in problem
 
 
 def test_the_table_shows_the_backend_s_check_by_its_name_before_the_gpu_s() -> None:
     row = {"checks": [attrs.asdict(c) for c in (Check("reachable", True, "via ssh"), Check("ray", True, "2.60.0"))]}
-    assert _columns([row]) == ("reachable", "host_key", "auth", "python", "ray", "gpu")
+    assert _columns([row]) == ("reachable", "host_key", "auth", "python", "plugins", "ray", "gpu")
     assert _columns([]) == CHECKS and "ray" not in CHECKS

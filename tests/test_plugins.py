@@ -271,3 +271,38 @@ def test_an_unexpected_error_in_a_plugin_names_it(tmp_path: Path) -> None:
     assert "plugin 'buggy' (grid-plugin-buggy 1.2.3)" in ran.stderr and "plugin bug" in ran.stderr
     assert "Traceback" not in ran.stderr
     assert "Traceback" in grid("--debug", "hello", "x", env={"PYTHONPATH": str(target)}).stderr
+
+
+def test_plugins_install_and_remove_here_through_the_cli(tmp_path: Path) -> None:
+    """Into a venv of its own, whose one local node runs from that same venv: install a plugin from
+    its directory, see it here and in the cluster's view, remove it by its plugin name."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "grid-parent.pth").write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
+    config = tmp_path / "grid.toml"
+    config.write_text(f'name = "solo"\n[backend]\nvenv = "{venv}"\n[[nodes]]\nname = "here"\ntransport = "local"\n')
+    pkg = _package(tmp_path / "src", "grid-plugin-greeter", "grid_greeter", "greeter",
+                   HELLO_PLUGIN.replace("grid_hello", "grid_greeter").replace('name="hello"', 'name="greeter"'))
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return grid(*args, python=str(python), env={"GRID_CONFIG": str(config)}, timeout=300)
+
+    installed = run("plugins", "install", str(pkg), "--json")
+    assert installed.returncode == 0, installed.stderr
+    [node] = json.loads(installed.stdout)["nodes"]
+    assert (node["name"], node["ok"], node["action"]) == ("here", True, "up to date")
+    assert node["reason"] == "this machine's own environment"
+    assert "grid-plugin-greeter absent -> 1.2.3" in installed.stderr
+    assert run("greeter", "you").stdout == "hello you\n"
+    matrix = json.loads(run("plugins", "list", "--cluster", "--json").stdout)
+    row = next(r for r in matrix["plugins"] if r["distribution"] == "grid-plugin-greeter")
+    assert (row["here"], row["nodes"], row["counts_on"]) == ("1.2.3", {"here": "1.2.3"}, "this machine")
+    removed = run("plugins", "remove", "greeter")
+    assert removed.returncode == 0, removed.stderr
+    assert "removed" in removed.stdout and "grid-plugin-greeter 1.2.3 -> removed" in removed.stderr
+    assert "greeter" not in run("--help").stdout
+    unknown = run("plugins", "remove", "no-such-plugin")
+    assert unknown.returncode == 2 and "'no-such-plugin' is not installed here" in unknown.stderr
+    assert "Traceback" not in unknown.stderr

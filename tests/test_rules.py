@@ -422,3 +422,33 @@ def test_the_held_head_s_step_and_work_are_in_its_row() -> None:
     assert next(n for n in rules.status().nodes if n.name == "head").step == "evicting"
     row = cattrs.unstructure(rules.status())["nodes"][0]
     assert row["work"][0] == {"pid": 7, "name": "Spinner", "kind": "actor", "action": "kept", "reason": "an actor"}
+
+
+class HoldsThenRaises:
+    """A policy that holds the head once, then raises inside every later decide."""
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self.calls = 0
+
+    def decide(self, nodes: Sequence[NodeView], state: ControllerState) -> OffloadDecision:
+        self.calls += 1
+        if self.calls == 1:
+            return OffloadDecision(True, "held by a buggy policy", ("cpu",))
+        raise ZeroDivisionError("policy bug")
+
+
+def test_a_policy_that_raises_in_decide_is_an_error_event_and_the_head_is_released() -> None:
+    buggy = HoldsThenRaises({})
+    rules = Rules(config(), FakeEngine({"head": {"CPU": 4.0}, "w1": {"CPU": 4.0}, "w2": {"CPU": 2.0}}),
+                  lambda name, settings: buggy if name == "buggy" else policies(name, settings), clock=Clock())
+    rules.configure(enabled=True, policy="buggy")
+    rules.tick({"head": reading(95)})
+    assert "head" in rules.holds
+    for _ in range(3):
+        rules.tick({"head": reading(95)})
+    assert "head" not in rules.holds and buggy.calls == 4
+    errors = [e for e in rules.events if e.kind == "error"]
+    assert len(errors) == 1 and errors[0].node == "head"  # said once, not every interval
+    assert errors[0].reason == "policy 'buggy' failed: ZeroDivisionError: policy bug"
+    assert rules.decision is not None and not rules.decision.hold and "policy bug" in rules.decision.reason
+    assert kinds(rules, "head") == ["hold", "error", "release"]

@@ -95,14 +95,58 @@ def test_a_corrupt_index_is_ignored_and_replaced(content: str) -> None:
     assert json.loads(path.read_text())["format"] == plugins.INDEX_FORMAT
 
 
-def test_a_failed_plugin_is_loaded_again_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A failure's reason must be current (a missing dependency may be installed since)."""
-    PluginHost(indexed=True)
-    index = plugins._read_index()
-    assert index is not None
-    index["plugins"][0]["status"] = "failed"
-    plugins._write_index(index)
+def test_a_failed_plugin_stays_in_the_index_while_the_files_it_ran_are_unchanged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure is a fact of the files, as a success is: the index keeps it, and editing the
+    failing module (a fix made in place) makes the next host load again."""
+    package = tmp_path / "grid_flaky"
+    package.mkdir()
+    (package / "__init__.py").write_text("from grid_flaky import inner\n")
+    (package / "inner.py").write_text("raise RuntimeError('not today')\n")
+    metadata = tmp_path / "grid_flaky-1.0.dist-info"
+    metadata.mkdir()
+    (metadata / "METADATA").write_text("Metadata-Version: 2.1\nName: grid-flaky\nVersion: 1.0\n")
+    (metadata / "entry_points.txt").write_text("[grid]\nflaky = grid_flaky\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = PluginHost(indexed=True)
+    assert first.records["flaky"].status == "failed" and "not today" in first.records["flaky"].reason
+    second = PluginHost(indexed=True)
+    assert second._entries is None and "grid_flaky" not in sys.modules
+    assert second.records["flaky"].status == "failed" and "not today" in second.records["flaky"].reason
+    inner = package / "inner.py"
+    stat = os.stat(inner)
+    os.utime(inner, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert PluginHost(indexed=True)._entries is not None
+
+
+def _requires(tmp_path: Path, requirement: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A plugin requiring `requirement`, which leaves a marker file when it is imported."""
+    marker = tmp_path / "imported"
+    (tmp_path / "grid_old.py").write_text(f"open({str(marker)!r}, 'a').write('x')\n")
+    metadata = tmp_path / "grid_old-1.0.dist-info"
+    metadata.mkdir()
+    (metadata / "METADATA").write_text("Metadata-Version: 2.1\nName: grid-old\nVersion: 1.0\n"
+                                       f"Requires-Dist: {requirement}\nRequires-Dist: pytest; extra == 'test'\n")
+    (metadata / "entry_points.txt").write_text("[grid]\nold = grid_old\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return marker
+
+
+def test_a_plugin_whose_requirement_excludes_this_core_is_incompatible_and_never_imported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = _requires(tmp_path, "grid-core<0.1", monkeypatch)
+    host = PluginHost(indexed=True)
+    old = host.records["old"]
+    assert (old.status, old.reason) == ("incompatible", "requires grid-core<0.1, this is grid-core 0.1.0")
+    assert not marker.exists() and "grid_old" not in sys.modules
+    assert PluginHost(indexed=True).records["old"].status == "incompatible"  # from the index
+    with pytest.raises(PluginError, match=r"old \(incompatible: requires grid-core<0\.1"):
+        host.get("grid_offload_policies", "old")
+
+
+def test_a_plugin_whose_requirement_admits_this_core_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = _requires(tmp_path, "grid_core (>=0.1,<1)", monkeypatch)
+    assert PluginHost().records["old"].status == "active" and marker.exists()
 
 
 def test_an_unwritable_state_dir_costs_only_speed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,3 +203,51 @@ def test_threads_that_ask_at_once_all_see_the_full_load() -> None:
         with ThreadPoolExecutor(max_workers=8) as pool:
             found = list(pool.map(lambda _, h=host: sorted(h.all("grid_transports")), range(8)))
         assert all(names == found[0] and "local" in names for names in found), found
+
+
+# --------------------------------------------------------------------------- pip-installed, through the CLI
+
+MARKED = "import os\nopen(os.environ['GRID_TEST_MARKER'], 'a').write({name!r} + '\\n')\n{rest}"
+
+
+def _pip_package(root: Path, dist: str, module: str, source: str, dependencies: list[str]) -> Path:
+    pkg = root / dist
+    (pkg / module).mkdir(parents=True)
+    (pkg / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=70.1"]\nbuild-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "{dist}"\nversion = "2.0"\ndependencies = {json.dumps(dependencies)}\n'
+        f'[project.entry-points.grid]\n{module.removeprefix("grid_")} = "{module}"\n')
+    (pkg / module / "__init__.py").write_text(source)
+    return pkg
+
+
+def test_a_broken_plugin_is_imported_once_and_an_incompatible_one_never(tmp_path: Path) -> None:
+    """pip-installed into a venv of their own: one raising at import, one requiring grid-core<0.1.
+    Each writes a marker line when imported; `grid --help` twice imports the broken one once."""
+    import sysconfig
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "grid-parent.pth").write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
+    broken = _pip_package(tmp_path, "grid-plugin-crash", "grid_crash",
+                          MARKED.format(name="crash", rest="raise RuntimeError('crashes at import')\n"), [])
+    ancient = _pip_package(tmp_path, "grid-plugin-ancient", "grid_ancient", MARKED.format(name="ancient", rest=""),
+                           ["grid-core<0.1"])
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--no-index", str(broken), str(ancient)], check=True, capture_output=True)
+    marker = tmp_path / "imported"
+    env = {"GRID_TEST_MARKER": str(marker)}
+    for _ in range(2):
+        helped = grid("--help", python=str(python), env=env)
+        assert helped.returncode == 0 and "Traceback" not in helped.stderr, helped.stderr
+    assert marker.read_text() == "crash\n"  # the second run took the failure from the index
+    listed = {p["name"]: p for p in json.loads(grid("plugins", "list", "--json", python=str(python), env=env).stdout)}
+    assert listed["crash"]["status"] == "failed" and "crashes at import" in listed["crash"]["reason"]
+    assert listed["ancient"]["status"] == "incompatible"
+    assert listed["ancient"]["reason"] == "requires grid-core<0.1, this is grid-core 0.1.0"
+    table = grid("plugins", "list", python=str(python), env=env)
+    assert "incompatible" in table.stdout and "requires grid-core<0.1" in table.stdout
+    assert marker.read_text() == "crash\n"  # the list came from the index; `ancient` never ran

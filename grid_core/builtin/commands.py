@@ -8,7 +8,7 @@ from grid_core.types import GridCommand
 
 @hookimpl
 def grid_commands():  # type: ignore[no-untyped-def]
-    yield GridCommand(name="plugins", summary="List plugins and what they register.",
+    yield GridCommand(name="plugins", summary="List, install and remove plugins, here and on every node.",
                       import_path="grid_core.cli.plugins:plugins")
     yield GridCommand(name="config", summary="Create, check and show the cluster config.",
                       import_path="grid_core.cli.config:config")

@@ -81,7 +81,7 @@ def merge_backend(rows: list[NodeStatus], engine: dict[str, EngineNode] | None, 
             row, alive=view.alive, resources=view.resources, address=view.address, node_id=view.node_id,
             cpus=row.cpus if view.cpus is None else view.cpus, gpus=row.gpus if view.gpus is None else view.gpus,
             memory_bytes=row.memory_bytes if view.memory_bytes is None else view.memory_bytes,
-            engine_error=view.error or error))
+            engine_error=view.error or error, service_plugins=view.service_plugins))
     return merged
 
 
@@ -125,10 +125,15 @@ def _used(row: NodeStatus, resource: str) -> str:
 @config_option
 def status(as_json: bool) -> None:
     """Each node's reachability, engine state, resources and live load."""
+    from grid_core.plugin_set import Here, drift_line
+
     with state().cluster() as c:
         rows = status_rows(c)
+        started_with = next((r.service_plugins for r in rows if r.service_plugins is not None), None)
+        drift = None if started_with is None else Here().drift(started_with)
         if as_json:
-            print_json(ClusterStatus(cluster=c.config.name, source=c.config.source, nodes=tuple(rows)))
+            print_json(ClusterStatus(cluster=c.config.name, source=c.config.source, nodes=tuple(rows),
+                                     plugins_changed=drift))
             return
     from grid_core.gpus import summary
 
@@ -155,6 +160,8 @@ def status(as_json: bool) -> None:
         say((f"engine: {note}", "dim"))
     for note in gpu_notes:
         say((note, "yellow"))
+    if drift is not None:
+        say(("plugins:", "yellow"), f" {drift_line(drift)}")
 
 
 @cluster.command()
@@ -163,9 +170,11 @@ def status(as_json: bool) -> None:
               help="First give every node this machine's engine and grid (as `grid cluster install`).")
 @click.option("--wheelhouse", type=click.Path(file_okay=False), default=None,
               help="With --install: install offline from the wheels in DIR.")
+@click.option("--restart-service", is_flag=True,
+              help="Then restart the grid service and the node agents, to run the plugins installed now.")
 @json_option
 @config_option
-def start(dry_run: bool, install_first: bool, wheelhouse: str | None, as_json: bool) -> None:
+def start(dry_run: bool, install_first: bool, wheelhouse: str | None, restart_service: bool, as_json: bool) -> None:
     """Start the engine: check every node, start the head, then the workers in parallel.
 
     Nodes already up in this cluster are left alone; missing or dead ones are (re)started. One
@@ -189,6 +198,11 @@ def start(dry_run: bool, install_first: bool, wheelhouse: str | None, as_json: b
         with NodeProgress(f"starting {c.config.name}", names) as progress:
             outcomes = backend.start(c, dry_run=dry_run, progress=progress)
         code = report(f"cluster {c.config.name}: {'plan' if dry_run else 'start'}", outcomes, as_json)
+        if restart_service and not dry_run and not code:
+            backend.restart_service(c)
+            if not as_json:
+                click.echo(f"restarted the grid service and the node agents on {c.config.name}: they run the "
+                           "plugins installed now", err=True)
     if not as_json and not dry_run and not code:
         click.echo("run a job: grid run -- CMD   status: grid cluster status   stop: grid cluster stop", err=True)
         click.echo("Ray's own tools (ray status, a script's ray.init()): eval \"$(grid cluster env)\" first",

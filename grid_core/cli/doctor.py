@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 MIN_PYTHON = (3, 11)
 PROBE_TIMEOUT = 60.0  # a cold import of the engine on a slow disk takes seconds
 # The table's columns; the backend's engine check (named by the backend) goes before "gpu".
-CHECKS = ("reachable", "host_key", "auth", "python", "gpu")
+CHECKS = ("reachable", "host_key", "auth", "python", "plugins", "gpu")
 CONNECTION_CHECKS = ("reachable", "host_key", "auth")  # the others' cells show a version
 
 # Kept to Python 2/3-compatible syntax, so that an old interpreter reports its version
@@ -49,6 +49,14 @@ if sys.argv[1:] and sys.argv[1]:
         exec(sys.argv[1], {"__name__": "grid_engine_probe"})
     except Exception as exc:
         print("engine_error=" + (type(exc).__name__ + ": " + str(exc)).replace("\\n", " ")[:300])
+try:
+    import json
+    from importlib import metadata
+    found = dict((ep.dist.name, ep.dist.version) for ep in metadata.entry_points(group="grid") if ep.dist)
+    found["grid-core"] = metadata.version("grid-core")
+    print("plugins=" + json.dumps(found))
+except Exception:
+    pass
 try:
     from grid_core.builtin.nvml_metrics import READER
     nvml = READER.status()
@@ -142,6 +150,8 @@ def _python_checks(node: NodeConfig, found: Probe, head_facts: Mapping[str, str]
             out.append(Check("python", False, f"{version} ({python}); {problem}"))
         else:
             out.append(Check("python", True, f"{version} ({python})"))
+        if "plugins" in facts:
+            out.append(_plugins_check(node, facts["plugins"], is_head))
         if backend is not None:
             out.append(backend.engine_check(facts, head_facts, is_head=is_head, python=python))
     nvml, why_not = facts.get("nvml"), facts.get("nvml_error")  # the driver's and NVML's versions, or why not
@@ -174,6 +184,22 @@ def _measured(text: str | None) -> tuple[GpuInfo, ...]:
         return ()
 
 
+def _plugins_check(node: NodeConfig, found: str, is_head: bool) -> Check:
+    """The node's grid-core and plugin distributions beside this machine's, where they count there
+    (grid_core.plugin_set)."""
+    import json
+
+    from grid_core.plugin_set import Here
+
+    here = Here()
+    theirs = json.loads(found)
+    problems = here.differences(node.name, is_head, theirs)
+    if problems:
+        return Check("plugins", False, "; ".join(problems))
+    extra = here.extras(theirs)
+    return Check("plugins", True, "same as here where they count" + (f"; also has {', '.join(extra)}" if extra else ""))
+
+
 def diagnose(cluster: Cluster, parallel: int | None = None, backend: Backend | None = None) -> list[dict[str, Any]]:
     """Every node's checks, in config order, as plain data; the engine's only with a backend."""
     nodes = list(cluster.config.nodes)
@@ -204,7 +230,8 @@ def diagnose(cluster: Cluster, parallel: int | None = None, backend: Backend | N
 def doctor(parallel: int | None, as_json: bool) -> None:
     """Check that grid can use every node, with a reason for each failure.
 
-    Per node: reachable, host key known, login accepted, Python >= 3.11, the backend's check of
+    Per node: reachable, host key known, login accepted, Python >= 3.11, grid-core and the plugins
+    that count there at this machine's versions (`grid plugins list --cluster`), the backend's check of
     its compute engine there (usable, and the same version as the head's), and for nodes with
     GPUs in the config nvidia-smi or NVML, with the GPUs' models and memory. Without the backend's
     plugin its check is skipped, with a warning. Exits 1 when any check fails.

@@ -87,9 +87,16 @@ def auto(mode: str | None, thresholds: tuple[str, ...], policy: str | None, as_j
         click.echo(f"{row.name}: {node_line(row)}")
         for w in row.work:
             click.echo(f"  {w.kind} {w.name} (pid {w.pid}): {w.action}, {w.reason}")
+    if summary.decision is not None:
+        click.echo(f"decision: {'hold' if summary.decision.hold else 'no hold'} ({summary.decision.reason})")
     if summary.last_event:
         event = summary.last_event
         click.echo(f"last event: {event.kind} {event.node or ''} {event.reason}")
+    if mode == "status" and summary.plugins:
+        from grid_core.plugin_set import Here, drift_line
+
+        if (drift := Here().drift(summary.plugins)) is not None:
+            click.echo(f"plugins: {drift_line(drift)}")
 
 
 def node_line(row: NodeState) -> str:

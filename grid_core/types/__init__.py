@@ -5,7 +5,7 @@ and the records the cluster answers with (what `--json` prints).
 - interfaces: Transport, MetricsSource and Scheduler, their errors and results;
 - backend: Backend, the compute engine's interface (it takes the whole cluster);
 - readings: a node's metrics, and what schedulers and offload policies see and answer;
-- offload, status, jobs, pool: the records the cluster answers with, by command;
+- offload, status, jobs, pool, plugins: the records the cluster answers with, by command;
 - codec: how the CLI reads those records and writes `--json` (`wire()`).
 
 `from grid_core.types import X` works for every name here. Each module is imported when one of
@@ -31,6 +31,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "status": ("ResourceUse", "EngineNode", "NodeStatus", "ClusterStatus"),
     "jobs": ("JobSpec", "JobRecord"),
     "pool": ("PoolEntry",),
+    "plugins": ("PluginRow", "PluginMatrix", "PluginChange", "PluginDrift"),
     "codec": ("Wire", "wire"),
 }
 _HOME = {name: module for module, names in MODULES.items() for name in names}
@@ -56,6 +57,7 @@ if TYPE_CHECKING:  # to type checkers, the names are these modules' own (each on
     from grid_core.types.interfaces import *  # noqa: F403
     from grid_core.types.jobs import *  # noqa: F403
     from grid_core.types.offload import *  # noqa: F403
+    from grid_core.types.plugins import *  # noqa: F403
     from grid_core.types.pool import *  # noqa: F403
     from grid_core.types.readings import *  # noqa: F403
     from grid_core.types.registrations import *  # noqa: F403

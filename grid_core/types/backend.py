@@ -51,6 +51,11 @@ class Backend(Protocol):
         """Per node name, the node as the engine sees it; answers within seconds when the cluster is down."""
         ...
 
+    def restart_service(self, cluster: Cluster) -> None:
+        """End the cluster's service and node agents and start them again, so that they run the
+        plugins installed now; jobs, holds, boosts and settings carry on."""
+        ...
+
     def submit(self, cluster: Cluster, spec: JobSpec, *, detach: bool,
                on_output: Callable[[str, str], None]) -> tuple[str, int | None]:
         """Run a job; stream its output to `on_output(stream, text)` unless detached.

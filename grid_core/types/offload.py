@@ -149,3 +149,4 @@ class ControllerStatus(OffloadStatus):
 
     nodes: tuple[NodeState, ...] = ()
     boosts: tuple[Boost, ...] = ()
+    plugins: Mapping[str, str] = attrs.field(factory=dict)  # the service's grid-core and plugins, as it started

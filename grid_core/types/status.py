@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import attrs
 
 from grid_core.record import record
+from grid_core.types.plugins import PluginDrift
 from grid_core.types.readings import GpuInfo, NodeMetrics
 
 __all__ = ("ClusterStatus", "EngineNode", "NodeStatus", "ResourceUse")
@@ -37,6 +38,8 @@ class EngineNode:
     metrics: NodeMetrics | None = None
     metrics_age: float | None = None
     metrics_from: str | None = None  # "agent": the node's own agent sent it; "head": the service read it
+    # The head's: grid-core and the plugin distributions the cluster's service started with.
+    service_plugins: Mapping[str, str] | None = None
 
 
 @record(kw_only=True)
@@ -68,6 +71,7 @@ class NodeStatus:
     engine_error: str | None = None  # EngineNode.error, or why the engine could not be asked
     gpu_models: tuple[GpuInfo, ...] = ()  # its GPUs: read from NVML or nvidia-smi, else the config's
     gpu_note: str | None = None  # where the config's `gpus` and what the driver says disagree
+    service_plugins: Mapping[str, str] | None = None  # EngineNode.service_plugins (the head's)
 
 
 @record(kw_only=True)
@@ -77,3 +81,4 @@ class ClusterStatus:
     cluster: str
     source: str
     nodes: tuple[NodeStatus, ...] = ()
+    plugins_changed: PluginDrift | None = None  # this machine's plugins since the service started

@@ -73,6 +73,7 @@ class Facts:
     def gpu_info(self) -> tuple[types.GpuInfo, ...]:
         return tuple(types.GpuInfo(int(i), str(name), int(mib) * 2**20, str(uuid), "driver")
                      for i, name, mib, uuid in self.gpus)
+    plugins: dict[str, str] = attrs.field(factory=dict)  # every distribution with a grid plugin there
 
 
 def _tail(result: CommandResult, lines: int = 3) -> str:
@@ -165,9 +166,19 @@ class RayBackend:
             return Check("ray", False, f"{version}, but the head has {head}: install ray=={head}")
         return Check("ray", True, version)
 
+    def mismatch(self, facts: Facts, node: str) -> str | None:
+        """Why the node cannot join this machine's cluster, or None: Python, ray and grid, then
+        every plugin distribution that counts on it (grid_core.plugin_set)."""
+        from grid_core.plugin_set import Here
+
+        problem = self._version_mismatch(facts)
+        if problem is None:
+            plugins = Here().differences(node, node == self.config.head.name, {**facts.plugins, **facts.versions})
+            problem = "; ".join(plugins) or None
+        return problem
+
     @staticmethod
-    def mismatch(facts: Facts) -> str | None:
-        """Why the node cannot join this machine's cluster, or None."""
+    def _version_mismatch(facts: Facts) -> str | None:
         here = local_versions()
         if facts.python.rsplit(".", 1)[0] != here["python"]:
             return f"Python {facts.python} at {facts.executable}, {here['python']} here; run `grid cluster install`"
@@ -217,7 +228,7 @@ class RayBackend:
             facts = survey[node.name]
             if isinstance(facts, str):
                 out.append(NodeOutcome(node.name, False, "failed", facts))
-            elif problem := self.mismatch(facts) or (None if node.is_head else self.python_problem(
+            elif problem := self.mismatch(facts, node.name) or (None if node.is_head else self.python_problem(
                     facts.python, head.python if isinstance(head, Facts) else None)):
                 out.append(NodeOutcome(node.name, False, "failed", problem))
             else:
@@ -238,11 +249,12 @@ class RayBackend:
         for name, found in survey.items():
             if isinstance(found, str):
                 failed[name] = found
-            elif problem := self.mismatch(found) or (
+            elif problem := self.mismatch(found, name) or (
                     None if name == head.name else self.python_problem(found.python, head_python)):
                 failed[name] = problem
             else:
                 facts[name] = found
+        notes = self._extra_plugins(facts)
         addresses = self._addresses(survey)
         gcs_address = self._gcs_address(addresses)
         if cfg.backend.tls and not dry_run:
@@ -270,7 +282,7 @@ class RayBackend:
                      else f"will start as {role} at {addresses[name]}")
         if dry_run:
             planned = {n: "running" if a == "running" else "would start" for n, a in plan.items()}
-            return self._outcomes(failed, planned, {}, time.monotonic() - began)
+            return self._outcomes(failed, planned, {}, time.monotonic() - began, notes)
 
         done: dict[str, str] = {n: "running" for n, a in plan.items() if a == "running"}
         # Nodes left alone still get a working directory added to the config since they started.
@@ -322,17 +334,28 @@ class RayBackend:
                     progress(head.name, f"grid service: {started[-1].reason}")
             except GridError as exc:
                 failed[head.name] = f"started, but the grid service did not: {exc}"
-        return self._outcomes(failed, done, seconds, 0.0)
+        return self._outcomes(failed, done, seconds, 0.0, notes)
+
+    @staticmethod
+    def _extra_plugins(facts: Mapping[str, Facts]) -> dict[str, str]:
+        """Per node, the plugin distributions it has and this machine does not (named, not refused)."""
+        from grid_core.plugin_set import Here
+
+        here = Here()
+        found = {name: here.extras(f.plugins) for name, f in facts.items()}
+        return {name: f"also has {', '.join(extra)}, which this machine does not" for name, extra in found.items()
+                if extra}
 
     def _outcomes(self, failed: dict[str, str], done: dict[str, str], seconds: dict[str, float],
-                  default_seconds: float) -> list[NodeOutcome]:
+                  default_seconds: float, notes: Mapping[str, str] | None = None) -> list[NodeOutcome]:
         out = []
         for node in self.config.nodes:
             took = seconds.get(node.name, default_seconds)
             if node.name in failed:
                 out.append(NodeOutcome(node.name, False, "failed", failed[node.name], took))
             else:
-                out.append(NodeOutcome(node.name, True, done.get(node.name, "skipped"), "", took))
+                note = (notes or {}).get(node.name, "")
+                out.append(NodeOutcome(node.name, True, done.get(node.name, "skipped"), note, took))
         return out
 
     def _record(self, state: records.Records, node: NodeConfig, facts: Facts, address: str) -> None:
@@ -482,8 +505,19 @@ class RayBackend:
                 resources=gcs.resource_usage(node),
                 metrics=wire().structure(reading["metrics"], types.NodeMetrics) if reading else None,
                 metrics_age=float(reading["age"]) if reading else None,
-                metrics_from=reading.get("from") if reading else None)
+                metrics_from=reading.get("from") if reading else None,
+                service_plugins=answer.get("plugins") if name == self.config.head.name else None)
         return out
+
+    def restart_service(self, cluster: Cluster) -> None:
+        from grid_core.config import unstructure
+        from grid_plugin_ray_backend import channel
+
+        state = records.load(self.config.name)
+        record = state.nodes.get(self.config.head.name)
+        if state.gcs_address is None or record is None:
+            raise GridError(f"cluster {self.config.name!r} is not running; start it with `grid cluster start`")
+        channel.ensure(self.config, cluster, state.gcs_address, record, unstructure(self.config), restart=True)
 
     # ------------------------------------------------------------------ jobs
 

@@ -232,11 +232,13 @@ def _by_relay(cluster: Cluster, config: ClusterConfig, python: str, path: str, r
 
 
 def ensure(config: ClusterConfig, cluster: Cluster, address: str, record: records.NodeRecord,
-           config_data: dict[str, Any]) -> None:
-    """Start the service on the head if it is not running (a Ray driver there, for a few seconds)."""
+           config_data: dict[str, Any], *, restart: bool = False) -> None:
+    """Start the service on the head if it is not running (a Ray driver there, for a few seconds);
+    with `restart`, end it and the node agents first."""
     head = config.head
     argv = [record.python, "-m", "grid_plugin_ray_backend.service", "--address", address,
-            "--namespace", config.backend.namespace, "--head", head.name, "--directory", record.directory]
+            "--namespace", config.backend.namespace, "--head", head.name, "--directory", record.directory,
+            *(["--restart"] if restart else [])]
     env = {**config.backend.env, **auth.ray_env(record.directory, config.backend.tls)}
     result = cluster.transport(head).run(argv, env=env, stdin=json.dumps(config_data), timeout=ENSURE_TIMEOUT)
     if result.exit_status != 0:

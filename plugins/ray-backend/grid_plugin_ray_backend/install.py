@@ -1,10 +1,12 @@
 """`grid cluster install`: each node gets a venv with this machine's Ray and grid (core and plugins).
 
 What "the same" means: the exact versions installed here of ray, grid-core and every distribution
-that registers grid plugins. grid's own distributions are built into wheels here (`pip wheel`
-from the source trees they were installed from) unless the wheelhouse already holds them; the
-wheels are copied to each node over its transport and pip installs from them. With a wheelhouse
-pip also takes Ray and every dependency from it (`--no-index`), for nodes without internet.
+that registers grid plugins. Those a node lacks are built into wheels here (`pip wheel` from the
+source trees they were installed from), or taken as the wheel file they were installed from, or
+from the wheelhouse; the wheels are copied to each node over its transport and pip installs from
+them. With a wheelhouse pip also takes Ray and every dependency from it (`--no-index`), for nodes
+without internet; without one, a plugin installed here from an index is fetched by the node's pip
+at the same version.
 """
 
 from __future__ import annotations
@@ -74,24 +76,44 @@ def source_tree(dist: str) -> str | None:
     return None
 
 
+def source_wheel(dist: str) -> Path | None:
+    """The wheel file a distribution was installed from (PEP 610), if it is still there."""
+    for found in metadata.distributions(name=dist):
+        text = found.read_text("direct_url.json")
+        parsed = urlparse(json.loads(text).get("url", "")) if text else None
+        if parsed is not None and parsed.scheme == "file" and parsed.path.endswith(".whl"):
+            path = Path(unquote(parsed.path))
+            if path.is_file():
+                return path
+    return None
+
+
 def _dist_of(wheel: Path) -> str:
     return _norm(wheel.name.split("-", 1)[0])
 
 
-def build_grid_wheels(target: Path, versions: dict[str, str], wheelhouse: Path | None) -> list[Path]:
-    """The wheels to copy: grid's distributions built fresh from their source trees (a wheel of
-    the same version in the wheelhouse may hold older code), else taken from the wheelhouse;
-    plus, with a wheelhouse, everything else in it."""
-    grid_dists = [d for d in versions if d != "ray"]
+def build_grid_wheels(target: Path, versions: dict[str, str], wheelhouse: Path | None,
+                      only: set[str] | None = None) -> list[Path]:
+    """The wheels to copy: grid's distributions (or those in `only`) built fresh from their source
+    trees (a wheel of the same version in the wheelhouse may hold older code), else the wheel file
+    one was installed from, else taken from the wheelhouse; plus, with a wheelhouse, everything
+    else in it. Without a wheelhouse, one with none of these is left to the node's pip and index."""
+    import shutil
+
+    grid_dists = [d for d in versions if d != "ray" and (only is None or d in only)]
     trees = {d: source_tree(d) for d in grid_dists}
-    lost = [d for d in grid_dists if trees[d] is None and not (wheelhouse and _has_wheel(wheelhouse, d, versions[d]))]
-    if lost:
-        where = f"in {wheelhouse} " if wheelhouse else ""
-        raise GridError(f"no wheel of {', '.join(lost)} {where}and no source tree to build one from; "
-                        "pass --wheelhouse DIR holding them")
+    files = {d: source_wheel(d) for d in grid_dists if trees[d] is None}
+    lost = [d for d in grid_dists if trees[d] is None and files.get(d) is None
+            and not (wheelhouse and _has_wheel(wheelhouse, d, versions[d]))]
+    if lost and wheelhouse:
+        raise GridError(f"no wheel of {', '.join(lost)} in {wheelhouse} and no source tree to build one from; "
+                        "put its wheel in the wheelhouse")
     built = [tree for tree in trees.values() if tree]
     if built:
         _pip_wheel(built, target, wheelhouse)
+    for wheel in files.values():
+        if wheel is not None:
+            shutil.copy(wheel, target / wheel.name)
     fresh = sorted(target.glob("*.whl"))
     shadowed = {_dist_of(w) for w in fresh}
     kept = [w for w in sorted(wheelhouse.glob("*.whl")) if _dist_of(w) not in shadowed] if wheelhouse else []
@@ -140,17 +162,22 @@ class Installer:
             raise GridError(f"{self.wheelhouse} has no wheel of ray {self.versions['ray']}; fill it with: "
                             f"pip download -d {self.wheelhouse} ray=={self.versions['ray']} and grid's dependencies")
         self._tmp = tempfile.TemporaryDirectory(prefix="grid-wheels-")
-        self._wheels: list[Path] | None = None
+        self._built: set[str] = set()  # distributions whose wheels are in the temporary directory
+        self._wheels: list[Path] = []
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self._tmp.cleanup()
 
-    def wheels(self, node: NodeConfig) -> list[Path]:
+    def wheels(self, node: NodeConfig, needed: set[str]) -> list[Path]:
+        """The wheels for a node that lacks `needed`: each distribution's built once, by the
+        first node that needs it."""
         with self._lock:
-            if self._wheels is None:
-                self.progress(node.name, "building grid's wheels here")
-                self._wheels = build_grid_wheels(Path(self._tmp.name), self.versions, self.wheelhouse)
+            missing = needed - self._built
+            if missing or not self._built:
+                self.progress(node.name, f"building wheels of {', '.join(sorted(missing)) or 'nothing'} here")
+                self._wheels = build_grid_wheels(Path(self._tmp.name), self.versions, self.wheelhouse, missing)
+                self._built |= missing
             return self._wheels
 
     def venv(self, node: NodeConfig) -> str:
@@ -181,7 +208,8 @@ class Installer:
         if have is not None and self._matches(have):
             return "up to date", f"ray {self.versions['ray']} in {venv}"
         directory = posixpath.join(layout.node_dir(self.config, node), "wheels")
-        self._copy_wheels(node, directory)
+        needed = {d for d, v in self.versions.items() if have is None or have.get(d) != v}
+        self._copy_wheels(node, directory, needed)
         self.progress(node.name, f"pip install into {venv}")
         pins = [f"{d}=={v}" for d, v in self.versions.items()]
         pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--find-links", directory,
@@ -207,8 +235,8 @@ class Installer:
         return all(have.get(d) == v for d, v in self.versions.items()) and all(
             have.get(_requirement_name(x)) for x in self.extra)
 
-    def _copy_wheels(self, node: NodeConfig, directory: str) -> None:
-        files = self.wheels(node)
+    def _copy_wheels(self, node: NodeConfig, directory: str, needed: set[str]) -> None:
+        files = self.wheels(node, needed)
         transport = self.cluster.transport(node)
         layout.make_private(transport, posixpath.dirname(directory), directory)
         size = sum(w.stat().st_size for w in files) / 2**20

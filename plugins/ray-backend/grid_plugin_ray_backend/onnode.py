@@ -1,6 +1,6 @@
 """Code that runs on a node, sent there as source (`python -c`), so it needs only the standard library.
 
-    python -c SOURCE probe NODE_DIR [DIST ...]   versions, addresses and grid's Ray processes there
+    python -c SOURCE probe NODE_DIR [DIST ...]   versions, plugins, addresses and grid's Ray processes there
     python -c SOURCE stop NODE_DIR               stop grid's Ray processes there, by PID
     python -c SOURCE locked LOCK_FILE ARGV...    run ARGV holding a lock (installs into a shared venv)
 
@@ -114,6 +114,8 @@ def probe(node_dir: str, dists: list[str]) -> dict[str, object]:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
+    # Every distribution with a grid plugin, none imported (grid_core.plugin_set compares them).
+    plugins = {ep.dist.name: ep.dist.version for ep in metadata.entry_points(group="grid") if ep.dist is not None}
     processes, node_ids = grid_processes(node_dir)
     ssh = os.environ.get("SSH_CONNECTION", "").split()
     return {
@@ -123,6 +125,7 @@ def probe(node_dir: str, dists: list[str]) -> dict[str, object]:
         "home": os.path.expanduser("~"),
         "ssh_server_ip": ssh[2] if len(ssh) == 4 else None,
         "versions": versions,
+        "plugins": plugins,
         "pids": sorted(processes),
         "raylets": node_ids,
         "gpus": gpus(),

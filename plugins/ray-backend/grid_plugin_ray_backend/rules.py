@@ -463,13 +463,23 @@ class Rules:
             head = self.config.head.name
             auto = self.holds.get(head)
             held = auto is not None and not auto.manual
-            decided = self.policy().decide(views, ControllerState(head, held, now))
-            self.decision = Decision(decided.hold, decided.reason, tuple(decided.targets), now,
-                                     tuple(decided.pressure), decided.evict_after)
-            if decided.hold and auto is None:
-                self._hold(head, decided.reason, manual=False, gpus="gpu" in decided.pressure, available=available)
-            elif not decided.hold and held:
-                self._release(head, decided.reason)
+            try:
+                decided = self.policy().decide(views, ControllerState(head, held, now))
+            except Exception as exc:  # a policy's bug: said once, and the head is not held on its word
+                why = f"policy {self.settings.policy!r} failed: {type(exc).__name__}: {exc}"
+                if self.decision is None or self.decision.reason != why:
+                    self._event("error", head, why)
+                self.decision = Decision(False, why, (), now)
+                if held:
+                    self._release(head, why)
+            else:
+                self.decision = Decision(decided.hold, decided.reason, tuple(decided.targets), now,
+                                         tuple(decided.pressure), decided.evict_after)
+                if decided.hold and auto is None:
+                    self._hold(head, decided.reason, manual=False, gpus="gpu" in decided.pressure,
+                               available=available)
+                elif not decided.hold and held:
+                    self._release(head, decided.reason)
         for node in list(self.holds):
             self._top_up(node, available)
         return self.decision

@@ -27,7 +27,9 @@ The protocol, one JSON document a line (channel.py is the client):
 
 `python -m grid_plugin_ray_backend.service --address ... --namespace ... --head ... --directory ...`
 (its config as JSON on stdin, never in argv) makes sure the service runs: `cluster start` runs it
-on the head, and so does the client when it finds no service.
+on the head, and so does the client when it finds no service. With `--restart` it first ends the
+service and the node agents, so that they start again with the plugins installed now
+(`grid cluster start --restart-service`); the service records its plugin set when it starts.
 """
 
 from __future__ import annotations
@@ -189,8 +191,10 @@ class GridService:
                  directory: str) -> None:
         import ray
 
+        from grid_core.plugin_set import installed
         from grid_plugin_ray_backend.controller import OffloadController
 
+        self.plugins = installed()  # what it runs with: status says when the CLI's set differs
         self.ray, self.namespace, self.head, self.address, self.directory = ray, namespace, head, address, directory
         self.controller = OffloadController(config_data, namespace, os.path.join(directory, STATE_FILE),
                                             head_marker=os.path.join(directory, "ray"))  # its `ray start --temp-dir`
@@ -297,7 +301,7 @@ class GridService:
 
         readings = {name: {"age": age, "metrics": cattrs.unstructure(m), "from": by}
                     for name, (age, m, by) in self.controller.fresh_readings().items()}
-        client.frame("result", {"nodes": self._nodes(), "readings": readings})
+        client.frame("result", {"nodes": self._nodes(), "readings": readings, "plugins": self.plugins})
         return 0
 
     def _nodes(self) -> list[dict[str, Any]]:
@@ -320,7 +324,10 @@ class GridService:
     def offload(self, client: Client, action: str, **params: Any) -> int:
         if action not in {"status", "configure", "hold", "release", "boost", "boost_release"}:
             raise ServiceError(f"unknown offload action {action!r}")
-        client.frame("result", getattr(self.controller, action)(**params))
+        answer = getattr(self.controller, action)(**params)
+        if action == "status":
+            answer = {**answer, "plugins": self.plugins}
+        client.frame("result", answer)
         return 0
 
     # ------------------------------------------------------------------ jobs
@@ -536,6 +543,22 @@ def listen(path: str) -> socket.socket:
 # ---------------------------------------------------------------------- making sure it runs
 
 
+def _end(ray: Any, namespace: str, names: list[str]) -> None:
+    """End these actors for good (no restart), and wait until their names are free."""
+    for name in names:
+        try:
+            ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+        except ValueError:  # not there
+            continue
+        deadline = time.monotonic() + CALL_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(name, namespace=namespace)
+            except ValueError:
+                break
+            time.sleep(POLL_SECONDS)
+
+
 def ensure(args: argparse.Namespace, config: dict[str, Any]) -> int:
     """Connect to Ray, create the service if it is not there, and wait until it answers."""
     import ray
@@ -546,6 +569,11 @@ def ensure(args: argparse.Namespace, config: dict[str, Any]) -> int:
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its own
         print(f"cannot connect to the Ray cluster at {args.address}: {exc}", file=sys.stderr)
         return SERVICE_ERROR
+    if args.restart:
+        from grid_plugin_ray_backend.agent import AGENT
+
+        nodes = [n["name"] for n in config.get("nodes", []) if isinstance(n, dict) and "name" in n]
+        _end(ray, args.namespace, [SERVICE, *(AGENT.format(name) for name in nodes)])
     service: Any = ray.remote(GridService).options(
         name=SERVICE, lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1, max_concurrency=8,
         resources={node_resource(args.head): 0.001},
@@ -563,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="grid-service")
     for option in ("--address", "--namespace", "--head", "--directory"):
         parser.add_argument(option, required=True)
+    parser.add_argument("--restart", action="store_true", help="end the service and the agents first")
     args = parser.parse_args(argv)
     try:
         config = json.loads(sys.stdin.buffer.read())
