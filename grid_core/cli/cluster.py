@@ -20,10 +20,12 @@ def cluster() -> None:
     """Start, stop and inspect the cluster."""
 
 
-def node_rows(cluster_obj: Any, nodes: Any = None, known: dict[str, EngineNode] | None = None) -> list[NodeStatus]:
+def node_rows(cluster_obj: Any, nodes: Any = None, known: dict[str, EngineNode] | None = None,
+              unreached: dict[str, str | None] | None = None) -> list[NodeStatus]:
     """One row per node (default: every node): what the transport reaches and what the metrics
-    sources read. A node in `known` with a reading there is a local one the cluster read lately:
-    its row takes that reading (and its age) instead of reading the node again."""
+    sources read. A node in `known` with a reading there is one the cluster read lately: its row
+    takes that reading (and its age) instead of reading the node again, and is reachable unless
+    `unreached` names a reason."""
     cfg = cluster_obj.config
     nodes = cfg.nodes if nodes is None else nodes
     known = known or {}
@@ -32,7 +34,7 @@ def node_rows(cluster_obj: Any, nodes: Any = None, known: dict[str, EngineNode] 
     for node in nodes:
         m, age, error = None, None, None
         if node.name in known:
-            m, age = known[node.name].metrics, known[node.name].metrics_age
+            m, age, error = known[node.name].metrics, known[node.name].metrics_age, (unreached or {}).get(node.name)
         else:
             out = readings[node.name]
             m, error = out.value, out.error
@@ -88,31 +90,31 @@ def _engine_view(backend: Any, c: Any) -> tuple[dict[str, EngineNode] | None, st
 
 
 def status_rows(c: Any) -> list[NodeStatus]:
-    """node_rows and the backend's status, read at the same time. A local node (the head, most
-    often) whose fresh reading the backend has takes that one: reading this machine anew costs a
-    command a 0.2 s sample, and a local node needs no transport to be reached."""
+    """node_rows and the backend's status, read at the same time. A node whose fresh reading the
+    backend has (its agent's) takes that one: reading a node anew costs a command a 0.2 s
+    sample. Meanwhile each remote node is reached with `true`, a round trip on a kept connection,
+    so its row still says whether this machine reaches it."""
     from grid_core.backends import load_backend
     from grid_core.errors import GridError
 
     nodes = c.config.nodes
-    local = [n for n in nodes if n.transport_name == "local"]
     try:
         backend = load_backend(c.config)
     except GridError as exc:
         return merge_backend(node_rows(c), None, str(exc))
-    remote = [n for n in nodes if n not in local]
-    rows: dict[str, NodeStatus] = {}
-    if not remote:  # nothing to read beside the engine, so no thread (concurrent.futures costs 2 ms to import)
+    remote = [n for n in nodes if n.transport_name != "local"]
+    unreached: dict[str, str | None] = {}
+    if not remote:  # nothing to reach beside the engine, so no thread (concurrent.futures costs 2 ms to import)
         view, error = _engine_view(backend, c)
     else:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=1) as pool:
             engine = pool.submit(_engine_view, backend, c)
-            rows = {r.name: r for r in node_rows(c, remote)}
+            unreached = {out.node.name: out.error for out in c.fan_out(remote, lambda n: c.transport(n).run(["true"]))}
             view, error = engine.result()
-    known = {n.name: view[n.name] for n in local if view and n.name in view and view[n.name].metrics is not None}
-    rows.update({r.name: r for r in node_rows(c, local, known)} if local else {})
+    known = {n.name: view[n.name] for n in nodes if view and n.name in view and view[n.name].metrics is not None}
+    rows = {r.name: r for r in node_rows(c, nodes, known, unreached)}
     return merge_backend([rows[n.name] for n in nodes], view, error)
 
 
@@ -212,6 +214,7 @@ def stop(as_json: bool) -> None:
         backend = load_backend(c.config)
         with NodeProgress(f"stopping {c.config.name}", [n.name for n in c.config.nodes]) as progress:
             outcomes = backend.stop(c, progress=progress)
+        c.disconnect()  # the SSH keeper's connections go with the cluster
         code = report(f"cluster {c.config.name}: stop", outcomes, as_json)
     if code:
         raise SystemExit(code)

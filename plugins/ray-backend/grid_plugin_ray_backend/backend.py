@@ -462,8 +462,7 @@ class RayBackend:
         except GridError as exc:
             return dict.fromkeys(names, types.EngineNode(error=str(exc)))
         nodes = gcs.alive_by_name([gcs.RayNode(**node) for node in answer["nodes"]])
-        # Only a local node's row uses a reading (cluster status reads other nodes through their transport).
-        readings = answer["readings"] if any(n.transport_name == "local" for n in self.config.nodes) else {}
+        readings = answer["readings"]  # what each node's agent sent lately: no node is read again for its row
         out = {}
         for name in names:
             node, reading = nodes.get(name), readings.get(name)

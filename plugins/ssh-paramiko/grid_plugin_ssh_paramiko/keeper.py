@@ -74,12 +74,22 @@ def socket_path(config: ClusterConfig) -> Path:
 
 
 def revision(config: ClusterConfig) -> str:
-    """A digest of the config's content: a keeper serves only CLIs that loaded the same."""
+    """A digest of the config's content and of the SSH files it is read with: a keeper serves only
+    CLIs that loaded the same, so an edited known_hosts (a revoked key) or ~/.ssh/config is
+    checked by a new connection, as the config is."""
     from grid_core.config import unstructure
 
     data = unstructure(config)
     data.pop("source", None)
     data.pop("notes", None)
+    files = {"~/.ssh/config", "~/.ssh/known_hosts", config.ssh.known_hosts or "",
+             *(node.known_hosts or "" for node in config.nodes)} - {""}
+    for name in sorted(files):
+        try:
+            info = os.stat(os.path.expanduser(name))
+            data[f"file:{name}"] = [info.st_mtime_ns, info.st_size, info.st_ino]
+        except OSError:
+            data[f"file:{name}"] = None
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -372,7 +382,10 @@ class Keeper:
                 sys.stderr.write(f"refused a connection from uid {uid} (pid {pid})\n")
                 _send(conn, ["error", "transport", f"grid's SSH keeper serves only uid {os.geteuid()}"])
                 return
-            request = json.loads(reader.readline() or b"{}")
+            line = reader.readline()
+            if not line:
+                return  # a probe: a CLI checking that a keeper listens
+            request = json.loads(line)
             op = request.get("op")
             if op == "stop":
                 _send(conn, ["done", True])
