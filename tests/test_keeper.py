@@ -157,6 +157,28 @@ def test_a_changed_config_replaces_it_and_it_leaves_when_idle(world: dict[str, A
     world["config"].write_text(world["text"])
 
 
+def test_the_relay_where_sshd_does_not_forward_unix_sockets(world: dict[str, Any]) -> None:
+    bed, host = world["bed"], world["bed"].hosts[0]
+    config_text = host.sshd_config.read_text()
+    host.sshd_config.write_text(config_text + "AllowStreamLocalForwarding no\n")
+    bed.kill_sshd(host)
+    bed.start_sshd(host)
+    try:
+        os.kill(info(world)["pid"], signal.SIGKILL)  # its connection predates the change
+        assert ok(world, "jobs", "list") == []
+        assert info(world)["streamlocal"]["host1"] is False
+        doctor = cli(world, "doctor")
+        assert "relay.py on the head" in doctor.stdout, doctor.stdout + doctor.stderr
+    finally:
+        host.sshd_config.write_text(config_text)
+        bed.kill_sshd(host)
+        bed.start_sshd(host)
+    os.kill(info(world)["pid"], signal.SIGKILL)
+    assert ok(world, "jobs", "list") == []
+    assert info(world)["streamlocal"]["host1"] is True
+    assert "streamlocal" in cli(world, "doctor").stdout
+
+
 def test_cluster_stop_ends_it(world: dict[str, Any]) -> None:
     keeper = info(world)
     stopped = cli(world, "cluster", "stop", timeout=300)

@@ -550,6 +550,18 @@ class RayBackend:
         # RAY_AUTH_TOKEN would win over the token path: a shell's old value must not pick the cluster.
         return ShellEnv(name, variables, unset=("RAY_AUTH_TOKEN",), notes=tuple(notes))
 
+    def service_channel(self, cluster: Cluster) -> str | None:
+        """For doctor: how a request reaches the grid service from here (channel.route), while it runs."""
+        from grid_plugin_ray_backend import channel
+
+        record = records.load(self.config.name).nodes.get(self.config.head.name)
+        if record is None:
+            return None
+        how = channel.route(cluster, self.config, f"{record.directory}/{channel.SOCKET}")
+        return {"socket": "the service's Unix socket (this is the head)",
+                "streamlocal": "SSH, sshd forwarding the service's Unix socket (streamlocal)",
+                "relay": "SSH, relay.py on the head (its sshd does not forward Unix sockets)"}[how]
+
     def stray_engines(self, cluster: Cluster) -> list[str]:
         from grid_plugin_ray_backend.strays import stray_warnings
 
