@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import errno
+import logging
 import os
 import re
 import select
@@ -378,6 +379,15 @@ def _explain(exc: BaseException, target: SshTarget, options: SshOptions) -> Base
         detail = str(exc) or type(exc).__name__
         return TransportError(f"SSH handshake with {target.alias} ({target.hostname}:{target.port}) failed: {detail}")
     return exc
+
+
+def _quiet_open_failures(record: logging.LogRecord) -> bool:
+    """paramiko logs a refused channel as an ERROR; open_unix turns it into its own answer (no
+    service yet, or the relay), which is no error for the user to read."""
+    return "open FAILED" not in record.getMessage()
+
+
+logging.getLogger("paramiko.transport").addFilter(_quiet_open_failures)
 
 
 def _open_streamlocal(transport: paramiko.Transport, path: str, timeout: float) -> paramiko.Channel:
