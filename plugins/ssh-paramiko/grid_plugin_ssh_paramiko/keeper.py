@@ -309,6 +309,7 @@ class Keeper:
         self.idle = config.ssh.persist_seconds
         self.transports = {node.name: Counted(node, config) for node in config.nodes}
         self.connects = self.served = self.active = 0
+        self.busy: dict[str, int] = {}  # calls under way per node
         self.last = time.monotonic()
         self.lock = threading.Lock()
         self.leaving = threading.Event()
@@ -398,17 +399,25 @@ class Keeper:
             if transport is None:
                 _send(conn, ["error", "transport", f"grid's SSH keeper knows no node {request.get('node')!r}"])
                 return
-            with self.lock:
-                self.served += 1
             handler = getattr(self, f"_op_{op}", None)
             if handler is None:
                 _send(conn, ["error", "transport", f"grid's SSH keeper has no operation {op!r}"])
                 return
+            with self.lock:
+                self.served += 1
+                self.busy[request["node"]] = self.busy.get(request["node"], 0) + 1
             try:
                 handler(conn, reader, transport, request)
             except TransportError as exc:
+                with self.lock:  # a fresh connection next time, unless other calls still use this one
+                    alone = self.busy[request["node"]] == 1
+                if alone:
+                    transport.reset()
                 kind = next((k for k, v in ERRORS.items() if type(exc) is v), "transport")
                 _send(conn, ["error", kind, str(exc)])
+            finally:
+                with self.lock:
+                    self.busy[request["node"]] -= 1
         except (OSError, ValueError) as exc:
             sys.stderr.write(f"a call failed: {exc}\n")
         finally:

@@ -163,6 +163,13 @@ class SshTransport:
             self._closed = True
             self._disconnect()
 
+    def reset(self) -> None:
+        """Drop the connection after a failure; the next call connects anew. A kept connection
+        (keeper.py) to a host whose link went down would otherwise wait out TCP's retransmissions
+        long after the link is back."""
+        with self._lock:
+            self._disconnect()
+
     def open_unix(self, path: str) -> paramiko.Channel | None:
         """A stream to the Unix socket at `path` on the node, which sshd connects to for us
         (`direct-streamlocal@openssh.com`, as `ssh -L local:remote.sock`), so no process starts
