@@ -92,6 +92,17 @@ class Cluster:
             with contextlib.suppress(Exception):  # best effort: a dead connection is already closed
                 transport.close()
 
+    def disconnect(self) -> None:
+        """Close, and also end what a transport keeps for later commands (the ssh keeper)."""
+        with self._lock:
+            transports = list(self._transports.values())
+        for transport in transports:
+            end = getattr(transport, "disconnect", None)
+            if end is not None:
+                with contextlib.suppress(Exception):
+                    end()
+        self.close()
+
     def transport(self, node: NodeConfig) -> Transport:
         """This node's transport, created on first use and reused for the rest of the process."""
         with self._lock:

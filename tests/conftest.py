@@ -17,10 +17,31 @@ REPO = Path(__file__).resolve().parent.parent
 SEED_FILE = REPO / "examples" / "seed-project" / "config" / "my-cluster-enhanced.yaml"
 
 
+@pytest.fixture(scope="session")
+def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """XDG_RUNTIME_DIR for the session: the SSH keepers' sockets (keeper.py). Those still running
+    at the end are told to stop, so none outlives the tests by its idle time."""
+    import socket
+
+    path = tmp_path_factory.mktemp("runtime")
+    path.chmod(0o700)
+    yield path
+    for sock_path in (path / "grid").glob("*.sock"):
+        with socket.socket(socket.AF_UNIX) as sock:
+            try:
+                sock.connect(str(sock_path))
+                sock.sendall(b'{"op": "stop"}\n')
+                sock.recv(1024)
+            except OSError:
+                pass
+
+
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+                  runtime_dir: Path) -> Path:
     """HOME, XDG dirs and grid's state dir point at a fresh temporary directory."""
     home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime_dir))
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local/state"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))

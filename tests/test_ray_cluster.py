@@ -290,8 +290,11 @@ def test_job_environment_and_config_never_appear_in_any_command_line(bed: tuple[
     assert out.strip() == job_marker  # the job got its environment
     assert any(host == "host2" and 'echo "$GRID_MARKER"; sleep 3' in text for host, text in listings), \
         "never saw the job running"
-    assert any(host == "host1" and "Relays one request to the grid service" in text for host, text in listings), \
-        "never saw the relay to the service running"
+    # The request went through the keeper (which got the config on stdin) and sshd's forward of
+    # the service's socket, so no relay ran on the head.
+    assert any(host == "this machine" and "grid_plugin_ssh_paramiko.keeper" in text for host, text in listings), \
+        "never saw the SSH keeper running"
+    assert not any(host == "host1" and "Relays one request to the grid service" in text for host, text in listings)
     leaked = [(host, line) for host, text in listings for line in text.splitlines()
               if job_marker in line or config_marker in line]
     assert leaked == []

@@ -229,6 +229,7 @@ def stop(as_json: bool) -> None:
         backend = load_backend(c.config)
         with NodeProgress(f"stopping {c.config.name}", [n.name for n in c.config.nodes]) as progress:
             outcomes = backend.stop(c, progress=progress)
+        c.disconnect()  # the SSH keeper's connections go with the cluster
         code = report(f"cluster {c.config.name}: stop", outcomes, as_json)
     if code:
         raise SystemExit(code)

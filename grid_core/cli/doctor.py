@@ -240,6 +240,7 @@ def doctor(parallel: int | None, as_json: bool) -> None:
         backend, why_not = _backend(cluster)
         report = diagnose(cluster, parallel, backend)
         warnings = _stray_engines(cluster, backend)
+        channel = _service_channel(cluster, backend)
     if why_not is not None:
         warnings.insert(0, f"the engine check was skipped: {why_not}")
     for warning in warnings:  # they fail no check: the cluster works, a program run without grid may not
@@ -248,6 +249,8 @@ def doctor(parallel: int | None, as_json: bool) -> None:
         print_json(report)
     else:
         _print_report(report)
+        if channel:
+            say(f"service channel from here: {channel}")
     if not all(row["ok"] for row in report):
         raise SystemExit(1)
 
@@ -261,6 +264,17 @@ def _backend(cluster: Cluster) -> tuple[Backend | None, str | None]:
         return load_backend(cluster.config), None
     except GridError as exc:
         return None, str(exc)
+
+
+def _service_channel(cluster: Cluster, backend: Backend | None) -> str | None:
+    """How commands reach the backend's service on the head from here, where it says (docs/remote.md)."""
+    from grid_core.errors import GridError
+
+    describe = getattr(backend, "service_channel", None)
+    try:
+        return describe(cluster) if describe is not None else None
+    except (GridError, TransportError):
+        return None
 
 
 def _stray_engines(cluster: Cluster, backend: Backend | None) -> list[str]:

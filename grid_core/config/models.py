@@ -258,6 +258,9 @@ class SshSettings:
     known_hosts: str | None = None
     connect_timeout: Positive = 10.0
     command_timeout: Positive | None = None
+    # A CLI on a machine that is not the node keeps its SSH connections in a keeper process for
+    # this long after its last use (docs/remote.md); 0: every command connects anew.
+    persist_seconds: NonNegative = 600.0
 
 
 @record(kw_only=True)

@@ -495,7 +495,7 @@ class RayBackend:
         except GridError as exc:
             return dict.fromkeys(names, types.EngineNode(error=str(exc)))
         nodes = gcs.alive_by_name([gcs.RayNode(**node) for node in answer["nodes"]])
-        readings = answer["readings"]
+        readings = answer["readings"]  # what each node's agent sent lately: no node is read again for its row
         out = {}
         for name in names:
             node, reading = nodes.get(name), readings.get(name)
@@ -601,6 +601,18 @@ class RayBackend:
                          "(with ray[default] on the nodes) and start the cluster again")
         # RAY_AUTH_TOKEN would win over the token path: a shell's old value must not pick the cluster.
         return ShellEnv(name, variables, unset=("RAY_AUTH_TOKEN",), notes=tuple(notes))
+
+    def service_channel(self, cluster: Cluster) -> str | None:
+        """For doctor: how a request reaches the grid service from here (channel.route), while it runs."""
+        from grid_plugin_ray_backend import channel
+
+        record = records.load(self.config.name).nodes.get(self.config.head.name)
+        if record is None:
+            return None
+        how = channel.route(cluster, self.config, f"{record.directory}/{channel.SOCKET}")
+        return {"socket": "the service's Unix socket (this is the head)",
+                "streamlocal": "SSH, sshd forwarding the service's Unix socket (streamlocal)",
+                "relay": "SSH, relay.py on the head (its sshd does not forward Unix sockets)"}[how]
 
     def stray_engines(self, cluster: Cluster) -> list[str]:
         from grid_plugin_ray_backend.strays import stray_warnings

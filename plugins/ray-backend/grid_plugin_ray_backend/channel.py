@@ -1,8 +1,11 @@
 """The CLI's one channel to the grid service on the head (service.py has the protocol).
 
-On the head itself it connects to the service's Unix socket; from any other machine it runs
-relay.py on the head through the transport grid already holds to it (SSH), so the traffic is
-encrypted and nothing new listens on the network. Neither path starts a Ray driver or imports
+On the head itself it connects to the service's Unix socket; from any other machine it asks the
+transport grid already holds to the head (SSH) for a stream to that socket, which sshd opens
+(`direct-streamlocal@openssh.com`), or where sshd does not forward Unix sockets runs relay.py on
+the head. The traffic is encrypted and nothing new listens on the network. In the CLI the `ssh`
+transport's connection lives in the user's keeper process (grid_plugin_ssh_paramiko/keeper.py),
+so a status command from a laptop makes no handshake. Neither path starts a Ray driver or imports
 Ray here. When no service answers on a running cluster, the channel starts it (service.ensure)
 and asks again once.
 """
@@ -145,7 +148,7 @@ def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any
             if local:
                 _by_socket(path, request, frames, timeout)
             else:
-                _by_relay(cluster, config, record.python, path, request, frames, timeout)
+                _remote(cluster, config, record.python, path, request, frames, timeout)
             break
         except NoService as exc:
             if attempt:
@@ -203,20 +206,58 @@ def _fetch(cluster: Cluster, config: ClusterConfig, staged: str, on_data: Callab
 
 
 def _by_socket(path: str, request: bytes, frames: Frames, timeout: float | None) -> None:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise NoService(exc.strerror) from None
+    _exchange(sock, request, frames, timeout)
+
+
+def _exchange(stream: Any, request: bytes, frames: Frames, timeout: float | None) -> None:
+    """The request sent on a connected stream (a socket, or an SSH channel to one), its frames read."""
+    with contextlib.closing(stream):
+        stream.settimeout(timeout)
         try:
-            sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise NoService(exc.strerror) from None
-        try:
-            sock.sendall(request)
-            while not frames.answer.ended and (data := sock.recv(1 << 20)):
+            stream.sendall(request)
+            while not frames.answer.ended and (data := stream.recv(1 << 20)):
                 frames.feed(data)
         except TimeoutError:
             raise GridError(f"the grid service did not answer within {timeout:g} s") from None
         except OSError as exc:
             raise ChannelLost(f"the connection to the grid service broke: {exc}") from None
+
+
+def route(cluster: Cluster, config: ClusterConfig, path: str) -> str:
+    """How a request reaches the service from here: "socket" (on the head), "streamlocal" (sshd
+    connects to its socket for us) or "relay" (relay.py on the head, where sshd does not)."""
+    if config.head.transport_name == "local":
+        return "socket"
+    opener = getattr(cluster.transport(config.head), "open_unix", None)
+    try:
+        stream = opener(path) if opener is not None else None
+    except ConnectionRefusedError:
+        return "streamlocal"  # sshd tried to connect: it forwards
+    if stream is None:
+        return "relay"
+    stream.close()
+    return "streamlocal"
+
+
+def _remote(cluster: Cluster, config: ClusterConfig, python: str, path: str, request: bytes,
+            frames: Frames, timeout: float | None) -> None:
+    """Through the transport to the head: a stream to the service's socket where the transport
+    opens one (`open_unix`: no process starts on the head), else relay.py."""
+    opener = getattr(cluster.transport(config.head), "open_unix", None)
+    try:
+        stream = opener(path) if opener is not None else None
+    except ConnectionRefusedError as exc:
+        raise NoService(exc.strerror) from None
+    if stream is None:
+        _by_relay(cluster, config, python, path, request, frames, timeout)
+    else:
+        _exchange(stream, request, frames, timeout)
 
 
 def _by_relay(cluster: Cluster, config: ClusterConfig, python: str, path: str, request: bytes,

@@ -44,7 +44,14 @@ def import_paramiko() -> None:
 
 
 def ssh_transport(node: NodeConfig, cluster: ClusterConfig) -> Transport:
-    """An SshTransport for the node; it connects on first use."""
+    """An SshTransport for the node; it connects on first use. In the CLI, unless
+    ssh.persist_seconds is 0, a KeptTransport instead: the connection lives in the user's keeper
+    process (keeper.py) and outlives the command. The cluster's own long-lived processes (the
+    service, its controller) hold their connections themselves."""
+    if cluster.ssh.persist_seconds > 0 and "grid_core.cli" in sys.modules:
+        from grid_plugin_ssh_paramiko.keeper import KeptTransport
+
+        return KeptTransport(node, cluster)
     import_paramiko()
     from grid_plugin_ssh_paramiko.transport import SshTransport
 

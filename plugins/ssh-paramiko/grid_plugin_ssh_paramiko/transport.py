@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import errno
+import logging
 import os
 import re
 import select
@@ -92,6 +93,7 @@ class SshTransport:
         self._client: paramiko.SSHClient | None = None
         self._jump_clients: list[paramiko.SSHClient] = []
         self._closed = False
+        self.streamlocal: bool | None = None  # does sshd forward Unix sockets? None: not known yet
 
     # ------------------------------------------------------------------ Transport
 
@@ -160,6 +162,40 @@ class SshTransport:
         with self._lock:
             self._closed = True
             self._disconnect()
+
+    def reset(self) -> None:
+        """Drop the connection after a failure; the next call connects anew. A kept connection
+        (keeper.py) to a host whose link went down would otherwise wait out TCP's retransmissions
+        long after the link is back."""
+        with self._lock:
+            self._disconnect()
+
+    def open_unix(self, path: str) -> paramiko.Channel | None:
+        """A stream to the Unix socket at `path` on the node, which sshd connects to for us
+        (`direct-streamlocal@openssh.com`, as `ssh -L local:remote.sock`), so no process starts
+        there. None when this sshd does not forward Unix sockets (AllowStreamLocalForwarding no,
+        or not OpenSSH); ConnectionRefusedError when nothing listens at `path`."""
+        if self.streamlocal is False:
+            return None
+        _, options = self._resolve()
+        transport = self._connected().get_transport()
+        assert transport is not None
+        try:
+            channel = _open_streamlocal(transport, path, options.connect_timeout)
+        except paramiko.ChannelException as exc:
+            # OpenSSH answers "connect failed" both for a socket nobody listens at and for a
+            # refused forward. Once a stream has opened, it is the first; before, a socket file
+            # at the path that refused tells that sshd does not forward (or, rarely, that the
+            # service died and left its socket: then the relay says so, and this node keeps to it).
+            probe = None if self.streamlocal else self.run(["test", "-S", path], timeout=options.connect_timeout)
+            if probe is not None and probe.exit_status == 0:
+                self.streamlocal = False
+                return None
+            raise ConnectionRefusedError(errno.ECONNREFUSED, f"nothing listens at {path} ({exc.text})") from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise TransportError(f"{self.node.name}: cannot open a stream to {path}: {exc}") from None
+        self.streamlocal = True
+        return channel
 
     # ------------------------------------------------------------------ connection
 
@@ -350,6 +386,57 @@ def _explain(exc: BaseException, target: SshTarget, options: SshOptions) -> Base
         detail = str(exc) or type(exc).__name__
         return TransportError(f"SSH handshake with {target.alias} ({target.hostname}:{target.port}) failed: {detail}")
     return exc
+
+
+def _quiet_open_failures(record: logging.LogRecord) -> bool:
+    """paramiko logs a refused channel as an ERROR; open_unix turns it into its own answer (no
+    service yet, or the relay), which is no error for the user to read."""
+    return "open FAILED" not in record.getMessage()
+
+
+logging.getLogger("paramiko.transport").addFilter(_quiet_open_failures)
+
+
+def _open_streamlocal(transport: paramiko.Transport, path: str, timeout: float) -> paramiko.Channel:
+    """Transport.open_channel for `direct-streamlocal@openssh.com` (RFC 4254 section 5.1 with
+    OpenSSH's fields: the socket's path, a reserved string and a reserved uint32), which paramiko's
+    open_channel cannot write. Its waiting is the same."""
+    from paramiko.channel import Channel
+    from paramiko.common import cMSG_CHANNEL_OPEN
+    from paramiko.message import Message
+
+    if not transport.is_active():
+        raise paramiko.SSHException("SSH session not active")
+    with transport.lock:
+        window = transport._sanitize_window_size(None)  # type: ignore[attr-defined]
+        packet = transport._sanitize_packet_size(None)  # type: ignore[attr-defined]
+        chanid = transport._next_channel()  # type: ignore[attr-defined]
+        m = Message()
+        m.add_byte(cMSG_CHANNEL_OPEN)
+        m.add_string("direct-streamlocal@openssh.com")
+        m.add_int(chanid)
+        m.add_int(window)
+        m.add_int(packet)
+        m.add_string(path)
+        m.add_string("")
+        m.add_int(0)
+        channel = Channel(chanid)
+        transport._channels.put(chanid, channel)  # type: ignore[attr-defined]
+        transport.channel_events[chanid] = event = threading.Event()  # type: ignore[attr-defined]
+        transport.channels_seen[chanid] = True  # type: ignore[attr-defined]
+        channel._set_transport(transport)  # type: ignore[attr-defined]
+        channel._set_window(window, packet)  # type: ignore[attr-defined]
+    transport._send_user_message(m)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    while not event.wait(0.1):
+        if not transport.is_active():
+            raise transport.get_exception() or paramiko.SSHException("the SSH connection ended")
+        if time.monotonic() > deadline:
+            raise paramiko.SSHException("timeout opening a channel")
+    opened = transport._channels.get(chanid)  # type: ignore[attr-defined]
+    if opened is None:
+        raise transport.get_exception() or paramiko.SSHException("unable to open a channel")
+    return opened  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------- reading output

@@ -1,0 +1,516 @@
+"""The keeper: one process per user and cluster that holds the SSH connections, as OpenSSH's
+ControlPersist does, so that later CLI calls need no paramiko import and no handshake.
+
+The first CLI command that uses the `ssh` transport starts it (`python -m
+grid_plugin_ssh_paramiko.keeper SOCKET`, the config as JSON on stdin) and, like every later one,
+talks to it over a Unix socket in a 0700 directory of the user's: $XDG_RUNTIME_DIR/grid, else
+/tmp/grid-UID. The keeper refuses a peer of another uid (SO_PEERCRED), answers a CLI that loaded
+another revision of the config by leaving (the CLI starts a new one), and exits after
+`ssh.persist_seconds` with no call, when `grid cluster stop` asks, or when its socket is gone.
+
+One request a connection, a JSON line from the CLI (`op`, `revision`, `node`, ...), answered with
+JSON lines: `["out"|"err", text]` while a command runs, then `["exit", status]`; `["done", info]`
+for a copy or a question; `["error", kind, message]` for a failure. `unix` (a stream to a Unix
+socket on the node, as sshd forwards it) answers `["done", true]` and then carries raw bytes
+both ways until either end closes; `["done", false]`: sshd does not forward Unix sockets there.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import socket
+import stat
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from grid_core.types import AuthError, CommandResult, HostKeyError, TransportError
+
+if TYPE_CHECKING:
+    from grid_core.config import ClusterConfig, NodeConfig
+
+START_SECONDS = 15.0  # for a new keeper to listen (an interpreter and paramiko's import)
+READ_SIZE = 1 << 16
+ERRORS: dict[str, type[TransportError]] = {"transport": TransportError, "hostkey": HostKeyError, "auth": AuthError}
+
+
+class KeeperGone(Exception):
+    """The keeper closed the connection before answering: it was leaving (idle, replaced)."""
+
+
+# ---------------------------------------------------------------------- where it listens
+
+
+def directory() -> Path:
+    """The user's directory for keeper sockets, made 0700; refused when another user could use it."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    path = Path(runtime, "grid") if runtime else Path(f"/tmp/grid-{os.geteuid()}")
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        info = path.lstat()
+    except OSError as exc:
+        raise TransportError(f"cannot use {path} for grid's SSH keeper: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise TransportError(f"{path} is not a directory of yours that only you can use (owner uid "
+                             f"{info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}); remove it, or set "
+                             "ssh.persist_seconds = 0 to connect without a keeper")
+    return path
+
+
+def socket_path(config: ClusterConfig) -> Path:
+    """The keeper's socket for this cluster and this state directory (two test runs, or two
+    GRID_STATE_DIRs, have two keepers). Short, as a Unix socket's path must be."""
+    from grid_core.state import state_base
+
+    key = hashlib.sha256(f"{os.path.abspath(state_base())}\0{config.name}".encode()).hexdigest()[:16]
+    return directory() / f"{key}.sock"
+
+
+def revision(config: ClusterConfig) -> str:
+    """A digest of the config's content and of the SSH files it is read with: a keeper serves only
+    CLIs that loaded the same, so an edited known_hosts (a revoked key) or ~/.ssh/config is
+    checked by a new connection, as the config is."""
+    from grid_core.config import unstructure
+
+    data = unstructure(config)
+    data.pop("source", None)
+    data.pop("notes", None)
+    files = {"~/.ssh/config", "~/.ssh/known_hosts", config.ssh.known_hosts or "",
+             *(node.known_hosts or "" for node in config.nodes)} - {""}
+    for name in sorted(files):
+        try:
+            info = os.stat(os.path.expanduser(name))
+            data[f"file:{name}"] = [info.st_mtime_ns, info.st_size, info.st_ino]
+        except OSError:
+            data[f"file:{name}"] = None
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------- the CLI's side
+
+
+class KeptTransport:
+    """The `ssh` transport of a CLI process: every call goes to the keeper, started on first use."""
+
+    def __init__(self, node: NodeConfig, cluster: ClusterConfig) -> None:
+        self.node, self.cluster = node, cluster
+        self._revision: str | None = None
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = None, env: Mapping[str, str] | None = None,
+            on_output: Callable[[str, str], None] | None = None, stdin: bytes | str | None = None) -> CommandResult:
+        import binascii
+
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        request = {"argv": list(argv), "timeout": timeout, "env": dict(env) if env is not None else None,
+                   "stdin": None if data is None else binascii.b2a_base64(data, newline=False).decode()}
+        chunks: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        with self._call("run", request) as frames:
+            for frame in frames:
+                if frame[0] in ("out", "err"):
+                    name = "stdout" if frame[0] == "out" else "stderr"
+                    chunks[name].append(frame[1])
+                    if on_output is not None:
+                        on_output(name, frame[1])
+                elif frame[0] == "exit":
+                    return CommandResult(int(frame[1]), "".join(chunks["stdout"]), "".join(chunks["stderr"]))
+        raise TransportError(f"{self.node.name}: grid's SSH keeper ended the connection while a command ran")
+
+    def put(self, local_path: str, remote_path: str) -> None:
+        self._ask("put", {"local": os.path.abspath(local_path), "remote": remote_path})
+
+    def get(self, remote_path: str, local_path: str) -> None:
+        self._ask("get", {"local": os.path.abspath(local_path), "remote": remote_path})
+
+    def open_unix(self, path: str) -> socket.socket | None:
+        """As SshTransport.open_unix: a stream to a Unix socket on the node, through the keeper."""
+        sock, reader = self._open("unix", {"path": path})
+        try:
+            frame = _frame(reader)
+        except BaseException:
+            sock.close()
+            raise
+        if frame == ["done", True]:
+            return sock
+        sock.close()
+        if frame == ["done", False]:
+            return None
+        if frame[:2] == ["error", "refused"]:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, frame[2])
+        _raise(frame, self.node.name)
+        raise AssertionError("unreachable")
+
+    def info(self) -> dict[str, Any]:
+        """The keeper's counters: its pid, SSH connections made, calls served, streams per node."""
+        return dict(self._ask("info", {}))
+
+    def close(self) -> None:
+        """Nothing to release here: the keeper keeps the connection for the next command."""
+
+    def disconnect(self) -> None:
+        """End the keeper (`grid cluster stop`), when one runs; never starts one."""
+        path = socket_path(self.cluster)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(str(path))
+                sock.sendall(json.dumps({"op": "stop"}).encode() + b"\n")
+                sock.recv(READ_SIZE)
+            except OSError:
+                pass  # none runs
+
+    # ------------------------------------------------------------------ talking to the keeper
+
+    def _ask(self, op: str, request: dict[str, Any]) -> Any:
+        with self._call(op, request) as frames:
+            for frame in frames:
+                if frame[0] == "done":
+                    return frame[1]
+        raise TransportError(f"{self.node.name}: grid's SSH keeper ended the connection before answering")
+
+    class _Frames:
+        def __init__(self, sock: socket.socket, reader: Any, node: str) -> None:
+            self.sock, self.reader, self.node = sock, reader, node
+
+        def __enter__(self) -> Iterator[list[Any]]:
+            return self._frames()
+
+        def __exit__(self, *exc: object) -> None:
+            self.sock.close()
+
+        def _frames(self) -> Iterator[list[Any]]:
+            while True:
+                frame = _frame(self.reader)
+                if frame[0] == "error":
+                    _raise(frame, self.node)
+                yield frame
+
+    def _call(self, op: str, request: dict[str, Any]) -> KeptTransport._Frames:
+        sock, reader = self._open(op, request)
+        return KeptTransport._Frames(sock, reader, self.node.name)
+
+    def _open(self, op: str, request: dict[str, Any]) -> tuple[socket.socket, Any]:
+        """A connection to the keeper with the request sent and its first answer waiting. A keeper
+        that is missing, dead, leaving or of another revision is replaced, once."""
+        if self._revision is None:
+            self._revision = revision(self.cluster)
+        line = json.dumps({"op": op, "revision": self._revision, "node": self.node.name, **request}).encode() + b"\n"
+        path = socket_path(self.cluster)
+        for attempt in range(2):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(path))
+                sock.sendall(line)
+                reader = _Reader(sock)
+                if reader.peek():  # the keeper answered (it closes at once when it leaves)
+                    return sock, reader
+            except OSError:
+                pass
+            sock.close()
+            if attempt == 0:
+                _start(path, self.cluster, self._revision)
+        raise TransportError(f"grid's SSH keeper at {path} does not answer; see {path.with_suffix('.log')}, "
+                             "or set ssh.persist_seconds = 0 to connect without it")
+
+
+class _Reader:
+    """Line reads on the keeper's socket that leave whatever follows unread (a `unix` stream)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buffer = sock, b""
+
+    def peek(self) -> bool:
+        if not self.buffer:
+            self.buffer = self.sock.recv(READ_SIZE, socket.MSG_PEEK)
+        return bool(self.buffer)
+
+    def readline(self) -> bytes:
+        parts: list[bytes] = []
+        self.buffer = b""
+        while True:
+            data = self.sock.recv(READ_SIZE, socket.MSG_PEEK)
+            if not data:
+                return b"".join(parts)
+            end = data.find(b"\n")
+            parts.append(self.sock.recv(len(data) if end < 0 else end + 1))  # what was peeked: the rest stays
+            if end >= 0:
+                return b"".join(parts)
+
+
+def _frame(reader: _Reader) -> list[Any]:
+    line = reader.readline()
+    if not line:
+        raise TransportError("grid's SSH keeper ended the connection before answering")
+    frame = json.loads(line)
+    assert isinstance(frame, list) and frame
+    return frame
+
+
+def _raise(frame: list[Any], node: str) -> None:
+    if frame[0] == "error":
+        raise ERRORS.get(frame[1], TransportError)(frame[2])
+    raise TransportError(f"{node}: grid's SSH keeper answered {frame!r}")
+
+
+def _start(path: Path, config: ClusterConfig, config_revision: str) -> None:
+    """Start a keeper at `path` unless another CLI just did (one at a time, under a lock), and wait
+    until it listens."""
+    import fcntl
+    import select
+    import subprocess
+
+    from grid_core.config import unstructure
+
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+                return  # another CLI started it while we waited for the lock; a wrong revision is retried
+            except OSError:
+                pass
+        with open(path.with_suffix(".log"), "ab") as log:
+            keeper = subprocess.Popen(
+                [sys.executable, "-m", "grid_plugin_ssh_paramiko.keeper", str(path)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        assert keeper.stdin is not None and keeper.stdout is not None
+        payload = {"config": unstructure(config), "source": config.source, "revision": config_revision}
+        keeper.stdin.write(json.dumps(payload).encode())
+        keeper.stdin.close()
+        ready, _, _ = select.select([keeper.stdout], [], [], START_SECONDS)
+        answer = keeper.stdout.readline() if ready else b""
+        keeper.stdout.close()
+        keeper.returncode = 0  # it outlives this process by design: no "still running" warning
+        if answer.strip() != b"ready":
+            said = answer.decode(errors="replace").strip() or "no answer"
+            raise TransportError(f"grid's SSH keeper did not start: {said}; see {path.with_suffix('.log')}")
+
+
+# ---------------------------------------------------------------------- the keeper's side
+
+
+class Keeper:
+    """Serves CLI calls on one socket with one SshTransport per node, until idle or told to go."""
+
+    def __init__(self, path: Path, config: ClusterConfig, config_revision: str) -> None:
+        from grid_plugin_ssh_paramiko.transport import SshTransport
+
+        class Counted(SshTransport):
+            def _connect_chain(inner, *args: Any) -> Any:  # `self` is the keeper
+                self.connects += 1
+                return super()._connect_chain(*args)
+
+        self.path, self.config, self.revision = path, config, config_revision
+        self.idle = config.ssh.persist_seconds
+        self.transports = {node.name: Counted(node, config) for node in config.nodes}
+        self.connects = self.served = self.active = 0
+        self.busy: dict[str, int] = {}  # calls under way per node
+        self.last = time.monotonic()
+        self.lock = threading.Lock()
+        self.leaving = threading.Event()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.inode = 0
+
+    def bind(self) -> None:
+        # A socket here that nobody answers is a dead keeper's (killed): take its place.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(self.path))
+                raise SystemExit("a keeper already listens at this socket")
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass
+        self.path.unlink(missing_ok=True)
+        old = os.umask(0o177)
+        try:
+            self.listener.bind(str(self.path))
+        finally:
+            os.umask(old)
+        self.inode = self.path.stat().st_ino
+        self.listener.listen(64)
+        self.listener.settimeout(1.0)
+
+    def serve(self) -> None:
+        while not self.leaving.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                with self.lock:
+                    idle = self.active == 0 and time.monotonic() - self.last >= self.idle
+                if idle or not self._still_mine():
+                    self.leave()
+                continue
+            except OSError:
+                break  # the listener was closed by leave()
+            with self.lock:
+                self.active += 1
+                self.last = time.monotonic()
+            threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
+        self.leave()
+        while True:  # calls under way finish first: a followed job's stream must not break here
+            with self.lock:
+                if self.active == 0:
+                    break
+            time.sleep(0.2)
+        for transport in self.transports.values():
+            transport.close()
+
+    def leave(self) -> None:
+        """Stop listening and remove the socket (when it is still this keeper's), then end."""
+        with self.lock:
+            if self.leaving.is_set():
+                return
+            if self._still_mine():
+                self.path.unlink(missing_ok=True)
+            self.listener.close()
+            self.leaving.set()
+
+    def _still_mine(self) -> bool:
+        try:
+            return self.path.stat().st_ino == self.inode
+        except OSError:
+            return False
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        try:
+            pid, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            if uid != os.geteuid():
+                sys.stderr.write(f"refused a connection from uid {uid} (pid {pid})\n")
+                _send(conn, ["error", "transport", f"grid's SSH keeper serves only uid {os.geteuid()}"])
+                return
+            line = reader.readline()
+            if not line:
+                return  # a probe: a CLI checking that a keeper listens
+            request = json.loads(line)
+            op = request.get("op")
+            if op == "stop":
+                _send(conn, ["done", True])
+                self.leave()
+                return
+            if request.get("revision") != self.revision:
+                self.leave()  # the CLI starts a keeper for its config once this one's socket is gone
+                return
+            transport = self.transports.get(request.get("node", ""))
+            if transport is None:
+                _send(conn, ["error", "transport", f"grid's SSH keeper knows no node {request.get('node')!r}"])
+                return
+            handler = getattr(self, f"_op_{op}", None)
+            if handler is None:
+                _send(conn, ["error", "transport", f"grid's SSH keeper has no operation {op!r}"])
+                return
+            with self.lock:
+                self.served += 1
+                self.busy[request["node"]] = self.busy.get(request["node"], 0) + 1
+            try:
+                handler(conn, reader, transport, request)
+            except TransportError as exc:
+                with self.lock:  # a fresh connection next time, unless other calls still use this one
+                    alone = self.busy[request["node"]] == 1
+                if alone:
+                    transport.reset()
+                kind = next((k for k, v in ERRORS.items() if type(exc) is v), "transport")
+                _send(conn, ["error", kind, str(exc)])
+            finally:
+                with self.lock:
+                    self.busy[request["node"]] -= 1
+        except (OSError, ValueError) as exc:
+            sys.stderr.write(f"a call failed: {exc}\n")
+        finally:
+            reader.close()
+            conn.close()
+            with self.lock:
+                self.active -= 1
+                self.last = time.monotonic()
+
+    def _op_run(self, conn: socket.socket, reader: Any, transport: Any, request: dict[str, Any]) -> None:
+        import binascii
+
+        stdin = None if request["stdin"] is None else binascii.a2b_base64(request["stdin"])
+        send_lock = threading.Lock()
+
+        def output(stream: str, text: str) -> None:
+            with send_lock:
+                _send(conn, ["out" if stream == "stdout" else "err", text])
+
+        result = transport.run(request["argv"], timeout=request["timeout"], env=request["env"],
+                               on_output=output, stdin=stdin)
+        _send(conn, ["exit", result.exit_status])
+
+    def _op_put(self, conn: socket.socket, reader: Any, transport: Any, request: dict[str, Any]) -> None:
+        transport.put(request["local"], request["remote"])
+        _send(conn, ["done", True])
+
+    def _op_get(self, conn: socket.socket, reader: Any, transport: Any, request: dict[str, Any]) -> None:
+        transport.get(request["remote"], request["local"])
+        _send(conn, ["done", True])
+
+    def _op_info(self, conn: socket.socket, reader: Any, transport: Any, request: dict[str, Any]) -> None:
+        with self.lock:
+            info = {"pid": os.getpid(), "revision": self.revision, "connects": self.connects, "served": self.served,
+                    "persist_seconds": self.idle,
+                    "streamlocal": {name: t.streamlocal for name, t in self.transports.items()}}
+        _send(conn, ["done", info])
+
+    def _op_unix(self, conn: socket.socket, reader: Any, transport: Any, request: dict[str, Any]) -> None:
+        try:
+            stream = transport.open_unix(request["path"])
+        except ConnectionRefusedError as exc:
+            _send(conn, ["error", "refused", str(exc.strerror or exc)])
+            return
+        if stream is None:
+            _send(conn, ["done", False])
+            return
+        _send(conn, ["done", True])
+
+        def upstream() -> None:
+            # The CLI never half-closes: its end closing means it is gone (the service reads it so).
+            try:
+                while data := reader.read1(READ_SIZE):
+                    stream.sendall(data)
+            except OSError:
+                pass
+            stream.close()
+
+        threading.Thread(target=upstream, daemon=True).start()
+        try:
+            while data := stream.recv(READ_SIZE):
+                conn.sendall(data)
+        except OSError:
+            pass
+        stream.close()
+
+
+def _send(conn: socket.socket, frame: list[Any]) -> None:
+    conn.sendall(json.dumps(frame).encode() + b"\n")
+
+
+def main() -> int:
+    """The keeper process: bind, say "ready" on stdout, serve until idle or stopped."""
+    from grid_core.config import structure
+    from grid_plugin_ssh_paramiko.plugin import import_paramiko
+
+    path = Path(sys.argv[1])
+    payload = json.loads(sys.stdin.buffer.read())
+    import_paramiko()
+    keeper = Keeper(path, structure(payload["config"], payload["source"]), payload["revision"])
+    try:
+        keeper.bind()
+    except (OSError, SystemExit) as exc:
+        sys.stdout.write(f"cannot listen at {path}: {exc}\n")
+        return 1
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)  # the CLI's pipe closes: it waits for nothing more
+    keeper.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
