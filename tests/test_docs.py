@@ -82,6 +82,7 @@ def parse(argv: list[str]) -> None:
 def test_every_docs_page_is_linked_from_the_readme() -> None:
     readme = (REPO / "README.md").read_text()
     assert [p.name for p in PAGES if f"docs/{p.name}" not in readme] == []
+    assert [link for link in re.findall(r"\((docs/[^)]+\.md)\)", readme) if not (REPO / link).is_file()] == []
     assert len(readme.splitlines()) < 150
 
 
