@@ -80,7 +80,7 @@ def breakdown_actions(bed: Testbed, n: int, workdir: Path, env: dict[str, str]) 
     from grid_core.cluster import Cluster
     from grid_core.config import load_file
     from grid_core.plugins import PluginHost
-    from grid_plugin_ssh_paramiko.plugin import import_paramiko
+    from grid_plugin_ssh_paramiko.target import import_paramiko
 
     import_paramiko()
     from grid_plugin_ssh_paramiko.transport import SshTransport

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from grid_core.builtin.local import LocalTransport
@@ -55,7 +56,10 @@ def exec_json(config: Path, *argv: str, expect: int = 0) -> dict[str, dict[str, 
 
 
 def open_cluster(config: Path) -> Cluster:
-    return Cluster(load_file(config), PluginHost())
+    """The cluster with this process's own ssh transports (no keeper), whatever the test run has
+    imported: these tests watch paramiko in this process."""
+    loaded = load_file(config)
+    return Cluster(attrs.evolve(loaded, ssh=attrs.evolve(loaded.ssh, persist_seconds=0)), PluginHost())
 
 
 def ip(bed: Testbed, name: str) -> str:
@@ -327,7 +331,7 @@ def test_resolution_layers_grid_config_over_ssh_config(isolated_home: Path) -> N
 
 
 def test_paramiko_is_imported_without_invoke_unless_match_exec_needs_it(isolated_home: Path) -> None:
-    code = ("import sys; from grid_plugin_ssh_paramiko.plugin import import_paramiko; import_paramiko(); "
+    code = ("import sys; from grid_plugin_ssh_paramiko.target import import_paramiko; import_paramiko(); "
             "print('invoke' in sys.modules, 'paramiko' in sys.modules); import invoke")
     run = lambda: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)  # noqa: E731
     first = run()

@@ -492,7 +492,7 @@ def _send(conn: socket.socket, frame: list[Any]) -> None:
 def main() -> int:
     """The keeper process: bind, say "ready" on stdout, serve until idle or stopped."""
     from grid_core.config import structure
-    from grid_plugin_ssh_paramiko.plugin import import_paramiko
+    from grid_plugin_ssh_paramiko.target import import_paramiko
 
     path = Path(sys.argv[1])
     payload = json.loads(sys.stdin.buffer.read())

@@ -18,31 +18,6 @@ if TYPE_CHECKING:
     from grid_core.types import Transport
 
 
-def import_paramiko() -> None:
-    """Import paramiko, without `invoke` unless ~/.ssh/config needs it.
-
-    paramiko imports invoke (about 50 ms, a quarter of its import) only to run `Match exec` lines;
-    `grid exec` pays that on every run. When the user's ssh config has no such line, invoke is
-    hidden for the duration of the import (paramiko then records it as missing) and unhidden after.
-    """
-    if "paramiko" in sys.modules or "invoke" in sys.modules:
-        return
-    from grid_plugin_ssh_paramiko.target import user_ssh_config_path
-
-    path = user_ssh_config_path()
-    try:
-        needs_invoke = path.is_file() and "exec" in path.read_text(errors="replace").lower()
-    except OSError:
-        needs_invoke = False
-    if not needs_invoke:
-        sys.modules["invoke"] = None  # type: ignore[assignment]  # makes `import invoke` fail fast
-    try:
-        import paramiko  # noqa: F401
-    finally:
-        if not needs_invoke:
-            del sys.modules["invoke"]
-
-
 def ssh_transport(node: NodeConfig, cluster: ClusterConfig) -> Transport:
     """An SshTransport for the node; it connects on first use. In the CLI, unless
     ssh.persist_seconds is 0, a KeptTransport instead: the connection lives in the user's keeper
@@ -52,8 +27,10 @@ def ssh_transport(node: NodeConfig, cluster: ClusterConfig) -> Transport:
         from grid_plugin_ssh_paramiko.keeper import KeptTransport
 
         return KeptTransport(node, cluster)
-    import_paramiko()
+    from grid_plugin_ssh_paramiko.target import import_paramiko
     from grid_plugin_ssh_paramiko.transport import SshTransport
+
+    import_paramiko()
 
     return SshTransport(node, cluster)
 

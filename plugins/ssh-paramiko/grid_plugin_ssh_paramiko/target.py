@@ -12,6 +12,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -160,3 +161,26 @@ def _known_hosts_path(node: NodeConfig, settings: SshSettings, found: Mapping[st
     from_config = str(found.get("userknownhostsfile", "")).split()
     chosen = node.known_hosts or settings.known_hosts or (from_config[0] if from_config else "~/.ssh/known_hosts")
     return Path(os.path.expanduser(chosen))
+
+
+def import_paramiko() -> None:
+    """Import paramiko, without `invoke` unless ~/.ssh/config needs it.
+
+    paramiko imports invoke (about 50 ms, a quarter of its import) only to run `Match exec` lines;
+    `grid exec` pays that on every run. When the user's ssh config has no such line, invoke is
+    hidden for the duration of the import (paramiko then records it as missing) and unhidden after.
+    """
+    if "paramiko" in sys.modules or "invoke" in sys.modules:
+        return
+    path = user_ssh_config_path()
+    try:
+        needs_invoke = path.is_file() and "exec" in path.read_text(errors="replace").lower()
+    except OSError:
+        needs_invoke = False
+    if not needs_invoke:
+        sys.modules["invoke"] = None  # type: ignore[assignment]  # makes `import invoke` fail fast
+    try:
+        import paramiko  # noqa: F401
+    finally:
+        if not needs_invoke:
+            del sys.modules["invoke"]
