@@ -18,14 +18,15 @@ from grid_plugin_memory_pool.keys import check_key
 
 
 def _ask(action: str, data: bytes | None = None, on_data: Callable[[bytes], object] | None = None,
-         **params: Any) -> Any:
+         into: str | None = None, **params: Any) -> Any:
     """One `memory` request to the grid service on the head, from wherever this runs; its result."""
     from grid_plugin_ray_backend.api import request
 
     with state().cluster() as c:
         if action == "put" and params.get("node") is None:  # this machine's node, when it is one
             params["node"] = next((n.name for n in c.config.nodes if n.transport_name == "local"), None)
-        return request(c.config, c, "memory", {"action": action, **params}, data=data, on_data=on_data).result
+        return request(c.config, c, "memory", {"action": action, **params}, data=data, on_data=on_data,
+                       into=into).result
 
 
 def _complete_keys(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[Any]:
@@ -82,8 +83,7 @@ def get(key: str, output: str) -> None:
     # Into a file beside the target, renamed once all has come: a failed get leaves no half file.
     partial = Path(output).parent / f".grid-partial-{os.getpid()}"
     try:
-        with open(partial, "wb") as f:
-            _ask("get", on_data=f.write, key=key)
+        _ask("get", into=str(partial), key=key)
         os.replace(partial, output)
     except OSError as exc:
         raise GridError(f"cannot write {output}: {exc.strerror or exc}") from None

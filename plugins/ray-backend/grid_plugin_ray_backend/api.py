@@ -24,11 +24,13 @@ __all__ = ["NODE_RESOURCE", "init_ray", "request"]
 
 
 def request(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any] | None = None, *,
-            data: bytes | None = None, on_data: Callable[[bytes], object] | None = None) -> Answer:
-    """Ask the service; its answer (`.result`, `.status`). A refusal is a GridError with its reason."""
+            data: bytes | None = None, on_data: Callable[[bytes], object] | None = None,
+            into: str | None = None) -> Answer:
+    """Ask the service; its answer (`.result`, `.status`). A refusal is a GridError with its reason.
+    Bytes it sends back go to `on_data`, or with `into` to that file (written anew)."""
     from grid_plugin_ray_backend import channel
 
-    return channel.call(config, cluster, op, params, data=data, on_data=on_data)
+    return channel.call(config, cluster, op, params, data=data, on_data=on_data, into=into)
 
 
 def init_ray(config: ClusterConfig) -> None:

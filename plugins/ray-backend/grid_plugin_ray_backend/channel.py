@@ -15,6 +15,7 @@ from __future__ import annotations
 import binascii  # base64's own codec, without base64's imports
 import contextlib
 import json
+import os
 import socket
 from collections.abc import Callable
 from functools import cache
@@ -119,11 +120,22 @@ def data_frames(data: bytes) -> bytes:
 
 def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any] | None = None, *,
          on_output: Output | None = None, streaming: bool = False, data: bytes | None = None,
-         on_data: Callable[[bytes], object] | None = None, on_bytes: Callable[[], object] | None = None) -> Answer:
+         on_data: Callable[[bytes], object] | None = None, on_bytes: Callable[[], object] | None = None,
+         into: str | None = None) -> Answer:
     """Send one request and collect its answer; a refusal is a GridError with the service's reason.
     `streaming` requests (a followed job, data) have no time limit. `data` goes with the request;
-    bytes the service sends back go to `on_data`; `on_bytes()` is called whenever bytes arrive.
+    bytes the service sends back go to `on_data`, or with `into` to that file (a staged answer is
+    copied straight into it, without a second copy); `on_bytes()` is called whenever bytes arrive.
     A broken connection is a ChannelLost, or the transport's TransportError."""
+    if into is not None:
+        with open(into, "wb") as sink:
+            return _call(config, cluster, op, params, on_output, streaming, data, sink.write, on_bytes, into)
+    return _call(config, cluster, op, params, on_output, streaming, data, on_data, on_bytes, None)
+
+
+def _call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any] | None, on_output: Output | None,
+          streaming: bool, data: bytes | None, on_data: Callable[[bytes], object] | None,
+          on_bytes: Callable[[], object] | None, into: str | None) -> Answer:
     from grid_core.config import unstructure
 
     state = records.load(config.name)
@@ -162,7 +174,12 @@ def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any
         if not answer.ended:
             raise ChannelLost(f"the grid service on {config.head.name} ended the connection before answering")
         for staged in answer.staged:
-            _fetch(cluster, config, staged, on_data)
+            if into is not None and os.path.getsize(into) == 0:  # nothing written yet: the copy is the file
+                mode = os.stat(into).st_mode
+                cluster.transport(config.head).get(staged, into)
+                os.chmod(into, mode)  # the transport gives it the staged file's 0600
+            else:
+                _fetch(cluster, config, staged, on_data)
     finally:
         if leftovers:  # best effort: the service removes what is left after an hour
             with contextlib.suppress(GridError):
@@ -191,7 +208,6 @@ def _upload(cluster: Cluster, config: ClusterConfig, directory: str, data: bytes
 
 def _fetch(cluster: Cluster, config: ClusterConfig, staged: str, on_data: Callable[[bytes], object] | None) -> None:
     """A staged answer's bytes, copied from the head by the transport, to on_data in chunks."""
-    import os
     import tempfile
 
     fd, local = tempfile.mkstemp(prefix="grid-get-")
