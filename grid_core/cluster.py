@@ -112,6 +112,13 @@ class Cluster:
                 self._transports[node.name] = registration.factory(node, self.config)
             return self._transports[node.name]
 
+    def warm(self, node: NodeConfig) -> None:
+        """Let the node's transport start connecting in the background, where it can (the ssh
+        keeper), while the caller goes on with its own start-up."""
+        start = getattr(self.transport(node), "warm", None)
+        if start is not None:
+            start()
+
     def reconnect(self, node: NodeConfig) -> None:
         """Close this node's transport and forget it, so the next use connects afresh (one whose
         link died can hang until TCP gives up, minutes later)."""

@@ -65,7 +65,9 @@ class GridContext:
         from grid_core import plugins
         from grid_core.cluster import Cluster
 
-        return Cluster(self.config(), plugins.host())
+        cluster = Cluster(self.config(), plugins.host())
+        cluster.warm(cluster.config.head)  # a command on a cluster asks its head: start connecting now
+        return cluster
 
     def setup_logging(self, config: ClusterConfig | None = None) -> None:
         """Diagnostics go to stderr (and the config's file); -v raises the level for this run."""

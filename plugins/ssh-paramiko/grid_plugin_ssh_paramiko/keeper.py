@@ -17,6 +17,7 @@ both ways until either end closes; `["done", false]`: sshd does not forward Unix
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -150,12 +151,25 @@ class KeptTransport:
         """The keeper's counters: its pid, SSH connections made, calls served, streams per node."""
         return dict(self._ask("info", {}))
 
+    def warm(self) -> None:
+        """Start a keeper in the background unless one listens, and return at once: the rest of
+        the command's own start-up then runs beside the keeper's (a cold command: 330 to 280 ms)."""
+        path = socket_path(self.cluster)
+        if path not in _starting and not _listening(path):
+            if self._revision is None:
+                self._revision = revision(self.cluster)
+            _spawn(path, self.cluster, self._revision)
+
     def close(self) -> None:
         """Nothing to release here: the keeper keeps the connection for the next command."""
 
     def disconnect(self) -> None:
-        """End the keeper (`grid cluster stop`), when one runs; never starts one."""
+        """End the keeper (`grid cluster stop`), when one runs; never starts one (one that warm()
+        started is waited for first, so that it does not outlive the stop)."""
         path = socket_path(self.cluster)
+        if path in _starting:
+            with contextlib.suppress(TransportError):
+                _start(path, self.cluster, self._revision or "")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             try:
                 sock.connect(str(path))
@@ -257,38 +271,59 @@ def _raise(frame: list[Any], node: str) -> None:
     raise TransportError(f"{node}: grid's SSH keeper answered {frame!r}")
 
 
-def _start(path: Path, config: ClusterConfig, config_revision: str) -> None:
-    """Start a keeper at `path` unless another CLI just did (one at a time, under a lock), and wait
-    until it listens."""
+_starting: dict[Path, tuple[Any, Any]] = {}  # keepers this process started and has not seen ready: lock, process
+
+
+def _listening(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
+def _spawn(path: Path, config: ClusterConfig, config_revision: str) -> None:
+    """Start a keeper at `path` unless another CLI just did, without waiting for it (_start waits).
+    The lock is held until it is ready, so two commands that start at once start one keeper."""
     import fcntl
-    import select
     import subprocess
 
     from grid_core.config import unstructure
 
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(str(path))
-                return  # another CLI started it while we waited for the lock; a wrong revision is retried
-            except OSError:
-                pass
-        with open(path.with_suffix(".log"), "ab") as log:
-            keeper = subprocess.Popen(
-                [sys.executable, "-m", "grid_plugin_ssh_paramiko.keeper", str(path)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
-        assert keeper.stdin is not None and keeper.stdout is not None
-        payload = {"config": unstructure(config), "source": config.source, "revision": config_revision}
-        keeper.stdin.write(json.dumps(payload).encode())
-        keeper.stdin.close()
+    lock = open(path.with_suffix(".lock"), "w")  # noqa: SIM115  # released by _start, or at exit
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if _listening(path):  # another CLI started it while we waited for the lock; a wrong revision is retried
+        lock.close()
+        return
+    with open(path.with_suffix(".log"), "ab") as log:
+        keeper = subprocess.Popen(
+            [sys.executable, "-m", "grid_plugin_ssh_paramiko.keeper", str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+    assert keeper.stdin is not None
+    payload = {"config": unstructure(config), "source": config.source, "revision": config_revision}
+    keeper.stdin.write(json.dumps(payload).encode())
+    keeper.stdin.close()
+    _starting[path] = (lock, keeper)
+
+
+def _start(path: Path, config: ClusterConfig, config_revision: str) -> None:
+    """Start a keeper at `path` (or take the one warm() started), and wait until it listens."""
+    import select
+
+    if path not in _starting:
+        _spawn(path, config, config_revision)
+    if path not in _starting:
+        return
+    lock, keeper = _starting.pop(path)
+    with lock:
         ready, _, _ = select.select([keeper.stdout], [], [], START_SECONDS)
         answer = keeper.stdout.readline() if ready else b""
         keeper.stdout.close()
         keeper.returncode = 0  # it outlives this process by design: no "still running" warning
-        if answer.strip() != b"ready":
-            said = answer.decode(errors="replace").strip() or "no answer"
-            raise TransportError(f"grid's SSH keeper did not start: {said}; see {path.with_suffix('.log')}")
+    if answer.strip() != b"ready":
+        said = answer.decode(errors="replace").strip() or "no answer"
+        raise TransportError(f"grid's SSH keeper did not start: {said}; see {path.with_suffix('.log')}")
 
 
 # ---------------------------------------------------------------------- the keeper's side
@@ -503,8 +538,9 @@ def main() -> int:
     except (OSError, SystemExit) as exc:
         sys.stdout.write(f"cannot listen at {path}: {exc}\n")
         return 1
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
+    with contextlib.suppress(OSError):  # a CLI that started it and ended before it was ready
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)  # the CLI's pipe closes: it waits for nothing more
