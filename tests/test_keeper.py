@@ -143,6 +143,22 @@ def test_a_killed_keepers_socket_is_replaced(world: dict[str, Any]) -> None:
     assert info(world)["pid"] != first["pid"]
 
 
+def test_a_command_with_threads_starts_it_as_a_new_interpreter(world: dict[str, Any]) -> None:
+    """A keeper is a fork of the command that needs it, unless that command runs threads already
+    (a fork could inherit a lock another thread holds): then it is a new interpreter."""
+    first = info(world)
+    assert Path(f"/proc/{first['pid']}/comm").read_text().strip() == "grid-keeper"
+    os.kill(first["pid"], signal.SIGKILL)
+    assert gone(first["pid"])
+    threaded = "import threading, time; threading.Thread(target=time.sleep, args=(5,), daemon=True).start()\n"
+    result = subprocess.run([sys.executable, "-c", threaded + INFO.replace("; ", "\n"), str(world["config"])],
+                            capture_output=True, text=True, env={**os.environ, **world["env"]}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    second = json.loads(result.stdout)
+    assert "grid_plugin_ssh_paramiko.keeper" in Path(f"/proc/{second['pid']}/cmdline").read_text()
+    assert ok(world, "jobs", "list") == [] and info(world)["pid"] == second["pid"]
+
+
 def test_a_changed_config_replaces_it_and_it_leaves_when_idle(world: dict[str, Any]) -> None:
     first = info(world)
     world["config"].write_text(world["text"] + "\n[ssh]\npersist_seconds = 1.0\n")

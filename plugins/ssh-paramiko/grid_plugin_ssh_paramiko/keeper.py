@@ -271,7 +271,7 @@ def _raise(frame: list[Any], node: str) -> None:
     raise TransportError(f"{node}: grid's SSH keeper answered {frame!r}")
 
 
-_starting: dict[Path, tuple[Any, Any]] = {}  # keepers this process started and has not seen ready: lock, process
+_starting: dict[Path, tuple[Any, Any]] = {}  # keepers this process started, not yet seen ready: lock, pipe
 
 
 def _listening(path: Path) -> bool:
@@ -287,15 +287,59 @@ def _spawn(path: Path, config: ClusterConfig, config_revision: str) -> None:
     """Start a keeper at `path` unless another CLI just did, without waiting for it (_start waits).
     The lock is held until it is ready, so two commands that start at once start one keeper."""
     import fcntl
-    import subprocess
-
-    from grid_core.config import unstructure
 
     lock = open(path.with_suffix(".lock"), "w")  # noqa: SIM115  # released by _start, or at exit
     fcntl.flock(lock, fcntl.LOCK_EX)
     if _listening(path):  # another CLI started it while we waited for the lock; a wrong revision is retried
         lock.close()
         return
+    # A fork, as OpenSSH's ControlPersist makes its master: it has this interpreter and grid's
+    # modules already (a new interpreter took 60 ms more). Only a process with one thread forks
+    # safely (another thread may hold a lock the child would wait on forever).
+    if threading.active_count() == 1:
+        ready = _fork(path, config, config_revision, lock)
+    else:
+        ready = _exec(path, config, config_revision)
+    _starting[path] = (lock, ready)
+
+
+def _fork(path: Path, config: ClusterConfig, config_revision: str, lock: Any) -> Any:
+    """The keeper as a daemon forked from this process; the pipe it says "ready" on."""
+    sys.stdout.flush()  # else the child would hold, and could write, this command's output again
+    sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:
+        status = 1
+        try:
+            lock.close()  # the lock is the command's: held by the keeper, it would outlast the start
+            os.close(read_fd)
+            os.setsid()
+            if os.fork() == 0:  # the grandchild keeps; init adopts it, so it never waits as a zombie
+                devnull = os.open(os.devnull, os.O_RDWR)
+                log = os.open(path.with_suffix(".log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                for fd, target in ((0, devnull), (1, devnull), (2, log)):  # the command's pipes are not its
+                    os.dup2(target, fd)
+                os.close(devnull)
+                os.close(log)
+                with contextlib.suppress(OSError):  # its name in ps -e and top; its command line stays the command's
+                    Path("/proc/self/comm").write_text("grid-keeper")
+                status = _keep(path, config, config_revision, lambda line: os.write(write_fd, line.encode()))
+            else:
+                status = 0
+        finally:
+            os._exit(status)  # nothing of the command's own exit (atexit, buffers) runs twice
+    os.close(write_fd)
+    os.waitpid(child, 0)
+    return os.fdopen(read_fd, "rb")
+
+
+def _exec(path: Path, config: ClusterConfig, config_revision: str) -> Any:
+    """The keeper as a new interpreter (main() below); the pipe it says "ready" on."""
+    import subprocess
+
+    from grid_core.config import unstructure
+
     with open(path.with_suffix(".log"), "ab") as log:
         keeper = subprocess.Popen(
             [sys.executable, "-m", "grid_plugin_ssh_paramiko.keeper", str(path)],
@@ -304,7 +348,8 @@ def _spawn(path: Path, config: ClusterConfig, config_revision: str) -> None:
     payload = {"config": unstructure(config), "source": config.source, "revision": config_revision}
     keeper.stdin.write(json.dumps(payload).encode())
     keeper.stdin.close()
-    _starting[path] = (lock, keeper)
+    keeper.returncode = 0  # it outlives this process by design: no "still running" warning
+    return keeper.stdout
 
 
 def _start(path: Path, config: ClusterConfig, config_revision: str) -> None:
@@ -315,12 +360,10 @@ def _start(path: Path, config: ClusterConfig, config_revision: str) -> None:
         _spawn(path, config, config_revision)
     if path not in _starting:
         return
-    lock, keeper = _starting.pop(path)
-    with lock:
-        ready, _, _ = select.select([keeper.stdout], [], [], START_SECONDS)
-        answer = keeper.stdout.readline() if ready else b""
-        keeper.stdout.close()
-        keeper.returncode = 0  # it outlives this process by design: no "still running" warning
+    lock, pipe = _starting.pop(path)
+    with lock, pipe:
+        ready, _, _ = select.select([pipe], [], [], START_SECONDS)
+        answer = pipe.readline() if ready else b""
     if answer.strip() != b"ready":
         said = answer.decode(errors="replace").strip() or "no answer"
         raise TransportError(f"grid's SSH keeper did not start: {said}; see {path.with_suffix('.log')}")
@@ -524,28 +567,39 @@ def _send(conn: socket.socket, frame: list[Any]) -> None:
     conn.sendall(json.dumps(frame).encode() + b"\n")
 
 
-def main() -> int:
-    """The keeper process: bind, say "ready" on stdout, serve until idle or stopped."""
-    from grid_core.config import structure
+def _keep(path: Path, config: ClusterConfig, config_revision: str, say: Callable[[str], object]) -> int:
+    """Be the keeper: bind, `say` "ready" (or why not), serve until idle or stopped."""
     from grid_plugin_ssh_paramiko.target import import_paramiko
 
-    path = Path(sys.argv[1])
-    payload = json.loads(sys.stdin.buffer.read())
     import_paramiko()
-    keeper = Keeper(path, structure(payload["config"], payload["source"]), payload["revision"])
+    keeper = Keeper(path, config, config_revision)
     try:
         keeper.bind()
     except (OSError, SystemExit) as exc:
-        sys.stdout.write(f"cannot listen at {path}: {exc}\n")
+        with contextlib.suppress(OSError):
+            say(f"cannot listen at {path}: {exc}\n")
         return 1
     with contextlib.suppress(OSError):  # a CLI that started it and ended before it was ready
-        sys.stdout.write("ready\n")
-        sys.stdout.flush()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.dup2(devnull, 1)  # the CLI's pipe closes: it waits for nothing more
+        say("ready\n")
     keeper.serve()
     return 0
+
+
+def main() -> int:
+    """A keeper in a new interpreter: its config on stdin, "ready" on stdout (a CLI with threads)."""
+    from grid_core.config import structure
+
+    path = Path(sys.argv[1])
+    payload = json.loads(sys.stdin.buffer.read())
+
+    def say(line: str) -> None:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)  # the CLI's pipe closes: it waits for nothing more
+
+    return _keep(path, structure(payload["config"], payload["source"]), payload["revision"], say)
 
 
 if __name__ == "__main__":
