@@ -193,6 +193,9 @@ def test_memory_from_a_machine_that_is_not_a_node(bed: tuple[Testbed, Env, Path]
     got = env.grid("memory", "get", "blob", "-o", str(out))
     assert got.returncode == 0, got.stderr
     assert out.read_bytes() == data
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # a new file's mode here, not the staged file's 0600
     # Big enough to come by SFTP from a staged file on the head, which the CLI then removed.
     found = tb.host_exec("host1", ["sh", "-c", "find /tmp -name transfers -type d; find /tmp -path '*/transfers/*'"],
                          check=True).stdout.split()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,16 +18,16 @@ from grid_core.errors import GridError
 from grid_plugin_memory_pool.keys import check_key
 
 
-def _ask(action: str, data: bytes | None = None, on_data: Callable[[bytes], object] | None = None,
-         into: str | None = None, **params: Any) -> Any:
+def _ask(action: str, data: bytes | None = None, data_file: str | None = None,
+         on_data: Callable[[bytes], object] | None = None, into: str | None = None, **params: Any) -> Any:
     """One `memory` request to the grid service on the head, from wherever this runs; its result."""
     from grid_plugin_ray_backend.api import request
 
     with state().cluster() as c:
         if action == "put" and params.get("node") is None:  # this machine's node, when it is one
             params["node"] = next((n.name for n in c.config.nodes if n.transport_name == "local"), None)
-        return request(c.config, c, "memory", {"action": action, **params}, data=data, on_data=on_data,
-                       into=into).result
+        return request(c.config, c, "memory", {"action": action, **params}, data=data, data_file=data_file,
+                       on_data=on_data, into=into).result
 
 
 def _complete_keys(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[Any]:
@@ -59,14 +60,24 @@ def memory() -> None:
 def put(key: str, source: str, node: str | None, replace: bool, evict: str | None) -> None:
     """Store FILE (or stdin with -) under KEY."""
     check_key(key)
+    data, data_file = None, None
     try:
-        data = sys.stdin.buffer.read() if source == "-" else open(source, "rb").read()  # noqa: SIM115
+        if source == "-":
+            data = sys.stdin.buffer.read()
+            size = len(data)
+        else:
+            with open(source, "rb") as f:
+                if stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # read where it goes: to another machine as it is
+                    size, data_file = os.fstat(f.fileno()).st_size, source
+                else:  # a pipe (<(command)) is read once, here
+                    data = f.read()
+                    size = len(data)
     except OSError as exc:
         raise GridError(f"cannot read {source}: {exc.strerror or exc}") from None
-    evicted = _ask("put", data, key=key, node=node, replace=replace, evict=evict)["evicted"]
+    evicted = _ask("put", data, data_file, key=key, node=node, replace=replace, evict=evict)["evicted"]
     for victim in evicted:
         click.echo(f"evicted {victim}", err=True)
-    click.echo(f"stored {key} ({len(data)} bytes)")
+    click.echo(f"stored {key} ({size} bytes)")
 
 
 @memory.command()

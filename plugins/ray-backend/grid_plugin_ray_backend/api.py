@@ -24,13 +24,14 @@ __all__ = ["NODE_RESOURCE", "init_ray", "request"]
 
 
 def request(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any] | None = None, *,
-            data: bytes | None = None, on_data: Callable[[bytes], object] | None = None,
-            into: str | None = None) -> Answer:
+            data: bytes | None = None, data_file: str | None = None,
+            on_data: Callable[[bytes], object] | None = None, into: str | None = None) -> Answer:
     """Ask the service; its answer (`.result`, `.status`). A refusal is a GridError with its reason.
-    Bytes it sends back go to `on_data`, or with `into` to that file (written anew)."""
+    `data`, or the bytes of `data_file`, go with the request. Bytes it sends back go to `on_data`,
+    or with `into` to that file (written anew)."""
     from grid_plugin_ray_backend import channel
 
-    return channel.call(config, cluster, op, params, data=data, on_data=on_data, into=into)
+    return channel.call(config, cluster, op, params, data=data, data_file=data_file, on_data=on_data, into=into)
 
 
 def init_ray(config: ClusterConfig) -> None:

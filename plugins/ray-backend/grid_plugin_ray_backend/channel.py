@@ -121,20 +121,25 @@ def data_frames(data: bytes) -> bytes:
 def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any] | None = None, *,
          on_output: Output | None = None, streaming: bool = False, data: bytes | None = None,
          on_data: Callable[[bytes], object] | None = None, on_bytes: Callable[[], object] | None = None,
-         into: str | None = None) -> Answer:
+         data_file: str | None = None, into: str | None = None) -> Answer:
     """Send one request and collect its answer; a refusal is a GridError with the service's reason.
-    `streaming` requests (a followed job, data) have no time limit. `data` goes with the request;
-    bytes the service sends back go to `on_data`, or with `into` to that file (a staged answer is
-    copied straight into it, without a second copy); `on_bytes()` is called whenever bytes arrive.
-    A broken connection is a ChannelLost, or the transport's TransportError."""
+    `streaming` requests (a followed job, data) have no time limit. `data`, or the bytes of
+    `data_file`, go with the request (a big file is copied to the head as it is, without reading
+    it here); bytes the service sends back go to `on_data`, or with `into` to that file (a staged
+    answer is copied straight into it, without a second copy); `on_bytes()` is called whenever
+    bytes arrive. A broken connection is a ChannelLost, or the transport's TransportError."""
+    if data_file is not None and (config.head.transport_name == "local" or os.path.getsize(data_file) < STAGE_MIN):
+        with open(data_file, "rb") as f:
+            data, data_file = f.read(), None
     if into is not None:
         with open(into, "wb") as sink:
-            return _call(config, cluster, op, params, on_output, streaming, data, sink.write, on_bytes, into)
-    return _call(config, cluster, op, params, on_output, streaming, data, on_data, on_bytes, None)
+            return _call(config, cluster, op, params, on_output, streaming, data, data_file, sink.write, on_bytes,
+                         into)
+    return _call(config, cluster, op, params, on_output, streaming, data, data_file, on_data, on_bytes, None)
 
 
 def _call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any] | None, on_output: Output | None,
-          streaming: bool, data: bytes | None, on_data: Callable[[bytes], object] | None,
+          streaming: bool, data: bytes | None, data_file: str | None, on_data: Callable[[bytes], object] | None,
           on_bytes: Callable[[], object] | None, into: str | None) -> Answer:
     from grid_core.config import unstructure
 
@@ -146,8 +151,11 @@ def _call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, An
     local = config.head.transport_name == "local"
     body: dict[str, Any] = {"op": op, "params": params or {}, "config": config_data, "stage": not local}
     uploaded = None
-    if data is not None and not local and len(data) >= STAGE_MIN:  # as staged answers come, by SFTP
-        uploaded = body["staged_data"] = _upload(cluster, config, record.directory, data)
+    if data_file is not None:  # as staged answers come, by SFTP
+        uploaded = body["staged_data"] = _upload(cluster, config, record.directory, data_file)
+        streaming = True
+    elif data is not None and not local and len(data) >= STAGE_MIN:
+        uploaded = body["staged_data"] = _upload_bytes(cluster, config, record.directory, data)
     request = (json.dumps(body) + "\n").encode()
     if data is not None:
         request += data_frames(data) if uploaded is None else b""
@@ -187,23 +195,28 @@ def _call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, An
     return answer
 
 
-def _upload(cluster: Cluster, config: ClusterConfig, directory: str, data: bytes) -> str:
-    """data copied into a new 0600 file under STAGING in the head's directory; its path there."""
-    import os
+def _upload(cluster: Cluster, config: ClusterConfig, directory: str, local: str) -> str:
+    """A local file copied into a new file under STAGING in the head's directory; its path there."""
     import secrets
-    import tempfile
 
     remote = f"{directory}/{STAGING}/put-{secrets.token_hex(8)}"
+    transport = cluster.transport(config.head)
+    transport.run(["mkdir", "-p", "-m", "700", "--", f"{directory}/{STAGING}"], timeout=60)
+    transport.put(local, remote)
+    return remote
+
+
+def _upload_bytes(cluster: Cluster, config: ClusterConfig, directory: str, data: bytes) -> str:
+    """data copied into a new 0600 file under STAGING in the head's directory; its path there."""
+    import tempfile
+
     fd, local = tempfile.mkstemp(prefix="grid-put-")  # 0600, which the copy keeps
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        transport = cluster.transport(config.head)
-        transport.run(["mkdir", "-p", "-m", "700", "--", f"{directory}/{STAGING}"], timeout=60)
-        transport.put(local, remote)
+        return _upload(cluster, config, directory, local)
     finally:
         os.unlink(local)
-    return remote
 
 
 def _fetch(cluster: Cluster, config: ClusterConfig, staged: str, on_data: Callable[[bytes], object] | None) -> None:
