@@ -29,7 +29,8 @@ PLACEHOLDERS = {"PID": "4242", "N": "gpu1", "C": "1", "G": "1", "S": "2", "D": "
 
 
 def sh_blocks(path: Path) -> list[str]:
-    return re.findall(r"```sh\n(.*?)```", path.read_text(), re.S)
+    """Shell blocks, and unlabelled ones: a command shown in a block of no language is checked too."""
+    return [body for lang, body in re.findall(r"```(\w*)\n(.*?)```", path.read_text(), re.S) if lang in ("sh", "")]
 
 
 def grid_lines(path: Path) -> list[str]:
