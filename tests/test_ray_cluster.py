@@ -281,7 +281,7 @@ def test_job_environment_and_config_never_appear_in_any_command_line(bed: tuple[
         while job.poll() is None and time.monotonic() < deadline:
             for host in ("host1", "host2", "host3"):
                 listings.append((host, tb.host_exec(host, ["ps", "-eo", "args"], check=True).stdout))
-            here = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True, timeout=30)
+            here = subprocess.run(["ps", "-eo", "comm,args"], capture_output=True, text=True, check=True, timeout=30)
             listings.append(("this machine", here.stdout))
             time.sleep(0.05)
         out, err = job.communicate(timeout=60)
@@ -295,7 +295,7 @@ def test_job_environment_and_config_never_appear_in_any_command_line(bed: tuple[
         "never saw the job running"
     # The request went through the keeper (which got the config on stdin) and sshd's forward of
     # the service's socket, so no relay ran on the head.
-    assert any(host == "this machine" and "grid_plugin_ssh_paramiko.keeper" in text for host, text in listings), \
+    assert any(host == "this machine" and "grid-keeper" in text for host, text in listings), \
         "never saw the SSH keeper running"
     assert not any(host == "host1" and "Relays one request to the grid service" in text for host, text in listings)
     leaked = [(host, line) for host, text in listings for line in text.splitlines()
