@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from grid_core.errors import GridError
+from grid_core.types import TransportError
 from grid_plugin_ray_backend import auth, records
 from grid_plugin_ray_backend.relay import NO_SERVICE
 
@@ -175,7 +176,9 @@ def _call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, An
                 raise GridError(f"the grid service on {config.head.name} does not answer: {exc}") from None
             ensure(config, cluster, state.gcs_address, record, config_data)
     answer = frames.answer
-    leftovers = [*answer.staged, *([uploaded] if uploaded else [])]  # the service removes what it read
+    # The service removes the request's staged data when it reads it: only a failed request may leave it.
+    failed = answer.error is not None or not answer.ended
+    leftovers = [*answer.staged, *([uploaded] if uploaded and failed else [])]
     try:
         if answer.error is not None:
             raise GridError(answer.error)
@@ -201,8 +204,11 @@ def _upload(cluster: Cluster, config: ClusterConfig, directory: str, local: str)
 
     remote = f"{directory}/{STAGING}/put-{secrets.token_hex(8)}"
     transport = cluster.transport(config.head)
-    transport.run(["mkdir", "-p", "-m", "700", "--", f"{directory}/{STAGING}"], timeout=60)
-    transport.put(local, remote)
+    try:
+        transport.put(local, remote)
+    except TransportError:  # the service makes the directory when it starts; an older one did not
+        transport.run(["mkdir", "-p", "-m", "700", "--", f"{directory}/{STAGING}"], timeout=60)
+        transport.put(local, remote)
     return remote
 
 

@@ -203,6 +203,7 @@ class GridService:
             resources={node_resource(head): 0.001}).remote()
         self.controller.mechanics.before_unreserve = self._end_jobs_in
         self.agents: dict[str, Any] = {}
+        os.makedirs(os.path.join(directory, STAGING), mode=0o700, exist_ok=True)  # clients put big data there
         self.answered = threading.Event()  # a first request was answered (see _reap)
         self.path = socket_path(directory)
         self.listener = listen(self.path)
