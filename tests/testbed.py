@@ -173,7 +173,9 @@ class Testbed:
         self._path = ":".join(
             [*(path_extra if path_extra is not None else [str(Path(sys.executable).parent)]), STD_PATH]
         )
-        self._keep_visible = [Path(p) for p in (self.workdir, sys.prefix, sys.base_prefix, *keep_visible)]
+        # The project too: an editable install's code lives in its checkout, which may be under /tmp.
+        project = Path(__file__).resolve().parent.parent
+        self._keep_visible = [Path(p) for p in (self.workdir, sys.prefix, sys.base_prefix, project, *keep_visible)]
         self._cpus = dict(cpus or {})
         self.users = tuple(users)
         self._ready_timeout = ready_timeout if ready_timeout is not None else 10.0 + 0.5 * n_hosts
