@@ -5,9 +5,10 @@ The first CLI command on the cluster starts it as it begins: a fork of itself, a
 ControlPersist master is (named grid-keeper), or, from a command that runs threads already,
 `python -m grid_plugin_ssh_paramiko.keeper SOCKET` with the config as JSON on stdin. That command,
 like every later one, talks to it over a Unix socket in a 0700 directory of the user's:
-$XDG_RUNTIME_DIR/grid, else /tmp/grid-UID. The keeper refuses a peer of another uid (SO_PEERCRED), answers a CLI that loaded
-another revision of the config by leaving (the CLI starts a new one), and exits after
-`ssh.persist_seconds` with no call, when `grid cluster stop` asks, or when its socket is gone.
+$XDG_RUNTIME_DIR/grid, else /tmp/grid-UID. The keeper refuses a peer of another uid
+(SO_PEERCRED), answers a CLI that loaded another revision of the config by leaving (the CLI
+starts a new one), and exits after `ssh.persist_seconds` with no call, when `grid cluster stop`
+asks, or when its socket is gone.
 
 One request a connection, a JSON line from the CLI (`op`, `revision`, `node`, ...), answered with
 JSON lines: `["out"|"err", text]` while a command runs, then `["exit", status]`; `["done", info]`
