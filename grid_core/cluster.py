@@ -115,6 +115,8 @@ class Cluster:
     def warm(self, node: NodeConfig) -> None:
         """Let the node's transport start connecting in the background, where it can (the ssh
         keeper), while the caller goes on with its own start-up."""
+        if node.transport_name == "local":  # nothing to start, and making it would load its plugin now
+            return
         start = getattr(self.transport(node), "warm", None)
         if start is not None:
             start()

@@ -66,8 +66,7 @@ class GridContext:
         from grid_core.cluster import Cluster
 
         cluster = Cluster(self.config(), plugins.host())
-        if cluster.config.head.transport_name != "local":  # which has nothing to start, and loads a plugin
-            cluster.warm(cluster.config.head)  # a command on a cluster asks its head: start connecting now
+        cluster.warm(cluster.config.head)  # a command on a cluster asks its head: start connecting now
         return cluster
 
     def setup_logging(self, config: ClusterConfig | None = None) -> None:

@@ -67,8 +67,9 @@ def put(key: str, source: str, node: str | None, replace: bool, evict: str | Non
             size = len(data)
         else:
             with open(source, "rb") as f:
-                if stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # read where it goes: to another machine as it is
-                    size, data_file = os.fstat(f.fileno()).st_size, source
+                info = os.fstat(f.fileno())
+                if stat.S_ISREG(info.st_mode):  # read where it goes: to another machine as it is
+                    size, data_file = info.st_size, source
                 else:  # a pipe (<(command)) is read once, here
                     data = f.read()
                     size = len(data)

@@ -134,14 +134,16 @@ def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any
             data, data_file = f.read(), None
     if into is not None:
         with open(into, "wb") as sink:
-            return _call(config, cluster, op, params, on_output, streaming, data, data_file, sink.write, on_bytes,
-                         into)
-    return _call(config, cluster, op, params, on_output, streaming, data, data_file, on_data, on_bytes, None)
+            return _call(config, cluster, op, params, on_output=on_output, streaming=streaming, data=data,
+                         data_file=data_file, on_data=sink.write, on_bytes=on_bytes, into=into)
+    return _call(config, cluster, op, params, on_output=on_output, streaming=streaming, data=data,
+                 data_file=data_file, on_data=on_data, on_bytes=on_bytes, into=None)
 
 
-def _call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any] | None, on_output: Output | None,
-          streaming: bool, data: bytes | None, data_file: str | None, on_data: Callable[[bytes], object] | None,
-          on_bytes: Callable[[], object] | None, into: str | None) -> Answer:
+def _call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any] | None, *,
+          on_output: Output | None, streaming: bool, data: bytes | None, data_file: str | None,
+          on_data: Callable[[bytes], object] | None, on_bytes: Callable[[], object] | None,
+          into: str | None) -> Answer:
     from grid_core.config import unstructure
 
     state = records.load(config.name)

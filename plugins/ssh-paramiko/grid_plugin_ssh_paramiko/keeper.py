@@ -409,12 +409,8 @@ class Keeper:
 
     def bind(self) -> None:
         # A socket here that nobody answers is a dead keeper's (killed): take its place.
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(str(self.path))
-                raise SystemExit("a keeper already listens at this socket")
-            except (FileNotFoundError, ConnectionRefusedError):
-                pass
+        if _listening(self.path):
+            raise SystemExit("a keeper already listens at this socket")
         self.path.unlink(missing_ok=True)
         old = os.umask(0o177)
         try:
