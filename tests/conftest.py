@@ -69,6 +69,22 @@ def grid(
     )
 
 
+def linked_venv(venv: Path, leave_out: str | None = None) -> Path:
+    """A venv whose site-packages links every entry of the test environment's (but those named
+    like `leave_out`): the same grid and Ray in a second environment, made in a second. What pip
+    installs into it stays there. Its python."""
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    target = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 capture_output=True, text=True, check=True).stdout.strip())
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if leave_out is None or leave_out not in entry.name:
+            (target / entry.name).symlink_to(entry)
+    return python
+
+
 def grid_json(*args: str, **kwargs: object) -> object:
     if "--json" not in args:
         args = (*args, "--json")

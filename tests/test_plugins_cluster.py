@@ -14,7 +14,6 @@ import json
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, grid
+from tests.conftest import REPO, grid, linked_venv
 from tests.test_ray_cluster import FAST_DEATH, VENV, Env, by_name, fill_wheelhouse
 from tests.testbed import Testbed, require_testbed
 
@@ -57,21 +56,6 @@ class Flaky:
 def grid_offload_policies():
     yield GridOffloadPolicy(name="flaky", summary="holds once, then raises", factory=Flaky)
 '''
-
-
-def cli_venv(root: Path) -> Path:
-    """A venv whose site-packages links every entry of the test environment's but the scripted
-    metrics source's: the same grid, the same Ray, one plugin fewer. Its python, for the CLI."""
-    venv = root / "cli-venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    target = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                 capture_output=True, text=True, check=True).stdout.strip())
-    parent = Path(sysconfig.get_paths()["purelib"])
-    for entry in parent.iterdir():
-        if "scripted_metrics" not in entry.name:
-            (target / entry.name).symlink_to(entry)
-    return python
 
 
 def policy_package(root: Path, dist: str, module: str, ep: str, source: str, version: str = "1.0") -> Path:
@@ -161,7 +145,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
             root / "grid.toml", name="plugins", ssh={"connect_timeout": 3.0}, metrics={"sources": ["scripted"]},
             offload={"interval_seconds": 1.0, "cooldown_seconds": 1.0},
             backend={"venv": VENV, "env": {**FAST_DEATH, "GRID_SCRIPTED_METRICS": str(scripted)}})
-        env = CliEnv(root, config, cli_venv(root))
+        env = CliEnv(root, config, linked_venv(root / "cli-venv", leave_out="scripted_metrics"))
         assert SCRIPTED not in env.grid("plugins", "list").stdout
         installed = env.json("cluster", "install", "--wheelhouse", str(wheelhouse))
         assert all(n["ok"] for n in installed["nodes"]), installed

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,20 +26,34 @@ def _gcs_servers() -> set[int]:
     return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "gcs_server"}
 
 
-def _shell(c: dict[str, Any], script: str, **extra: str) -> subprocess.CompletedProcess[str]:
+def _shell(c: dict[str, Any], script: str, cwd: Path | None = None, **extra: str) -> subprocess.CompletedProcess[str]:
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, **c["env"], "PATH": f"{bin_dir}:{os.environ['PATH']}", **extra}
     env.pop("RAY_ADDRESS", None)
-    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
 
 
-def test_a_plain_ray_init_after_eval_joins_the_cluster_and_starts_nothing(local_pair: dict[str, Any],
-                                                                          tmp_path: Path) -> None:
+def page_block() -> list[str]:
+    """docs/ray-tools.md's commands, but `ray job submit` (it needs the dashboard, off on grid's
+    clusters by default, and ray[default]) and fish's line (its grid commands run in test_docs)."""
+    page = (Path(__file__).parent.parent / "docs" / "ray-tools.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", page, re.S)
+    assert block
+    lines = [raw.split("#")[0].strip() for raw in block.group(1).splitlines()]
+    return [line for line in lines if line and not line.startswith(("ray job submit", "grid cluster env --shell fish"))]
+
+
+def test_the_page_s_commands_reach_the_cluster_and_a_plain_ray_init_starts_nothing(local_pair: dict[str, Any],
+                                                                                   tmp_path: Path) -> None:
+    lines = page_block()
+    assert lines == ['eval "$(grid cluster env)"', "ray status", "python train.py"]
     (tmp_path / "train.py").write_text(PLAIN_SCRIPT)
     before = _gcs_servers()
-    ran = _shell(local_pair, f'eval "$(grid cluster env)" && python {tmp_path / "train.py"}')
+    ran = _shell(local_pair, " && ".join(lines), cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr[-3000:]
-    assert ran.stdout.strip().splitlines()[-1] == "2"  # both nodes of grid's cluster
+    *status, script = ran.stdout.strip().splitlines()
+    assert "\n".join(status).count(" node_") == 2, ran.stdout  # `ray status`: both of grid's nodes, by id
+    assert script == "2"  # the plain script saw both nodes too
     assert "Started a local Ray instance" not in ran.stderr
     assert _gcs_servers() - before == set()  # no second GCS (one of an earlier test may end meanwhile)
 

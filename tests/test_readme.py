@@ -4,6 +4,7 @@ the first (grid's main job on the embedded default) works, here with its own hom
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import subprocess
 import sys
@@ -42,3 +43,23 @@ def test_make_demo_runs_the_main_job() -> None:
         stopped = grid("cluster", "stop", env={k: env[k] for k in ("HOME", "GRID_STATE_DIR", "RAY_TMPDIR")})
         subprocess.run(["rm", "-rf", str(root)], check=False)
     assert stopped.returncode == 0, stopped.stderr
+
+
+def test_make_install_system_puts_grid_with_every_plugin_on_path(tmp_path: Path) -> None:
+    """The README's second form (PREFIX=DIR): a venv of its own under DIR/share/grid, the link in
+    DIR/bin, and grid there has core and every plugin, none failed."""
+    readme = (REPO / "README.md").read_text()
+    assert "make install-system PREFIX=/opt/grid" in readme
+    prefix = tmp_path / "opt-grid"
+    cache = Path(pwd.getpwuid(os.getuid()).pw_dir, ".cache", "pip")  # the user's, not the test's empty home's
+    made = subprocess.run(["make", "-C", str(REPO), "install-system", f"PREFIX={prefix}"], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PIP_CACHE_DIR": str(cache)})
+    assert made.returncode == 0, made.stdout + made.stderr
+    linked = prefix / "bin" / "grid"
+    assert linked.resolve().parent == (prefix / "share" / "grid" / "venv" / "bin").resolve()
+    version = subprocess.run([str(linked), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.stdout.split()[::2] == ["grid-core", "grid-plugin-memory-pool", "grid-plugin-ray-backend",
+                                           "grid-plugin-ssh-paramiko", "grid-plugin-threshold-offload"]
+    listed = subprocess.run([str(linked), "plugins", "list", "--json"], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "failed" not in listed.stdout and "memory-pool" in listed.stdout

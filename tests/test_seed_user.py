@@ -110,8 +110,9 @@ def test_the_seed_s_commands_word_for_word(seed: dict[str, Any]) -> None:
 def watch(c: dict[str, Any], line: str, nodes: tuple[str, ...] = SEED_HOSTS, found: str = FOUND) -> str:
     """The dashboard in a terminal until it has drawn every node, then `q`: what it drew."""
     parent, child = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "grid_core", *line.split()[1:]], cwd=c["project"],
-                            stdin=child, stdout=child, stderr=child, env={**c["env"], "LINES": "50"})
+    python = c.get("python", sys.executable)
+    proc = subprocess.Popen([python, "-m", "grid_core", *line.split()[1:]], cwd=c["project"], stdin=child,
+                            stdout=child, stderr=child, env={**c["env"], "LINES": "50"})
     os.close(child)
     screen = b""
     try:
