@@ -257,6 +257,12 @@ PAGES_WITH_COMMANDS = sorted((p for p in [REPO / "README.md", *PAGES] if page_co
                              key=lambda p: ["grid", "cluster", "stop"] in page_commands(p))  # one that stops it last
 
 
+def test_what_the_run_expects_names_lines_the_docs_show() -> None:
+    shown = {shlex.join(argv) for page in PAGES_WITH_COMMANDS for argv in page_commands(page)}
+    assert set(NO_GPUS_HERE) | set(SAYS) <= shown
+    assert PAGES_WITH_COMMANDS[-1].name == "commands.md" and "memory-pool.md" in {p.name for p in PAGES_WITH_COMMANDS}
+
+
 @pytest.mark.parametrize("page", PAGES_WITH_COMMANDS, ids=lambda p: p.name)
 def test_every_page_s_commands_run_on_three_machines(three_machines: dict[str, Any], page: Path) -> None:
     c = three_machines
