@@ -73,7 +73,7 @@ def parse(argv: list[str]) -> None:
 
     from grid_core.cli import cli
 
-    warnings.filterwarnings("ignore", "The 'protected_args'", DeprecationWarning)  # click 8.2; still the way
+    warnings.filterwarnings("ignore", "'protected_args' is deprecated", DeprecationWarning)  # click 8.2; still the way
     try:
         ctx = cli.make_context("grid", list(argv))
     except click.exceptions.Exit:  # an eager option (--version, --help) that ends the command: accepted
