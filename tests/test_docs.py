@@ -272,8 +272,13 @@ def test_every_page_s_commands_run_on_three_machines(three_machines: dict[str, A
     (c["project"] / "mover.py").write_text(MOVER)
     if not (c["project"] / "examples").exists():
         shutil.copytree(REPO / "examples" / "offload-policy", c["project"] / "examples" / "offload-policy")
-    started = run(c, "grid cluster start")
-    assert started.returncode == 0, started.stdout + started.stderr
+    # Each page starts where its reader would: the cluster up, no policy on, nothing lent. A boost
+    # lasts until released, also across a restart: the walkthrough's would hold gpu1's CPUs.
+    for line in ("grid cluster start", "grid offload auto --disable"):
+        done = run(c, line)
+        assert done.returncode == 0, done.stdout + done.stderr
+    for boost in json.loads(run(c, "grid boost list --json").stdout):
+        assert run(c, f"grid boost release {boost['id']}").returncode == 0
     c["mover"] = subprocess.Popen([c["python"], "mover.py", socket.gethostname()], cwd=c["project"], env=c["env"],
                                   stdout=subprocess.DEVNULL)
     failed = []

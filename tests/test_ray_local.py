@@ -204,6 +204,26 @@ def test_jobs_stop_ends_the_process_and_frees_its_cpus(started: dict[str, str]) 
     assert status(started)["resources"]["CPU"]["used"] == 0  # type: ignore[index]
 
 
+def test_a_job_for_a_named_node_without_free_cpus_says_it_waits(started: dict[str, str]) -> None:
+    total = status(started)["resources"]["CPU"]["total"]  # type: ignore[index]
+    blocker = run(started, "run", "-d", "--node", "local", "--cpus", f"{total:g}", "--", "sleep", "300")
+    assert blocker.returncode == 0, blocker.stderr
+    assert "waits" not in blocker.stderr
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and status(started)["resources"]["CPU"]["used"] < total:  # type: ignore[index]
+        time.sleep(0.2)
+    jobs = [blocker.stdout.strip()]
+    try:
+        waiting = run(started, "run", "-d", "--node", "local", "--", "true")
+        jobs.append(waiting.stdout.strip())
+        assert waiting.returncode == 0, waiting.stderr
+        assert f"grid: local has 0 of {total:g} CPU free now (in use, or lent by a boost or held); the job waits" \
+            in waiting.stderr
+    finally:
+        for job_id in jobs:
+            run(started, "jobs", "stop", job_id)
+
+
 # The CLI's own process, with a check at exit of whether anything imported Ray.
 NO_RAY = ("import atexit, sys\n"
           "atexit.register(lambda: print('RAY IMPORTED' if 'ray' in sys.modules else 'no ray', file=sys.stderr))\n"

@@ -68,7 +68,8 @@ def choose_node(c: Cluster, backend: Backend, request: WorkRequest, wanted: str 
 
 def place(c: Cluster, backend: Backend, request: WorkRequest, wanted: str | None,
           avoid: tuple[str, ...] = ()) -> tuple[str, dict[str, float]]:
-    """The named node if it can take the request, else the configured scheduler's choice among
+    """The named node if it can ever take the request (a wait for its free capacity is said on
+    stderr), else the configured scheduler's choice among
     alive nodes (less `avoid`) that have the GPUs it names, from live metrics and the engine's
     available resources; and the engine resources that hold the job to those GPUs (gpus.py). A
     held node has its free CPUs reserved, so it does not fit while others do."""
@@ -87,6 +88,15 @@ def place(c: Cluster, backend: Backend, request: WorkRequest, wanted: str | None
             total = res[key].total if key in res else 0.0
             if asked > total:
                 return f"node {name} has {total:g} {key} in all, the job asks for {asked:g}"
+        return None
+
+    def short_now(name: str) -> str | None:
+        res = engine[name].resources
+        for key, asked in (("CPU", request.cpus), ("GPU", request.gpus), ("memory", request.memory_bytes)):
+            if key in res and asked > res[key].available:
+                free, total = (f"{res[key].available / 2**30:.1f}", f"{res[key].total / 2**30:.1f} GiB memory") \
+                    if key == "memory" else (f"{res[key].available:g}", f"{res[key].total:g} {key}")
+                return f"{name} has {free} of {total} free now (in use, or lent by a boost or held)"
         return None
 
     # A request for a kind of GPU is checked against every running node's GPUs first: one nothing
@@ -108,6 +118,8 @@ def place(c: Cluster, backend: Backend, request: WorkRequest, wanted: str | None
             raise GridError(f"node {wanted} is not running in cluster {c.config.name!r}")
         if problem := fits_total(wanted):
             raise GridError(problem)
+        if busy := short_now(wanted):  # a named node is waited for, not refused: say so, or it looks hung
+            click.echo(f"grid: {busy}; the job waits until it is", err=True)
         if kinds and not gpus.satisfies(found[wanted], request):
             raise GridError(f"node {wanted} does not have {gpus.describe(request)}: it has "
                             f"{gpus.summary(found[wanted])}")
