@@ -17,15 +17,18 @@ REPO = Path(__file__).resolve().parent.parent
 SEED_FILE = REPO / "examples" / "seed-project" / "config" / "my-cluster-enhanced.yaml"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """XDG_RUNTIME_DIR for the session: the SSH keepers' sockets (keeper.py). Those still running
-    at the end are told to stop, so none outlives the tests by its idle time."""
+    """XDG_RUNTIME_DIR for the session, set before any module's fixture runs a command: the SSH
+    keepers' sockets (keeper.py). Those still running at the end are told to stop, so none
+    outlives the tests by its idle time, and none lands in the user's own runtime directory."""
     import socket
 
     path = tmp_path_factory.mktemp("runtime")
     path.chmod(0o700)
-    yield path
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_RUNTIME_DIR", str(path))
+        yield path
     for sock_path in (path / "grid").glob("*.sock"):
         with socket.socket(socket.AF_UNIX) as sock:
             try:
