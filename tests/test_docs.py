@@ -231,9 +231,9 @@ def page_commands(page: Path) -> list[list[str]]:
 
 
 def newest_id(c: dict[str, Any], group: str) -> str:
-    listed = json.loads(run(c, f"grid {group} list --json").stdout)
-    items = listed if isinstance(listed, list) else next(v for v in listed.values() if isinstance(v, list))
-    return max(items, key=lambda item: item.get("submitted") or item.get("created"))["id"]
+    """The newest job's (JobRecord.submitted) or boost's (Boost.created) id."""
+    when = {"jobs": "submitted", "boost": "created"}[group]
+    return str(max(json.loads(run(c, f"grid {group} list --json").stdout), key=lambda item: item[when])["id"])
 
 
 def run_page_line(c: dict[str, Any], argv: list[str]) -> subprocess.CompletedProcess[str] | str:

@@ -206,6 +206,9 @@ def test_jobs_stop_ends_the_process_and_frees_its_cpus(started: dict[str, str]) 
 
 def test_a_job_for_a_named_node_without_free_cpus_says_it_waits(started: dict[str, str]) -> None:
     total = status(started)["resources"]["CPU"]["total"]  # type: ignore[index]
+    never = run(started, "run", "--node", "local", "--cpus", f"{total + 1:g}", "--", "true")  # refused, not queued
+    assert never.returncode == 1 and never.stderr.endswith(
+        f"error: node local has {total:g} CPU in all, the job asks for {total + 1:g}\n"), never.stderr
     blocker = run(started, "run", "-d", "--node", "local", "--cpus", f"{total:g}", "--", "sleep", "300")
     assert blocker.returncode == 0, blocker.stderr
     assert "waits" not in blocker.stderr

@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.conftest import REPO
 from tests.local_pair import cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -36,7 +37,7 @@ def _shell(c: dict[str, Any], script: str, cwd: Path | None = None, **extra: str
 def page_block() -> list[str]:
     """docs/ray-tools.md's commands, but `ray job submit` (it needs the dashboard, off on grid's
     clusters by default, and ray[default]) and fish's line (its grid commands run in test_docs)."""
-    page = (Path(__file__).parent.parent / "docs" / "ray-tools.md").read_text()
+    page = (REPO / "docs" / "ray-tools.md").read_text()
     block = re.search(r"```sh\n(.*?)```", page, re.S)
     assert block
     lines = [raw.split("#")[0].strip() for raw in block.group(1).splitlines()]

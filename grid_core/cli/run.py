@@ -74,7 +74,7 @@ def place(c: Cluster, backend: Backend, request: WorkRequest, wanted: str | None
     available resources; and the engine resources that hold the job to those GPUs (gpus.py). A
     held node has its free CPUs reserved, so it does not fit while others do."""
     from grid_core import gpus, plugins
-    from grid_core.types import NodeView
+    from grid_core.types import NodeView, ResourceUse
 
     engine = backend.status(c)
     alive = [n for n in c.config.nodes if n.name in engine and engine[n.name].alive]
@@ -82,22 +82,19 @@ def place(c: Cluster, backend: Backend, request: WorkRequest, wanted: str | None
         reason = next((v.error for v in engine.values() if v.error), None)
         raise GridError(f"cluster {c.config.name!r} is not running: {reason or 'start it with grid cluster start'}")
 
-    def fits_total(name: str) -> str | None:
-        res = engine[name].resources
+    def lacking(name: str, now: bool = False) -> tuple[str, float, ResourceUse] | None:
+        """The first resource the node lacks for the request: in all, or free at this moment."""
         for key, asked in (("CPU", request.cpus), ("GPU", request.gpus), ("memory", request.memory_bytes)):
-            total = res[key].total if key in res else 0.0
-            if asked > total:
-                return f"node {name} has {total:g} {key} in all, the job asks for {asked:g}"
+            use = engine[name].resources.get(key, ResourceUse(total=0.0, available=0.0, used=0.0))
+            if asked > (use.available if now else use.total):
+                return key, asked, use
         return None
 
-    def short_now(name: str) -> str | None:
-        res = engine[name].resources
-        for key, asked in (("CPU", request.cpus), ("GPU", request.gpus), ("memory", request.memory_bytes)):
-            if key in res and asked > res[key].available:
-                free, total = (f"{res[key].available / 2**30:.1f}", f"{res[key].total / 2**30:.1f} GiB memory") \
-                    if key == "memory" else (f"{res[key].available:g}", f"{res[key].total:g} {key}")
-                return f"{name} has {free} of {total} free now (in use, or lent by a boost or held)"
-        return None
+    def fits_total(name: str) -> str | None:
+        if (found := lacking(name)) is None:
+            return None
+        key, asked, use = found
+        return f"node {name} has {use.total:g} {key} in all, the job asks for {asked:g}"
 
     # A request for a kind of GPU is checked against every running node's GPUs first: one nothing
     # can ever satisfy fails at once, naming what the cluster has.
@@ -118,8 +115,12 @@ def place(c: Cluster, backend: Backend, request: WorkRequest, wanted: str | None
             raise GridError(f"node {wanted} is not running in cluster {c.config.name!r}")
         if problem := fits_total(wanted):
             raise GridError(problem)
-        if busy := short_now(wanted):  # a named node is waited for, not refused: say so, or it looks hung
-            click.echo(f"grid: {busy}; the job waits until it is", err=True)
+        if busy := lacking(wanted, now=True):  # a named node is waited for, not refused: say so, or it looks hung
+            key, _, use = busy
+            free = f"{use.available / 2**30:.1f} of {use.total / 2**30:.1f} GiB memory" if key == "memory" else \
+                f"{use.available:g} of {use.total:g} {key}"
+            click.echo(f"grid: {wanted} has {free} free now (in use, or lent by a boost or held); the job waits "
+                       "until it is", err=True)
         if kinds and not gpus.satisfies(found[wanted], request):
             raise GridError(f"node {wanted} does not have {gpus.describe(request)}: it has "
                             f"{gpus.summary(found[wanted])}")
