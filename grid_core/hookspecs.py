@@ -70,8 +70,8 @@ def grid_backends() -> Iterable[GridBackend]:
     ``grid run`` and ``grid jobs`` own the commands, tables and exit statuses and call these
     methods; each method that touches nodes returns one ``NodeOutcome`` per node (with a reason
     when it failed) and reports progress through a ``progress(node, message)`` callback.
-    Without ``--node``, ``grid run`` asks the configured scheduler, from live metrics and the
-    ``resources`` that ``status`` reports, and passes the chosen node in the ``JobSpec``.
+    ``submit`` hands the ``JobSpec`` to the cluster's queue (docs/jobs.md), which places it
+    with the configured scheduler when capacity frees; ``JobSpec.node`` pins it to one node.
 
     Example::
 
@@ -83,17 +83,35 @@ def grid_backends() -> Iterable[GridBackend]:
 
 @hookspec
 def grid_schedulers() -> Iterable[GridScheduler]:
-    """Strategies that choose a node for a piece of work.
+    """Schedulers: the order of the waiting jobs, and the node each one runs on.
 
-    ``scheduler.name`` selects one (default ``least-loaded``). The factory returns an object with
-    ``choose(request, nodes) -> NodeView | None``; it must be fast (far below a millisecond).
+    ``[scheduler] name`` selects one (default ``fifo``; ``least-loaded`` is the same one). It
+    runs in the grid service on the head, which asks it at every event (a submission, a job's
+    end, a node's join, a hold's release). The factory returns an object with:
+
+    - ``choose(request, nodes) -> NodeView | None``: a node for one job, among ``nodes`` (each
+      could ever hold it; ``available`` is what is free for it now), or None to let it wait. It
+      must be fast (far below a millisecond): it runs once per waiting job per event.
+    - optionally ``order(jobs) -> list[JobRecord]``: the waiting jobs in the order they should
+      start. Without it: priority, then submission. The queue keeps its guarantees whatever the
+      order: the first job that cannot start reserves what it lacks, so no stream of smaller jobs
+      starves it, and a held node gets no new job.
 
     Example::
 
+        class GpuBoxesLast:
+            def order(self, jobs):
+                return sorted(jobs, key=lambda j: (-j.priority, j.seq))
+
+            def choose(self, request, nodes):
+                fits = [n for n in nodes if n.available.get("CPU", 0) >= request.cpus]
+                plain = [n for n in fits if request.gpus or "gpu" not in n.tags]
+                return (plain or fits or [None])[0]
+
         @hookimpl
         def grid_schedulers():
-            yield GridScheduler(name="first-fit", summary="the first node that fits",
-                                factory=FirstFit)
+            yield GridScheduler(name="gpu-boxes-last", summary="CPU jobs off the GPU boxes",
+                                factory=GpuBoxesLast)
     """
 
 

@@ -1,11 +1,12 @@
-"""The `least-loaded` scheduler: the node that fits the request with the lowest load."""
+"""The built-in scheduler, `fifo` (also called `least-loaded`, its name before the queue): the
+waiting jobs by priority, then in submission order, each on the fitting node with the lowest load."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from grid_core.hookspecs import hookimpl
-from grid_core.types import GridScheduler, NodeView, WorkRequest
+from grid_core.types import GridScheduler, JobRecord, NodeView, WorkRequest
 
 
 def load_score(node: NodeView) -> float:
@@ -40,6 +41,11 @@ class LeastLoaded:
         self._snapshot: tuple[NodeView, ...] | None = None
         self._order: list[NodeView] = []
 
+    def order(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
+        from grid_core.queue.plan import default_order
+
+        return default_order(jobs)
+
     def choose(self, request: WorkRequest, nodes: Sequence[NodeView]) -> NodeView | None:
         if not (isinstance(nodes, tuple) and nodes is self._snapshot):
             self._order = sorted(nodes, key=lambda n: (n.held, load_score(n)))
@@ -49,4 +55,7 @@ class LeastLoaded:
 
 @hookimpl
 def grid_schedulers():  # type: ignore[no-untyped-def]
-    yield GridScheduler(name="least-loaded", summary="the fitting node with the lowest load", factory=LeastLoaded)
+    yield GridScheduler(name="fifo", summary="priority, then submission; the fitting node with the lowest load",
+                        factory=LeastLoaded)
+    yield GridScheduler(name="least-loaded", summary="the same as fifo (its name before the queue)",
+                        factory=LeastLoaded)

@@ -227,8 +227,12 @@ def stop(as_json: bool) -> None:
 
     with state().cluster() as c, _one_at_a_time(c.config.name, "stop"):
         backend = load_backend(c.config)
+        queued = backend.drain(c)
         with NodeProgress(f"stopping {c.config.name}", [n.name for n in c.config.nodes]) as progress:
             outcomes = backend.stop(c, progress=progress)
+        if queued:
+            click.echo(f"grid: {queued} queued job{'s' * (queued != 1)} stay queued; the next grid cluster start "
+                       "resumes them", err=True)
         c.disconnect()  # the SSH keeper's connections go with the cluster
         code = report(f"cluster {c.config.name}: stop", outcomes, as_json)
     if code:

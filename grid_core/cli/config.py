@@ -65,7 +65,12 @@ enabled = true
 # cpu_min_free = 1.0
 
 [scheduler]
-name = "least-loaded"
+name = "fifo"                # orders the queue and places each job (docs/plugins.md)
+
+# [queue]                    # the job store on the head's disk (docs/jobs.md)
+# keep_records = 10000       # finished jobs kept: the newest this many, or ...
+# keep_days = 30             # ... those younger than this
+# keep_output_gb = 2.0       # all finished jobs' output together
 
 [logging]
 level = "WARNING"            # DEBUG, INFO, WARNING or ERROR

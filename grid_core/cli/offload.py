@@ -191,9 +191,9 @@ def move(pid: int, target: str | None, stop_original: bool, cpus: float) -> None
     import psutil
 
     from grid_core.backends import load_backend
-    from grid_core.cli.run import _write, choose_node
+    from grid_core.cli.run import _write
     from grid_core.offload import filtered_env
-    from grid_core.types import JobSpec, WorkRequest
+    from grid_core.types import JobSpec
 
     try:
         proc = psutil.Process(pid)
@@ -209,7 +209,7 @@ def move(pid: int, target: str | None, stop_original: bool, cpus: float) -> None
         head = c.config.head.name
         if target == head:
             raise GridError(f"{head} is the head, where the process already runs; choose another --to")
-        node = choose_node(c, backend, WorkRequest(cpus=cpus, origin=head), target, avoid=(head,))
+        node = target or _roomiest_worker(c, backend, cpus)
         spec = JobSpec(argv=tuple(argv), node=node, cpus=cpus, cwd=cwd, env=env, job_id=secrets.token_hex(4))
         click.echo(f"restarting (not live-migrating) pid {pid} on {node} as job {spec.job_id}: {' '.join(argv)}",
                    err=True)
@@ -221,6 +221,18 @@ def move(pid: int, target: str | None, stop_original: bool, cpus: float) -> None
         status = backend.logs(c, job_id, follow=True, on_output=_write)
     if status:
         raise SystemExit(status)
+
+
+def _roomiest_worker(c: Cluster, backend: Backend, cpus: float) -> str:
+    """The running worker with the most CPUs free that could ever hold `cpus`: where a process of
+    the head's goes (the queue waits for it there if it is busy)."""
+    engine = backend.status(c)
+    workers = [(v.resources["CPU"].available, n.name) for n in c.config.nodes
+               if not n.is_head and (v := engine.get(n.name)) and v.alive and "CPU" in v.resources
+               and v.resources["CPU"].total >= cpus]
+    if not workers:
+        raise GridError(f"no worker of cluster {c.config.name!r} is running with {cpus:g} CPU in all")
+    return max(workers)[1]
 
 
 def _wait_running(backend: Backend, c: Cluster, job_id: str, timeout: float = 60.0) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -17,7 +17,7 @@ from grid_core.errors import GridError
 
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
-    from grid_core.types import Backend, JobRecord, JobSpec, WorkRequest
+    from grid_core.types import Backend, JobRecord, JobSpec
 
 UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 MAX_SIZE = 2**60  # 1 EiB: more is a typo, and Ray's resource amounts overflow long before
@@ -60,92 +60,48 @@ def _write(stream: str, text: str) -> None:
     out.flush()
 
 
-def choose_node(c: Cluster, backend: Backend, request: WorkRequest, wanted: str | None,
-                avoid: tuple[str, ...] = ()) -> str:
-    """The named node if it can take the request, else the configured scheduler's choice (`place`)."""
-    return place(c, backend, request, wanted, avoid)[0]
+def word_option(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    """A click callback that reads the option with one of the queue's parsers (grid_core.queue.words)."""
 
-
-def place(c: Cluster, backend: Backend, request: WorkRequest, wanted: str | None,
-          avoid: tuple[str, ...] = ()) -> tuple[str, dict[str, float]]:
-    """The named node if it can ever take the request (a wait for its free capacity is said on
-    stderr), else the configured scheduler's choice among
-    alive nodes (less `avoid`) that have the GPUs it names, from live metrics and the engine's
-    available resources; and the engine resources that hold the job to those GPUs (gpus.py). A
-    held node has its free CPUs reserved, so it does not fit while others do."""
-    from grid_core import gpus, plugins
-    from grid_core.types import NodeView, ResourceUse
-
-    engine = backend.status(c)
-    alive = [n for n in c.config.nodes if n.name in engine and engine[n.name].alive]
-    if not alive:
-        reason = next((v.error for v in engine.values() if v.error), None)
-        raise GridError(f"cluster {c.config.name!r} is not running: {reason or 'start it with grid cluster start'}")
-
-    def lacking(name: str, now: bool = False) -> tuple[str, float, ResourceUse] | None:
-        """The first resource the node lacks for the request: in all, or free at this moment."""
-        for key, asked in (("CPU", request.cpus), ("GPU", request.gpus), ("memory", request.memory_bytes)):
-            use = engine[name].resources.get(key, ResourceUse(total=0.0, available=0.0, used=0.0))
-            if asked > (use.available if now else use.total):
-                return key, asked, use
-        return None
-
-    def fits_total(name: str) -> str | None:
-        if (found := lacking(name)) is None:
+    def read(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+        if value is None:
             return None
-        key, asked, use = found
-        return f"node {name} has {use.total:g} {key} in all, the job asks for {asked:g}"
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
 
-    # A request for a kind of GPU is checked against every running node's GPUs first: one nothing
-    # can ever satisfy fails at once, naming what the cluster has.
-    kinds = gpus.asks_kind(request)
-    sampled = alive if kinds else [n for n in alive if n.name not in avoid] if wanted is None else []
-    metrics = {name: out.value if out.error is None else None
-               for name, out in (c.sample(sampled) if sampled else {}).items()}
-    found = {n.name: gpus.read_or_declared(n, metrics.get(n.name))[0] for n in alive}
+    return read
 
-    def resources(name: str) -> dict[str, float]:
-        return gpus.job_resources(request, found[name], engine[name].resources) if kinds else {}
 
-    if kinds and (problem := gpus.shortfall(request, found)):
-        raise GridError(problem)
-    if wanted is not None:
-        c.config.node(wanted)  # an unknown name is a config error naming the nodes
-        if wanted not in {n.name for n in alive}:
-            raise GridError(f"node {wanted} is not running in cluster {c.config.name!r}")
-        if problem := fits_total(wanted):
-            raise GridError(problem)
-        if busy := lacking(wanted, now=True):  # a named node is waited for, not refused: say so, or it looks hung
-            key, _, use = busy
-            free = f"{use.available / 2**30:.1f} of {use.total / 2**30:.1f} GiB memory" if key == "memory" else \
-                f"{use.available:g} of {use.total:g} {key}"
-            click.echo(f"grid: {wanted} has {free} free now (in use, or lent by a boost or held); the job waits "
-                       "until it is", err=True)
-        if kinds and not gpus.satisfies(found[wanted], request):
-            raise GridError(f"node {wanted} does not have {gpus.describe(request)}: it has "
-                            f"{gpus.summary(found[wanted])}")
-        return wanted, resources(wanted)
-    alive = [n for n in alive if n.name not in avoid and (not kinds or gpus.satisfies(found[n.name], request))]
-    if not alive:
-        raise GridError(f"no other node is running in cluster {c.config.name!r}" if not kinds else
-                        f"no node but {', '.join(avoid)} has {gpus.describe(request)}")
-    views = []
-    for node in alive:
-        available = {k: v.available for k, v in engine[node.name].resources.items()}
-        views.append(NodeView(name=node.name, role="head" if node.is_head else "worker",
-                              metrics=metrics[node.name], available=available, tags=tuple(node.tags),
-                              gpus=found[node.name]))
-    scheduler = plugins.host().get("grid_schedulers", c.config.scheduler.name).factory()
-    chosen = scheduler.choose(request, views)
-    if chosen is None:
-        reasons = "; ".join(filter(None, (fits_total(n.name) for n in alive))) or "all are busy"
-        raise GridError(f"no node can take the job now: {reasons}")
-    return chosen.name, resources(chosen.name)
+def _priority(text: str) -> int:
+    from grid_core.queue.words import parse_priority
+
+    return parse_priority(text)
+
+
+def _array(text: str) -> tuple[tuple[int, ...], int]:
+    from grid_core.queue.words import parse_array
+
+    return parse_array(text)
+
+
+def _after(text: str) -> tuple[str, ...]:
+    from grid_core.queue.words import parse_after
+
+    return parse_after(text)
+
+
+def _duration(text: str) -> float:
+    from grid_core.queue.words import parse_duration
+
+    return parse_duration(text)
 
 
 @click.command("run")
 @click.option("--node", "-n", default=None, metavar="NAME",
-              shell_complete=completion.nodes, help="Run on this node (default: the scheduler picks).")
+              shell_complete=completion.nodes,
+              help="Run on this node, waiting for it if busy (default: the scheduler picks).")
 @click.option("--cpus", type=FiniteFloat(min=0), default=1.0, show_default=True, help="CPUs the job holds.")
 @click.option("--gpus", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="GPUs the job holds (0.5: half of one, shared; docs/gpus.md).")
@@ -155,16 +111,30 @@ def place(c: Cluster, backend: Backend, request: WorkRequest, wanted: str | None
               help="Only GPUs with at least this much memory in all, e.g. 20G.")
 @click.option("--memory", "memory_bytes", default=None, metavar="SIZE", callback=size_option,
               help="Memory the job holds, e.g. 2G.")
+@click.option("--priority", "-p", default="normal", metavar="LEVEL", callback=word_option(_priority),
+              help="low, normal, high or an integer: the queue runs higher first, then in submission order.")
+@click.option("--array", "-a", default=None, metavar="INDICES", callback=word_option(_array),
+              help="One job per index, e.g. 0-99%8 (at most 8 at once), 1,5,9 or 0-98:2; always detached.")
+@click.option("--after", default=None, metavar="ID[,ID...]", callback=word_option(_after),
+              help="Start once these jobs succeed; if one does not, this job is cancelled.")
+@click.option("--time", "-t", "time_limit", default=None, metavar="DURATION", callback=word_option(_duration),
+              help="Stop the job past this, e.g. 90s, 30m, 2h; it ends as timeout "
+                   "(default: execution.timeout_seconds).")
+@click.option("--hold", is_flag=True, help="Queue the job held: it starts after grid jobs release ID.")
 @click.option("--detach", "-d", is_flag=True, help="Print the job id and return; the job keeps running.")
 @config_option
 @click.argument("argv", nargs=-1, required=True)
 def run(node: str | None, cpus: float, gpus: float, gpu_types: tuple[str, ...], gpu_memory: int, memory_bytes: int,
-        detach: bool, argv: tuple[str, ...]) -> None:
+        priority: int, array: tuple[tuple[int, ...], int] | None, after: tuple[str, ...] | None,
+        time_limit: float | None, hold: bool, detach: bool, argv: tuple[str, ...]) -> None:
     """Run ARGV as a job on the cluster; its output streams back and its exit status is grid's.
 
+    A job that no node has room for now waits in the queue (stderr says why, and its place in
+    line) and starts when room frees; one that no node could ever hold is refused.
     Arguments arrive literally; for pipes or variables run a shell: grid run -- sh -c 'nproc; hostname'.
-    Ctrl-C stops the job (unless --detach). A lost connection does not: grid reconnects and the
-    output resumes where it stopped; if it cannot, the job runs on as if detached.
+    Ctrl-C stops the job, or takes it out of the queue (unless --detach). A lost connection does
+    not: grid reconnects and the output resumes where it stopped; if it cannot, the job runs on
+    as if detached.
     """
     import secrets  # here, not at the top: `jobs list` need not import it
 
@@ -177,27 +147,31 @@ def run(node: str | None, cpus: float, gpus: float, gpu_types: tuple[str, ...], 
         request = WorkRequest(cpus=cpus, gpus=gpus, memory_bytes=memory_bytes, origin=c.config.head.name,
                               gpu_types=gpu_types, gpu_memory_bytes=gpu_memory)
         # A boost lent to this node comes first (for a kind of GPU, one on a node that has that kind).
-        boosted = None if node else backend.boost_for(c, request)
+        plain = not (node or array or after or hold)
+        boosted = backend.boost_for(c, request) if plain else None
         if boosted and (gpu_types or gpu_memory):
             from grid_core.gpus import read_or_declared, satisfies
 
             lender = c.config.node(boosted[0])
             if not satisfies(read_or_declared(lender, c.sample([lender])[lender.name].value)[0], request):
                 boosted = None
-        target, resources = (boosted[0], {}) if boosted else place(c, backend, request, node)
+        target = boosted[0] if boosted else node
         execution = c.config.execution
-        cwd = execution.working_directory or (os.getcwd() if c.config.node(target).transport_name == "local" else None)
-        spec = JobSpec(argv=argv, node=target, cpus=cpus, gpus=gpus, memory_bytes=memory_bytes, cwd=cwd,
-                       env=dict(execution.environment), job_id=secrets.token_hex(4),
-                       boost=boosted[1] if boosted else None, timeout_seconds=execution.timeout_seconds,
-                       retries=execution.retry_attempts, resources=resources)
-        if detach:
+        here = [c.config.node(target)] if target else c.config.nodes  # where it may run
+        cwd = execution.working_directory or (os.getcwd() if all(n.transport_name == "local" for n in here) else None)
+        spec = JobSpec(argv=argv, node=target, cpus=cpus, gpus=gpus, memory_bytes=memory_bytes, gpu_types=gpu_types,
+                       gpu_memory_bytes=gpu_memory, cwd=cwd, env=dict(execution.environment),
+                       job_id=secrets.token_hex(4), boost=boosted[1] if boosted else None,
+                       timeout_seconds=time_limit or execution.timeout_seconds, retries=execution.retry_attempts,
+                       priority=priority, after=after or (), array=array[0] if array else (),
+                       array_cap=array[1] if array else 0, held=hold)
+        if detach or array:
             job_id, status = backend.submit(c, spec, detach=True, on_output=_write)
         else:
             job_id, status = _attached(c, backend, spec)
-    if detach:
+    if detach or array:
         click.echo(job_id)
-        click.echo(f"job {job_id} runs on {target}; follow it: grid jobs logs {job_id} --follow", err=True)
+        click.echo(f"follow it: grid jobs logs {job_id}{'.0' if array else ''} --follow", err=True)
         return
     if status:
         raise SystemExit(status)
@@ -232,7 +206,7 @@ def _stop_interrupted(c: Cluster, backend: Backend, job_id: str, follow: str) ->
     from grid_core.types import TransportError
 
     try:
-        info = job_records([backend.stop_job(c, job_id)])[0]
+        info = job_records(backend.stop_job(c, job_id))[0]
     except KeyboardInterrupt:
         click.echo(f"job {job_id} was left running; follow it: {follow}", err=True)
     except (GridError, TransportError) as exc:
@@ -247,23 +221,55 @@ def jobs() -> None:
     """List, follow and stop jobs."""
 
 
+COLOURS = {"running": "cyan", "queued": "yellow", "succeeded": "green", "failed": "red", "stopped": "magenta",
+           "timeout": "red", "lost": "red"}
+
+
 @jobs.command("list")
+@click.option("--all", "everything", is_flag=True, help="Every finished job kept, not only the last day's.")
+@click.option("--expand", is_flag=True, help="An array's jobs one by one, not one row with counts.")
 @json_option
 @config_option
-def list_jobs(as_json: bool) -> None:
-    """Every job the cluster knows, oldest first."""
+def list_jobs(everything: bool, expand: bool, as_json: bool) -> None:
+    """The active jobs and the recent finished ones, in submission order; a waiting job says why."""
     from grid_core.backends import load_backend
 
     with state().cluster() as c:
-        found = job_records(load_backend(c.config).jobs(c))
+        found = job_records(load_backend(c.config).jobs(c, everything=everything))
     if as_json:
         print_json(found)
         return
-    colours = {"running": "cyan", "pending": "yellow", "succeeded": "green", "failed": "red", "stopped": "magenta"}
-    console().print(table(("id", "node", "state", "exit", "submitted", "ended", "command"), (
-        (job.id, job.node, styled(job.state, colours.get(job.state, "white")),
-         None if job.exit_status is None else str(job.exit_status), clock(job.submitted),
-         clock(job.ended), " ".join(job.argv)) for job in found)))
+    console().print(table(("id", "state", "why / exit", "node", "user", "submitted", "started", "ended", "command"),
+                          _rows(found, expand)))
+
+
+def _rows(found: list[JobRecord], expand: bool) -> Iterable[tuple[Any, ...]]:
+    """A row per job; an array's members one row with counts by state, unless `expand`."""
+    arrays: dict[str, list[JobRecord]] = {}
+    for job in found:
+        if job.array_id and not expand:
+            arrays.setdefault(job.array_id, []).append(job)
+    shown = set()
+    for job in found:
+        if job.array_id and not expand:
+            if job.array_id in shown:
+                continue
+            shown.add(job.array_id)
+            members = arrays[job.array_id]
+            counts: dict[str, int] = {}
+            for m in members:
+                counts[m.state] = counts.get(m.state, 0) + 1
+            states = ", ".join(f"{n} {s}" for s, n in counts.items())
+            cap = f", at most {job.array_cap} at once" if job.array_cap else ""
+            yield (job.array_id, f"array of {len(members)}", states + cap, None, job.user, clock(job.submitted),
+                   clock(min((m.started for m in members if m.started), default=None)),
+                   clock(max((m.ended or 0 for m in members), default=0) or None) if not any(
+                       m.state in ("queued", "running") for m in members) else None, " ".join(job.argv))
+            continue
+        why = f"{job.waiting} (#{job.position})" if job.state == "queued" and job.waiting else \
+            None if job.exit_status is None else str(job.exit_status)
+        yield (job.id, styled(job.state, COLOURS.get(job.state, "white")), why, job.node, job.user,
+               clock(job.submitted), clock(job.started), clock(job.ended), " ".join(job.argv))
 
 
 def job_records(found: Iterable[Any]) -> list[JobRecord]:
@@ -278,7 +284,7 @@ def job_records(found: Iterable[Any]) -> list[JobRecord]:
 @config_option
 @click.argument("job_id", shell_complete=completion.job_ids)
 def logs(follow: bool, job_id: str) -> None:
-    """A job's output (what is kept of it: the last 8 MiB)."""
+    """A job's output (what is kept of it: the last 8 MiB); an array's job is ID.INDEX."""
     from grid_core.backends import load_backend
 
     with state().cluster() as c:
@@ -291,10 +297,37 @@ def logs(follow: bool, job_id: str) -> None:
 @config_option
 @click.argument("job_id", shell_complete=completion.job_ids)
 def stop_job(job_id: str) -> None:
-    """Stop a job: SIGTERM to its whole process group, SIGKILL after 5 s."""
+    """Stop a job: a waiting one never starts; a running one gets SIGTERM to its whole process
+    group, SIGKILL after 5 s. An array's id stops every job of it; ID.INDEX one of them."""
     from grid_core.backends import load_backend
 
     with state().cluster() as c:
-        info = job_records([load_backend(c.config).stop_job(c, job_id)])[0]
-    ended = "" if info.exit_status is None else f" (exit status {info.exit_status})"
-    click.echo(f"job {job_id}: {info.state}{ended}")
+        found = job_records(load_backend(c.config).stop_job(c, job_id))
+    for info in found:
+        ended = "" if info.exit_status is None else f" (exit status {info.exit_status})"
+        click.echo(f"job {info.id}: {info.state}{ended}")
+
+
+@jobs.command("hold")
+@config_option
+@click.argument("job_id", shell_complete=completion.job_ids)
+def hold_job(job_id: str) -> None:
+    """Keep a waiting job (or an array's waiting jobs) from starting, until grid jobs release."""
+    _hold(job_id, held=True)
+
+
+@jobs.command("release")
+@config_option
+@click.argument("job_id", shell_complete=completion.job_ids)
+def release_job(job_id: str) -> None:
+    """Let a held job start again in its place in the queue."""
+    _hold(job_id, held=False)
+
+
+def _hold(job_id: str, held: bool) -> None:
+    from grid_core.backends import load_backend
+
+    with state().cluster() as c:
+        found = job_records(load_backend(c.config).hold_job(c, job_id, held=held))
+    click.echo(f"{'held' if held else 'released'} {len(found)} waiting job{'s' * (len(found) != 1)}: "
+               f"{', '.join(j.id for j in found)}")

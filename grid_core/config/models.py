@@ -51,6 +51,7 @@ __all__ = [
     "Port",
     "Positive",
     "Priority",
+    "QueueSettings",
     "Rule",
     "RuntimeEnv",
     "SchedulerSettings",
@@ -333,8 +334,18 @@ class BoostSettings:
 
 
 @record(kw_only=True)
+class QueueSettings:
+    """The job store on the head's disk: how many finished jobs it keeps, and how much output.
+    A finished job stays while it is among the newest `keep_records` or younger than `keep_days`."""
+
+    keep_records: AtLeastOne = 10_000
+    keep_days: NonNegative = 30.0
+    keep_output_gb: NonNegative = 2.0  # all finished jobs' output together; the oldest go first
+
+
+@record(kw_only=True)
 class SchedulerSettings:
-    name: str = "least-loaded"
+    name: str = "fifo"  # the scheduler that orders and places the queue (hookspecs.grid_schedulers)
 
 
 @record(kw_only=True)
@@ -448,6 +459,7 @@ class ClusterConfig:
     offload: OffloadSettings = OffloadSettings()
     boost: BoostSettings = BoostSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    queue: QueueSettings = QueueSettings()
     metrics: MetricsSettings = MetricsSettings()
     execution: ExecutionSettings = ExecutionSettings()
     logging: LoggingSettings = LoggingSettings()

@@ -58,12 +58,14 @@ class Backend(Protocol):
 
     def submit(self, cluster: Cluster, spec: JobSpec, *, detach: bool,
                on_output: Callable[[str, str], None]) -> tuple[str, int | None]:
-        """Run a job; stream its output to `on_output(stream, text)` unless detached.
-        Returns the job id and its exit status (None when detached)."""
+        """Queue a job (it starts when a node has room: docs/jobs.md); stream its output to
+        `on_output(stream, text)` unless detached. Returns the job id and its exit status (None
+        when detached). A job that waits says why on stderr."""
         ...
 
-    def jobs(self, cluster: Cluster) -> list[dict[str, Any]]:
-        """Every job the cluster knows, each with JobRecord's fields (the CLI structures them into it)."""
+    def jobs(self, cluster: Cluster, *, everything: bool = False) -> list[dict[str, Any]]:
+        """The active jobs and the recent finished ones (all with `everything`), oldest first, each
+        with JobRecord's fields (the CLI structures them into it)."""
         ...
 
     def logs(self, cluster: Cluster, job_id: str, *, follow: bool,
@@ -71,8 +73,17 @@ class Backend(Protocol):
         """A job's output so far (until it ends when following); its exit status once ended."""
         ...
 
-    def stop_job(self, cluster: Cluster, job_id: str) -> dict[str, Any]:
-        """Stop a running job; the job's record after stopping."""
+    def stop_job(self, cluster: Cluster, job_id: str) -> list[dict[str, Any]]:
+        """Stop a job, waiting or running (an array's id: every member); the records after stopping."""
+        ...
+
+    def hold_job(self, cluster: Cluster, job_id: str, *, held: bool) -> list[dict[str, Any]]:
+        """Hold a waiting job (or an array's waiting members) so it does not start, or release it."""
+        ...
+
+    def drain(self, cluster: Cluster) -> int:
+        """Before `cluster stop`: running jobs stop, recorded as stopped by it; how many stay queued
+        for the next start."""
         ...
 
     def boost_for(self, cluster: Cluster, request: WorkRequest) -> tuple[str, str] | None:

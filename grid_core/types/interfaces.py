@@ -95,7 +95,9 @@ class MetricsSource(Protocol):
 
 
 class Scheduler(Protocol):
-    """Chooses a node for a piece of work, or None when nothing fits."""
+    """Chooses a node for a piece of work, or None when nothing fits. A scheduler may also have
+    `order(jobs) -> list[JobRecord]`, the waiting jobs in the order they should start
+    (hookspecs.grid_schedulers); without it they start by priority, then in submission order."""
 
     def choose(self, request: WorkRequest, nodes: Sequence[NodeView]) -> NodeView | None: ...
 

@@ -1,4 +1,4 @@
-"""A job: what `grid run` asks a backend to run, and the record the cluster keeps of it."""
+"""A job: what `grid run` asks the cluster to run, and the record the queue keeps of it."""
 
 from __future__ import annotations
 
@@ -8,37 +8,50 @@ import attrs
 
 from grid_core.record import record
 
-__all__ = ("JobRecord", "JobSpec")
+__all__ = ("ACTIVE", "FINAL", "JobRecord", "JobSpec")
+
+ACTIVE = ("queued", "running")
+FINAL = ("succeeded", "failed", "stopped", "timeout", "lost")
 
 
-@record
+@record(kw_only=True)
 class JobSpec:
-    """A command to run as a job on one node, with the resources it holds while it runs."""
+    """A command to run as a job, with the resources it holds while it runs and its place in the queue."""
 
     argv: tuple[str, ...]
-    node: str
+    node: str | None = None  # None: the scheduler places it; a name: it runs there, waiting if busy
     cpus: float = 1.0
     gpus: float = 0.0
     memory_bytes: int = 0
+    gpu_types: tuple[str, ...] = ()  # only GPUs of these models (docs/gpus.md)
+    gpu_memory_bytes: int = 0  # only GPUs with at least this much memory
     cwd: str | None = None  # None: the node's home directory
     env: Mapping[str, str] = attrs.field(factory=dict)
-    job_id: str | None = None  # None: the backend makes one
+    job_id: str | None = None  # None: the service makes one
     boost: str | None = None  # run inside this boost's reservation on `node`
-    timeout_seconds: float | None = None  # then the job is stopped and fails with exit status 124
-    retries: int = 0  # runs again after a failure, up to this many times
+    timeout_seconds: float | None = None  # then the job is stopped and ends as `timeout` (exit status 124)
+    retries: int = 0  # runs again after a failure, up to this many times (execution.retry_attempts)
     # Engine resources the job asks for beside its CPUs, GPUs and memory (a GPU's model, its memory class).
     resources: Mapping[str, float] = attrs.field(factory=dict)
+    priority: int = 0  # higher runs first; low, normal and high are -10, 0 and 10
+    after: tuple[str, ...] = ()  # start once these jobs succeed; cancelled if one does not
+    array: tuple[int, ...] = ()  # one member per index, each its own job `ID.INDEX`
+    array_cap: int = 0  # at most this many members run at once; 0: no cap
+    held: bool = False  # queued, but not started until `grid jobs release`
 
 
 @record(kw_only=True)
 class JobRecord:
-    """A job the cluster knows: where and what it runs, its state, exit status and times."""
+    """A job the cluster knows: what it runs, where, its state and, while it waits, why."""
 
     id: str
-    node: str
+    node: str | None  # where it runs or ran; None while it waits unplaced
     argv: tuple[str, ...]
-    state: str  # pending, running, succeeded, failed, stopped
+    state: str  # queued, running, succeeded, failed, stopped, timeout, lost
     submitted: float
+    seq: int = 0  # submission order: ties of priority run in it
+    user: str = ""
+    priority: int = 0
     cwd: str | None = None
     exit_status: int | None = None
     started: float | None = None
@@ -48,5 +61,16 @@ class JobRecord:
     cpus: float = 0.0
     gpus: float = 0.0
     memory_bytes: int = 0
+    gpu_types: tuple[str, ...] = ()
+    gpu_memory_bytes: int = 0
     boost: str | None = None  # the boost reservation it runs in, if any
-    reason: str | None = None  # why it failed or ended, where grid knows
+    reason: str | None = None  # why it ended as it did, or why it waits, where grid knows
+    waiting: str | None = None  # while queued: resources, priority, dependency, held or limit
+    position: int | None = None  # while queued: its place in the queue, 1 first
+    after: tuple[str, ...] = ()
+    array_id: str | None = None  # the array it belongs to: its id is ARRAY.INDEX
+    array_index: int | None = None
+    array_cap: int = 0
+    timeout_seconds: float | None = None
+    held: bool = False
+    pinned: bool = False  # the user named its node (--node)

@@ -531,10 +531,7 @@ class RayBackend:
     def submit(self, cluster: Cluster, spec: types.JobSpec, *, detach: bool,
                on_output: Callable[[str, str], None]) -> tuple[str, int | None]:
         job_id = spec.job_id or new_job_id()
-        payload = {"job_id": job_id, "node": spec.node, "argv": list(spec.argv), "cpus": spec.cpus,
-                   "gpus": spec.gpus, "memory_bytes": spec.memory_bytes, "cwd": spec.cwd,
-                   "boost": spec.boost, "env": dict(spec.env), "timeout_seconds": spec.timeout_seconds,
-                   "retries": spec.retries, "resources": dict(spec.resources)}
+        payload = wire().unstructure(attrs.evolve(spec, job_id=job_id))
         if detach:
             self._call(cluster, "run", {"spec": payload, "detach": True})
             return job_id, None
@@ -543,8 +540,8 @@ class RayBackend:
         # Asked again after a lost connection, `run` follows the job it already started (attach.py).
         return job_id, Follower(self.config, cluster, job_id, on_output).follow("run", {"spec": payload})
 
-    def jobs(self, cluster: Cluster) -> list[dict[str, Any]]:
-        return list(self._call(cluster, "jobs").result or [])
+    def jobs(self, cluster: Cluster, *, everything: bool = False) -> list[dict[str, Any]]:
+        return list(self._call(cluster, "jobs", {"all": True} if everything else None).result or [])
 
     def logs(self, cluster: Cluster, job_id: str, *, follow: bool,
              on_output: Callable[[str, str], None]) -> int | None:
@@ -554,8 +551,19 @@ class RayBackend:
 
         return Follower(self.config, cluster, job_id, on_output).follow("logs", {"job_id": job_id, "follow": True})
 
-    def stop_job(self, cluster: Cluster, job_id: str) -> dict[str, Any]:
-        return dict(self._call(cluster, "stop_job", {"job_id": job_id}).result or {})
+    def stop_job(self, cluster: Cluster, job_id: str) -> list[dict[str, Any]]:
+        return list(self._call(cluster, "stop_job", {"job_id": job_id}).result or [])
+
+    def hold_job(self, cluster: Cluster, job_id: str, *, held: bool) -> list[dict[str, Any]]:
+        return list(self._call(cluster, "hold_job", {"job_id": job_id, "held": held}).result or [])
+
+    def drain(self, cluster: Cluster) -> int:
+        if records.load(self.config.name).gcs_address is None:
+            return 0
+        try:
+            return int(self._call(cluster, "drain").result["queued"])
+        except (GridError, TransportError):  # the service is gone already: nothing runs to stop
+            return 0
 
 
     def _ray_nodes(self, cluster: Cluster, address: str) -> list[gcs.RayNode]:

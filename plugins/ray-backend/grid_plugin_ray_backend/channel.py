@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -103,6 +104,9 @@ class Frames:
                 self.answer.staged.append(value)
             elif kind == "event" and isinstance(value, dict):
                 self.answer.events.append(value)
+            elif kind == "note" and isinstance(value, str):  # grid's word to the user, as it happens
+                sys.stderr.write(f"grid: {value}\n")
+                sys.stderr.flush()
             elif kind == "result":
                 self.answer.result = value
             elif kind == "error":

@@ -1,14 +1,13 @@
-"""Jobs: a command run on a chosen node by a detached Ray actor, its output kept on the head.
+"""The job runner: one detached Ray actor per started job, `grid-job-<id>`.
 
-Two kinds of actor live in grid's namespace, both detached so they outlive the CLI:
-- `grid-jobs`, one per cluster, on the head (no CPU): every job's record and its output.
-- `grid-job-<id>`, one per job, pinned to its node by the node's `grid-node-<name>` resource and
-  holding the job's CPUs, GPUs and memory while it runs: it runs the command in a new session,
-  sends its output to `grid-jobs` as it comes, records the exit status and then exits, freeing
-  the resources.
+The queue in the grid service (queue.py) makes it once it placed the job. It is pinned to its node
+by the node's `grid-node-<name>` resource and holds the job's CPUs, GPUs and memory while it
+runs: it runs the command in a new session, reports its output to the service as it comes (each
+batch acknowledged once the service wrote it to the head's disk), records the exit status and
+then exits, freeing the resources.
 
 This module is imported on the nodes by Ray's workers, so it imports only the standard library at
-the top; Ray is there when these classes run.
+the top; Ray is there when this class runs.
 """
 
 from __future__ import annotations
@@ -26,106 +25,51 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-REGISTRY = "grid-jobs"
 RUNNER = "grid-job-{}"
-MAX_OUTPUT_CHARS = 8 * 2**20  # per job; older output is dropped beyond it
-# Retention: beyond these the oldest finished jobs are forgotten, record and output.
-MAX_JOBS = 1000
-MAX_TOTAL_CHARS = 256 * 2**20
-ACTIVE = ("pending", "running")
+SERVICE = "grid-service"  # layout.SERVICE: the runner reports there
 STOP_GRACE = 5.0
 FLUSH_SECONDS = 0.1
+REPORT_PATIENCE = 120.0  # seconds a report is tried again while the service restarts
 
 Chunk = tuple[str, str]  # (stream, text)
-Offsets = tuple[int, int]  # characters of stdout and of stderr since the job began
-STREAMS = ("stdout", "stderr")
 
 
-class JobRegistry:
-    """Every job's record and output; one per cluster, on the head.
+class Reporter:
+    """The runner's line to the grid service: each report waits for the service's answer, so
+    reports arrive in order and output counts as kept only once the service wrote it. While the
+    service restarts (Ray restarts it when it dies), a report is tried again, up to REPORT_PATIENCE."""
 
-    A job's output is kept as it came, both streams in order, each chunk with where each stream
-    stood after it. A reader names where it is in each stream (Offsets) and gets what follows,
-    so a client whose connection dropped resumes exactly where its output stopped."""
+    def __init__(self, job_id: str, namespace: str) -> None:
+        self.job_id, self.namespace = job_id, namespace
+        self.service: Any = None
 
-    def __init__(self) -> None:
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.output: dict[str, list[Chunk]] = {}
-        self.ends: dict[str, list[Offsets]] = {}  # per chunk: both streams' offsets after it
-        self.chars: dict[str, int] = {}
+    def _send(self, chunks: Sequence[Chunk], fields: Mapping[str, Any]) -> None:
+        import ray
 
-    def add(self, info: dict[str, Any]) -> bool:
-        """A new job's record; False, changing nothing, when the id is known already (a client
-        that lost its connection asks again to run the job it submitted)."""
-        job_id = info["id"]
-        if job_id in self.jobs:
-            return False
-        self.jobs[job_id] = {"state": "pending", "exit_status": None, "submitted": time.time(), **info}
-        self.output[job_id], self.ends[job_id], self.chars[job_id] = [], [], 0
-        self._retain()
-        return True
+        deadline, pause = time.monotonic() + REPORT_PATIENCE, 0.1
+        while True:
+            try:
+                if self.service is None:
+                    self.service = ray.get_actor(SERVICE, namespace=self.namespace)
+                ray.get(self.service.job_report.remote(self.job_id, list(chunks), dict(fields)))
+                return
+            except Exception:  # the service is restarting: its actor is gone or not yet back
+                self.service = None
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(2.0, pause * 2)
 
-    def _retain(self) -> None:
-        finished = [j for j, info in self.jobs.items() if info["state"] not in ACTIVE]  # oldest first
-        while finished and (len(self.jobs) > MAX_JOBS or sum(self.chars.values()) > MAX_TOTAL_CHARS):
-            job_id = finished.pop(0)
-            for table in (self.jobs, self.output, self.ends, self.chars):
-                del table[job_id]
+    def append(self, chunks: Sequence[Chunk]) -> None:
+        if chunks:
+            self._send(chunks, {})
 
-    def update(self, job_id: str, fields: Mapping[str, Any]) -> None:
-        if job_id in self.jobs and self.jobs[job_id]["state"] in ACTIVE:
-            self.jobs[job_id].update(fields)
-
-    def append(self, job_id: str, chunks: Sequence[Chunk]) -> None:
-        if job_id not in self.output:
-            return
-        out, ends = self.output[job_id], self.ends[job_id]
-        stdout, stderr = ends[-1] if ends else (0, 0)
-        for stream, text in chunks:
-            if stream == "stdout":
-                stdout += len(text)
-            else:
-                stderr += len(text)
-            out.append((stream, text))
-            ends.append((stdout, stderr))
-        self.chars[job_id] += sum(len(text) for _, text in chunks)
-        dropped = 0
-        while self.chars[job_id] > MAX_OUTPUT_CHARS and len(out) - dropped > 1:
-            self.chars[job_id] -= len(out[dropped][1])
-            dropped += 1
-        if dropped:
-            del out[:dropped], ends[:dropped]
-
-    def read(self, job_id: str, since: Sequence[int] = (0, 0)) -> tuple[list[Chunk], Offsets, dict[str, Any] | None]:
-        """The output after `since` (offsets into stdout and stderr), where both streams then
-        stand, and the record. Output dropped for the size limit is skipped."""
-        import bisect
-
-        if job_id not in self.jobs:
-            return [], (int(since[0]), int(since[1])), None
-        out, ends = self.output[job_id], self.ends[job_id]
-        want = (int(since[0]), int(since[1]))
-        # The first chunk that ends past `since` in either stream: both offsets only grow.
-        at = bisect.bisect_left(ends, True, key=lambda end: end[0] > want[0] or end[1] > want[1])
-        chunks = []
-        for i in range(at, len(out)):
-            stream, text = out[i]
-            end, mine = ends[i][STREAMS.index(stream)], want[STREAMS.index(stream)]
-            if end > mine:  # the part of the chunk the reader has not had
-                chunks.append((stream, text[max(0, mine - end + len(text)):]))
-        stood = ends[-1] if ends else (0, 0)
-        return chunks, (max(stood[0], want[0]), max(stood[1], want[1])), dict(self.jobs[job_id])
-
-    def record(self, job_id: str) -> dict[str, Any] | None:
-        """The job's record without its output; None for an unknown job."""
-        return dict(self.jobs[job_id]) if job_id in self.jobs else None
-
-    def list(self) -> list[dict[str, Any]]:
-        return [dict(job) for job in sorted(self.jobs.values(), key=lambda j: j["submitted"])]
+    def update(self, fields: Mapping[str, Any]) -> None:
+        self._send((), fields)
 
 
 class JobRunner:
-    """Runs one job's command on its node from the moment it is placed, reports to the registry,
+    """Runs one job's command on its node from the moment it is placed, reports to the service,
     and ends itself when the command ends."""
 
     def __init__(self, job_id: str, argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
@@ -153,26 +97,23 @@ class JobRunner:
 
     def run(self) -> int:
         """The command, again after a failure while retries are left (execution.retry_attempts)."""
-        import ray
-
-        registry = ray.get_actor(REGISTRY, namespace=self.namespace)
+        reporter = Reporter(self.job_id, self.namespace)
         for attempt in range(1 + self.retries):
-            exit_status = self._attempt(registry)
+            exit_status = self._attempt(reporter)
             if exit_status in (0, 127) or self.stopping or attempt == self.retries:
                 break
             note = f"grid: exit status {exit_status}; retrying ({attempt + 1} of {self.retries})\n"
-            registry.append.remote(self.job_id, [("stderr", note)])
-        state = "stopped" if self.stopping else "succeeded" if exit_status == 0 else "failed"
-        # Calls from one caller run in order, so every append lands before this.
-        ray.get(registry.update.remote(self.job_id, {"state": state, "exit_status": exit_status,
-                                                     "ended": time.time()}))
+            reporter.append([("stderr", note)])
+        state = "stopped" if self.stopping else "timeout" if self.timed_out else \
+            "succeeded" if exit_status == 0 else "failed"
+        reporter.update({"state": state, "exit_status": exit_status, "ended": time.time()})
         self.done.set()
         return self._exit(exit_status)
 
-    def _attempt(self, registry: Any) -> int:
-        """Run the command once, its output sent to the registry as it comes; its exit status
-        (127: it could not start; 124: execution.timeout_seconds ran out, as timeout(1) says;
-        143, as for SIGTERM, when the job was stopped before this attempt began)."""
+    def _attempt(self, reporter: Reporter) -> int:
+        """Run the command once, its output reported as it comes; its exit status (127: it could
+        not start; 124: its time ran out, as timeout(1) says; 143, as for SIGTERM, when the job was
+        stopped before this attempt began)."""
         self.timed_out = False
         with self.starting:
             if self.stopping:  # stopped before this attempt's command started: it never starts
@@ -181,11 +122,11 @@ class JobRunner:
                 self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
             except OSError as exc:
-                message = f"grid: cannot run {self.argv[0]!r} in {self.cwd}: {exc.strerror or exc}\n"
-                registry.append.remote(self.job_id, [("stderr", message)])
+                why = exc.strerror or exc
+                reporter.append([("stderr", f"grid: cannot run {self.argv[0]!r} in {self.cwd}: {why}\n")])
                 return 127
-        registry.update.remote(self.job_id, {"state": "running", "pid": self.proc.pid, "started": time.time(),
-                                             "hostname": socket.gethostname()})
+        reporter.update({"state": "running", "pid": self.proc.pid, "started": time.time(),
+                         "hostname": socket.gethostname()})
         timer = threading.Timer(self.timeout_seconds, self._time_out) if self.timeout_seconds else None
         if timer:
             timer.daemon = True
@@ -209,13 +150,12 @@ class JobRunner:
                     open_streams -= 1
                 else:
                     batch.append(item)
-            if batch:
-                registry.append.remote(self.job_id, batch)
+            reporter.append(batch)
         status = self.proc.wait()
         if timer:
             timer.cancel()
         if self.timed_out:
-            registry.append.remote(self.job_id, [("stderr", f"grid: timed out after {self.timeout_seconds:g} s\n")])
+            reporter.append([("stderr", f"grid: timed out after {self.timeout_seconds:g} s\n")])
             return 124
         return status if status >= 0 else 128 - status
 

@@ -1,17 +1,18 @@
 """The grid service: one detached actor on the head that owns the cluster's live state.
 
-It holds the offload controller (holds, boosts, events), the job registry and the job runners,
-and answers the CLI over a Unix socket in grid's 0700 directory on the head (`grid.sock`); a CLI
+It holds the offload controller (holds, boosts, events) and the job queue (job_queue.py), and
+answers the CLI over a Unix socket in grid's 0700 directory on the head (`grid.sock`); a CLI
 on another machine reaches that socket through its SSH connection to the head (relay.py). The
 CLI never starts a Ray driver or imports Ray for these calls. Ray restarts the actor if it dies
-(max_restarts=-1); the controller's state is in the GCS's key-value store, the jobs' in the
-registry actor, so a restarted service carries on.
+(max_restarts=-1); the controller's state is in the GCS's key-value store and a file, the jobs'
+in the job store on the head's disk, so a restarted service carries on.
 
 The protocol, one JSON document a line (channel.py is the client):
 - the client sends `{"op": ..., "params": {...}, "config": {...}}`: the config it loaded, which
   the service adopts when it is a new revision;
 - the service answers with frames, `[kind, value]`: `"out"` and `"err"` for a job's stdout and
-  stderr text, `"event"` for grid's own messages, `"result"` for an answer, `"error"` for a
+  stderr text, `"event"` for grid's own records of what happened, `"note"` for a line the user
+  reads at once on stderr (a job that waits: why, its place in line), `"result"` for an answer, `"error"` for a
   refusal, then always `["exit", status]`. A job's output travels inside a frame as a JSON
   string, so nothing a job prints can pass for grid's messages, whatever its size;
 - bytes travel as `["data", base64]` frames after the request or in the answer; a client on
@@ -50,7 +51,6 @@ from collections.abc import Callable
 from typing import Any
 
 from grid_plugin_ray_backend.channel import CALL_TIMEOUT, DATA_CHUNK, SERVICE_ERROR, SOCKET, STAGE_MIN, STAGING
-from grid_plugin_ray_backend.jobs import ACTIVE, REGISTRY, RUNNER, JobRegistry, JobRunner
 from grid_plugin_ray_backend.layout import SERVICE, node_resource
 
 STATE_FILE = "service-state.json"  # settings, holds and boosts, for a restart of the whole cluster
@@ -58,7 +58,7 @@ POLL_SECONDS = 0.1
 MAX_REQUEST = 64 * 2**20  # the request line; data travels after it in frames
 BEAT_SECONDS = 1.0
 STAGE_KEEP = 3600.0  # seconds a staged answer may wait for its client's copy
-REAP_SECONDS = 5.0  # how often jobs whose runner is gone are looked for
+AGENT_SECONDS = 5.0  # how often the agents are made sure of
 
 
 class ServiceError(Exception):
@@ -198,24 +198,31 @@ class GridService:
         self.ray, self.namespace, self.head, self.address, self.directory = ray, namespace, head, address, directory
         self.controller = OffloadController(config_data, namespace, os.path.join(directory, STATE_FILE),
                                             head_marker=os.path.join(directory, "ray"))  # its `ray start --temp-dir`
-        self.registry: Any = ray.remote(JobRegistry).options(
-            name=REGISTRY, lifetime="detached", get_if_exists=True, num_cpus=0,
-            resources={node_resource(head): 0.001}).remote()
-        self.controller.mechanics.before_unreserve = self._end_jobs_in
+        from grid_plugin_ray_backend.job_queue import JobQueue
+
+        self.queue = JobQueue(ray, namespace, address, self.controller, directory)
+        self.controller.mechanics.before_unreserve = self.queue.end_jobs_in
         self.agents: dict[str, Any] = {}
         os.makedirs(os.path.join(directory, STAGING), mode=0o700, exist_ok=True)  # clients put big data there
-        self.answered = threading.Event()  # a first request was answered (see _reap)
+        self.answered = threading.Event()  # a first request was answered (see _agents)
         self.path = socket_path(directory)
         self.listener = listen(self.path)
         threading.Thread(target=self._accept, name="grid-service", daemon=True).start()
-        threading.Thread(target=self._reap, name="grid-service-reaper", daemon=True).start()
+        threading.Thread(target=self._agents, name="grid-service-agents", daemon=True).start()
 
     def ready(self) -> int:
         return os.getpid()
 
     def report(self, node: str, data: dict[str, Any]) -> float:
-        """A node agent's reading (agent.py); the seconds until it should send the next."""
+        """A node agent's reading (agent.py); the seconds until it should send the next. A node
+        that reports may have just joined: the queue looks whether a job can start there."""
+        self.queue.wake.set()
         return self.controller.report(node, data)
+
+    def job_report(self, job_id: str, chunks: list[tuple[str, str]], fields: dict[str, Any]) -> bool:
+        """A job runner's report (jobs.Reporter): answered once it is on the head's disk."""
+        self.queue.report(job_id, chunks, fields)
+        return True
 
     def _ensure_agents(self) -> None:
         """An agent on every worker of the config in force (Ray places each when its node is up)."""
@@ -240,6 +247,7 @@ class GridService:
     def _serve(self, sock: socket.socket) -> None:
         from grid_core.errors import GridError
         from grid_plugin_ray_backend.controller import ControllerError
+        from grid_plugin_ray_backend.job_queue import QueueError
 
         client = Client(sock)
         status = SERVICE_ERROR
@@ -257,7 +265,7 @@ class GridService:
                 status = self._plugin_op(client, request["op"], params)
             else:
                 status = handler(self, client, **params)
-        except (ServiceError, ControllerError, GridError) as exc:
+        except (ServiceError, ControllerError, QueueError, GridError) as exc:
             with contextlib.suppress(OSError):
                 client.frame("error", str(exc))
         except TypeError as exc:  # parameters that do not fit the request
@@ -328,6 +336,7 @@ class GridService:
         if action not in {"status", "configure", "hold", "release", "boost", "boost_release"}:
             raise ServiceError(f"unknown offload action {action!r}")
         answer = getattr(self.controller, action)(**params)
+        self.queue.wake.set()  # a hold released, a boost gone: room for a waiting job, maybe
         if action == "status":
             answer = {**answer, "plugins": self.plugins}
         client.frame("result", answer)
@@ -337,82 +346,69 @@ class GridService:
 
     def run(self, client: Client, spec: dict[str, Any], detach: bool = False,
             since: tuple[int, int] = (0, 0)) -> int:
-        """Start a job, or, for a job id already known (a client asking again after its connection
-        dropped), follow that one from `since`; a runner is made once per job."""
-        ray = self.ray
-        job_id, node = spec["job_id"], spec["node"]
-        ended = None
-        if ray.get(self.registry.record.remote(job_id)) is None:
-            ended = self._start(spec)
-        client.frame("event", {"event": "job", "id": job_id, "node": node})
-        if detach:
+        """Queue a job, or, for a job id already known (a client asking again after its connection
+        dropped), follow that one from `since`. A job that waits says why, in a note."""
+        from grid_core.types import wire
+
+        job_id = spec["job_id"]
+        found = self.queue.record(job_id) or next(iter(self.queue.store.members(job_id)), None)
+        added = [found] if found else self.queue.submit(spec)
+        first = added[0]
+        if spec.get("array"):
+            client.frame("note", f"array {job_id}: {len(added)} jobs queued ({job_id}.0 and on); "
+                                 f"see them: grid jobs list --expand")
+        elif first.state == "queued" and first.position is not None:
+            client.frame("note", f"job {job_id} is queued, position {first.position}: {first.reason} "
+                                 f"({first.waiting})")
+        client.frame("event", {"event": "job", "id": job_id, "node": first.node,
+                               "records": wire().unstructure(added[:1] if not spec.get("array") else [])})
+        if detach or spec.get("array"):
             return 0
-        return self._follow(client, job_id, since=since, ended=ended)
+        return self._follow(client, job_id, since=since)
 
-    def _start(self, spec: dict[str, Any]) -> Any:
-        """The job's record and its runner (unless another request made them first); the runner's
-        `finished` call, or None."""
-        ray = self.ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    def jobs(self, client: Client, all: bool = False) -> int:
+        from grid_core.types import wire
 
-        job_id, node = spec["job_id"], spec["node"]
-        node_id = self._newest_node_id(node)
-        added = ray.get(self.registry.add.remote({
-            "id": job_id, "node": node, "argv": spec["argv"], "cwd": spec.get("cwd"), "cpus": spec["cpus"],
-            "gpus": spec["gpus"], "memory_bytes": spec["memory_bytes"], "boost": spec.get("boost")}))
-        if not added:
-            return None
-        options: dict[str, Any] = {
-            "name": RUNNER.format(job_id), "lifetime": "detached", "max_concurrency": 4, "max_restarts": 0,
-            "num_cpus": spec["cpus"], "num_gpus": spec["gpus"],
-            # The GPU model and memory class asked for (gpus.job_resources): Ray holds the job to them too.
-            "resources": {**spec.get("resources", {}), node_resource(node): 0.001},
-            "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False),
-        }
-        if spec["memory_bytes"]:
-            options["memory"] = spec["memory_bytes"]
-        if spec.get("boost"):  # inside the boost's reservation on its node: only this target's jobs go there
-            from ray.util.placement_group import get_placement_group
-            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-            try:
-                group = get_placement_group(spec["boost"])
-            except ValueError:
-                reason = f"boost reservation {spec['boost']} is gone (released or expired)"
-                ray.get(self.registry.update.remote(job_id, {"state": "failed", "ended": time.time(),
-                                                             "reason": reason}))
-                raise ServiceError(reason) from None
-            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
-        env = {**spec.get("env", {}), "RAY_ADDRESS": self.address}
-        runner = ray.remote(JobRunner).options(**options).remote(
-            job_id, spec["argv"], spec.get("cwd"), env, self.namespace, spec.get("timeout_seconds"),
-            spec.get("retries", 0))
-        return runner.finished.remote()
-
-    def jobs(self, client: Client) -> int:
-        client.frame("result", self.ray.get(self.registry.list.remote()))
+        client.frame("result", wire().unstructure(self.queue.jobs(everything=all)))
         return 0
 
     def logs(self, client: Client, job_id: str, follow: bool = False, since: tuple[int, int] = (0, 0)) -> int:
         return self._follow(client, job_id, wait=follow, since=since)
 
     def stop_job(self, client: Client, job_id: str) -> int:
-        client.frame("result", self._stop(job_id))
+        from grid_core.types import wire
+
+        client.frame("result", wire().unstructure(self.queue.stop(job_id)))
         return 0
 
-    def _follow(self, client: Client, job_id: str, wait: bool = True, since: tuple[int, int] = (0, 0),
-                ended: Any = None) -> int:
+    def hold_job(self, client: Client, job_id: str, held: bool = True) -> int:
+        from grid_core.types import wire
+
+        client.frame("result", wire().unstructure(self.queue.hold(job_id, held)))
+        return 0
+
+    def drain(self, client: Client) -> int:
+        """For `cluster stop`: running jobs stop, recorded so; the answer is how many stay queued."""
+        client.frame("result", {"queued": self.queue.drain()})
+        return 0
+
+    def _follow(self, client: Client, job_id: str, wait: bool = True, since: tuple[int, int] = (0, 0)) -> int:
         """Send the job's output after `since` until it ends (or until caught up, without wait);
         its exit status. A client that goes away ends only this: the job runs on."""
-        ray, offsets, beat = self.ray, (int(since[0]), int(since[1])), time.monotonic()
+        from grid_core.types import ACTIVE
+
+        offsets, beat = (int(since[0]), int(since[1])), time.monotonic()
         while True:
-            chunks, offsets, info = ray.get(self.registry.read.remote(job_id, offsets))
+            chunks, offsets, info = self.queue.store.read(job_id, offsets)
             if info is None:
-                raise ServiceError(f"no job {job_id!r}")
+                raise ServiceError(f"no job {job_id!r}" + (" (an array: name one of its jobs, such as "
+                                                          f"{job_id}.0)" if self.queue.store.members(job_id) else ""))
             for stream, text in chunks:
                 client.frame("out" if stream == "stdout" else "err", text)
-            if info["state"] not in ACTIVE:
-                return int(info["exit_status"] if info["exit_status"] is not None else 1)
+            if info.state not in ACTIVE:
+                if info.exit_status is None and info.reason and wait:
+                    client.frame("note", f"job {job_id} {info.state}: {info.reason}")
+                return int(info.exit_status if info.exit_status is not None else 1)
             if not wait and not chunks:
                 return 0
             if client.gone():
@@ -422,111 +418,28 @@ class GridService:
                 # that its SSH session closed only when it writes.
                 client.frame("beat", None)
                 beat = time.monotonic()
-            if ended is not None and ray.wait([ended], timeout=0)[0]:
-                self._lost(job_id, ended)
-                ended = None
             if not chunks:
                 time.sleep(POLL_SECONDS)
 
-    def _lost(self, job_id: str, ended: Any) -> None:
-        """The runner's `finished` call returned: if it failed before the record was final, the
-        runner could not start or was lost with its node."""
-        try:
-            self.ray.get(ended)
-            return
-        except Exception as exc:
-            info = self.ray.get(self.registry.record.remote(job_id))
-            if not info or info["state"] not in ("pending", "running"):
-                return
-            where = info.get("node", "its node")
-            reason = (f"job {job_id} was lost with node {where} (unreachable, or its Ray died): "
-                      f"{type(exc).__name__}") if info["state"] == "running" else \
-                f"job {job_id} failed to start on {where}: {exc}"
-        self.ray.get(self.registry.update.remote(job_id, {"state": "failed", "ended": time.time(), "reason": reason}))
-        raise ServiceError(reason)
-
-    def _stop(self, job_id: str) -> dict[str, Any]:
-        ray = self.ray
-        try:
-            runner = ray.get_actor(RUNNER.format(job_id))
-        except ValueError:
-            runner = None
-        if runner is not None:
-            with contextlib.suppress(Exception):  # it ended meanwhile
-                ray.get(runner.stop.remote(), timeout=30)
-        info = ray.get(self.registry.record.remote(job_id))
-        if info is None:
-            raise ServiceError(f"no job {job_id!r}")
-        deadline = time.monotonic() + 10
-        while info["state"] in ("pending", "running") and time.monotonic() < deadline:
-            if runner is None or info["state"] == "pending":
-                ray.get(self.registry.update.remote(job_id, {"state": "stopped", "ended": time.time()}))
-                if runner is not None:
-                    ray.kill(runner)
-            time.sleep(POLL_SECONDS)
-            info = ray.get(self.registry.record.remote(job_id))
-        return dict(info)
-
-    def _end_jobs_in(self, group: str) -> None:
-        """Before a boost's reservation goes (expiry, release, preemption): the jobs running in it
-        get SIGTERM and the runner's grace period (jobs.STOP_GRACE) to finish, and are recorded
-        as ended by the boost. Removing the reservation would kill them without a record."""
-        ray = self.ray
-        inside = [j for j in ray.get(self.registry.list.remote()) if j.get("boost") == group and j["state"] in ACTIVE]
-        stops = []
-        for job in inside:
-            ray.get(self.registry.update.remote(job["id"], {"reason": f"ended with the boost reservation {group}"}))
-            with contextlib.suppress(ValueError):
-                stops.append(ray.get_actor(RUNNER.format(job["id"])).stop.remote())
-        with contextlib.suppress(Exception):  # a runner that is gone already is the reaper's
-            ray.get(stops, timeout=30)
-
-    def _reap(self) -> None:
-        """Every few seconds: an agent for each node of the config, and jobs whose runner is gone
-        without recording an end (its node lost, Ray killed it) recorded as failed, so every job
-        reaches a final state and `jobs logs --follow` returns. The first round waits for the
-        first answer (or REAP_SECONDS): a worker process per node starting at once took the CPU
+    def _agents(self) -> None:
+        """Every few seconds, an agent for each node of the config. The first round waits for the
+        first answer (or AGENT_SECONDS): a worker process per node starting at once took the CPU
         that `cluster start`'s last step, which asks this service, needs (16 nodes on 2 cores: that
         step took 6.0 s before, 3.9 s after; the last agent reported 4.6 s after start returned)."""
-        ray = self.ray
-        self.answered.wait(REAP_SECONDS)
+        self.answered.wait(AGENT_SECONDS)
         while True:
             try:
                 self._ensure_agents()
-                for job in ray.get(self.registry.list.remote()):
-                    if job["state"] not in ACTIVE or time.time() - job["submitted"] < 2 * REAP_SECONDS:
-                        continue
-                    try:
-                        ray.get_actor(RUNNER.format(job["id"]))
-                        continue
-                    except ValueError:
-                        pass
-                    reason = job.get("reason") or (f"its runner on {job['node']} ended without an exit status "
-                                                   "(the node was lost, or Ray ended it)")
-                    ray.get(self.registry.update.remote(job["id"], {"state": "failed", "ended": time.time(),
-                                                                    "reason": reason}))
-            except Exception:  # a tidy-up: one failed round must not end it
+            except Exception:  # one failed round must not end it
                 traceback.print_exc()
-            time.sleep(REAP_SECONDS)
-
-    def _newest_node_id(self, name: str) -> str:
-        """The node id behind a grid node name: the newest alive one, because after a repair the GCS
-        lists the killed raylet as alive too until its health checks fail, with the same resource."""
-        from ray._private.worker import global_worker
-
-        resource = node_resource(name)
-        found = [(info.start_time_ms, node_id.hex())
-                 for node_id, info in global_worker.gcs_client.get_all_node_info(timeout=30).items()  # type: ignore[attr-defined]
-                 if info.state == 0 and resource in info.resources_total]
-        if not found:
-            raise ServiceError(f"node {name} is not in the Ray cluster")
-        return max(found)[1]
+            time.sleep(AGENT_SECONDS)
 
 
 HANDLERS: dict[str, Callable[..., int]] = {
     "nodes": GridService.nodes, "status": GridService.status, "boost_groups": GridService.boost_groups,
     "offload": GridService.offload,
     "run": GridService.run, "jobs": GridService.jobs, "logs": GridService.logs, "stop_job": GridService.stop_job,
+    "hold_job": GridService.hold_job, "drain": GridService.drain,
 }
 
 
@@ -580,7 +493,7 @@ def ensure(args: argparse.Namespace, config: dict[str, Any]) -> int:
         nodes = [n["name"] for n in config.get("nodes", []) if isinstance(n, dict) and "name" in n]
         _end(ray, args.namespace, [SERVICE, *(AGENT.format(name) for name in nodes)])
     service: Any = ray.remote(GridService).options(
-        name=SERVICE, lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1, max_concurrency=8,
+        name=SERVICE, lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1, max_concurrency=32,
         resources={node_resource(args.head): 0.001},
     ).remote(config, args.namespace, args.head, args.address, args.directory)
     try:

@@ -1,0 +1,151 @@
+"""Which waiting jobs start now, where, and why the others wait: the queue's rules, without an engine.
+
+Each event (a submission, a job's end, a node's join, a hold's release) the service asks `plan`
+with the waiting jobs, the running ones and each node's capacity, and starts what it answers.
+
+- The scheduler orders the waiting jobs (its `order`, else priority, then submission) and places
+  each one (its `choose`), as HTCondor's negotiator and Slurm's main loop do.
+- No starvation: a job that some node could hold but none can now reserves what it lacks on the
+  node closest to holding it. Jobs behind it may use only what that leaves (Slurm's backfill,
+  without time estimates: what the reserving job cannot use).
+- A waiting job says why: `resources` (no node has room), `priority` (room there is, but an earlier
+  job reserved it), `dependency` (--after), `held` (grid jobs hold), `limit` (its array's cap).
+- A held node (its owner is busy: docs/offload.md) is no candidate at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from grid_core.types.jobs import JobRecord
+from grid_core.types.readings import NodeView, WorkRequest
+
+KEYS = ("CPU", "GPU", "memory")
+
+
+@attrs.frozen
+class Slot:
+    """One node as the planner sees it: the scheduler's view, what it has in all, what is free now."""
+
+    view: NodeView
+    total: Mapping[str, float]
+    free: Mapping[str, float]
+
+
+@attrs.frozen
+class Waiting:
+    why: str  # resources, priority, dependency, held, limit
+    position: int  # 1: next in line
+    reason: str  # in words, for `jobs list` and the submitter
+
+
+@attrs.frozen
+class Plan:
+    start: list[tuple[JobRecord, str]]  # (job, node), in the order they should start
+    waiting: dict[str, Waiting]
+    cancel: list[tuple[JobRecord, str]]  # jobs that can never start now (a dependency failed), and why
+
+
+def request(job: JobRecord) -> WorkRequest:
+    return WorkRequest(cpus=job.cpus, gpus=job.gpus, memory_bytes=job.memory_bytes,
+                       gpu_types=job.gpu_types, gpu_memory_bytes=job.gpu_memory_bytes)
+
+
+def asks(job: JobRecord) -> dict[str, float]:
+    return {"CPU": job.cpus, "GPU": job.gpus, "memory": float(job.memory_bytes)}
+
+
+def lacks(job: JobRecord, have: Mapping[str, float]) -> str | None:
+    """The first resource `have` has too little of for the job, in words; None when it fits."""
+    for key, amount in asks(job).items():
+        if amount > have.get(key, 0.0) + 1e-9:
+            return f"{amount:g} {key}" if key != "memory" else f"{amount / 2**30:.1f} GiB memory"
+    return None
+
+
+def default_order(jobs: Sequence[JobRecord]) -> list[JobRecord]:
+    """Priority, higher first, then submission order."""
+    return sorted(jobs, key=lambda j: (-j.priority, j.seq))
+
+
+def could_hold(job: JobRecord, slot: Slot, gpus_fit: Callable[[JobRecord, NodeView], bool]) -> bool:
+    """Whether the node could ever hold the job: named by it (if it names one), big enough, its GPUs."""
+    named = not job.pinned or job.node == slot.view.name
+    return named and lacks(job, slot.total) is None and gpus_fit(job, slot.view)
+
+
+def plan(waiting: Sequence[JobRecord], running: Sequence[JobRecord], slots: Sequence[Slot],
+         scheduler: Any, after: Mapping[str, str],
+         gpus_fit: Callable[[JobRecord, NodeView], bool] = lambda _job, _view: True) -> Plan:
+    """The jobs to start now and where; why each other waits, and its place in line.
+
+    `after` maps every job id that a waiting job names in --after to that job's state (an array's
+    id: `succeeded` once all its members did, a final state once one ended otherwise)."""
+    free = {s.view.name: {k: float(s.free.get(k, 0.0)) for k in KEYS} for s in slots}
+    open_ = {name: dict(have) for name, have in free.items()}  # free less what started, not less reservations
+    running_in = dict[str, int]()
+    for job in running:
+        if job.array_id:
+            running_in[job.array_id] = running_in.get(job.array_id, 0) + 1
+    order = getattr(scheduler, "order", None)
+    ordered = list(order(list(waiting))) if order else default_order(waiting)
+    start, cancel, held_back = [], [], {}
+    position = 0
+
+    def wait(job: JobRecord, why: str, reason: str) -> None:
+        nonlocal position
+        position += 1
+        held_back[job.id] = Waiting(why, position, reason)
+
+    for job in ordered:
+        states = [after.get(dep, "unknown") for dep in job.after]
+        failed = next(((dep, s) for dep, s in zip(job.after, states, strict=True)
+                       if s not in ("succeeded", "queued", "running")), None)
+        if failed:
+            cancel.append((job, f"dependency: job {failed[0]} {failed[1]}"))
+            continue
+        if job.held:
+            wait(job, "held", "held: grid jobs release " + job.id)
+            continue
+        if any(s != "succeeded" for s in states):
+            pending = [dep for dep, s in zip(job.after, states, strict=True) if s != "succeeded"]
+            wait(job, "dependency", f"waits for job {', '.join(pending)} to succeed")
+            continue
+        if job.array_id and job.array_cap and running_in.get(job.array_id, 0) >= job.array_cap:
+            wait(job, "limit", f"array {job.array_id} runs at most {job.array_cap} at once")
+            continue
+        candidates = [s for s in slots if not s.view.held and could_hold(job, s, gpus_fit)]
+        if not candidates:
+            held = [s.view.name for s in slots if s.view.held]
+            wait(job, "resources", "no running node can hold it now" + (f" ({', '.join(held)} held)" if held else ""))
+            continue
+        views = tuple(attrs.evolve(s.view, available=free[s.view.name]) for s in candidates)
+        chosen = scheduler.choose(request(job), views)
+        if chosen is not None and chosen.name in free and lacks(job, free[chosen.name]) is None:
+            start.append((job, chosen.name))
+            for key, amount in asks(job).items():
+                free[chosen.name][key] -= amount
+                open_[chosen.name][key] -= amount
+            if job.array_id:
+                running_in[job.array_id] = running_in.get(job.array_id, 0) + 1
+            continue
+        # Reserve on the candidate closest to holding it: what it lacks there, no one behind it takes.
+        best = max(candidates, key=lambda s: _closeness(job, free[s.view.name]))
+        short = lacks(job, free[best.view.name]) or "room"
+        if any(lacks(job, open_[s.view.name]) is None for s in candidates):
+            wait(job, "priority", f"room there is, but earlier jobs reserved it (on {best.view.name})")
+        else:
+            wait(job, "resources", f"no node has {short} free now (it keeps {best.view.name}'s for itself)")
+        for key, amount in asks(job).items():
+            free[best.view.name][key] = max(0.0, free[best.view.name][key] - amount)
+    return Plan(start, held_back, cancel)
+
+
+def _closeness(job: JobRecord, free: Mapping[str, float]) -> tuple[float, float]:
+    """How near the node is to holding the job: the smallest share of each ask that is free, then
+    the most free CPUs."""
+    shares = [min(1.0, free.get(k, 0.0) / amount) for k, amount in asks(job).items() if amount > 0]
+    return (min(shares) if shares else 1.0, free.get("CPU", 0.0))

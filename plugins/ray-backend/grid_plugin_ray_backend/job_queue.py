@@ -1,0 +1,417 @@
+"""The queue's Ray side, in the grid service on the head: the store's one writer, and the planner.
+
+grid_core.queue holds the rules (order, placement, why a job waits) and the store; this module
+reads what they need from Ray (each node's capacity, what is free), starts a runner
+(jobs.JobRunner) for each job the plan starts, and commits what runners report.
+
+- Events, not polls: a submission, a runner's report of a job's end, a hold's release or a node's
+  join (the agents' reports) wake the planner. A timer of SAFETY_SECONDS is only a safety net.
+- What is free on a node is the smaller of Ray's own figure and the node's total less the jobs
+  this queue started there: Ray's figure lags a runner's start and end by a moment, and ours
+  does not see holds, boosts and work of Ray's own.
+- A job is `running` from the moment its runner exists; a `running` job whose runner is gone
+  (its node lost, the whole cluster restarted) ends as `lost`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from grid_core.queue.plan import KEYS, Slot, Waiting, lacks, plan
+from grid_core.queue.store import JobStore
+from grid_core.types.jobs import ACTIVE, JobRecord
+from grid_plugin_ray_backend.jobs import RUNNER, JobRunner
+from grid_plugin_ray_backend.layout import node_resource
+
+if TYPE_CHECKING:
+    from grid_core.config import ClusterConfig
+
+SAFETY_SECONDS = 2.0  # the planner runs at least this often while jobs wait
+LAG_SECONDS = 0.05  # how soon it looks again while Ray's figures lag its own
+LAG_TRIES = 60  # ... for at most this many looks after an event
+REAP_SECONDS = 5.0  # how often running jobs whose runner is gone are looked for
+PRUNE_SECONDS = 60.0
+STOPPED_BY_CLUSTER = "stopped by grid cluster stop"
+
+
+class QueueError(Exception):
+    """A request the queue refuses (the service sends it as an error frame)."""
+
+
+def store_directory(service_directory: str) -> str:
+    """Where the store lives on the head: grid's state directory there, which a reboot keeps
+    (the service's own directory is under /tmp), named as that directory is (one per user, cluster
+    and node)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "grid", "jobs", os.path.basename(service_directory.rstrip("/")))
+
+
+class JobQueue:
+    """The cluster's jobs: submitted, planned, started, reported, stopped, listed."""
+
+    def __init__(self, ray: Any, namespace: str, address: str, controller: Any, directory: str) -> None:
+        self.ray, self.namespace, self.address, self.controller = ray, namespace, address, controller
+        self.store = JobStore(store_directory(directory))
+        self.waiting: dict[str, Waiting] = {}  # the last plan's word on each waiting job
+        self.lock = threading.RLock()  # one plan at a time, and no start crosses a stop
+        self.wake = threading.Event()
+        self.draining = False  # `cluster stop` under way: nothing new starts
+        self._lost_without_runner("the cluster or its head restarted while it ran")
+        threading.Thread(target=self._planner, name="grid-queue", daemon=True).start()
+        threading.Thread(target=self._reaper, name="grid-queue-reaper", daemon=True).start()
+
+    @property
+    def config(self) -> ClusterConfig:
+        config: ClusterConfig = self.controller.rules.config
+        return config
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit(self, spec: Mapping[str, Any], user: str = "") -> list[JobRecord]:
+        """Commit the job (an array: each member) and plan at once; the records as they then stand.
+        A job that no running node could ever hold is refused, naming what the cluster has."""
+        import attrs
+
+        from grid_core.types import JobSpec, wire
+
+        job: JobSpec = wire().structure(dict(spec), JobSpec)
+        job_id = str(job.job_id)
+        self._check_after(job.after)
+        slots = self._slots()
+        self._check_fits(job, slots)
+        base = JobRecord(id=job_id, node=job.node, argv=job.argv, state="queued", submitted=time.time(), user=user,
+                         priority=job.priority, cwd=job.cwd, cpus=job.cpus, gpus=job.gpus,
+                         memory_bytes=job.memory_bytes, gpu_types=job.gpu_types, gpu_memory_bytes=job.gpu_memory_bytes,
+                         boost=job.boost, after=job.after, timeout_seconds=job.timeout_seconds, held=job.held,
+                         pinned=job.node is not None)
+        runner = {"env": dict(job.env), "resources": dict(job.resources), "retries": job.retries}
+        rows = [(attrs.evolve(base, id=f"{job_id}.{i}", array_id=job_id, array_index=i, array_cap=job.array_cap),
+                 runner) for i in job.array] or [(base, runner)]
+        with self.lock:
+            if any(self.store.get(r.id) for r, _ in rows):
+                raise QueueError(f"job {job_id} exists already")
+            added = self.store.add(rows)
+            self.dispatch()
+        return [self.record(r.id) or r for r in added]
+
+    def _check_after(self, after: Sequence[str]) -> None:
+        for dep in after:
+            if self.store.get(dep) is None and not self.store.members(dep):
+                raise QueueError(f"--after {dep}: no such job")
+
+    def _check_fits(self, job: Any, slots: Sequence[Slot]) -> None:
+        from grid_core import gpus
+        from grid_core.types import WorkRequest
+
+        if not slots:
+            raise QueueError(f"cluster {self.config.name!r} has no running node; start it with grid cluster start")
+        names = {s.view.name for s in slots}
+        if job.node is not None:
+            self.config.node(job.node)  # an unknown name is a config error naming the nodes
+            if job.node not in names:
+                raise QueueError(f"node {job.node} is not running in cluster {self.config.name!r}")
+            slots = [s for s in slots if s.view.name == job.node]
+        request = WorkRequest(cpus=job.cpus, gpus=job.gpus, memory_bytes=job.memory_bytes,
+                              gpu_types=job.gpu_types, gpu_memory_bytes=job.gpu_memory_bytes)
+        probe = JobRecord(id="", node=None, argv=(), state="queued", submitted=0.0, cpus=job.cpus, gpus=job.gpus,
+                          memory_bytes=job.memory_bytes)
+        if gpus.asks_kind(request) and (problem := gpus.shortfall(request, {s.view.name: s.view.gpus for s in slots})):
+            raise QueueError(problem)
+        if all(lacks(probe, s.total) or not self._gpus_fit(probe, s.view, request) for s in slots):
+            have = "; ".join(f"{s.view.name} has {_amounts(s.total)}" for s in slots)
+            raise QueueError(f"no node could ever hold the job ({_amounts(_asks(job))}): {have}")
+
+    # ------------------------------------------------------------------ planning
+
+    def _slots(self) -> list[Slot]:
+        """Each running node of the config: its view for the scheduler, its total, what is free."""
+        from ray._private.state import available_resources_per_node
+
+        from grid_core import gpus
+        from grid_core.types import NodeView
+        from grid_plugin_ray_backend.layout import grid_names
+
+        alive = [n for n in self.ray.nodes() if n["Alive"]]
+        names = grid_names(alive)
+        totals = {names[n["NodeID"]]: n["Resources"] for n in alive if n["NodeID"] in names}
+        available = {names[i]: res for i, res in available_resources_per_node().items() if i in names}
+        used: dict[str, dict[str, float]] = {}
+        for job in self.store.active.values():
+            if job.state == "running" and job.node and not job.boost:
+                mine = used.setdefault(job.node, dict.fromkeys(KEYS, 0.0))
+                mine["CPU"] += job.cpus
+                mine["GPU"] += job.gpus
+                mine["memory"] += job.memory_bytes
+        readings = {name: m for name, (_, m, _) in self.controller.fresh_readings().items()}
+        held = set(self.controller.rules.holds)
+        slots = []
+        for node in self.config.nodes:
+            if node.name not in totals:
+                continue
+            total = {k: float(totals[node.name].get(k, 0.0)) for k in KEYS}
+            ours = used.get(node.name, {})
+            free = {k: min(total[k] - ours.get(k, 0.0), float(available.get(node.name, {}).get(k, 0.0))) for k in KEYS}
+            found = gpus.read_or_declared(node, readings.get(node.name))[0]
+            view = NodeView(name=node.name, role="head" if node.is_head else "worker", metrics=readings.get(node.name),
+                            held=node.name in held, tags=tuple(node.tags), gpus=found)
+            slots.append(Slot(view, total, free))
+        return slots
+
+    @staticmethod
+    def _gpus_fit(job: JobRecord, view: Any, request: Any = None) -> bool:
+        from grid_core import gpus
+        from grid_core.queue.plan import request as request_of
+
+        request = request or request_of(job)
+        return not gpus.asks_kind(request) or gpus.satisfies(view.gpus, request)
+
+    def _after_states(self, jobs: Sequence[JobRecord]) -> dict[str, str]:
+        states = {}
+        for dep in {d for j in jobs for d in j.after}:
+            found = self.store.get(dep)
+            if found is not None:
+                states[dep] = found.state
+                continue
+            members = [m.state for m in self.store.members(dep)] or ["unknown"]
+            final = [s for s in members if s not in ACTIVE and s != "succeeded"]
+            states[dep] = final[0] if final else "succeeded" if all(s == "succeeded" for s in members) else "queued"
+        return states
+
+    def dispatch(self) -> bool:
+        """Plan once and start what the plan says; whether Ray's figures lag ours (look again soon)."""
+        from grid_core import plugins
+
+        with self.lock:
+            if self.draining:
+                return False
+            active = list(self.store.active.values())
+            for job in active:  # a boost's job goes into its reservation, which the CLI found room in
+                if job.state == "queued" and job.boost and job.node:
+                    self._start(job, job.node)
+            waiting = [j for j in active if j.state == "queued" and not j.boost]
+            if not waiting:
+                self.waiting = {}
+                return False
+            slots = self._slots()
+            scheduler = plugins.host().get("grid_schedulers", self.config.scheduler.name).factory()
+            running = [j for j in active if j.state == "running"]
+            result = plan(waiting, running, slots, scheduler, self._after_states(waiting), self._gpus_fit)
+            now = time.time()
+            for job, why in result.cancel:
+                self.store.update(job.id, state="stopped", ended=now, reason=why)
+            for job, node in result.start:
+                self._start(job, node)
+            self.waiting = result.waiting
+            lagging = any(s.free.get("CPU", 0.0) < s.total.get("CPU", 0.0) - self._ours(s.view.name) - 1e-9
+                          for s in slots)
+            return bool(result.waiting) and lagging
+
+    def _ours(self, node: str) -> float:
+        return sum(j.cpus for j in self.store.active.values() if j.state == "running" and j.node == node
+                   and not j.boost)
+
+    def _start(self, job: JobRecord, node: str) -> None:
+        """The job's runner on `node`; the job is `running` from now (its record says where)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from grid_core import gpus
+
+        spec = self.store.spec(job.id)
+        resources = dict(spec.get("resources", {}))
+        request = None
+        if job.gpu_types or job.gpu_memory_bytes:
+            from grid_core.queue.plan import request as request_of
+
+            request = request_of(job)
+            slot = next(s for s in self._slots() if s.view.name == node)
+            resources |= gpus.job_resources(request, slot.view.gpus, self._resource_names(node))
+        options: dict[str, Any] = {
+            "name": RUNNER.format(job.id), "lifetime": "detached", "max_concurrency": 4, "max_restarts": 0,
+            "num_cpus": job.cpus, "num_gpus": job.gpus,
+            "resources": {**resources, node_resource(node): 0.001},
+        }
+        if job.memory_bytes:
+            options["memory"] = job.memory_bytes
+        try:
+            if job.boost:  # inside the boost's reservation on its node: only this target's jobs go there
+                from ray.util.placement_group import get_placement_group
+                from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+                try:
+                    group = get_placement_group(job.boost)
+                except ValueError:
+                    raise QueueError(f"boost reservation {job.boost} is gone (released or expired)") from None
+                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
+            else:
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self._node_id(node), soft=False)
+            env = {**spec.get("env", {}), "RAY_ADDRESS": self.address, "GRID_JOB_ID": job.id}
+            if job.array_id:
+                env |= {"GRID_ARRAY_ID": job.array_id, "GRID_ARRAY_INDEX": str(job.array_index)}
+            self.store.update(job.id, state="running", node=node, reason=None)
+            self.ray.remote(JobRunner).options(**options).remote(
+                job.id, job.argv, job.cwd, env, self.namespace, job.timeout_seconds, int(spec.get("retries", 0)))
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, QueueError) else f"could not start on {node}: {exc}"
+            self.store.update(job.id, state="failed", ended=time.time(), reason=reason)
+
+    def _resource_names(self, node: str) -> set[str]:
+        return {k for n in self.ray.nodes() if n["Alive"] and node_resource(node) in n["Resources"]
+                for k in n["Resources"]}
+
+    def _node_id(self, name: str) -> str:
+        """The newest alive Ray node behind a grid node name: after a repair the GCS lists the
+        killed raylet as alive too until its health checks fail, with the same resource."""
+        resource = node_resource(name)
+        found = [(n.get("StartTime", 0), n["NodeID"]) for n in self.ray.nodes()
+                 if n["Alive"] and resource in n["Resources"]]
+        if not found:
+            raise QueueError(f"node {name} is not in the Ray cluster")
+        return str(max(found)[1])
+
+    def _planner(self) -> None:
+        lag = 0
+        while True:
+            self.wake.wait(LAG_SECONDS if 0 < lag < LAG_TRIES else SAFETY_SECONDS)
+            if self.wake.is_set():
+                self.wake.clear()
+                lag = 0
+            try:
+                lag = lag + 1 if self.dispatch() else 0
+            except Exception:  # one failed round must not end it
+                traceback.print_exc()
+
+    # ------------------------------------------------------------------ what runners report
+
+    def report(self, job_id: str, chunks: Sequence[tuple[str, str]], fields: Mapping[str, Any]) -> None:
+        """A runner's output (kept on disk before this returns) and changes to its record."""
+        self.store.append(job_id, [(str(s), str(t)) for s, t in chunks])
+        if fields:
+            job = self.store.update(job_id, **{k: v for k, v in fields.items() if k in UPDATABLE})
+            if job is not None and job.state not in ACTIVE:
+                self.wake.set()
+
+    # ------------------------------------------------------------------ what users ask
+
+    def record(self, job_id: str) -> JobRecord | None:
+        """The record, with its place in line while it waits."""
+        import attrs
+
+        job = self.store.get(job_id)
+        if job is not None and job.state == "queued" and job_id in self.waiting:
+            why = self.waiting[job_id]
+            job = attrs.evolve(job, waiting=why.why, position=why.position, reason=why.reason)
+        return job
+
+    def jobs(self, everything: bool = False) -> list[JobRecord]:
+        """The active jobs and the recent finished ones (the last day's, at most RECENT); all with `everything`."""
+        finished = self.store.finished() if everything else self.store.finished(RECENT, time.time() - 86400)
+        active = [self.record(j) for j in list(self.store.active)]
+        return sorted([*finished, *(j for j in active if j is not None)], key=lambda j: j.seq)
+
+    def matching(self, job_id: str) -> list[JobRecord]:
+        """The job, or every member of the array with that id."""
+        found = self.store.get(job_id)
+        members = [] if found else self.store.members(job_id)
+        if not found and not members:
+            raise QueueError(f"no job {job_id!r}")
+        return [found] if found else members
+
+    def hold(self, job_id: str, held: bool) -> list[JobRecord]:
+        """Hold (or release) a waiting job, or an array's waiting members."""
+        with self.lock:
+            jobs = self.matching(job_id)
+            waiting = [j for j in jobs if j.state == "queued"]
+            if not waiting:
+                raise QueueError(f"job {job_id} is {jobs[0].state}: only a waiting job can be held or released")
+            changed = [self.store.update(j.id, held=held) for j in waiting]
+        self.wake.set()
+        return [j for j in changed if j is not None]
+
+    def stop(self, job_id: str) -> list[JobRecord]:
+        """Stop the job, or every member of the array: a waiting one never starts, a running one gets
+        SIGTERM and then SIGKILL (jobs.STOP_GRACE)."""
+        with self.lock:
+            jobs = self.matching(job_id)
+            now = time.time()
+            for job in jobs:
+                if job.state == "queued":
+                    self.store.update(job.id, state="stopped", ended=now, reason="stopped before it started")
+        self._stop_running([j for j in jobs if j.state == "running"], reason=None)
+        self.wake.set()
+        return [self.store.get(j.id) or j for j in jobs]
+
+    def _stop_running(self, jobs: Sequence[JobRecord], reason: str | None) -> None:
+        """Stop these jobs' runners at once, and wait for each to record its end (or say so for it)."""
+        stops = {}
+        for job in jobs:
+            if reason:
+                self.store.update(job.id, reason=reason)
+            try:
+                stops[job.id] = self.ray.get_actor(RUNNER.format(job.id), namespace=self.namespace).stop.remote()
+            except ValueError:
+                self.store.update(job.id, state="stopped", ended=time.time())
+        with contextlib.suppress(Exception):  # a runner that is gone: recorded below
+            self.ray.get(list(stops.values()), timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(j in self.store.active for j in stops):
+            time.sleep(0.05)
+        for job_id in stops:
+            self.store.update(job_id, state="stopped", ended=time.time())  # no-op where the runner recorded it
+
+    def drain(self) -> int:
+        """For `cluster stop`: running jobs end, recorded as stopped by it; waiting ones stay
+        queued for the next start. How many wait."""
+        with self.lock:
+            self.draining = True
+        self._stop_running([j for j in self.store.active.values() if j.state == "running"], STOPPED_BY_CLUSTER)
+        return sum(1 for j in self.store.active.values() if j.state == "queued")
+
+    def end_jobs_in(self, group: str) -> None:
+        """Before a boost's reservation goes: its jobs end, recorded as ended by it."""
+        inside = [j for j in self.store.active.values() if j.boost == group and j.state == "running"]
+        self._stop_running(inside, f"ended with the boost reservation {group}")
+
+    # ------------------------------------------------------------------ tidying
+
+    def _lost_without_runner(self, why: str, older_than: float = 0.0) -> None:
+        for job in [j for j in self.store.active.values() if j.state == "running"]:
+            if time.time() - (job.started or job.submitted) < older_than:
+                continue
+            try:
+                self.ray.get_actor(RUNNER.format(job.id), namespace=self.namespace)
+            except ValueError:
+                self.store.update(job.id, state="lost", ended=time.time(),
+                                  reason=f"its runner on {job.node} ended without an exit status ({why})")
+                self.wake.set()
+
+    def _reaper(self) -> None:
+        pruned = 0.0
+        while True:
+            time.sleep(REAP_SECONDS)
+            try:
+                self._lost_without_runner("the node was lost, or Ray ended it", older_than=2 * REAP_SECONDS)
+                if time.monotonic() - pruned > PRUNE_SECONDS:
+                    pruned = time.monotonic()
+                    keep = self.config.queue
+                    self.store.prune(keep.keep_records, keep.keep_days * 86400, int(keep.keep_output_gb * 2**30))
+            except Exception:  # a tidy-up: one failed round must not end it
+                traceback.print_exc()
+
+
+UPDATABLE = frozenset({"state", "exit_status", "started", "ended", "pid", "hostname", "reason"})
+RECENT = 200  # finished jobs `jobs list` shows without --all
+
+
+def _asks(job: Any) -> dict[str, float]:
+    return {"CPU": job.cpus, "GPU": job.gpus, "memory": float(job.memory_bytes)}
+
+
+def _amounts(have: Mapping[str, float]) -> str:
+    return ", ".join(f"{have.get('memory', 0) / 2**30:.1f} GiB memory" if k == "memory" else f"{have.get(k, 0):g} {k}"
+                     for k in KEYS)
