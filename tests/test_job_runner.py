@@ -1,5 +1,5 @@
 """A job's runner (jobs.JobRunner) starting and stopping its command, with real processes and a
-registry the test keeps; the Ray actor around it is tested in test_ray_local.py."""
+reporter the test keeps; the Ray actor around it is tested in test_ray_local.py."""
 
 from __future__ import annotations
 
@@ -8,28 +8,27 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from grid_plugin_ray_backend.jobs import JobRunner
+from grid_plugin_ray_backend.jobs import JobRunner, Reporter
 
 
-class Call:
-    def __init__(self, log: list[tuple[str, Any]], name: str) -> None:
-        self.log, self.name = log, name
-
-    def remote(self, _job_id: str, value: Any) -> None:
-        self.log.append((self.name, value))
-
-
-class Registry:
-    """What the runner calls on grid-jobs: append(job, chunks) and update(job, fields)."""
+class Registry(Reporter):
+    """The runner's reports (jobs.Reporter), kept here instead of sent to the service."""
 
     def __init__(self) -> None:
+        super().__init__("j", "ns")
         self.log: list[tuple[str, Any]] = []
-        self.append, self.update = Call(self.log, "append"), Call(self.log, "update")
+
+    def _send(self, chunks: Sequence[tuple[str, str]], fields: Mapping[str, Any]) -> None:
+        self.log.append(("update", dict(fields)) if fields else ("append", list(chunks)))
+
+    def running(self) -> bool:
+        return any(name == "update" and value.get("state") == "running" for name, value in self.log)
 
     def running(self) -> bool:
         return any(name == "update" and value.get("state") == "running" for name, value in self.log)
@@ -104,36 +103,3 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def test_a_reader_resumes_each_stream_where_it_stood() -> None:
-    """The registry's offsets per stream: a client that had part of the output (a chunk of one
-    stream, or only part of a chunk) gets exactly the rest, in order, from any point."""
-    from grid_plugin_ray_backend.jobs import JobRegistry
-
-    registry = JobRegistry()
-    assert registry.add({"id": "j"}) and not registry.add({"id": "j"})  # a second run of the id changes nothing
-    chunks = [("stdout", "1\n2\n"), ("stderr", "warn\n"), ("stdout", "3\n"), ("stderr", "é\n"), ("stdout", "4\n")]
-    registry.append("j", chunks[:2])
-    registry.append("j", chunks[2:])
-    whole = "".join(f"{stream}:{text}" for stream, text in chunks)
-    for cut in range(len(chunks) + 1):  # having read whole chunks
-        had = [sum(len(t) for s, t in chunks[:cut] if s == name) for name in ("stdout", "stderr")]
-        rest, stood, info = registry.read("j", had)
-        assert info is not None and stood == (8, 7)
-        assert "".join(f"{stream}:{text}" for stream, text in chunks[:cut] + rest) == whole
-    rest, _, _ = registry.read("j", (1, 0))  # part of the first chunk
-    assert rest[0] == ("stdout", "\n2\n") and len(rest) == len(chunks)
-    assert registry.read("j", (8, 7))[0] == [] and registry.read("nobody", (0, 0))[2] is None
-
-
-def test_output_beyond_the_limit_is_dropped_from_the_front_and_offsets_still_count_it(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from grid_plugin_ray_backend import jobs
-
-    monkeypatch.setattr(jobs, "MAX_OUTPUT_CHARS", 4)
-    registry = jobs.JobRegistry()
-    registry.add({"id": "j"})
-    registry.append("j", [("stdout", "ab"), ("stderr", "cd"), ("stdout", "ef")])
-    assert registry.read("j", (0, 0))[:2] == ([("stderr", "cd"), ("stdout", "ef")], (4, 2))
-    assert registry.read("j", (3, 2))[0] == [("stdout", "f")]

@@ -136,9 +136,9 @@ def plan(waiting: Sequence[JobRecord], running: Sequence[JobRecord], slots: Sequ
         best = max(candidates, key=lambda s: _closeness(job, free[s.view.name]))
         short = lacks(job, free[best.view.name]) or "room"
         if any(lacks(job, open_[s.view.name]) is None for s in candidates):
-            wait(job, "priority", f"room there is, but earlier jobs reserved it (on {best.view.name})")
+            wait(job, "priority", f"an earlier job keeps the room on {best.view.name} for itself")
         else:
-            wait(job, "resources", f"no node has {short} free now (it keeps {best.view.name}'s for itself)")
+            wait(job, "resources", f"no node has {short} free now")
         for key, amount in asks(job).items():
             free[best.view.name][key] = max(0.0, free[best.view.name][key] - amount)
     return Plan(start, held_back, cancel)

@@ -358,8 +358,8 @@ class GridService:
             client.frame("note", f"array {job_id}: {len(added)} jobs queued ({job_id}.0 and on); "
                                  f"see them: grid jobs list --expand")
         elif first.state == "queued" and first.position is not None:
-            client.frame("note", f"job {job_id} is queued, position {first.position}: {first.reason} "
-                                 f"({first.waiting})")
+            client.frame("note", f"job {job_id} is queued, position {first.position} ({first.waiting}): "
+                                 f"{first.reason}")
         client.frame("event", {"event": "job", "id": job_id, "node": first.node,
                                "records": wire().unstructure(added[:1] if not spec.get("array") else [])})
         if detach or spec.get("array"):
