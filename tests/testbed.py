@@ -546,7 +546,9 @@ Subsystem sftp internal-sftp
                     **(node_fields or {}),
                 }
             )
-        doc: dict[str, Any] = {"name": "testbed", **extra, "nodes": entries}
+        # The job store in the workdir, not in the real /root that the hosts share (job_queue.py).
+        doc: dict[str, Any] = {"name": "testbed", "queue": {"directory": str(self.workdir / "jobs")}, **extra,
+                               "nodes": entries}
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(tomli_w.dumps(doc))

@@ -338,6 +338,9 @@ class QueueSettings:
     """The job store on the head's disk: how many finished jobs it keeps, and how much output.
     A finished job stays while it is among the newest `keep_records` or younger than `keep_days`."""
 
+    # On the head; each cluster and user gets a directory in it. None: grid's state directory
+    # there ($XDG_STATE_HOME/grid/jobs, else ~/.local/state/grid/jobs), which survives a reboot.
+    directory: str | None = None
     keep_records: AtLeastOne = 10_000
     keep_days: NonNegative = 30.0
     keep_output_gb: NonNegative = 2.0  # all finished jobs' output together; the oldest go first

@@ -44,12 +44,13 @@ class QueueError(Exception):
     """A request the queue refuses (the service sends it as an error frame)."""
 
 
-def store_directory(service_directory: str) -> str:
-    """Where the store lives on the head: grid's state directory there, which a reboot keeps
-    (the service's own directory is under /tmp), named as that directory is (one per user, cluster
-    and node)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return os.path.join(base, "grid", "jobs", os.path.basename(service_directory.rstrip("/")))
+def store_directory(config: ClusterConfig, service_directory: str) -> str:
+    """Where the store lives on the head: `queue.directory`, else grid's state directory there,
+    which a reboot keeps (the service's own directory is under /tmp); in it, a directory named as
+    the service's (one per user, cluster and head)."""
+    base = config.queue.directory or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "grid", "jobs")
+    return os.path.join(os.path.expanduser(base), os.path.basename(service_directory.rstrip("/")))
 
 
 class JobQueue:
@@ -57,7 +58,7 @@ class JobQueue:
 
     def __init__(self, ray: Any, namespace: str, address: str, controller: Any, directory: str) -> None:
         self.ray, self.namespace, self.address, self.controller = ray, namespace, address, controller
-        self.store = JobStore(store_directory(directory))
+        self.store = JobStore(store_directory(self.config, directory))
         self.waiting: dict[str, Waiting] = {}  # the last plan's word on each waiting job
         self.lock = threading.RLock()  # one plan at a time, and no start crosses a stop
         self.wake = threading.Event()

@@ -1,0 +1,260 @@
+"""The lab's queue through the real CLI, from a machine that is not a node (this one), against a
+Ray cluster on three real sshd test hosts: a head with 2 CPUs and two workers with 1.
+
+One cluster serves the module; its job store is in the test bed's workdir (testbed.py). Jobs
+write when they start into a file every host sees, so a test reads the order they ran in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import grid
+from tests.testbed import Testbed, require_testbed
+
+pytestmark = [pytest.mark.realhost, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+FINAL = ("succeeded", "failed", "stopped", "timeout", "lost")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    require_testbed()
+    root = tmp_path_factory.mktemp("queue")
+    tb = Testbed(n_hosts=3, workdir=root / "tb")
+    try:
+        config = tb.write_grid_config(root / "grid.toml", name="q", ssh={"connect_timeout": 3.0},
+                                      node_fields={"cpu_count": 1, "memory_gb": 1}, backend={"venv": sys.prefix})
+        config.write_text(config.read_text().replace("cpu_count = 1", "cpu_count = 2", 1))  # the head's
+        (root / "home").mkdir()
+        env = {"HOME": str(root / "home"), "GRID_STATE_DIR": str(root / "state"), "XDG_STATE_HOME": str(root / "xdg"),
+               "RAY_AUTH_MODE": "disabled", "GRID_CONFIG": str(config)}
+        started = grid("cluster", "start", "--json", env=env, timeout=300)
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield {"tb": tb, "env": env, "shared": tb.workdir, "root": root}
+        grid("cluster", "stop", env=env, timeout=120)
+    finally:
+        tb.close()  # kills the hosts, and the Ray inside them, whatever the tests left
+
+
+def cli(lab: dict[str, Any], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return grid(*args, env=lab["env"], timeout=timeout)
+
+
+def submit(lab: dict[str, Any], *args: str) -> str:
+    """A detached job's id."""
+    result = cli(lab, "run", "--detach", *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def records(lab: dict[str, Any], *extra: str) -> dict[str, dict[str, Any]]:
+    result = cli(lab, "jobs", "list", "--json", "--all", *extra)
+    assert result.returncode == 0, result.stderr
+    return {j["id"]: j for j in json.loads(result.stdout)}
+
+
+def until(lab: dict[str, Any], ids: list[str], done: Callable[[dict[str, Any]], bool] = lambda j: j["state"] in FINAL,
+          timeout: float = 90) -> dict[str, dict[str, Any]]:
+    """The jobs' records once each is `done` (by default: ended)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = records(lab)
+        if all(i in found and done(found[i]) for i in ids) or time.monotonic() > deadline:
+            assert all(done(found[i]) for i in ids), {i: found.get(i) for i in ids}
+            return found
+        time.sleep(0.3)
+
+
+def note(lab: dict[str, Any], tag: str, seconds: float = 0) -> list[str]:
+    """A job that writes `tag` into the shared log when it starts, then sleeps."""
+    return ["sh", "-c", f"echo {tag} >> {lab['shared']}/started; sleep {seconds}"]
+
+
+def started_order(lab: dict[str, Any]) -> list[str]:
+    path = Path(lab["shared"], "started")
+    order = path.read_text().split() if path.exists() else []
+    path.unlink(missing_ok=True)
+    return order
+
+
+def most_at_once(jobs: list[dict[str, Any]]) -> int:
+    """The most of these jobs that ran at one moment, from their records."""
+    edges = sorted([(j["started"], 1) for j in jobs] + [(j["ended"], -1) for j in jobs])
+    now = most = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def fill(lab: dict[str, Any], seconds: float) -> list[str]:
+    """Every CPU of the cluster busy for `seconds` (2 on the head, 1 on each worker)."""
+    ids = [submit(lab, "--node", node, "--", "sleep", str(seconds)) for node in ("host1", "host1", "host2", "host3")]
+    until(lab, ids, lambda j: j["state"] == "running" and j["started"] is not None, timeout=60)
+    return ids
+
+
+def test_more_jobs_than_cpus_are_all_accepted_and_all_run(lab: dict[str, Any]) -> None:
+    runs = [cli(lab, "run", "--detach", "--", "sh", "-c", "echo job $GRID_JOB_ID; sleep 2") for _ in range(7)]
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    queued = [r for r in runs if "is queued, position" in r.stderr]
+    assert len(queued) >= 3, [r.stderr for r in runs]  # 4 CPUs, 7 jobs
+    assert "(resources): no node has 1 CPU free now" in queued[0].stderr
+    ids = [r.stdout.strip() for r in runs]
+    found = until(lab, ids)
+    assert all(found[i]["state"] == "succeeded" for i in ids)
+    assert most_at_once([found[i] for i in ids]) <= 4
+    assert cli(lab, "jobs", "logs", ids[-1]).stdout == f"job {ids[-1]}\n"
+
+
+def test_the_queue_runs_by_priority_and_a_big_job_is_not_starved(lab: dict[str, Any]) -> None:
+    started_order(lab)
+    blockers = [submit(lab, "--node", "host1", "--", "sleep", "5"), submit(lab, "--node", "host1", "--", "sleep", "9"),
+                submit(lab, "--node", "host2", "--", "sleep", "7"), submit(lab, "--node", "host3", "--", "sleep", "7")]
+    until(lab, blockers, lambda j: j["started"] is not None, timeout=60)
+    big = submit(lab, "--cpus", "2", "--", *note(lab, "big", 1))  # only the head could ever hold it
+    low = submit(lab, "--priority", "low", "--", *note(lab, "low"))
+    small = [submit(lab, "--", *note(lab, f"small{i}")) for i in range(3)]
+    high = submit(lab, "--priority", "high", "--", *note(lab, "high"))
+    waiting = records(lab)
+    assert (waiting[big]["waiting"], waiting[big]["position"]) == ("resources", 2)  # behind `high`
+    assert waiting[high]["position"] == 1 and waiting[low]["position"] == 6
+    found = until(lab, [*blockers, big, low, high, *small])
+    order = started_order(lab)
+    # Priority, then submission; `low` may pass `big` only on a worker, whose CPU `big` cannot use.
+    assert order[0] == "high" and order.index("low") > max(order.index(f"small{i}") for i in range(3)), order
+    # The head's first CPU freed at 5 s; the small jobs behind the big one must not have taken it.
+    assert all(found[j]["node"] != "host1" or found[j]["started"] >= found[big]["started"] for j in small), found
+    assert found[big]["node"] == "host1" and found[big]["state"] == "succeeded"
+
+
+def test_an_array_never_runs_more_than_its_cap_and_stops_as_one(lab: dict[str, Any]) -> None:
+    started_order(lab)
+    run = cli(lab, "run", "--array", "0-5%2", "--", "sh", "-c",
+              f"echo $GRID_ARRAY_ID.$GRID_ARRAY_INDEX >> {lab['shared']}/started; sleep 1")
+    assert run.returncode == 0, run.stderr
+    array = run.stdout.strip()
+    assert "6 jobs queued" in run.stderr
+    members = [f"{array}.{i}" for i in range(6)]
+    found = until(lab, members)
+    assert all(found[m]["state"] == "succeeded" for m in members)
+    assert most_at_once([found[m] for m in members]) <= 2
+    assert sorted(started_order(lab)) == members
+    table = cli(lab, "jobs", "list")
+    assert array in table.stdout and "array of 6" in table.stdout and f"{array}.3" not in table.stdout
+    assert f"{array}.3" in cli(lab, "jobs", "list", "--expand").stdout
+
+    stopped = submit(lab, "--array", "0-9%1", "--", "sleep", "60")
+    until(lab, [f"{stopped}.0"], lambda j: j["state"] == "running")
+    result = cli(lab, "jobs", "stop", stopped)
+    assert result.returncode == 0 and result.stdout.count(": stopped") == 10, result.stdout
+    assert {j["state"] for i, j in records(lab).items() if i.startswith(stopped)} == {"stopped"}
+
+
+def test_after_starts_on_success_and_cancels_on_failure(lab: dict[str, Any]) -> None:
+    first = submit(lab, "--", "sh", "-c", "sleep 1")
+    then = submit(lab, "--after", first, "--", "true")
+    assert records(lab)[then]["waiting"] == "dependency"
+    failing = submit(lab, "--", "sh", "-c", "sleep 1; exit 3")
+    never = submit(lab, "--after", f"{first},{failing}", "--", "true")
+    found = until(lab, [first, then, failing, never])
+    assert found[then]["state"] == "succeeded" and found[then]["started"] >= found[first]["ended"]
+    assert found[never]["state"] == "stopped" and found[never]["started"] is None
+    assert found[never]["reason"] == f"dependency: job {failing} failed"
+    unknown = cli(lab, "run", "--detach", "--after", "0badc0de", "--", "true")
+    assert unknown.returncode == 1 and "error: --after 0badc0de: no such job" in unknown.stderr
+
+
+def test_time_stops_a_job_that_runs_past_it(lab: dict[str, Any]) -> None:
+    job = submit(lab, "--time", "1s", "--", "sleep", "60")
+    found = until(lab, [job], timeout=60)[job]
+    assert (found["state"], found["exit_status"]) == ("timeout", 124)
+    assert found["ended"] - found["started"] < 10
+    assert "timed out after 1 s" in cli(lab, "jobs", "logs", job).stderr
+
+
+def test_hold_and_release(lab: dict[str, Any]) -> None:
+    held = submit(lab, "--hold", "--", "true")
+    time.sleep(1.5)
+    assert records(lab)[held]["state"] == "queued" and records(lab)[held]["waiting"] == "held"
+    blockers = fill(lab, 3)
+    later = submit(lab, "--", "true")
+    assert cli(lab, "jobs", "hold", later).returncode == 0
+    assert "released 1 waiting job" in cli(lab, "jobs", "release", held).stdout
+    until(lab, [held, *blockers])
+    assert records(lab)[later]["state"] == "queued"  # still held
+    cli(lab, "jobs", "release", later)
+    assert until(lab, [later])[later]["state"] == "succeeded"
+    refused = cli(lab, "jobs", "hold", later)
+    assert refused.returncode == 1 and "only a waiting job can be held" in refused.stderr
+
+
+def test_ctrl_c_while_it_waits_takes_it_out_of_the_queue(lab: dict[str, Any]) -> None:
+    blockers = fill(lab, 4)
+    proc = subprocess.Popen([sys.executable, "-m", "grid_core", "run", "--", "true"], env={**os.environ, **lab["env"]},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(j["state"] == "queued" for j in records(lab).values()):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "is queued, position" in err and ": stopped" in err, err
+    job = [j for j in records(lab).values() if j["argv"] == ["true"]][-1]
+    assert job["state"] == "stopped" and job["started"] is None
+    until(lab, blockers)
+
+
+def test_the_head_s_owner_busy_keeps_the_queue_off_the_head(lab: dict[str, Any]) -> None:
+    assert cli(lab, "offload", "hold", "host1", "--reason", "its owner is busy").returncode == 0
+    try:
+        ids = [submit(lab, "--", "sleep", "1") for _ in range(4)]
+        found = until(lab, ids)
+        assert {found[i]["node"] for i in ids} <= {"host2", "host3"}
+    finally:
+        assert cli(lab, "offload", "release", "host1").returncode == 0
+    later = [submit(lab, "--", "sleep", "1") for _ in range(4)]
+    assert "host1" in {j["node"] for j in until(lab, later).values() if j["id"] in later}
+
+
+def test_a_killed_service_comes_back_with_every_queued_job(lab: dict[str, Any]) -> None:
+    blockers = fill(lab, 5)
+    queued = [submit(lab, "--", "true") for _ in range(20)]
+    killed = lab["tb"].host_exec("host1", ["pkill", "-9", "-f", "ray::GridService"])
+    assert killed.returncode == 0, killed.stderr
+    time.sleep(1)
+    after = records(lab)
+    assert all(after[q]["state"] == "queued" for q in queued), {q: after[q]["state"] for q in queued}
+    found = until(lab, [*blockers, *queued], timeout=120)
+    assert all(found[j]["state"] == "succeeded" for j in [*blockers, *queued])
+
+
+def test_cluster_stop_keeps_the_records_and_start_runs_the_queued(lab: dict[str, Any]) -> None:
+    done = submit(lab, "--", "sh", "-c", "echo said before the stop")
+    until(lab, [done])
+    blockers = fill(lab, 60)
+    queued = [submit(lab, "--", "true") for _ in range(2)]
+    stop = cli(lab, "cluster", "stop", timeout=180)
+    assert stop.returncode == 0, stop.stderr
+    assert "2 queued jobs stay queued; the next grid cluster start resumes them" in stop.stderr
+    start = cli(lab, "cluster", "start", timeout=300)
+    assert start.returncode == 0, start.stdout + start.stderr
+    assert cli(lab, "jobs", "logs", done).stdout == "said before the stop\n"
+    found = until(lab, queued, timeout=120)
+    assert all(found[b]["state"] == "stopped" and found[b]["reason"] == "stopped by grid cluster stop"
+               for b in blockers)
+    assert all(found[q]["state"] == "succeeded" for q in queued)
