@@ -12,8 +12,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from grid_plugin_ray_backend.jobs import JobRunner, Reporter
 
 
@@ -26,9 +24,6 @@ class Registry(Reporter):
 
     def _send(self, chunks: Sequence[tuple[str, str]], fields: Mapping[str, Any]) -> None:
         self.log.append(("update", dict(fields)) if fields else ("append", list(chunks)))
-
-    def running(self) -> bool:
-        return any(name == "update" and value.get("state") == "running" for name, value in self.log)
 
     def running(self) -> bool:
         return any(name == "update" and value.get("state") == "running" for name, value in self.log)

@@ -526,7 +526,7 @@ def test_a_worker_cut_off_during_a_job_ends_the_job_with_the_reason(bed: tuple[T
         _, err = job.communicate(timeout=120)
         assert job.returncode not in (0, None) and "host3" in err and "lost" in err, err
         listed = env.json("jobs", "list")
-        assert listed[-1]["state"] == "failed" and listed[-1]["node"] == "host3"
+        assert listed[-1]["state"] == "lost" and listed[-1]["node"] == "host3"
         rows = by_name(env.json("cluster", "status"))
         assert rows["host3"]["reachable"] is False and rows["host3"]["alive"] is False, rows["host3"]
     finally:

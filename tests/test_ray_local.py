@@ -220,7 +220,7 @@ def test_a_job_for_a_named_node_without_free_cpus_says_it_waits(started: dict[st
         waiting = run(started, "run", "-d", "--node", "local", "--", "true")
         jobs.append(waiting.stdout.strip())
         assert waiting.returncode == 0, waiting.stderr
-        assert f"grid: local has 0 of {total:g} CPU free now (in use, or lent by a boost or held); the job waits" \
+        assert f"grid: job {jobs[-1]} is queued, position 1 (resources): local does not have 1 CPU free now" \
             in waiting.stderr
     finally:
         for job_id in jobs:

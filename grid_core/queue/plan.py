@@ -138,7 +138,8 @@ def plan(waiting: Sequence[JobRecord], running: Sequence[JobRecord], slots: Sequ
         if any(lacks(job, open_[s.view.name]) is None for s in candidates):
             wait(job, "priority", f"an earlier job keeps the room on {best.view.name} for itself")
         else:
-            wait(job, "resources", f"no node has {short} free now")
+            wait(job, "resources", f"{job.node} does not have {short} free now" if job.pinned else
+                 f"no node has {short} free now")
         for key, amount in asks(job).items():
             free[best.view.name][key] = max(0.0, free[best.view.name][key] - amount)
     return Plan(start, held_back, cancel)

@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from grid_core.queue.plan import KEYS, Slot, Waiting, lacks, plan
+from grid_core.queue.plan import KEYS, Slot, Waiting, asks, lacks, plan
 from grid_core.queue.store import JobStore
 from grid_core.types.jobs import ACTIVE, JobRecord
 from grid_plugin_ray_backend.jobs import RUNNER, JobRunner
@@ -124,9 +124,9 @@ class JobQueue:
                           memory_bytes=job.memory_bytes)
         if gpus.asks_kind(request) and (problem := gpus.shortfall(request, {s.view.name: s.view.gpus for s in slots})):
             raise QueueError(problem)
-        if all(lacks(probe, s.total) or not self._gpus_fit(probe, s.view, request) for s in slots):
-            have = "; ".join(f"{s.view.name} has {_amounts(s.total)}" for s in slots)
-            raise QueueError(f"no node could ever hold the job ({_amounts(_asks(job))}): {have}")
+        if all(lacks(probe, s.total) for s in slots):
+            short = [f"node {s.view.name} has {_short(probe, s.total)}" for s in slots]
+            raise QueueError(short[0] if job.node else f"no node could ever hold the job: {'; '.join(short)}")
 
     # ------------------------------------------------------------------ planning
 
@@ -409,10 +409,11 @@ UPDATABLE = frozenset({"state", "exit_status", "started", "ended", "pid", "hostn
 RECENT = 200  # finished jobs `jobs list` shows without --all
 
 
-def _asks(job: Any) -> dict[str, float]:
-    return {"CPU": job.cpus, "GPU": job.gpus, "memory": float(job.memory_bytes)}
-
-
-def _amounts(have: Mapping[str, float]) -> str:
-    return ", ".join(f"{have.get('memory', 0) / 2**30:.1f} GiB memory" if k == "memory" else f"{have.get(k, 0):g} {k}"
-                     for k in KEYS)
+def _short(job: JobRecord, total: Mapping[str, float]) -> str:
+    """What the node has too little of, in all, beside what the job asks."""
+    for key, amount in asks(job).items():
+        if amount > total.get(key, 0.0) + 1e-9:
+            if key == "memory":
+                return f"{total.get(key, 0.0) / 2**30:.1f} GiB memory in all, the job asks for {amount / 2**30:.1f}"
+            return f"{total.get(key, 0.0):g} {key} in all, the job asks for {amount:g}"
+    return "room for it"
