@@ -2,9 +2,10 @@
 
 A plugin runs where its hook is used, so a distribution counts on the nodes its registrations
 run on (the widest of them):
-- transports, commands and schedulers run in the CLI, on this machine only: a node may lack them
-  or have another version;
-- offload policies run in the grid service, on the head;
+- transports and commands run in the CLI, on this machine only: a node may lack them or have
+  another version;
+- offload policies and schedulers (the queue's order and placement) run in the grid service, on
+  the head;
 - metrics sources run in every node's agent, backends on every node, and a service request runs
   in the service but starts work (actors, tasks) that Ray may place on any node: every node.
 grid-core counts on every node. A distribution whose plugins failed or are incompatible here runs
@@ -29,7 +30,7 @@ HERE, HEAD, NODES = "this machine", "the head", "every node"
 PLACES = {
     "grid_transports": HERE,
     "grid_commands": HERE,
-    "grid_schedulers": HERE,
+    "grid_schedulers": HEAD,
     "grid_offload_policies": HEAD,
     "grid_service_ops": NODES,
     "grid_backends": NODES,

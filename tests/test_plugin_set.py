@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from grid_core.hookspecs import hookimpl
 from grid_core.plugin_set import HEAD, HERE, NODES, Here, drift_line, installed
 from grid_core.plugins import PluginHost
-from grid_core.types import GridCommand, GridMetricsSource, GridOffloadPolicy, GridTransport
+from grid_core.types import GridCommand, GridMetricsSource, GridOffloadPolicy, GridScheduler, GridTransport
 
 
 def _plugin(**hooks: object) -> object:
@@ -35,6 +35,8 @@ def host() -> PluginHost:
     h = PluginHost(no_plugins=True)
     h.add(_plugin(grid_offload_policies=policies), "policy", "dist-policy", "1.0")
     h.add(_plugin(grid_metrics_sources=sources), "metrics", "dist-metrics", "2.0")
+    h.add(_plugin(grid_schedulers=lambda: iter([GridScheduler(name="s", summary="s", factory=object)])),
+          "scheduler", "dist-scheduler", "5.0")
     h.add(_plugin(grid_commands=commands, grid_transports=transports), "cli", "dist-cli", "3.0")
     # One distribution with a CLI-side plugin and a policy counts where the policy does.
     h.add(_plugin(grid_commands=lambda: iter([GridCommand(name="c2", summary="s", import_path="x:z")])),
@@ -49,6 +51,7 @@ def test_each_distribution_counts_where_its_widest_plugin_runs() -> None:
     assert here.counts_on["dist-policy"] == HEAD
     assert here.counts_on["dist-metrics"] == NODES
     assert here.counts_on["dist-cli"] == HERE
+    assert here.counts_on["dist-scheduler"] == HEAD  # the queue runs in the service
     assert here.counts_on["dist-mixed"] == HEAD
     assert here.counts_on["grid-core"] == NODES
     assert here.counts("dist-policy", is_head=True) and not here.counts("dist-policy", is_head=False)

@@ -4,7 +4,8 @@ The CLI runs from an environment of its own (the test environment's packages, li
 scripted metrics source), so that a plugin can be on the workers only. One testbed, one install
 and one start serve the module; the tests run in file order and each leaves the cluster started,
 with the threshold policy, for the next: a metrics source on the workers only; `plugins install`
-of the example policy and `plugins remove`; a node with an older plugin refused at start; a policy
+of the example policy and `plugins remove`; of the example scheduler, which then orders and places
+the queue; a node with an older plugin refused at start; a policy
 that fails at import; a policy that raises in decide.
 """
 
@@ -29,6 +30,7 @@ pytestmark = [pytest.mark.realhost, pytest.mark.filterwarnings("ignore::Deprecat
 
 HOSTS = ("host1", "host2", "host3")
 LOADAVG = "grid-policy-loadavg"
+SCHEDULER = "grid-scheduler-gpu-boxes-last"
 SCRIPTED = "grid-test-scripted-metrics"
 THRESHOLD = "grid-plugin-threshold-offload"
 POOL = "grid-plugin-memory-pool"  # a service request: its actors may run on any node, so it counts on all
@@ -213,6 +215,52 @@ def test_plugins_install_puts_a_policy_on_every_node_and_remove_takes_it_away(be
         assert gone.returncode != 0 and "No module named 'grid_policy_loadavg'" in gone.stderr
     assert f"{LOADAVG} 0.1.0 -> removed" in env.grid("offload", "auto", "--status").stdout
     assert env.grid("cluster", "start", "--restart-service").returncode == 0
+
+
+def test_plugins_install_of_a_scheduler_orders_and_places_the_queue(bed: Bed) -> None:
+    """examples/scheduler: CPU jobs kept off the GPU box (host2, tagged) while others have room, and
+    the smaller of two waiting jobs first; the service picks it up without a restart."""
+    import tomllib
+
+    import tomli_w
+
+    env = bed.env
+    installed = env.json("plugins", "install", str(REPO / "examples" / "scheduler"))
+    assert {n["name"]: n["action"] for n in installed["nodes"]} == dict.fromkeys(HOSTS, "installed")
+    assert rows(bed.matrix())[SCHEDULER]["counts_on"] == "the head"
+    source = Path(env.vars["GRID_CONFIG"])
+    doc = tomllib.loads(source.read_text())
+    doc["scheduler"] = {"name": "gpu-boxes-last"}
+    doc["nodes"][1]["tags"] = ["gpu"]
+    config = source.with_name("scheduler.toml")
+    config.write_text(tomli_w.dumps(doc))
+    env.json("offload", "auto", "--disable")  # the machine's own load must not hold the head meanwhile
+
+    def submit(*args: str) -> str:
+        result = env.grid("run", "--detach", *args, config=config)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def listed() -> dict[str, dict[str, Any]]:
+        return {j["id"]: j for j in json.loads(env.grid("jobs", "list", "--json", config=config).stdout)}
+
+    cpus = {n["name"]: n["resources"]["CPU"]["total"] for n in env.json("cluster", "status")["nodes"]}
+    plain = [submit("--", "sleep", "4") for _ in range(int(cpus["host1"] + cpus["host3"]))]
+    deadline = time.monotonic() + 60
+    while any(listed()[j]["state"] == "queued" for j in plain) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert {listed()[j]["node"] for j in plain} == {"host1", "host3"}
+    spill = [submit("--", "sleep", "4") for _ in range(int(cpus["host2"]))]  # now only the GPU box has room
+    big, small = submit("--cpus", "2", "--", "true"), submit("--", "true")  # all CPUs busy: both wait
+    now = listed()
+    assert {now[j]["node"] for j in spill} == {"host2"}
+    assert (now[small]["position"], now[big]["position"]) == (1, 2), (now[small], now[big])
+    deadline = time.monotonic() + 90
+    while any(listed()[j]["state"] in ("queued", "running") for j in (*plain, *spill, big, small)):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert env.json("plugins", "remove", SCHEDULER)["nodes"]
+    env.json("offload", "auto", "--enable", "--policy", "threshold")
 
 
 def test_a_node_with_an_older_plugin_is_refused_at_start_with_both_versions(bed: Bed) -> None:

@@ -62,6 +62,16 @@ def test_rows_states_boosts_jobs_and_events_appear() -> None:
     assert "41" in work and "kept" in work and "an actor: stopping it would lose its state" in work
 
 
+def test_the_queue_s_length_and_its_first_waiting_jobs_appear() -> None:
+    waiting = tuple(JobRecord(id=f"q{i}", node=None, argv=("python", f"sweep{i}.py"), state="queued", submitted=1.0,
+                              seq=10 - i, waiting="resources", position=i + 1, reason="no node has 1 CPU free now")
+                    for i in range(7))
+    text = screen(STATUS, (*JOBS, *waiting))
+    assert "queue: 7 waiting" in text and "no node has 1 CPU free now" in text
+    assert "sweep0.py" in text and "sweep4.py" in text and "sweep5.py" not in text  # the first five, by position
+    assert "queue:" not in screen(STATUS, JOBS)
+
+
 def test_the_screen_is_drawn_from_what_the_backend_sends() -> None:
     """The controller's and the registry's answers (plain data) structure into the records drawn."""
     wire = cattrs.unstructure(STATUS)

@@ -38,6 +38,9 @@ def bar(percent: float | None, high: float, low: float) -> Text:
     return text
 
 
+QUEUE_SHOWN = 5  # the first waiting jobs shown
+
+
 def render(status: ControllerStatus | None, jobs: Sequence[JobRecord] = ()) -> RenderableType:
     """The whole screen for one status snapshot (None: the controller said nothing yet)."""
     status = status or ControllerStatus(cluster="?")
@@ -84,6 +87,11 @@ def render(status: ControllerStatus | None, jobs: Sequence[JobRecord] = ()) -> R
     if running:
         parts.append(table(("job", "node", "command"), (
             (j.id, j.node, " ".join(j.argv)[:60]) for j in running), title="running jobs"))
+    waiting = sorted((j for j in jobs if j.state == "queued"), key=lambda j: (j.position or 1 << 30, j.seq))
+    if waiting:
+        parts.append(table(("#", "job", "why", "command"), (
+            (str(j.position or "-"), j.id, j.reason or j.waiting or "", " ".join(j.argv)[:60])
+            for j in waiting[:QUEUE_SHOWN]), title=f"queue: {len(waiting)} waiting"))
     events = status.events[-6:]
     if events:
         parts.append(table(("time", "event", "node", "why"), (

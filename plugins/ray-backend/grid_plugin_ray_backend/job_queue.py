@@ -23,6 +23,8 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from grid_core.queue.plan import KEYS, Slot, Waiting, asks, lacks, plan
 from grid_core.queue.store import JobStore
 from grid_core.types.jobs import ACTIVE, JobRecord
@@ -77,8 +79,6 @@ class JobQueue:
     def submit(self, spec: Mapping[str, Any], user: str = "") -> list[JobRecord]:
         """Commit the job (an array: each member) and plan at once; the records as they then stand.
         A job that no running node could ever hold is refused, naming what the cluster has."""
-        import attrs
-
         from grid_core.types import JobSpec, wire
 
         job: JobSpec = wire().structure(dict(spec), JobSpec)
@@ -186,8 +186,6 @@ class JobQueue:
 
     def dispatch(self) -> bool:
         """Plan once and start what the plan says; whether Ray's figures lag ours (look again soon)."""
-        from grid_core import plugins
-
         with self.lock:
             if self.draining:
                 return False
@@ -200,9 +198,12 @@ class JobQueue:
                 self.waiting = {}
                 return False
             slots = self._slots()
-            scheduler = plugins.host().get("grid_schedulers", self.config.scheduler.name).factory()
+            scheduler, problem = self._scheduler()
             running = [j for j in active if j.state == "running"]
             result = plan(waiting, running, slots, scheduler, self._after_states(waiting), self._gpus_fit)
+            if problem:
+                result.waiting.update({k: attrs.evolve(w, reason=f"{w.reason}; {problem}")
+                                       for k, w in result.waiting.items()})
             now = time.time()
             for job, why in result.cancel:
                 self.store.update(job.id, state="stopped", ended=now, reason=why)
@@ -212,6 +213,23 @@ class JobQueue:
             lagging = any(s.free.get("CPU", 0.0) < s.total.get("CPU", 0.0) - self._ours(s.view.name) - 1e-9
                           for s in slots)
             return bool(result.waiting) and lagging
+
+    def _scheduler(self) -> tuple[Any, str | None]:
+        """The configured scheduler, looked for again among what pip installed since the service
+        started; while it cannot be had, the built-in fifo, and why."""
+        from grid_core import plugins
+        from grid_core.builtin.least_loaded import LeastLoaded
+        from grid_core.errors import GridError
+
+        name = self.config.scheduler.name
+        try:
+            try:
+                return plugins.host().get("grid_schedulers", name).factory(), None
+            except GridError:
+                plugins.configure()  # a scheduler pip-installed since this process loaded its plugins
+                return plugins.host().get("grid_schedulers", name).factory(), None
+        except Exception as exc:
+            return LeastLoaded(), f"scheduler.name {name!r} cannot be used on the head ({exc}); fifo orders the queue"
 
     def _ours(self, node: str) -> float:
         return sum(j.cpus for j in self.store.active.values() if j.state == "running" and j.node == node
@@ -301,8 +319,6 @@ class JobQueue:
 
     def record(self, job_id: str) -> JobRecord | None:
         """The record, with its place in line while it waits."""
-        import attrs
-
         job = self.store.get(job_id)
         if job is not None and job.state == "queued" and job_id in self.waiting:
             why = self.waiting[job_id]
