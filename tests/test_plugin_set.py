@@ -61,7 +61,8 @@ def test_each_distribution_counts_where_its_widest_plugin_runs() -> None:
 def test_a_node_is_told_what_differs_where_it_counts_and_the_fix() -> None:
     here = Here(host())
     core = here.version["grid-core"]
-    theirs = {"grid-core": core, "dist-policy": "0.9", "dist-metrics": "2.0", "dist-mixed": "4.0"}
+    theirs = {"grid-core": core, "dist-policy": "0.9", "dist-metrics": "2.0", "dist-mixed": "4.0",
+              "dist-scheduler": "5.0"}
     assert here.differences("w1", False, theirs) == []  # the policy counts on the head only; no CLI plugins
     assert here.differences("h", True, theirs) == [
         "dist-policy 0.9 on h, 1.0 here (it counts on the head): run `grid cluster install --node h`"]
@@ -82,7 +83,8 @@ def test_a_failed_plugin_counts_nowhere() -> None:
 def test_drift_names_the_changes_and_what_must_restart() -> None:
     here = Here(host())
     core = here.version["grid-core"]
-    same = {"grid-core": core, "dist-policy": "1.0", "dist-metrics": "2.0", "dist-mixed": "4.0"}
+    same = {"grid-core": core, "dist-policy": "1.0", "dist-metrics": "2.0", "dist-mixed": "4.0",
+            "dist-scheduler": "5.0"}
     assert here.drift(same) is None
     assert here.drift({**same, "dist-cli": "0.1"}) is None  # a CLI plugin runs in no service
     policy = here.drift({**same, "dist-policy": "0.9"})
