@@ -113,6 +113,7 @@ def test_more_jobs_than_cpus_are_all_accepted_and_all_run(lab: dict[str, Any]) -
     ids = [r.stdout.strip() for r in runs]
     found = until(lab, ids)
     assert all(found[i]["state"] == "succeeded" for i in ids)
+    assert {found[i]["user"] for i in ids} == {"root"}  # as the head's kernel saw the SSH login
     assert most_at_once([found[i] for i in ids]) <= 4
     assert cli(lab, "jobs", "logs", ids[-1]).stdout == f"job {ids[-1]}\n"
 

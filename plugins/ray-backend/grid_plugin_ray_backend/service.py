@@ -95,6 +95,19 @@ class Client:
         self.staging = staging  # where big answers are left for the client to copy; None: frames only
         self.staged_data: str | None = None  # a file there holding the request's data, instead of frames
 
+    def user(self) -> str:
+        """Who is asking, as the kernel says (SO_PEERCRED), never as the client says: the local
+        user, or for a CLI on another machine the account its SSH connection logged in as."""
+        import pwd
+        import struct
+
+        try:
+            _, uid, _ = struct.unpack("3i", self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                                 struct.calcsize("3i")))
+            return pwd.getpwuid(uid).pw_name
+        except (OSError, KeyError):  # not a Unix socket, or a uid without a name
+            return ""
+
     def frame(self, kind: str, value: Any) -> None:
         """Send one frame; OSError when the client has gone."""
         self.sock.sendall(json.dumps([kind, value]).encode() + b"\n")
@@ -352,7 +365,7 @@ class GridService:
 
         job_id = spec["job_id"]
         found = self.queue.record(job_id) or next(iter(self.queue.store.members(job_id)), None)
-        added = [found] if found else self.queue.submit(spec)
+        added = [found] if found else self.queue.submit(spec, user=client.user())
         first = added[0]
         if spec.get("array"):
             client.frame("note", f"array {job_id}: {len(added)} jobs queued ({job_id}.0 and on); "
