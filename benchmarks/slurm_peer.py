@@ -41,6 +41,10 @@ MUNGE_PID = MUNGE_RUN / "munged.pid"
 UP_TIMEOUT = 30.0  # seconds for munged, then the daemons, to come up
 STOP_TIMEOUT = 10.0  # seconds a process gets after SIGTERM before SIGKILL
 POLL = 0.05  # seconds between polls: fine enough for ~1 s figures, light on slurmctld
+# slurmctld starts pending jobs in passes at most every batch_sched_delay (3 s by default; a job ending only counts
+# towards the next pass). start_latency frees CPUs at offsets spread evenly over one such period, so its median is
+# that of a CPU freeing at a random moment rather than locked to one phase of the passes.
+SCHED_PASS = 3.0
 
 
 def _alive(pid: int) -> bool:
@@ -133,9 +137,11 @@ class Slurm:
     def stop(self) -> None:
         """Cancel jobs, stop what this object started (by PID), remove the folder; safe to call twice."""
         if self._daemons and all(p.poll() is None for p in self._daemons):
-            # Jobs run under slurmstepd, which outlives slurmd: end them while slurmctld can still do it.
-            self._slurm(["scancel", "--user", "root"], check=False)
-            self._wait_empty(timeout=15.0, check=False)
+            # Jobs run under slurmstepd, which outlives slurmd: end them while slurmctld can still do it. A failure
+            # here must not keep the daemons running; leftovers are killed below.
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                self._slurm(["scancel", "--user", "root"], check=False)
+                self._wait_empty(timeout=15.0, check=False)
         for proc in reversed(self._daemons):  # slurmd first, then slurmctld
             _stop_child(proc)
         self._daemons.clear()
@@ -326,17 +332,18 @@ PartitionName=bench Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         """Median seconds from a CPU freeing to a queued job starting on it.
 
         Each round fills every CPU with a blocker that waits for its own go file, then queues one more job and waits
-        until the scheduler has looked at it (reason Resources or Priority). Releasing one blocker frees one CPU;
-        the blocker writes its end time just before it exits, the queued job its start time as its first act.
+        until a scheduler pass has weighed it (reason Resources or Priority). Round k then waits (k + 0.5) / rounds
+        of SCHED_PASS and releases one blocker, freeing one CPU; the blocker writes its end time just before it
+        exits, the queued job its start time as its first act.
         """
         samples = []
-        for _ in range(rounds):
+        for k in range(rounds):
             self._wait_empty(timeout=timeout)
-            samples.append(self._latency_round(timeout))
+            samples.append(self._latency_round((k + 0.5) / rounds * SCHED_PASS, timeout))
         self._wait_empty(timeout=timeout)
         return statistics.median(samples)
 
-    def _latency_round(self, timeout: float) -> float:
+    def _latency_round(self, offset: float, timeout: float) -> float:
         assert self.dir is not None
         self._tag += 1
         jobs, tag = self.dir / "jobs", self._tag
@@ -353,6 +360,7 @@ PartitionName=bench Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             # Only a job the scheduler has already weighed is "queued behind" the blockers.
             self._until("the queued job to be considered", timeout,
                         lambda: self._reason(queued) in ("Resources", "Priority"))
+            time.sleep(offset)
             go[0].touch()
             self._until("the queued job to start", timeout, started.exists)
             self._until("the blocker's end time", timeout, ends[0].exists)

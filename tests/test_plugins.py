@@ -298,7 +298,8 @@ def test_plugins_install_and_remove_here_through_the_cli(tmp_path: Path) -> None
     assert run("greeter", "you").stdout == "hello you\n"
     matrix = json.loads(run("plugins", "list", "--cluster", "--json").stdout)
     row = next(r for r in matrix["plugins"] if r["distribution"] == "grid-plugin-greeter")
-    assert (row["here"], row["nodes"], row["counts_on"]) == ("1.2.3", {"here": "1.2.3"}, "this machine")
+    # Its scheduler runs in the service, so it counts on the head (here, the only node).
+    assert (row["here"], row["nodes"], row["counts_on"]) == ("1.2.3", {"here": "1.2.3"}, "the head")
     removed = run("plugins", "remove", "greeter")
     assert removed.returncode == 0, removed.stderr
     assert "removed" in removed.stdout and "grid-plugin-greeter 1.2.3 -> removed" in removed.stderr

@@ -122,8 +122,12 @@ class JobQueue:
                               gpu_types=job.gpu_types, gpu_memory_bytes=job.gpu_memory_bytes)
         probe = JobRecord(id="", node=None, argv=(), state="queued", submitted=0.0, cpus=job.cpus, gpus=job.gpus,
                           memory_bytes=job.memory_bytes)
-        if gpus.asks_kind(request) and (problem := gpus.shortfall(request, {s.view.name: s.view.gpus for s in slots})):
-            raise QueueError(problem)
+        if gpus.asks_kind(request):
+            if job.node and not gpus.satisfies(slots[0].view.gpus, request):
+                raise QueueError(f"node {job.node} does not have {gpus.describe(request)}: it has "
+                                 f"{gpus.summary(slots[0].view.gpus)}")
+            if problem := gpus.shortfall(request, {s.view.name: s.view.gpus for s in slots}):
+                raise QueueError(problem)
         if all(lacks(probe, s.total) for s in slots):
             short = [f"node {s.view.name} has {_short(probe, s.total)}" for s in slots]
             raise QueueError(short[0] if job.node else f"no node could ever hold the job: {'; '.join(short)}")
