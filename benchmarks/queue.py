@@ -4,7 +4,8 @@ Slurm is Debian's `slurm-wlm` with `munge`, one node of this machine, started an
 (benchmarks/slurm_peer.py). grid's cluster is the test suite's two-node cluster of this machine
 (tests/local_pair.py, 2 CPUs a node); with --remote also a two-node cluster on test hosts
 (tests/testbed.py) driven from this machine, which is then not a node. Figures:
-- submit: a detached `grid run` beside `grid --help` (goal <= 2.0x), and `sbatch` for the record;
+- submit: a detached `grid run` beside `grid --help` (goal <= 2.0x), of a job that starts at
+  once and of one that waits in a full queue, and `sbatch` for the record;
 - throughput: N trivial jobs through each queue, submitted one by one and as one array, jobs/s
   (goal: at least Slurm's; aim for 10x);
 - start: from a CPU freeing (a blocker's last act is to write the time) to the queued job's
@@ -166,6 +167,8 @@ def grid_figures(args: argparse.Namespace) -> dict[str, float]:
         blockers = [submit(env, "--", "sleep", "3600") for _ in range(4)]
         submit(env, "--array", f"0-{args.jobs - 1}", "--", "true")  # all wait behind the blockers
         figures["status_help"] = status_figures(env, args.rounds, f"on the head, {args.jobs} jobs waiting")
+        figures["submit_full"] = median_of(args.rounds, lambda: timed([*GRID, "run", "--detach", "--", "true"],
+                                                                      env)[0])
         for job in blockers:
             timed([*GRID, "jobs", "stop", job], env)
         rss_before = service_rss()
@@ -235,6 +238,8 @@ def main() -> None:
     print(f"  grid --help                   {g['help'] * 1000:8.1f} ms")
     print(f"  submit, grid run --detach     {g['submit'] * 1000:8.1f} ms  {ratio(g['submit'], g['help'], 2.0)}"
           + beside("submit", "ms (sbatch)", 1000))
+    print(f"  ... into a full queue         {g['submit_full'] * 1000:8.1f} ms  "
+          f"{ratio(g['submit_full'], g['help'], 2.0)}   (nothing starts: no job's start-up shares the CPUs)")
     for key, what in (("one_by_one", f"{min(args.jobs, ONE_BY_ONE)} jobs one by one"),
                       ("array", f"an array of {args.jobs}")):
         ours = g[key]  # Slurm's array is of ONE_BY_ONE too: its rate is the same for more, only slower to get

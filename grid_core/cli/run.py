@@ -139,30 +139,19 @@ def run(node: str | None, cpus: float, gpus: float, gpu_types: tuple[str, ...], 
     import secrets  # here, not at the top: `jobs list` need not import it
 
     from grid_core.backends import load_backend
-    from grid_core.types import JobSpec, WorkRequest
+    from grid_core.types import JobSpec
 
     gpu_kind_check(gpus, gpu_types, gpu_memory)
     with state().cluster() as c:
         backend = load_backend(c.config)
-        request = WorkRequest(cpus=cpus, gpus=gpus, memory_bytes=memory_bytes, origin=c.config.head.name,
-                              gpu_types=gpu_types, gpu_memory_bytes=gpu_memory)
-        # A boost lent to this node comes first (for a kind of GPU, one on a node that has that kind).
-        plain = not (node or array or after or hold)
-        boosted = backend.boost_for(c, request) if plain else None
-        if boosted and (gpu_types or gpu_memory):
-            from grid_core.gpus import read_or_declared, satisfies
-
-            lender = c.config.node(boosted[0])
-            if not satisfies(read_or_declared(lender, c.sample([lender])[lender.name].value)[0], request):
-                boosted = None
-        target = boosted[0] if boosted else node
         execution = c.config.execution
-        here = [c.config.node(target)] if target else c.config.nodes  # where it may run
+        here = [c.config.node(node)] if node else c.config.nodes  # where it may run
         cwd = execution.working_directory or (os.getcwd() if all(n.transport_name == "local" for n in here) else None)
-        spec = JobSpec(argv=argv, node=target, cpus=cpus, gpus=gpus, memory_bytes=memory_bytes, gpu_types=gpu_types,
+        # Without --node, the queue puts the job first into a boost lent to the head with room for it.
+        spec = JobSpec(argv=argv, node=node, cpus=cpus, gpus=gpus, memory_bytes=memory_bytes, gpu_types=gpu_types,
                        gpu_memory_bytes=gpu_memory, cwd=cwd, env=dict(execution.environment),
-                       job_id=secrets.token_hex(4), boost=boosted[1] if boosted else None,
-                       timeout_seconds=time_limit or execution.timeout_seconds, retries=execution.retry_attempts,
+                       job_id=secrets.token_hex(4), timeout_seconds=time_limit or execution.timeout_seconds,
+                       retries=execution.retry_attempts,
                        priority=priority, after=after or (), array=array[0] if array else (),
                        array_cap=array[1] if array else 0, held=hold)
         if detach or array:
@@ -221,13 +210,15 @@ def jobs() -> None:
     """List, follow and stop jobs."""
 
 
+QUEUE_SHOWN = 20  # waiting jobs shown one by one; the rest are one row (--expand shows them)
 COLOURS = {"running": "cyan", "queued": "yellow", "succeeded": "green", "failed": "red", "stopped": "magenta",
            "timeout": "red", "lost": "red"}
 
 
 @jobs.command("list")
 @click.option("--all", "everything", is_flag=True, help="Every finished job kept, not only the last day's.")
-@click.option("--expand", is_flag=True, help="An array's jobs one by one, not one row with counts.")
+@click.option("--expand", is_flag=True, help="Every job one by one: an array's, not one row with counts; every waiting "
+              f"job, not the first {QUEUE_SHOWN}.")
 @json_option
 @config_option
 def list_jobs(everything: bool, expand: bool, as_json: bool) -> None:
@@ -244,13 +235,19 @@ def list_jobs(everything: bool, expand: bool, as_json: bool) -> None:
 
 
 def _rows(found: list[JobRecord], expand: bool) -> Iterable[tuple[Any, ...]]:
-    """A row per job; an array's members one row with counts by state, unless `expand`."""
+    """A row per job; an array's members one row with counts by state, and the waiting jobs after
+    the first QUEUE_SHOWN (by position) one row, unless `expand`."""
     arrays: dict[str, list[JobRecord]] = {}
     for job in found:
         if job.array_id and not expand:
             arrays.setdefault(job.array_id, []).append(job)
+    waiting = sorted((j for j in found if j.state == "queued" and not (j.array_id and not expand)),
+                     key=lambda j: (j.position or 1 << 30, j.seq))
+    later = {j.id for j in waiting[QUEUE_SHOWN:]} if not expand else set()
     shown = set()
     for job in found:
+        if job.id in later:
+            continue
         if job.array_id and not expand:
             if job.array_id in shown:
                 continue
@@ -270,6 +267,9 @@ def _rows(found: list[JobRecord], expand: bool) -> Iterable[tuple[Any, ...]]:
             None if job.exit_status is None else str(job.exit_status)
         yield (job.id, styled(job.state, COLOURS.get(job.state, "white")), why, job.node, job.user,
                clock(job.submitted), clock(job.started), clock(job.ended), " ".join(job.argv))
+    if later:
+        yield ("...", styled(f"{len(later)} more queued", "yellow"), "--expand shows them", None, None, None, None,
+               None, None)
 
 
 def job_records(found: Iterable[Any]) -> list[JobRecord]:

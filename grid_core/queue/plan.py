@@ -93,6 +93,8 @@ def plan(waiting: Sequence[JobRecord], running: Sequence[JobRecord], slots: Sequ
     order = getattr(scheduler, "order", None)
     ordered = list(order(list(waiting))) if order else default_order(waiting)
     start, cancel, held_back = [], [], {}
+    shapes: dict[tuple[Any, ...], list[Slot]] = {}  # the nodes that could ever hold a job of that shape
+    blocked: dict[tuple[Any, ...], tuple[str, str, str]] = {}  # a shape that could not start: (node, why, reason)
     position = 0
 
     def wait(job: JobRecord, why: str, reason: str) -> None:
@@ -117,16 +119,28 @@ def plan(waiting: Sequence[JobRecord], running: Sequence[JobRecord], slots: Sequ
         if job.array_id and job.array_cap and running_in.get(job.array_id, 0) >= job.array_cap:
             wait(job, "limit", f"array {job.array_id} runs at most {job.array_cap} at once")
             continue
-        candidates = [s for s in slots if not s.view.held and could_hold(job, s, gpus_fit)]
+        shape = (job.cpus, job.gpus, job.memory_bytes, job.gpu_types, job.gpu_memory_bytes, job.pinned and job.node)
+        if shape not in shapes:  # an array's members, a sweep's jobs: one shape, worked out once
+            shapes[shape] = [s for s in slots if not s.view.held and could_hold(job, s, gpus_fit)]
+        candidates = shapes[shape]
         if not candidates:
             held = [s.view.name for s in slots if s.view.held]
             wait(job, "resources", "no running node can hold it now" + (f" ({', '.join(held)} held)" if held else ""))
             continue
-        views = tuple(attrs.evolve(s.view, available=free[s.view.name]) for s in candidates)
-        chosen = scheduler.choose(request(job), views)
+        ask = asks(job)
+        if shape in blocked:  # what is free only shrinks during a plan: it waits as the last of its shape did
+            best_name, why, reason = blocked[shape]
+            wait(job, why, reason)
+            for key, amount in ask.items():
+                free[best_name][key] = max(0.0, free[best_name][key] - amount)
+            continue
+        chosen = None
+        if any(lacks(job, free[s.view.name]) is None for s in candidates):  # else no scheduler could place it
+            views = tuple(attrs.evolve(s.view, available=free[s.view.name]) for s in candidates)
+            chosen = scheduler.choose(request(job), views)
         if chosen is not None and chosen.name in free and lacks(job, free[chosen.name]) is None:
             start.append((job, chosen.name))
-            for key, amount in asks(job).items():
+            for key, amount in ask.items():
                 free[chosen.name][key] -= amount
                 open_[chosen.name][key] -= amount
             if job.array_id:
@@ -136,11 +150,13 @@ def plan(waiting: Sequence[JobRecord], running: Sequence[JobRecord], slots: Sequ
         best = max(candidates, key=lambda s: _closeness(job, free[s.view.name]))
         short = lacks(job, free[best.view.name]) or "room"
         if any(lacks(job, open_[s.view.name]) is None for s in candidates):
-            wait(job, "priority", f"an earlier job keeps the room on {best.view.name} for itself")
+            blocked[shape] = (best.view.name, "priority",
+                              f"an earlier job keeps the room on {best.view.name} for itself")
         else:
-            wait(job, "resources", f"{job.node} does not have {short} free now" if job.pinned else
-                 f"no node has {short} free now")
-        for key, amount in asks(job).items():
+            blocked[shape] = (best.view.name, "resources", f"{job.node} does not have {short} free now"
+                              if job.pinned else f"no node has {short} free now")
+        wait(job, *blocked[shape][1:])
+        for key, amount in ask.items():
             free[best.view.name][key] = max(0.0, free[best.view.name][key] - amount)
     return Plan(start, held_back, cancel)
 

@@ -194,6 +194,11 @@ class JobStore:
 
     def finished(self, newest: int | None = None, since: float | None = None) -> list[JobRecord]:
         """Finished jobs, oldest first: all of them, or the `newest` that ended after `since`."""
+        return [_load(text) for text in self.finished_data(newest, since)]
+
+    def finished_data(self, newest: int | None = None, since: float | None = None) -> list[str]:
+        """The same as `finished`, each record as the JSON it is kept as: what a listing sends on,
+        without building a record of each only to write it out again."""
         query, args = f"SELECT record FROM jobs WHERE state NOT IN {ACTIVE!r}", []
         if since is not None:
             query += " AND ended >= ?"
@@ -203,7 +208,7 @@ class JobStore:
             query += f" LIMIT {int(newest)}"
         with self.lock:
             rows = self.db.execute(query, args).fetchall()
-        return [_load(r[0]) for r in reversed(rows)]
+        return [r[0] for r in reversed(rows)]
 
     def prune(self, keep_records: int, keep_seconds: float, keep_output_bytes: int,
               now: float | None = None) -> int:

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from grid_core.types.interfaces import Check, NodeOutcome, Progress, ShellEnv
     from grid_core.types.jobs import JobSpec
     from grid_core.types.offload import Boost, ControllerStatus
-    from grid_core.types.readings import WorkRequest
     from grid_core.types.status import EngineNode
 
 __all__ = ("Backend",)
@@ -84,10 +83,6 @@ class Backend(Protocol):
     def drain(self, cluster: Cluster) -> int:
         """Before `cluster stop`: running jobs stop, recorded as stopped by it; how many stay queued
         for the next start."""
-        ...
-
-    def boost_for(self, cluster: Cluster, request: WorkRequest) -> tuple[str, str] | None:
-        """A boost lent to `request.origin` with room for the request: (node, reservation), or None."""
         ...
 
     def python_problem(self, version: str, head_version: str | None) -> str | None:

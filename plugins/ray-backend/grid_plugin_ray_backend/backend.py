@@ -566,31 +566,6 @@ class RayBackend:
             return 0
 
 
-    def _ray_nodes(self, cluster: Cluster, address: str) -> list[gcs.RayNode]:
-        """Every node the GCS at `address` knows, as the service on the head asked it."""
-        _engine_answers(address)
-        return [gcs.RayNode(**node) for node in self._call(cluster, "nodes").result]
-
-    def boost_for(self, cluster: Cluster, request: types.WorkRequest) -> tuple[str, str] | None:
-        """A boost lent to the request's origin with room for it: (node, boost reservation)."""
-        state = records.load(self.config.name)
-        if state.gcs_address is None or not request.origin:
-            return None
-        try:
-            answer = self._call(cluster, "boost_groups", {"target": request.origin})
-            groups = [gcs.BoostGroup(**group) for group in answer.result]
-            if not groups:
-                return None
-            names = {n.node_id: n.grid_name for n in self._ray_nodes(cluster, state.gcs_address) if n.alive}
-        except GridError:
-            return None
-        for group in groups:
-            free = group.free
-            if (free.get("CPU", 0.0) >= request.cpus and free.get("GPU", 0.0) >= request.gpus
-                    and free.get("memory", 0.0) >= request.memory_bytes and names.get(group.node_id)):
-                return str(names[group.node_id]), group.name
-        return None
-
     # ------------------------------------------------------------------ Ray's own tools
 
     def shell_env(self, cluster: Cluster) -> ShellEnv:

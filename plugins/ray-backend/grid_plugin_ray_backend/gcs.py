@@ -165,39 +165,3 @@ def resource_usage(node: RayNode) -> dict[str, types.ResourceUse]:
         available = node.available.get(name, 0.0) if node.alive else 0.0
         out[name] = types.ResourceUse(total=total, available=available, used=max(0.0, total - available))
     return out
-
-
-@record
-class BoostGroup:
-    """A boost's reservation as the GCS sees it: which node, and what is still free inside it."""
-
-    name: str
-    node_id: str
-    free: Mapping[str, float]
-
-
-def boost_groups(address: str, target: str) -> list[BoostGroup]:
-    """The created reservations of boosts lent to `target` (named `grid-boost-<id>-for-<target>`)."""
-    if not port_open(address):
-        return []
-    from ray._private.state import GlobalState
-    from ray._raylet import GcsClientOptions  # type: ignore[attr-defined]
-
-    state = GlobalState()
-    state._initialize_global_state(GcsClientOptions.create(address, None, allow_cluster_id_nil=True,
-                                                           fetch_cluster_id_if_nil=False))
-    try:
-        table = state.placement_group_table()
-        available = state.available_resources_per_node()
-    finally:
-        state.disconnect()
-    found = []
-    for group_id, info in table.items():
-        name = info["name"]
-        if info["state"] != "CREATED" or not (name.startswith("grid-boost-") and name.endswith(f"-for-{target}")):
-            continue
-        node_id = info["bundles_to_node_id"][0]
-        suffix = f"_group_{group_id}"
-        free = {k[: -len(suffix)]: float(v) for k, v in available.get(node_id, {}).items() if k.endswith(suffix)}
-        found.append(BoostGroup(name, node_id, free))
-    return found

@@ -42,6 +42,16 @@ PRUNE_SECONDS = 60.0
 STOPPED_BY_CLUSTER = "stopped by grid cluster stop"
 
 
+@attrs.frozen
+class Seen:
+    """One read of Ray (JobQueue._read_ray)."""
+
+    slots: list[Slot]
+    ids: dict[str, str]  # grid node name -> its Ray node id
+    available: dict[str, dict[str, float]]  # Ray node id -> what Ray has available there
+    resources: dict[str, set[str]]  # grid node name -> the resource names it has
+
+
 class QueueError(Exception):
     """A request the queue refuses (the service sends it as an error frame)."""
 
@@ -65,6 +75,8 @@ class JobQueue:
         self.lock = threading.RLock()  # one plan at a time, and no start crosses a stop
         self.wake = threading.Event()
         self.draining = False  # `cluster stop` under way: nothing new starts
+        # Made once: each ray.remote(JobRunner) exports the class to the GCS anew (14 to 100 ms a job).
+        self.runner = ray.remote(JobRunner)
         self._lost_without_runner("the cluster or its head restarted while it ran")
         threading.Thread(target=self._planner, name="grid-queue", daemon=True).start()
         threading.Thread(target=self._reaper, name="grid-queue-reaper", daemon=True).start()
@@ -84,8 +96,10 @@ class JobQueue:
         job: JobSpec = wire().structure(dict(spec), JobSpec)
         job_id = str(job.job_id)
         self._check_after(job.after)
-        slots = self._slots()
-        self._check_fits(job, slots)
+        seen = self._read_ray()
+        self._check_fits(job, seen.slots)
+        if not (job.node or job.array or job.after or job.held or job.boost):
+            job = self._into_boost(job, seen)
         base = JobRecord(id=job_id, node=job.node, argv=job.argv, state="queued", submitted=time.time(), user=user,
                          priority=job.priority, cwd=job.cwd, cpus=job.cpus, gpus=job.gpus,
                          memory_bytes=job.memory_bytes, gpu_types=job.gpu_types, gpu_memory_bytes=job.gpu_memory_bytes,
@@ -98,8 +112,38 @@ class JobQueue:
             if any(self.store.get(r.id) for r, _ in rows):
                 raise QueueError(f"job {job_id} exists already")
             added = self.store.add(rows)
-            self.dispatch()
+            self.dispatch(seen)
         return [self.record(r.id) or r for r in added]
+
+    def _into_boost(self, job: Any, seen: Seen) -> Any:
+        """The job inside a boost lent to the head with room for it, where there is one: `grid run`
+        on the head uses what it borrowed first (docs/boosts.md)."""
+        from grid_core import gpus
+        from grid_core.queue.plan import request as request_of
+
+        head = self.config.head.name
+        if not any(b.state == "active" and b.target == head for b in self.controller.rules.boosts):
+            return job
+        from ray.util import placement_group_table
+
+        probe = JobRecord(id="", node=None, argv=(), state="queued", submitted=0.0, cpus=job.cpus, gpus=job.gpus,
+                          memory_bytes=job.memory_bytes, gpu_types=job.gpu_types,
+                          gpu_memory_bytes=job.gpu_memory_bytes)
+        names = {ray_id: name for name, ray_id in seen.ids.items()}
+        views = {s.view.name: s.view for s in seen.slots}
+        for group_id, info in placement_group_table().items():
+            group = info["name"]
+            if info["state"] != "CREATED" or not (group.startswith("grid-boost-") and group.endswith(f"-for-{head}")):
+                continue
+            ray_id = info["bundles_to_node_id"][0]
+            node = names.get(ray_id)
+            suffix = f"_group_{group_id}"
+            free = {k[: -len(suffix)]: float(v) for k, v in seen.available.get(ray_id, {}).items()
+                    if k.endswith(suffix)}
+            if node and lacks(probe, free) is None and (not gpus.asks_kind(request_of(probe)) or
+                                                       gpus.satisfies(views[node].gpus, request_of(probe))):
+                return attrs.evolve(job, node=node, boost=group)
+        return job
 
     def _check_after(self, after: Sequence[str]) -> None:
         for dep in after:
@@ -134,18 +178,23 @@ class JobQueue:
 
     # ------------------------------------------------------------------ planning
 
-    def _slots(self) -> list[Slot]:
-        """Each running node of the config: its view for the scheduler, its total, what is free."""
+    def _read_ray(self) -> Seen:
+        """One read of Ray: each running node of the config (its view for the scheduler, its total,
+        what is free), its Ray node id, and what Ray has available on each Ray node."""
         from ray._private.state import available_resources_per_node
 
         from grid_core import gpus
         from grid_core.types import NodeView
-        from grid_plugin_ray_backend.layout import grid_names
 
-        alive = [n for n in self.ray.nodes() if n["Alive"]]
-        names = grid_names(alive)
+        alive = sorted((n for n in self.ray.nodes() if n["Alive"]), key=lambda n: n.get("StartTime", 0))
+        # After a repair the GCS lists the killed raylet as alive too, with the same resource, until
+        # its health checks fail: the newest one is the node.
+        prefix = node_resource("")
+        ids = {k[len(prefix):]: n["NodeID"] for n in alive for k in n["Resources"] if k.startswith(prefix)}
+        names = {ray_id: name for name, ray_id in ids.items()}
         totals = {names[n["NodeID"]]: n["Resources"] for n in alive if n["NodeID"] in names}
-        available = {names[i]: res for i, res in available_resources_per_node().items() if i in names}
+        by_id = {i: {k: float(v) for k, v in res.items()} for i, res in available_resources_per_node().items()}
+        available = {names[i]: res for i, res in by_id.items() if i in names}
         used: dict[str, dict[str, float]] = {}
         for job in self.store.active.values():
             if job.state == "running" and job.node and not job.boost:
@@ -166,7 +215,7 @@ class JobQueue:
             view = NodeView(name=node.name, role="head" if node.is_head else "worker", metrics=readings.get(node.name),
                             held=node.name in held, tags=tuple(node.tags), gpus=found)
             slots.append(Slot(view, total, free))
-        return slots
+        return Seen(slots, ids, by_id, {name: set(res) for name, res in totals.items()})
 
     @staticmethod
     def _gpus_fit(job: JobRecord, view: Any, request: Any = None) -> bool:
@@ -188,20 +237,23 @@ class JobQueue:
             states[dep] = final[0] if final else "succeeded" if all(s == "succeeded" for s in members) else "queued"
         return states
 
-    def dispatch(self) -> bool:
-        """Plan once and start what the plan says; whether Ray's figures lag ours (look again soon)."""
+    def dispatch(self, seen: Seen | None = None) -> bool:
+        """Plan once and start what the plan says; whether Ray's figures lag ours (look again soon).
+        `seen`: a read of Ray made a moment ago under this lock, instead of a new one."""
         with self.lock:
             if self.draining:
                 return False
             active = list(self.store.active.values())
-            for job in active:  # a boost's job goes into its reservation, which the CLI found room in
-                if job.state == "queued" and job.boost and job.node:
-                    self._start(job, job.node)
-            waiting = [j for j in active if j.state == "queued" and not j.boost]
+            waiting = [j for j in active if j.state == "queued"]
             if not waiting:
                 self.waiting = {}
                 return False
-            slots = self._slots()
+            seen = seen or self._read_ray()
+            for job in waiting:  # into its boost's reservation, where submit found room
+                if job.boost and job.node:
+                    self._start(job, job.node, seen)
+            waiting = [j for j in waiting if not j.boost]
+            slots = seen.slots
             scheduler, problem = self._scheduler()
             running = [j for j in active if j.state == "running"]
             result = plan(waiting, running, slots, scheduler, self._after_states(waiting), self._gpus_fit)
@@ -212,7 +264,7 @@ class JobQueue:
             for job, why in result.cancel:
                 self.store.update(job.id, state="stopped", ended=now, reason=why)
             for job, node in result.start:
-                self._start(job, node)
+                self._start(job, node, seen)
             self.waiting = result.waiting
             lagging = any(s.free.get("CPU", 0.0) < s.total.get("CPU", 0.0) - self._ours(s.view.name) - 1e-9
                           for s in slots)
@@ -239,7 +291,7 @@ class JobQueue:
         return sum(j.cpus for j in self.store.active.values() if j.state == "running" and j.node == node
                    and not j.boost)
 
-    def _start(self, job: JobRecord, node: str) -> None:
+    def _start(self, job: JobRecord, node: str, seen: Seen) -> None:
         """The job's runner on `node`; the job is `running` from now (its record says where)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -252,8 +304,8 @@ class JobQueue:
             from grid_core.queue.plan import request as request_of
 
             request = request_of(job)
-            slot = next(s for s in self._slots() if s.view.name == node)
-            resources |= gpus.job_resources(request, slot.view.gpus, self._resource_names(node))
+            slot = next(s for s in seen.slots if s.view.name == node)
+            resources |= gpus.job_resources(request, slot.view.gpus, seen.resources.get(node, set()))
         options: dict[str, Any] = {
             "name": RUNNER.format(job.id), "lifetime": "detached", "max_concurrency": 4, "max_restarts": 0,
             "num_cpus": job.cpus, "num_gpus": job.gpus,
@@ -272,30 +324,18 @@ class JobQueue:
                     raise QueueError(f"boost reservation {job.boost} is gone (released or expired)") from None
                 options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
             else:
-                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self._node_id(node), soft=False)
+                if node not in seen.ids:
+                    raise QueueError(f"node {node} is not in the Ray cluster")
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(seen.ids[node], soft=False)
             env = {**spec.get("env", {}), "RAY_ADDRESS": self.address, "GRID_JOB_ID": job.id}
             if job.array_id:
                 env |= {"GRID_ARRAY_ID": job.array_id, "GRID_ARRAY_INDEX": str(job.array_index)}
             self.store.update(job.id, state="running", node=node, reason=None)
-            self.ray.remote(JobRunner).options(**options).remote(
+            self.runner.options(**options).remote(
                 job.id, job.argv, job.cwd, env, self.namespace, job.timeout_seconds, int(spec.get("retries", 0)))
         except Exception as exc:
             reason = str(exc) if isinstance(exc, QueueError) else f"could not start on {node}: {exc}"
             self.store.update(job.id, state="failed", ended=time.time(), reason=reason)
-
-    def _resource_names(self, node: str) -> set[str]:
-        return {k for n in self.ray.nodes() if n["Alive"] and node_resource(node) in n["Resources"]
-                for k in n["Resources"]}
-
-    def _node_id(self, name: str) -> str:
-        """The newest alive Ray node behind a grid node name: after a repair the GCS lists the
-        killed raylet as alive too until its health checks fail, with the same resource."""
-        resource = node_resource(name)
-        found = [(n.get("StartTime", 0), n["NodeID"]) for n in self.ray.nodes()
-                 if n["Alive"] and resource in n["Resources"]]
-        if not found:
-            raise QueueError(f"node {name} is not in the Ray cluster")
-        return str(max(found)[1])
 
     def _planner(self) -> None:
         lag = 0
@@ -329,11 +369,18 @@ class JobQueue:
             job = attrs.evolve(job, waiting=why.why, position=why.position, reason=why.reason)
         return job
 
-    def jobs(self, everything: bool = False) -> list[JobRecord]:
-        """The active jobs and the recent finished ones (the last day's, at most RECENT); all with `everything`."""
-        finished = self.store.finished() if everything else self.store.finished(RECENT, time.time() - 86400)
+    def jobs(self, everything: bool = False) -> list[dict[str, Any]]:
+        """The active jobs and the recent finished ones (the last day's, at most RECENT; all with
+        `everything`), in submission order, as JobRecord's plain data (finished ones as stored)."""
+        import json
+
+        from grid_core.types import wire
+
+        since = None if everything else time.time() - 86400
+        finished = [json.loads(text) for text in self.store.finished_data(None if everything else RECENT, since)]
         active = [self.record(j) for j in list(self.store.active)]
-        return sorted([*finished, *(j for j in active if j is not None)], key=lambda j: j.seq)
+        together = finished + wire().unstructure([j for j in active if j is not None])
+        return sorted(together, key=lambda data: int(data["seq"]))
 
     def matching(self, job_id: str) -> list[JobRecord]:
         """The job, or every member of the array with that id."""
@@ -426,7 +473,7 @@ class JobQueue:
 
 
 UPDATABLE = frozenset({"state", "exit_status", "started", "ended", "pid", "hostname", "reason"})
-RECENT = 200  # finished jobs `jobs list` shows without --all
+RECENT = 100  # finished jobs `jobs list` shows without --all
 
 
 def _short(job: JobRecord, total: Mapping[str, float]) -> str:

@@ -335,14 +335,6 @@ class GridService:
 
         return [attrs.asdict(n) for n in gcs.read_nodes(self.address)]
 
-    def boost_groups(self, client: Client, target: str) -> int:
-        import attrs
-
-        from grid_plugin_ray_backend import gcs
-
-        client.frame("result", [attrs.asdict(g) for g in gcs.boost_groups(self.address, target)])
-        return 0
-
     # ------------------------------------------------------------------ offload
 
     def offload(self, client: Client, action: str, **params: Any) -> int:
@@ -380,9 +372,8 @@ class GridService:
         return self._follow(client, job_id, since=since)
 
     def jobs(self, client: Client, all: bool = False) -> int:
-        from grid_core.types import wire
 
-        client.frame("result", wire().unstructure(self.queue.jobs(everything=all)))
+        client.frame("result", self.queue.jobs(everything=all))
         return 0
 
     def logs(self, client: Client, job_id: str, follow: bool = False, since: tuple[int, int] = (0, 0)) -> int:
@@ -449,7 +440,7 @@ class GridService:
 
 
 HANDLERS: dict[str, Callable[..., int]] = {
-    "nodes": GridService.nodes, "status": GridService.status, "boost_groups": GridService.boost_groups,
+    "nodes": GridService.nodes, "status": GridService.status,
     "offload": GridService.offload,
     "run": GridService.run, "jobs": GridService.jobs, "logs": GridService.logs, "stop_job": GridService.stop_job,
     "hold_job": GridService.hold_job, "drain": GridService.drain,
