@@ -14,7 +14,9 @@ Slurm is Debian's `slurm-wlm` with `munge`, one node of this machine, started an
   (goal <= 2.0x), on the head and, with --remote, from a machine that is not a node;
 - memory: the grid service's resident memory with 10,000 finished jobs in its store, beside
   the same service with an empty one.
-Usage: .venv/bin/python benchmarks/queue.py [--jobs N] [--rounds N] [--remote] [--no-slurm]
+Named lab_queue.py, not queue.py: a script's own folder comes first on sys.path, and a queue.py
+there would stand for the standard library's `queue` in every benchmark beside it.
+Usage: .venv/bin/python benchmarks/lab_queue.py [--jobs N] [--rounds N] [--remote] [--no-slurm]
 """
 
 from __future__ import annotations
