@@ -10,6 +10,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from grid_core.errors import GridError
 
@@ -62,6 +63,23 @@ def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
                 os.unlink(tmp)
 
 
+def _holder(handle: IO[str], cluster_name: str) -> str:
+    """Who holds the lock, as its holder wrote it. The holder writes just after it took the lock,
+    so a run that came at that moment reads again for a little while before it gives up naming it."""
+    import json
+    import time
+
+    for _ in range(20):
+        handle.seek(0)
+        try:
+            holder = json.loads(handle.read() or "{}")
+            since = time.strftime("%H:%M:%S", time.localtime(holder["since"]))
+            return f"waiting for `grid cluster {holder['operation']}` (pid {holder['pid']}, since {since})"
+        except (ValueError, KeyError, TypeError):
+            time.sleep(0.01)
+    return f"waiting for another grid command on cluster {cluster_name}"
+
+
 @contextlib.contextmanager
 def operation_lock(cluster_name: str, operation: str, waiting: Callable[[str], None]) -> Iterator[None]:
     """Hold the cluster's lock for one start, stop or install; a second run waits its turn and is
@@ -80,13 +98,7 @@ def operation_lock(cluster_name: str, operation: str, waiting: Callable[[str], N
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            try:
-                holder = json.loads(handle.read() or "{}")
-                since = time.strftime("%H:%M:%S", time.localtime(holder["since"]))
-                waiting(f"waiting for `grid cluster {holder['operation']}` (pid {holder['pid']}, since {since})")
-            except (ValueError, KeyError, TypeError):
-                waiting(f"waiting for another grid command on cluster {cluster_name}")
+            waiting(_holder(handle, cluster_name))
             fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
         handle.truncate()

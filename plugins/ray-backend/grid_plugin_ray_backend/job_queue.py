@@ -96,15 +96,15 @@ class JobQueue:
         job: JobSpec = wire().structure(dict(spec), JobSpec)
         job_id = str(job.job_id)
         self._check_after(job.after)
-        seen = self._read_ray()
-        self._check_fits(job, seen.slots)
-        if not (job.node or job.array or job.after or job.held or job.boost):
-            job = self._into_boost(job, seen)
         base = JobRecord(id=job_id, node=job.node, argv=job.argv, state="queued", submitted=time.time(), user=user,
                          priority=job.priority, cwd=job.cwd, cpus=job.cpus, gpus=job.gpus,
                          memory_bytes=job.memory_bytes, gpu_types=job.gpu_types, gpu_memory_bytes=job.gpu_memory_bytes,
-                         boost=job.boost, after=job.after, timeout_seconds=job.timeout_seconds, held=job.held,
+                         after=job.after, timeout_seconds=job.timeout_seconds, held=job.held,
                          pinned=job.node is not None)
+        seen = self._read_ray()
+        self._check_fits(base, seen.slots)
+        if not (job.node or job.array or job.after or job.held):
+            base = self._into_boost(base, seen)
         runner = {"env": dict(job.env), "resources": dict(job.resources), "retries": job.retries}
         rows = [(attrs.evolve(base, id=f"{job_id}.{i}", array_id=job_id, array_index=i, array_cap=job.array_cap),
                  runner) for i in job.array] or [(base, runner)]
@@ -115,7 +115,7 @@ class JobQueue:
             self.dispatch(seen)
         return [self.record(r.id) or r for r in added]
 
-    def _into_boost(self, job: Any, seen: Seen) -> Any:
+    def _into_boost(self, job: JobRecord, seen: Seen) -> JobRecord:
         """The job inside a boost lent to the head with room for it, where there is one: `grid run`
         on the head uses what it borrowed first (docs/boosts.md)."""
         from grid_core import gpus
@@ -126,9 +126,6 @@ class JobQueue:
             return job
         from ray.util import placement_group_table
 
-        probe = JobRecord(id="", node=None, argv=(), state="queued", submitted=0.0, cpus=job.cpus, gpus=job.gpus,
-                          memory_bytes=job.memory_bytes, gpu_types=job.gpu_types,
-                          gpu_memory_bytes=job.gpu_memory_bytes)
         names = {ray_id: name for name, ray_id in seen.ids.items()}
         views = {s.view.name: s.view for s in seen.slots}
         for group_id, info in placement_group_table().items():
@@ -140,9 +137,9 @@ class JobQueue:
             suffix = f"_group_{group_id}"
             free = {k[: -len(suffix)]: float(v) for k, v in seen.available.get(ray_id, {}).items()
                     if k.endswith(suffix)}
-            if node and lacks(probe, free) is None and (not gpus.asks_kind(request_of(probe)) or
-                                                       gpus.satisfies(views[node].gpus, request_of(probe))):
-                return attrs.evolve(job, node=node, boost=group)
+            if node and lacks(job, free) is None and (not gpus.asks_kind(request_of(job)) or
+                                                     gpus.satisfies(views[node].gpus, request_of(job))):
+                return attrs.evolve(job, node=node, boost=group, pinned=True)
         return job
 
     def _check_after(self, after: Sequence[str]) -> None:
@@ -150,9 +147,9 @@ class JobQueue:
             if self.store.get(dep) is None and not self.store.members(dep):
                 raise QueueError(f"--after {dep}: no such job")
 
-    def _check_fits(self, job: Any, slots: Sequence[Slot]) -> None:
+    def _check_fits(self, job: JobRecord, slots: Sequence[Slot]) -> None:
         from grid_core import gpus
-        from grid_core.types import WorkRequest
+        from grid_core.queue.plan import request as request_of
 
         if not slots:
             raise QueueError(f"cluster {self.config.name!r} has no running node; start it with grid cluster start")
@@ -162,18 +159,15 @@ class JobQueue:
             if job.node not in names:
                 raise QueueError(f"node {job.node} is not running in cluster {self.config.name!r}")
             slots = [s for s in slots if s.view.name == job.node]
-        request = WorkRequest(cpus=job.cpus, gpus=job.gpus, memory_bytes=job.memory_bytes,
-                              gpu_types=job.gpu_types, gpu_memory_bytes=job.gpu_memory_bytes)
-        probe = JobRecord(id="", node=None, argv=(), state="queued", submitted=0.0, cpus=job.cpus, gpus=job.gpus,
-                          memory_bytes=job.memory_bytes)
+        request = request_of(job)
         if gpus.asks_kind(request):
             if job.node and not gpus.satisfies(slots[0].view.gpus, request):
                 raise QueueError(f"node {job.node} does not have {gpus.describe(request)}: it has "
                                  f"{gpus.summary(slots[0].view.gpus)}")
             if problem := gpus.shortfall(request, {s.view.name: s.view.gpus for s in slots}):
                 raise QueueError(problem)
-        if all(lacks(probe, s.total) for s in slots):
-            short = [f"node {s.view.name} has {_short(probe, s.total)}" for s in slots]
+        if all(lacks(job, s.total) for s in slots):
+            short = [f"node {s.view.name} has {_short(job, s.total)}" for s in slots]
             raise QueueError(short[0] if job.node else f"no node could ever hold the job: {'; '.join(short)}")
 
     # ------------------------------------------------------------------ planning
@@ -182,17 +176,20 @@ class JobQueue:
         """One read of Ray: each running node of the config (its view for the scheduler, its total,
         what is free), its Ray node id, and what Ray has available on each Ray node."""
         from ray._private.state import available_resources_per_node
+        from ray._private.worker import global_worker
 
         from grid_core import gpus
         from grid_core.types import NodeView
 
-        alive = sorted((n for n in self.ray.nodes() if n["Alive"]), key=lambda n: n.get("StartTime", 0))
         # After a repair the GCS lists the killed raylet as alive too, with the same resource, until
-        # its health checks fail: the newest one is the node.
+        # its health checks fail: the newest one (by start time) is the node.
+        alive = sorted((info.start_time_ms, node_id.hex(), dict(info.resources_total))
+                       for node_id, info in global_worker.gcs_client.get_all_node_info(timeout=30).items()  # type: ignore[attr-defined]
+                       if info.state == 0)
         prefix = node_resource("")
-        ids = {k[len(prefix):]: n["NodeID"] for n in alive for k in n["Resources"] if k.startswith(prefix)}
+        ids = {k[len(prefix):]: ray_id for _, ray_id, res in alive for k in res if k.startswith(prefix)}
         names = {ray_id: name for name, ray_id in ids.items()}
-        totals = {names[n["NodeID"]]: n["Resources"] for n in alive if n["NodeID"] in names}
+        totals = {names[ray_id]: res for _, ray_id, res in alive if ray_id in names}
         by_id = {i: {k: float(v) for k, v in res.items()} for i, res in available_resources_per_node().items()}
         available = {names[i]: res for i, res in by_id.items() if i in names}
         used: dict[str, dict[str, float]] = {}
