@@ -187,10 +187,14 @@ class JobStore:
         return dict(json.loads(row[0])) if row else {}
 
     def members(self, array_id: str) -> list[JobRecord]:
+        return [_load(text) for text in self.members_data(array_id)]
+
+    def members_data(self, array_id: str) -> list[str]:
+        """An array's members in submission order, each as the JSON it is kept as."""
         with self.lock:
             rows = self.db.execute("SELECT record FROM jobs WHERE id LIKE ? ORDER BY seq",
                                    (f"{array_id}.%",)).fetchall()
-        return [_load(r[0]) for r in rows]
+        return [r[0] for r in rows]
 
     def finished(self, newest: int | None = None, since: float | None = None) -> list[JobRecord]:
         """Finished jobs, oldest first: all of them, or the `newest` that ended after `since`."""

@@ -77,6 +77,8 @@ class JobQueue:
         self.draining = False  # `cluster stop` under way: nothing new starts
         # Made once: each ray.remote(JobRunner) exports the class to the GCS anew (14 to 100 ms a job).
         self.runner = ray.remote(JobRunner)
+        self.dispatched: dict[str, float] = {}  # job -> when its runner was made (monotonic), since this start
+        self.missing: dict[str, int] = {}  # job -> looks in a row that found no runner
         self._lost_without_runner("the cluster or its head restarted while it ran")
         threading.Thread(target=self._planner, name="grid-queue", daemon=True).start()
         threading.Thread(target=self._reaper, name="grid-queue-reaper", daemon=True).start()
@@ -328,6 +330,7 @@ class JobQueue:
             if job.array_id:
                 env |= {"GRID_ARRAY_ID": job.array_id, "GRID_ARRAY_INDEX": str(job.array_index)}
             self.store.update(job.id, state="running", node=node, reason=None)
+            self.dispatched[job.id] = time.monotonic()
             self.runner.options(**options).remote(
                 job.id, job.argv, job.cwd, env, self.namespace, job.timeout_seconds, int(spec.get("retries", 0)))
         except Exception as exc:
@@ -375,8 +378,13 @@ class JobQueue:
 
         since = None if everything else time.time() - 86400
         finished = [json.loads(text) for text in self.store.finished_data(None if everything else RECENT, since)]
-        active = [self.record(j) for j in list(self.store.active)]
-        together = finished + wire().unstructure([j for j in active if j is not None])
+        active = wire().unstructure([j for j in (self.record(i) for i in list(self.store.active)) if j is not None])
+        if not everything:  # an array shown is shown whole, so its row's counts are its own
+            listed = {d["id"] for d in finished + active}
+            for array in {d["array_id"] for d in finished + active if d.get("array_id")}:
+                finished += [d for d in map(json.loads, self.store.members_data(array))
+                             if d["id"] not in listed and d["state"] not in ACTIVE]
+        together = finished + active
         return sorted(together, key=lambda data: int(data["seq"]))
 
     def matching(self, job_id: str) -> list[JobRecord]:
@@ -444,13 +452,23 @@ class JobQueue:
 
     # ------------------------------------------------------------------ tidying
 
-    def _lost_without_runner(self, why: str, older_than: float = 0.0) -> None:
-        for job in [j for j in self.store.active.values() if j.state == "running"]:
-            if time.time() - (job.started or job.submitted) < older_than:
+    def _lost_without_runner(self, why: str, misses: int = 1) -> None:
+        """Running jobs whose runner is not found `misses` looks in a row (one look may fail while
+        the GCS is busy) end as lost. A runner started less than REAP_SECONDS ago is not looked for."""
+        with self.lock:
+            running = [j for j in self.store.active.values() if j.state == "running"]
+            self.missing = {j.id: self.missing.get(j.id, 0) for j in running}
+            self.dispatched = {j.id: self.dispatched[j.id] for j in running if j.id in self.dispatched}
+        for job in running:
+            if time.monotonic() - self.dispatched.get(job.id, 0.0) < REAP_SECONDS:
                 continue
             try:
                 self.ray.get_actor(RUNNER.format(job.id), namespace=self.namespace)
+                self.missing[job.id] = 0
+                continue
             except ValueError:
+                self.missing[job.id] += 1
+            if self.missing[job.id] >= misses:
                 self.store.update(job.id, state="lost", ended=time.time(),
                                   reason=f"its runner on {job.node} ended without an exit status ({why})")
                 self.wake.set()
@@ -460,7 +478,7 @@ class JobQueue:
         while True:
             time.sleep(REAP_SECONDS)
             try:
-                self._lost_without_runner("the node was lost, or Ray ended it", older_than=2 * REAP_SECONDS)
+                self._lost_without_runner("the node was lost, or Ray ended it", misses=2)
                 if time.monotonic() - pruned > PRUNE_SECONDS:
                     pruned = time.monotonic()
                     keep = self.config.queue
