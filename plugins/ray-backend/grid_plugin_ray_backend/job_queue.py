@@ -374,11 +374,15 @@ class JobQueue:
         `everything`), in submission order, as JobRecord's plain data (finished ones as stored)."""
         import json
 
-        from grid_core.types import wire
-
         since = None if everything else time.time() - 86400
         finished = [json.loads(text) for text in self.store.finished_data(None if everything else RECENT, since)]
-        active = wire().unstructure([j for j in (self.record(i) for i in list(self.store.active)) if j is not None])
+        with self.store.lock:
+            active = [dict(data) for data in self.store.active_data.values()]
+        waiting = self.waiting
+        for data in active:
+            if data["state"] == "queued" and data["id"] in waiting:
+                why = waiting[data["id"]]
+                data.update(waiting=why.why, position=why.position, reason=why.reason)
         if not everything:  # an array shown is shown whole, so its row's counts are its own
             listed = {d["id"] for d in finished + active}
             for array in {d["array_id"] for d in finished + active if d.get("array_id")}:
