@@ -341,7 +341,8 @@ class GridService:
         if action not in {"status", "configure", "hold", "release", "boost", "boost_release"}:
             raise ServiceError(f"unknown offload action {action!r}")
         answer = getattr(self.controller, action)(**params)
-        self.queue.wake.set()  # a hold released, a boost gone: room for a waiting job, maybe
+        if action != "status":
+            self.queue.wake.set()  # a hold released, a boost gone: room for a waiting job, maybe
         if action == "status":
             answer = {**answer, "plugins": self.plugins}
         client.frame("result", answer)
@@ -353,20 +354,18 @@ class GridService:
             since: tuple[int, int] = (0, 0)) -> int:
         """Queue a job, or, for a job id already known (a client asking again after its connection
         dropped), follow that one from `since`. A job that waits says why, in a note."""
-        from grid_core.types import wire
-
         job_id = spec["job_id"]
-        found = self.queue.record(job_id) or next(iter(self.queue.store.members(job_id)), None)
-        added = [found] if found else self.queue.submit(spec, user=client.user())
+        # Asked again (an answer lost on the way): the job, or the array's first member, as it stands.
+        known = self.queue.record(job_id) or next(iter(self.queue.store.members(job_id)), None)
+        added = [known] if known else self.queue.submit(spec, user=client.user())
         first = added[0]
-        if spec.get("array"):
-            client.frame("note", f"array {job_id}: {len(added)} jobs queued ({job_id}.0 and on); "
+        if spec.get("array") and not known:
+            client.frame("note", f"array {job_id}: {len(added)} jobs queued ({first.id} first); "
                                  f"see them: grid jobs list --expand")
         elif first.state == "queued" and first.position is not None:
             client.frame("note", f"job {job_id} is queued, position {first.position} ({first.waiting}): "
                                  f"{first.reason}")
-        client.frame("event", {"event": "job", "id": job_id, "node": first.node,
-                               "records": wire().unstructure(added[:1] if not spec.get("array") else [])})
+        client.frame("event", {"event": "job", "id": job_id, "node": first.node})
         if detach or spec.get("array"):
             return 0
         return self._follow(client, job_id, since=since)
