@@ -8,7 +8,6 @@ a boost ends. Nothing here talks to a cluster, so the rules are tested as pure f
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -24,8 +23,6 @@ if TYPE_CHECKING:
 
 PRIORITIES = {"low": 0, "normal": 1, "high": 2, "critical": 3}
 RESOURCES = ("cpu", "gpu", "memory")  # memory in GB
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @record
@@ -37,18 +34,13 @@ class Plan:
 
 
 def parse_duration(text: str) -> float:
-    """`90s`, `30m`, `2h`, `1h30m`, `1d` or plain seconds, as seconds."""
-    text = text.strip().lower()
+    """A boost's --duration as seconds (grid_core.queue.words reads it, as it reads --time)."""
+    from grid_core.queue.words import parse_duration as seconds
+
     try:
-        seconds = float(text)
-    except ValueError:
-        parts = _DURATION.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise GridError(f"duration {text!r}: use seconds or forms like 90s, 30m, 2h, 1h30m") from None
-        seconds = sum(float(n) * _UNIT[u] for n, u in parts)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise GridError(f"duration {text!r}: must be positive")
-    return seconds
+        return seconds(text)
+    except ValueError as exc:
+        raise GridError(f"duration {exc}") from None
 
 
 def check_request(resource: str, amount: float, priority: str) -> None:

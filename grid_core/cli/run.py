@@ -60,42 +60,21 @@ def _write(stream: str, text: str) -> None:
     out.flush()
 
 
-def word_option(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, str | None], Any]:
-    """A click callback that reads the option with one of the queue's parsers (grid_core.queue.words)."""
+def word_option(parser: str) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    """A click callback that reads the option with the queue's parser of that name
+    (grid_core.queue.words, imported only when the option is given)."""
 
     def read(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
         if value is None:
             return None
+        from grid_core.queue import words
+
         try:
-            return parse(value)
+            return getattr(words, parser)(value)
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
 
     return read
-
-
-def _priority(text: str) -> int:
-    from grid_core.queue.words import parse_priority
-
-    return parse_priority(text)
-
-
-def _array(text: str) -> tuple[tuple[int, ...], int]:
-    from grid_core.queue.words import parse_array
-
-    return parse_array(text)
-
-
-def _after(text: str) -> tuple[str, ...]:
-    from grid_core.queue.words import parse_after
-
-    return parse_after(text)
-
-
-def _duration(text: str) -> float:
-    from grid_core.queue.words import parse_duration
-
-    return parse_duration(text)
 
 
 @click.command("run")
@@ -111,13 +90,13 @@ def _duration(text: str) -> float:
               help="Only GPUs with at least this much memory in all, e.g. 20G.")
 @click.option("--memory", "memory_bytes", default=None, metavar="SIZE", callback=size_option,
               help="Memory the job holds, e.g. 2G.")
-@click.option("--priority", "-p", default="normal", metavar="LEVEL", callback=word_option(_priority),
+@click.option("--priority", "-p", default="normal", metavar="LEVEL", callback=word_option("parse_priority"),
               help="low, normal, high or an integer: the queue runs higher first, then in submission order.")
-@click.option("--array", "-a", default=None, metavar="INDICES", callback=word_option(_array),
+@click.option("--array", "-a", default=None, metavar="INDICES", callback=word_option("parse_array"),
               help="One job per index, e.g. 0-99%8 (at most 8 at once), 1,5,9 or 0-98:2; always detached.")
-@click.option("--after", default=None, metavar="ID[,ID...]", callback=word_option(_after),
+@click.option("--after", default=None, metavar="ID[,ID...]", callback=word_option("parse_after"),
               help="Start once these jobs succeed; if one does not, this job is cancelled.")
-@click.option("--time", "-t", "time_limit", default=None, metavar="DURATION", callback=word_option(_duration),
+@click.option("--time", "-t", "time_limit", default=None, metavar="DURATION", callback=word_option("parse_duration"),
               help="Stop the job past this, e.g. 90s, 30m, 2h; it ends as timeout "
                    "(default: execution.timeout_seconds).")
 @click.option("--hold", is_flag=True, help="Queue the job held: it starts after grid jobs release ID.")

@@ -58,12 +58,21 @@ def asks(job: JobRecord) -> dict[str, float]:
     return {"CPU": job.cpus, "GPU": job.gpus, "memory": float(job.memory_bytes)}
 
 
+def shortage(job: JobRecord, have: Mapping[str, float]) -> tuple[str, float] | None:
+    """The first resource `have` has too little of for the job, and how much the job asks; None
+    when it fits."""
+    return next(((key, amount) for key, amount in asks(job).items() if amount > have.get(key, 0.0) + 1e-9), None)
+
+
+def in_words(key: str, value: float) -> str:
+    """`2 CPU`, `1.5 GiB memory`."""
+    return f"{value / 2**30:.1f} GiB memory" if key == "memory" else f"{value:g} {key}"
+
+
 def lacks(job: JobRecord, have: Mapping[str, float]) -> str | None:
-    """The first resource `have` has too little of for the job, in words; None when it fits."""
-    for key, amount in asks(job).items():
-        if amount > have.get(key, 0.0) + 1e-9:
-            return f"{amount:g} {key}" if key != "memory" else f"{amount / 2**30:.1f} GiB memory"
-    return None
+    """What `have` has too little of for the job, as what the job asks, in words; None when it fits."""
+    short = shortage(job, have)
+    return in_words(*short) if short else None
 
 
 def default_order(jobs: Sequence[JobRecord]) -> list[JobRecord]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 PRIORITIES = {"low": -10, "normal": 0, "high": 10}
@@ -10,7 +11,7 @@ MAX_PRIORITY = 1_000_000
 MAX_ARRAY = 100_000  # members in one array (Slurm's MaxArraySize is 1001 by default)
 MAX_INDEX = 10_000_000
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 CLOCK = re.compile(r"^\s*(?:(\d+)-)?(\d+):(\d{1,2})(?::(\d{1,2}))?\s*$")  # Slurm's [D-]HH:MM[:SS]
 RANGE = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$")
 JOB_ID = re.compile(r"^[0-9a-f]{1,32}(?:\.\d+)?$")
@@ -31,20 +32,25 @@ def parse_priority(text: str) -> int:
 
 
 def parse_duration(text: str) -> float:
-    """Seconds from `90s`, `30m`, `2h`, `1d`, a plain number of seconds, or Slurm's `[D-]HH:MM[:SS]`."""
-    match = DURATION.match(text)
-    if match:
-        seconds = float(match.group(1)) * DURATION_UNITS[(match.group(2) or "s").lower()]
-    elif clock := CLOCK.match(text):
+    """Seconds from `90s`, `30m`, `2h`, `1h30m`, `1d`, a plain number of seconds, or Slurm's
+    `[D-]HH:MM[:SS]`: `grid run --time` and `grid boost request --duration` alike."""
+    word = text.strip().lower()
+    if clock := CLOCK.match(word):
         days, first, second, third = (int(g) if g else 0 for g in clock.groups())
         hours, minutes, secs = (first, second, third) if clock.group(4) else (first, second, 0)
         if minutes >= 60 or secs >= 60:
             raise ValueError(f"{text!r} is not a time: minutes and seconds run to 59")
         seconds = float(((days * 24 + hours) * 60 + minutes) * 60 + secs)
     else:
-        raise ValueError(f"{text!r} is not a time such as 90s, 30m, 2h or 1-12:00:00")
-    if not 0 < seconds <= 366 * 86400:
-        raise ValueError(f"{text!r} is out of range: more than 0 s, at most a year")
+        try:
+            seconds = float(word)
+        except ValueError:
+            parts = DURATION_PART.findall(word)
+            if not parts or "".join(n + u for n, u in parts) != word:
+                raise ValueError(f"{text!r} is not a time such as 90s, 30m, 2h, 1h30m or 1-12:00:00") from None
+            seconds = sum(float(n) * DURATION_UNITS[u] for n, u in parts)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{text!r} is out of range: a time is more than 0 s")
     return seconds
 
 

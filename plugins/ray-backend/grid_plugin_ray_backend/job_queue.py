@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from grid_core.queue.plan import KEYS, Slot, Waiting, asks, lacks, plan
+from grid_core.queue.plan import KEYS, Slot, Waiting, lacks, plan, shortage
 from grid_core.queue.store import JobStore
 from grid_core.types.jobs import ACTIVE, JobRecord
 from grid_plugin_ray_backend.jobs import RUNNER, JobRunner
@@ -33,6 +33,7 @@ from grid_plugin_ray_backend.layout import node_resource
 
 if TYPE_CHECKING:
     from grid_core.config import ClusterConfig
+    from grid_core.types import NodeView
 
 SAFETY_SECONDS = 2.0  # the planner runs at least this often while jobs wait
 LAG_SECONDS = 0.05  # how soon it looks again while Ray's figures lag its own
@@ -120,9 +121,6 @@ class JobQueue:
     def _into_boost(self, job: JobRecord, seen: Seen) -> JobRecord:
         """The job inside a boost lent to the head with room for it, where there is one: `grid run`
         on the head uses what it borrowed first (docs/boosts.md)."""
-        from grid_core import gpus
-        from grid_core.queue.plan import request as request_of
-
         head = self.config.head.name
         if not any(b.state == "active" and b.target == head for b in self.controller.rules.boosts):
             return job
@@ -139,8 +137,7 @@ class JobQueue:
             suffix = f"_group_{group_id}"
             free = {k[: -len(suffix)]: float(v) for k, v in seen.available.get(ray_id, {}).items()
                     if k.endswith(suffix)}
-            if node and lacks(job, free) is None and (not gpus.asks_kind(request_of(job)) or
-                                                     gpus.satisfies(views[node].gpus, request_of(job))):
+            if node and lacks(job, free) is None and self._gpus_fit(job, views[node]):
                 return attrs.evolve(job, node=node, boost=group, pinned=True)
         return job
 
@@ -217,12 +214,13 @@ class JobQueue:
         return Seen(slots, ids, by_id, {name: set(res) for name, res in totals.items()})
 
     @staticmethod
-    def _gpus_fit(job: JobRecord, view: Any, request: Any = None) -> bool:
+    def _gpus_fit(job: JobRecord, view: NodeView) -> bool:
+        """Whether the node has the kind of GPU the job names (any, where it names none)."""
         from grid_core import gpus
-        from grid_core.queue.plan import request as request_of
+        from grid_core.queue.plan import request
 
-        request = request or request_of(job)
-        return not gpus.asks_kind(request) or gpus.satisfies(view.gpus, request)
+        wanted = request(job)
+        return not gpus.asks_kind(wanted) or gpus.satisfies(view.gpus, wanted)
 
     def _after_states(self, jobs: Sequence[JobRecord]) -> dict[str, str]:
         states = {}
@@ -497,9 +495,8 @@ RECENT = 100  # finished jobs `jobs list` shows without --all
 
 def _short(job: JobRecord, total: Mapping[str, float]) -> str:
     """What the node has too little of, in all, beside what the job asks."""
-    for key, amount in asks(job).items():
-        if amount > total.get(key, 0.0) + 1e-9:
-            if key == "memory":
-                return f"{total.get(key, 0.0) / 2**30:.1f} GiB memory in all, the job asks for {amount / 2**30:.1f}"
-            return f"{total.get(key, 0.0):g} {key} in all, the job asks for {amount:g}"
-    return "room for it"
+    key, asked = shortage(job, total) or ("CPU", job.cpus)
+    have = total.get(key, 0.0)
+    if key == "memory":
+        return f"{have / 2**30:.1f} GiB memory in all, the job asks for {asked / 2**30:.1f}"
+    return f"{have:g} {key} in all, the job asks for {asked:g}"
