@@ -1,5 +1,6 @@
-"""A job's runner (jobs.JobRunner) starting and stopping its command, with real processes and a
-reporter the test keeps; the Ray actor around it is tested in test_ray_local.py."""
+"""A job's runner (jobs.JobRunner) starting and stopping its command, and keeping its lease,
+with real processes and a service the test plays (its answers, or none while "cut off"); the Ray
+actor around it is tested in test_ray_local.py and test_queue_cluster.py."""
 
 from __future__ import annotations
 
@@ -12,18 +13,31 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from grid_plugin_ray_backend.jobs import JobRunner, Reporter
+import pytest
+
+from grid_plugin_ray_backend.jobs import Fenced, JobRunner, Reporter
 
 
 class Registry(Reporter):
-    """The runner's reports (jobs.Reporter), kept here instead of sent to the service."""
+    """The runner's reports (jobs.Reporter), kept here instead of sent to the service; while `cut`,
+    every try fails as an unreachable service's; `counts` False: the service says the attempt is lost."""
 
-    def __init__(self) -> None:
-        super().__init__("j", "ns")
+    def __init__(self, lease: float = 30.0) -> None:
+        super().__init__("j", 1, "ns", lease)
         self.log: list[tuple[str, Any]] = []
+        self.tries: list[int] = []
+        self.cut, self.counts = False, True
 
-    def _send(self, chunks: Sequence[tuple[str, str]], fields: Mapping[str, Any]) -> None:
-        self.log.append(("update", dict(fields)) if fields else ("append", list(chunks)))
+    def _deliver(self, number: int, chunks: Sequence[tuple[str, str]], fields: Mapping[str, Any]) -> bool:
+        self.tries.append(number)
+        if self.cut:
+            raise ConnectionError("the link is cut")
+        if self.counts:
+            self.log.append(("update", dict(fields)) if fields else ("append", list(chunks)))
+        return self.counts
+
+    def tell_fenced(self, message: str) -> None:
+        self.log.append(("fenced", message))
 
     def running(self) -> bool:
         return any(name == "update" and value.get("state") == "running" for name, value in self.log)
@@ -35,12 +49,15 @@ class Driven(JobRunner):
     def run(self) -> int:
         return 0
 
+    def _keep_lease(self) -> None:
+        pass
+
 
 def test_a_job_stopped_before_its_command_starts_never_starts(tmp_path: Path) -> None:
     """The race `jobs stop` lost: a stop that came while the runner was placed but its command
     not yet started found nothing to stop, and the command then ran on."""
     ran = tmp_path / "ran"
-    runner = Driven("j1", [sys.executable, "-c", f"open({str(ran)!r}, 'w')"], str(tmp_path), {}, "ns")
+    runner = Driven("j1", 1, [sys.executable, "-c", f"open({str(ran)!r}, 'w')"], str(tmp_path), {}, "ns")
     assert runner.stop()
     assert runner._attempt(Registry()) == 128 + signal.SIGTERM
     assert runner.proc is None and not ran.exists()
@@ -52,7 +69,7 @@ def test_stop_ends_the_command_s_whole_session_and_then_reports_it_ended(tmp_pat
               f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
               f"open({str(child_pid)!r}, 'w').write(str(p.pid))\n"
               "time.sleep(300)\n")
-    runner, registry = Driven("j2", [sys.executable, "-c", script], str(tmp_path), {}, "ns"), Registry()
+    runner, registry = Driven("j2", 1, [sys.executable, "-c", script], str(tmp_path), {}, "ns"), Registry()
     statuses: list[int] = []
     attempt = threading.Thread(target=lambda: statuses.append(runner._attempt(registry)))
     attempt.start()
@@ -74,7 +91,7 @@ def test_stop_ends_the_command_s_whole_session_and_then_reports_it_ended(tmp_pat
 def test_a_stop_between_retries_ends_the_retries(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     script = f"open({str(runs)!r}, 'a').write('x'); raise SystemExit(1)"
-    runner, registry = Driven("j3", [sys.executable, "-c", script], str(tmp_path), {}, "ns", retries=3), Registry()
+    runner, registry = Driven("j3", 1, [sys.executable, "-c", script], str(tmp_path), {}, "ns", retries=3), Registry()
     assert runner._attempt(registry) == 1
     assert runner.stop()
     assert runner._attempt(registry) == 128 + signal.SIGTERM
@@ -86,9 +103,74 @@ def test_each_attempt_has_its_own_time_limit(tmp_path: Path) -> None:
     flag = tmp_path / "tried"
     script = (f"import os, time\nif not os.path.exists({str(flag)!r}):\n"
               f"    open({str(flag)!r}, 'w').close(); time.sleep(60)\n")
-    runner, registry = Driven("j4", [sys.executable, "-c", script], str(tmp_path), {}, "ns", 1.0, 1), Registry()
+    runner, registry = Driven("j4", 1, [sys.executable, "-c", script], str(tmp_path), {}, "ns", 1.0, 1), Registry()
     assert runner._attempt(registry) == 124
     assert runner._attempt(registry) == 0
+
+
+def test_a_report_that_goes_unanswered_past_the_lease_fences_and_one_sent_again_keeps_its_number() -> None:
+    registry = Registry(lease=1.0)
+    registry.update({"hostname": "h"})
+    registry.cut = True
+    began = time.monotonic()
+    with pytest.raises(Fenced, match="no answer from the grid service for 1 s"):
+        registry.append([("stdout", "lost\n")])
+    assert 0.9 < time.monotonic() - began < 5
+    assert registry.tries[0] == 1 and set(registry.tries[1:]) == {2} and len(registry.tries) > 2
+    with pytest.raises(Fenced):  # fenced for good, even once the link is back
+        registry.cut = False
+        registry.append([("stdout", "late\n")])
+    assert registry.log == [("update", {"hostname": "h"})]
+
+
+def test_the_service_saying_the_attempt_is_lost_fences_at_once() -> None:
+    registry = Registry()
+    registry.counts = False
+    with pytest.raises(Fenced, match="counts this attempt lost"):
+        registry.update({"hostname": "h"})
+    assert registry.expired()
+
+
+def test_a_runner_whose_lease_runs_out_kills_its_command_s_whole_session(tmp_path: Path,
+                                                                         capfd: pytest.CaptureFixture[str]) -> None:
+    """Cut off from the service (a partition), the runner kills its command when its lease runs
+    out, on its own: the service runs the job again elsewhere only after that."""
+    child_pid = tmp_path / "child"
+    script = ("import subprocess, sys, time\n"
+              "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+              f"open({str(child_pid)!r}, 'w').write(str(p.pid))\n"
+              "time.sleep(300)\n")
+
+    class Leased(JobRunner):
+        def run(self) -> int:
+            return 0
+
+    runner = Leased("j5", 2, [sys.executable, "-c", script], str(tmp_path), {}, "ns", lease=2.0)
+    registry = runner.reporter = Registry(lease=2.0)
+    statuses: list[int] = []
+    attempt = threading.Thread(target=lambda: statuses.append(runner._attempt(registry)))
+    attempt.start()
+    deadline = time.monotonic() + 30
+    while not (child_pid.exists() and child_pid.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2.5)  # renewed meanwhile: the command runs on past one lease
+    assert attempt.is_alive() and not runner.fenced
+    registry.cut = True
+    cut_at = time.monotonic()
+    attempt.join(timeout=30)
+    assert statuses == [128 + signal.SIGKILL] and runner.fenced
+    assert time.monotonic() - cut_at < 2.0 + 3.0  # the lease, and a look each 0.5 s
+    pid = int(child_pid.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+    assert "grid: job j5 attempt 2 fenced at" in capfd.readouterr().err  # in the node's Ray log
+    deadline = time.monotonic() + 5
+    while registry.log[-1][0] != "fenced" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "fenced at" in registry.log[-1][1] and "no answer from the grid service for 2 s" in registry.log[-1][1]
+    runner.done.set()
 
 
 def _alive(pid: int) -> bool:

@@ -12,7 +12,7 @@ import pytest
 
 from grid_core.queue import store as store_module
 from grid_core.queue.store import JobStore
-from grid_core.types import JobRecord
+from grid_core.types import Attempt, JobRecord
 
 
 def job(job_id: str, state: str = "queued", **fields: object) -> JobRecord:
@@ -104,3 +104,30 @@ def test_retention_keeps_the_newest_records_or_the_young_ones_and_bounds_output(
     s.prune(keep_records=10, keep_seconds=10**6, keep_output_bytes=250, now=500.0)
     assert s.read("j3")[0] == [] and s.read("j4")[0] and s.read("j5")[0] and s.get("j3") is not None
     assert [j.id for j in s.finished(newest=1)] == ["j5"]
+
+
+def test_each_attempt_keeps_its_own_output(tmp_path: Path) -> None:
+    """A job run again after a lost attempt: its output starts anew, the lost attempt's is kept
+    beside it, and both go when the record is pruned."""
+    s = JobStore(str(tmp_path))
+    s.add([(job("a", state="running"), {})])
+    s.append("a", [("stdout", "first try\n")])
+    s.end_attempt("a", 1)
+    s.update("a", attempts=(Attempt(number=1, node="w1", dispatched=1.0, state="lost"),
+                            Attempt(number=2, node="w2", dispatched=2.0)))
+    s.append("a", [("stdout", "second\n")])
+    again = JobStore(str(tmp_path))
+    assert again.read("a")[0] == [("stdout", "second\n")]
+    assert again.read("a", attempt=1)[0] == [("stdout", "first try\n")]
+    assert again.read("a", attempt=2)[0] == [("stdout", "second\n")]
+    again.update("a", state="succeeded", ended=2.0)
+    assert again.prune(keep_records=1, keep_seconds=0, keep_output_bytes=0, now=10.0) == 0
+    assert os.listdir(tmp_path / "output") == []  # over the output budget: both attempts' files went
+
+
+def test_a_late_word_changes_a_finished_record(tmp_path: Path) -> None:
+    s = JobStore(str(tmp_path))
+    s.add([(job("a"), {})])
+    s.update("a", state="lost", ended=2.0, attempts=(Attempt(number=1, node="w1", dispatched=1.0, state="lost"),))
+    s.amend("a", attempts=(Attempt(number=1, node="w1", dispatched=1.0, state="lost", reason="fenced at 10:00"),))
+    assert JobStore(str(tmp_path)).get("a").attempts[0].reason == "fenced at 10:00"  # type: ignore[union-attr]

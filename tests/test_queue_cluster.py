@@ -24,6 +24,7 @@ from tests.testbed import Testbed, require_testbed
 
 pytestmark = [pytest.mark.realhost, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 FINAL = ("succeeded", "failed", "stopped", "timeout", "lost")
+LEASE = 8.0
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("queue")
     tb = Testbed(n_hosts=3, workdir=root / "tb")
     try:
+        # A short lease: a lost attempt runs again LEASE + 2 s after its runner last reported.
         config = tb.write_grid_config(root / "grid.toml", name="q", ssh={"connect_timeout": 3.0},
-                                      node_fields={"cpu_count": 1, "memory_gb": 1}, backend={"venv": sys.prefix})
+                                      node_fields={"cpu_count": 1, "memory_gb": 1}, backend={"venv": sys.prefix},
+                                      queue={"lease_seconds": LEASE})
         config.write_text(config.read_text().replace("cpu_count = 1", "cpu_count = 2", 1))  # the head's
         (root / "home").mkdir()
         env = {"HOME": str(root / "home"), "GRID_STATE_DIR": str(root / "state"), "XDG_STATE_HOME": str(root / "xdg"),
@@ -262,3 +265,129 @@ def test_cluster_stop_keeps_the_records_and_start_runs_the_queued(lab: dict[str,
     assert all(found[b]["state"] == "stopped" and found[b]["reason"] == "stopped by grid cluster stop"
                for b in blockers)
     assert all(found[q]["state"] == "succeeded" for q in queued)
+
+
+# ---------------------------------------------------------------------- what the queue survives
+# A lost attempt runs again once its lease (LEASE here) has run out: Slurm's test3.8, HTCondor's
+# schedd restart and Ray's chaos tests, through the CLI. Jobs write into files every host sees.
+
+
+def kill_runners(lab: dict[str, Any]) -> None:
+    """Every job runner on every host dies (kill -9), as Ray's worker processes may."""
+    for host in ("host1", "host2", "host3"):
+        lab["tb"].host_exec(host, ["pkill", "-9", "-f", "ray::JobRunner"])
+
+
+def attempts(job: dict[str, Any]) -> list[tuple[int, str, str]]:
+    return [(a["number"], a["node"], a["state"]) for a in job["attempts"]]
+
+
+def cpus_free(lab: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Each live node's CPUs (free, in all), as Ray sees them."""
+    status = cli(lab, "cluster", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    return {n["name"]: (n["resources"]["CPU"]["available"], n["resources"]["CPU"]["total"])
+            for n in json.loads(status.stdout)["nodes"] if n["alive"]}
+
+
+def test_a_job_on_a_worker_that_powers_off_runs_again_elsewhere_exactly_once(lab: dict[str, Any]) -> None:
+    log = Path(lab["shared"], "attempts-power")
+    blockers = [submit(lab, "--node", n, "--", "sleep", "12") for n in ("host1", "host1", "host2")]
+    until(lab, blockers, lambda j: j["started"] is not None, timeout=60)
+    job = submit(lab, "--", "sh", "-c", f"echo start $GRID_ATTEMPT $(hostname) >> {log}; echo attempt $GRID_ATTEMPT; "
+                                        f"sleep 4; echo done $GRID_ATTEMPT >> {log}")
+    assert until(lab, [job], lambda j: j["started"] is not None, timeout=60)[job]["node"] == "host3"
+    lab["tb"].power_off("host3")
+    try:
+        found = until(lab, [job], timeout=120)[job]
+        assert found["state"] == "succeeded", found
+        (first, host3, lost), (second, node, succeeded) = attempts(found)
+        assert (first, host3, lost, second, succeeded) == (1, "host3", "lost", 2, "succeeded") and node != "host3"
+        assert "its lease ran out" in found["attempts"][0]["reason"] or "runner" in found["attempts"][0]["reason"]
+        assert log.read_text() == f"start 1 host3\nstart 2 {node}\ndone 2\n"  # exactly once to the end
+        assert cli(lab, "jobs", "logs", job).stdout == "attempt 2\n"
+        assert cli(lab, "jobs", "logs", job, "--attempt", "1").stdout == "attempt 1\n"
+        no_such = cli(lab, "jobs", "logs", job, "--attempt", "3")
+        assert no_such.returncode == 1 and "has no attempt 3: it has run 2 time(s)" in no_such.stderr
+        assert "host3" not in cpus_free(lab)
+    finally:
+        lab["tb"].power_on("host3")
+    booted = time.monotonic()  # its sshd answers: the head starts it again, with no command typed
+    while "host3" not in cpus_free(lab) and time.monotonic() - booted < 60:
+        time.sleep(0.5)
+    assert "host3" in cpus_free(lab), cli(lab, "cluster", "status").stdout
+    events = json.loads(cli(lab, "offload", "auto", "--status", "--json").stdout)["events"]
+    assert any(e["kind"] == "rejoin" and e["node"] == "host3" for e in events), events
+    assert cli(lab, "run", "--node", "host3", "--", "hostname").stdout == "host3\n"
+
+
+def test_a_job_runs_again_at_most_its_retries_and_not_at_all_with_no_requeue(lab: dict[str, Any]) -> None:
+    log = Path(lab["shared"], "attempts-retries")
+    twice = submit(lab, "--retries", "2", "--", "sh", "-c", f"echo $GRID_ATTEMPT >> {log}; "
+                                                             "[ $GRID_ATTEMPT = 3 ] || sleep 60")
+    never = submit(lab, "--no-requeue", "--", "sleep", "60")
+    until(lab, [twice, never], lambda j: j["started"] is not None)
+    kill_runners(lab)
+    until(lab, [twice], lambda j: len(j["attempts"]) == 2 and j["started"] is not None, timeout=90)
+    kill_runners(lab)
+    found = until(lab, [twice, never], timeout=90)
+    assert found[twice]["state"] == "succeeded" and log.read_text() == "1\n2\n3\n"  # ran exactly 3 times
+    assert [state for _, _, state in attempts(found[twice])] == ["lost", "lost", "succeeded"]
+    assert found[never]["state"] == "lost" and len(found[never]["attempts"]) == 1
+    assert found[never]["reason"].endswith("; not run again (--no-requeue)")
+    conflict = cli(lab, "run", "--retries", "1", "--no-requeue", "--", "true")
+    assert conflict.returncode == 2 and "--retries and --no-requeue contradict" in conflict.stderr
+
+
+def test_the_head_powered_off_under_running_and_waiting_jobs_loses_none(lab: dict[str, Any]) -> None:
+    log = Path(lab["shared"], "attempts-head")
+    script = f"echo out $GRID_ATTEMPT; echo $GRID_JOB_ID $GRID_ATTEMPT >> {log}; [ $GRID_ATTEMPT -gt 1 ] || sleep 90"
+    running = [submit(lab, "--node", n, "--", "sh", "-c", script) for n in ("host1", "host1", "host2", "host3")]
+    until(lab, running, lambda j: j["started"] is not None, timeout=60)
+    until_output = time.monotonic() + 30
+    while time.monotonic() < until_output and any(cli(lab, "jobs", "logs", j).stdout != "out 1\n" for j in running):
+        time.sleep(0.2)
+    waiting = [submit(lab, "--", "true") for _ in range(3)]
+    lab["tb"].power_off("host1")
+    lab["tb"].power_on("host1")
+    start = cli(lab, "cluster", "start", timeout=300)
+    assert start.returncode == 0, start.stdout + start.stderr
+    after = records(lab)
+    for job in running:  # none shown running without a live runner: each waits for its old lease, or runs anew
+        assert after[job]["state"] != "running" or len(after[job]["attempts"]) == 2, after[job]
+        assert after[job]["attempts"][0]["state"] == "lost"
+        assert cli(lab, "jobs", "logs", job, "--attempt", "1").stdout == "out 1\n"  # its output so far, kept
+    assert all(after[w]["state"] in ("queued", "running", "succeeded") for w in waiting)
+    found = until(lab, running + waiting, timeout=120)
+    assert all(found[j]["state"] == "succeeded" for j in running + waiting), found
+    assert sorted(log.read_text().split("\n")) == sorted(["", *(f"{j} {n}" for j in running for n in (1, 2))])
+
+
+def test_a_worker_cut_off_past_the_lease_never_runs_a_job_twice_at_once(lab: dict[str, Any]) -> None:
+    """The partition: the runner on the cut-off worker kills its command when its lease runs out,
+    and the job runs again elsewhere only after that; a stream of jobs submitted meanwhile each
+    end exactly once."""
+    ticks, done = Path(lab["shared"], "ticks"), Path(lab["shared"], "done")
+    blockers = [submit(lab, "--node", n, "--", "sleep", "6") for n in ("host1", "host1", "host2")]
+    until(lab, blockers, lambda j: j["started"] is not None, timeout=60)
+    job = submit(lab, "--", "sh", "-c", f"while :; do echo $GRID_ATTEMPT $(date +%s.%N) >> {ticks}; "
+                                        "[ $GRID_ATTEMPT -gt 1 ] && exit 0; sleep 0.2; done")
+    assert until(lab, [job], lambda j: j["started"] is not None, timeout=60)[job]["node"] == "host3"
+    lab["tb"].link_down("host3")
+    try:
+        stream = [submit(lab, "--", "sh", "-c", f"echo $GRID_JOB_ID >> {done}; sleep 0.5") for _ in range(30)]
+        time.sleep(max(0.0, LEASE + 4 - 3))
+    finally:
+        lab["tb"].link_up("host3")
+    found = until(lab, [job, *stream], timeout=180)
+    assert attempts(found[job])[0][1:] == ("host3", "lost") and found[job]["state"] == "succeeded", found[job]
+    seen = [line.split() for line in ticks.read_text().splitlines()]
+    second = min(float(t) for a, t in seen if a == "2")
+    assert all(float(t) < second for a, t in seen if a == "1")  # attempt 1 was dead before attempt 2 began
+    assert all(found[j]["state"] == "succeeded" for j in stream)
+    assert sorted(done.read_text().split()) == sorted(stream)  # each ran once, none twice
+    assert cli(lab, "cluster", "start", timeout=300).returncode == 0  # host3 back, if Ray let it go
+    deadline = time.monotonic() + 30
+    while any(free != total for free, total in cpus_free(lab).values()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert all(free == total for free, total in cpus_free(lab).values()), cpus_free(lab)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from grid_core.builtin.least_loaded import LeastLoaded
 from grid_core.queue.plan import Slot, plan
-from grid_core.types import JobRecord, NodeView
+from grid_core.types import Attempt, JobRecord, NodeView
 
 GiB = 2**30
 
@@ -118,3 +118,16 @@ def test_a_plan_never_overcommits_and_gives_every_waiting_job_a_place(
     assert not any(j.held for j, _ in result.start)
     waiting = sorted(w.position for w in result.waiting.values())
     assert waiting == list(range(1, len(jobs) - len(result.start) + 1))
+
+
+def test_a_job_whose_attempt_was_lost_waits_for_that_lease_at_its_old_place() -> None:
+    """Requeued after a lost attempt, a job keeps its submission order, and starts only once the
+    lost attempt's lease has run out (its runner, if only cut off, has killed its command by then)."""
+    lost = Attempt(number=1, node="b", dispatched=1.0, state="lost")
+    jobs = [job(1, attempts=(lost,), not_before=100.0), job(2), job(3)]
+    early = plan(jobs, [], [slot("a", 1)], LeastLoaded(), {}, now=90.0)
+    assert [j.id for j, _ in early.start] == ["j2"]
+    assert early.waiting["j1"].why == "lease" and early.waiting["j1"].position == 1
+    assert early.waiting["j1"].reason == "attempt 1 on b was lost; it runs again once that attempt's lease has " \
+                                         "run out, in 10 s"
+    assert [j.id for j, _ in plan(jobs, [], [slot("a", 1)], LeastLoaded(), {}, now=100.5).start] == ["j1"]

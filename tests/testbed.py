@@ -344,7 +344,7 @@ Subsystem sftp internal-sftp
             f"/bin/sh {_q(h.dir / 'start_sshd.sh')}",
             # As PID 1 this shell inherits orphans (Ray daemonizes); waiting on a foreground
             # child makes it reap every child, so none lingers as a zombie.
-            "while :; do sleep 3600; done",
+            "while :; do sleep 3600 || :; done",  # a power_off's SIGKILL to the sleep must not end it
         ]
         return "\n".join(lines) + "\n"
 
@@ -498,6 +498,16 @@ Subsystem sftp internal-sftp
         self.host_exec(h, ["/bin/sh", str(h.dir / "start_sshd.sh")], check=True)
         self._wait_ready([h], up=True)
 
+    def power_off(self, host: Host | str) -> None:
+        """Every process of the host but its init dies at once (SIGKILL), sshd too, as at a power
+        cut; power_on brings it back."""
+        self.host_exec(host, ["sh", "-c", "kill -9 -1"])
+        self._wait_ready([self.host(host)], up=False)
+
+    def power_on(self, host: Host | str) -> None:
+        """The host after power_off, booted: its sshd answers again (nothing else starts)."""
+        self.start_sshd(host)
+
     def link_down(self, host: Host | str) -> None:
         """Take the host off the network: connections to it time out, as to an unplugged machine."""
         _ip_batch([f"link set {self.host(host).veth} down"])
@@ -547,8 +557,8 @@ Subsystem sftp internal-sftp
                 }
             )
         # The job store in the workdir, not in the real /root that the hosts share (job_queue.py).
-        doc: dict[str, Any] = {"name": "testbed", "queue": {"directory": str(self.workdir / "jobs")}, **extra,
-                               "nodes": entries}
+        doc: dict[str, Any] = {"name": "testbed", **extra, "nodes": entries,
+                               "queue": {"directory": str(self.workdir / "jobs"), **extra.get("queue", {})}}
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(tomli_w.dumps(doc))

@@ -278,13 +278,14 @@ def _service_channel(cluster: Cluster, backend: Backend | None) -> str | None:
 
 
 def _stray_engines(cluster: Cluster, backend: Backend | None) -> list[str]:
-    """The backend's warnings about this machine; none without a backend."""
+    """The backend's warnings about this machine and about the cluster; none without a backend."""
     from grid_core.errors import GridError
 
     if backend is None:
         return []
+    rejoin = getattr(backend, "rejoin_problems", None)  # workers that cannot come back by themselves
     try:
-        return backend.stray_engines(cluster)
+        return backend.stray_engines(cluster) + (rejoin(cluster) if rejoin is not None else [])
     except GridError:
         return []
 

@@ -100,12 +100,17 @@ def word_option(parser: str) -> Callable[[click.Context, click.Parameter, str | 
               help="Stop the job past this, e.g. 90s, 30m, 2h; it ends as timeout "
                    "(default: execution.timeout_seconds).")
 @click.option("--hold", is_flag=True, help="Queue the job held: it starts after grid jobs release ID.")
+@click.option("--retries", type=click.IntRange(0, 1000), default=None, metavar="N",
+              help="Run the job again elsewhere when its node is lost, up to N times (default 3). Its own "
+                   "exit status is its result, never retried here: execution.retry_attempts does that.")
+@click.option("--no-requeue", is_flag=True, help="Never run the job again after its node is lost: it ends as lost.")
 @click.option("--detach", "-d", is_flag=True, help="Print the job id and return; the job keeps running.")
 @config_option
 @click.argument("argv", nargs=-1, required=True)
 def run(node: str | None, cpus: float, gpus: float, gpu_types: tuple[str, ...], gpu_memory: int, memory_bytes: int,
         priority: int, array: tuple[tuple[int, ...], int] | None, after: tuple[str, ...] | None,
-        time_limit: float | None, hold: bool, detach: bool, argv: tuple[str, ...]) -> None:
+        time_limit: float | None, hold: bool, retries: int | None, no_requeue: bool, detach: bool,
+        argv: tuple[str, ...]) -> None:
     """Run ARGV as a job on the cluster; its output streams back and its exit status is grid's.
 
     A job that no node has room for now waits in the queue (stderr says why, and its place in
@@ -113,14 +118,16 @@ def run(node: str | None, cpus: float, gpus: float, gpu_types: tuple[str, ...], 
     Arguments arrive literally; for pipes or variables run a shell: grid run -- sh -c 'nproc; hostname'.
     Ctrl-C stops the job, or takes it out of the queue (unless --detach). A lost connection does
     not: grid reconnects and the output resumes where it stopped; if it cannot, the job runs on
-    as if detached.
+    as if detached. A job whose node is lost runs again elsewhere, as its next attempt (--retries).
     """
     import secrets  # here, not at the top: `jobs list` need not import it
 
     from grid_core.backends import load_backend
-    from grid_core.types import JobSpec
+    from grid_core.types import REQUEUES, JobSpec
 
     gpu_kind_check(gpus, gpu_types, gpu_memory)
+    if no_requeue and retries is not None:
+        raise click.UsageError("--retries and --no-requeue contradict each other: give one of them")
     with state().cluster() as c:
         backend = load_backend(c.config)
         execution = c.config.execution
@@ -131,6 +138,7 @@ def run(node: str | None, cpus: float, gpus: float, gpu_types: tuple[str, ...], 
                        gpu_memory_bytes=gpu_memory, cwd=cwd, env=dict(execution.environment),
                        job_id=secrets.token_hex(4), timeout_seconds=time_limit or execution.timeout_seconds,
                        retries=execution.retry_attempts,
+                       requeues=0 if no_requeue else REQUEUES if retries is None else retries,
                        priority=priority, after=after or (), array=array[0] if array else (),
                        array_cap=array[1] if array else 0, held=hold)
         if detach or array:
@@ -244,6 +252,9 @@ def _rows(found: list[JobRecord], expand: bool) -> Iterable[tuple[Any, ...]]:
             continue
         why = f"{job.waiting} (#{job.position})" if job.state == "queued" and job.waiting else \
             None if job.exit_status is None else str(job.exit_status)
+        number = len(job.attempts) + (job.state == "queued")  # the attempt running, ran last, or next
+        if number > 1:  # it runs again after a lost attempt
+            why = f"{why}, attempt {number}" if why else f"attempt {number}"
         yield (job.id, styled(job.state, COLOURS.get(job.state, "white")), why, job.node, job.user,
                clock(job.submitted), clock(job.started), clock(job.ended), " ".join(job.argv))
     if later:
@@ -260,14 +271,17 @@ def job_records(found: Iterable[Any]) -> list[JobRecord]:
 
 @jobs.command()
 @click.option("--follow", "-f", is_flag=True, help="Keep following until the job ends; exit with its status.")
+@click.option("--attempt", type=click.IntRange(1), default=None, metavar="N",
+              help="The output of attempt N (1 first) of a job that ran again after its node was lost.")
 @config_option
 @click.argument("job_id", shell_complete=completion.job_ids)
-def logs(follow: bool, job_id: str) -> None:
-    """A job's output (what is kept of it: the last 8 MiB); an array's job is ID.INDEX."""
+def logs(follow: bool, attempt: int | None, job_id: str) -> None:
+    """A job's output (what is kept of it: the last 8 MiB); an array's job is ID.INDEX. Of a job
+    that ran again after its node was lost, the attempt that counts: the last."""
     from grid_core.backends import load_backend
 
     with state().cluster() as c:
-        status = load_backend(c.config).logs(c, job_id, follow=follow, on_output=_write)
+        status = load_backend(c.config).logs(c, job_id, follow=follow, on_output=_write, attempt=attempt)
     if follow and status:
         raise SystemExit(status)
 

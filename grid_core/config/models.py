@@ -344,6 +344,9 @@ class QueueSettings:
     keep_records: AtLeastOne = 10_000
     keep_days: NonNegative = 30.0
     keep_output_gb: NonNegative = 2.0  # all finished jobs' output together; the oldest go first
+    # A job's runner renews its lease with the service; one that cannot for this long stops its
+    # job, and only then does the service count the attempt lost and run the job again (docs/jobs.md).
+    lease_seconds: Annotated[float, Bound(2, 3600)] = 30.0
 
 
 @record(kw_only=True)

@@ -9,7 +9,8 @@ with the waiting jobs, the running ones and each node's capacity, and starts wha
   node closest to holding it. Jobs behind it may use only what that leaves (Slurm's backfill,
   without time estimates: what the reserving job cannot use).
 - A waiting job says why: `resources` (no node has room), `priority` (room there is, but an earlier
-  job reserved it), `dependency` (--after), `held` (grid jobs hold), `limit` (its array's cap).
+  job reserved it), `dependency` (--after), `held` (grid jobs hold), `limit` (its array's cap),
+  `lease` (its last attempt was lost, and runs again once that attempt's lease has run out).
 - A held node (its owner is busy: docs/offload.md) is no candidate at all.
 """
 
@@ -37,7 +38,7 @@ class Slot:
 
 @attrs.frozen
 class Waiting:
-    why: str  # resources, priority, dependency, held, limit
+    why: str  # resources, priority, dependency, held, limit, lease
     position: int  # 1: next in line
     reason: str  # in words, for `jobs list` and the submitter
 
@@ -88,11 +89,12 @@ def could_hold(job: JobRecord, slot: Slot, gpus_fit: Callable[[JobRecord, NodeVi
 
 def plan(waiting: Sequence[JobRecord], running: Sequence[JobRecord], slots: Sequence[Slot],
          scheduler: Any, after: Mapping[str, str],
-         gpus_fit: Callable[[JobRecord, NodeView], bool] = lambda _job, _view: True) -> Plan:
+         gpus_fit: Callable[[JobRecord, NodeView], bool] = lambda _job, _view: True, now: float = 0.0) -> Plan:
     """The jobs to start now and where; why each other waits, and its place in line.
 
     `after` maps every job id that a waiting job names in --after to that job's state (an array's
-    id: `succeeded` once all its members did, a final state once one ended otherwise)."""
+    id: `succeeded` once all its members did, a final state once one ended otherwise). `now`: the
+    time (time.time()) that jobs requeued after a lost attempt wait for (JobRecord.not_before)."""
     free = {s.view.name: {k: float(s.free.get(k, 0.0)) for k in KEYS} for s in slots}
     open_ = {name: dict(have) for name, have in free.items()}  # free less what started, not less reservations
     running_in = dict[str, int]()
@@ -120,6 +122,11 @@ def plan(waiting: Sequence[JobRecord], running: Sequence[JobRecord], slots: Sequ
             continue
         if job.held:
             wait(job, "held", "held: grid jobs release " + job.id)
+            continue
+        if job.not_before is not None and job.not_before > now and job.attempts:
+            lost = job.attempts[-1]
+            wait(job, "lease", f"attempt {lost.number} on {lost.node} was lost; it runs again once that attempt's "
+                               f"lease has run out, in {job.not_before - now:.0f} s")
             continue
         if any(s != "succeeded" for s in states):
             pending = [dep for dep, s in zip(job.after, states, strict=True) if s != "succeeded"]

@@ -179,6 +179,20 @@ class JobStore:
                 del self.active[job_id], self.active_data[job_id]
             return job
 
+    def amend(self, job_id: str, **fields: Any) -> None:
+        """Change a record whatever its state (a finished job's attempts gain a late word)."""
+        import attrs
+
+        with self.lock:
+            job = self.get(job_id)
+            if job is None:
+                return
+            if job.state in ACTIVE:
+                self.update(job_id, **fields)
+                return
+            data = _data(attrs.evolve(job, **fields))
+            self.db.execute("UPDATE jobs SET record = ? WHERE id = ?", (json.dumps(data), job_id))
+
     def get(self, job_id: str) -> JobRecord | None:
         with self.lock:
             if job_id in self.active:
@@ -253,9 +267,13 @@ class JobStore:
         return os.path.join(self.directory, "output", job_id.replace("/", "_"))
 
     def _forget_output(self, job_id: str) -> None:
+        import glob
+
         self.logs.pop(job_id, None)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._output_path(job_id))
+        path = self._output_path(job_id)
+        for kept in [path, *glob.glob(glob.escape(path) + ".attempt*")]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(kept)
 
     def _output(self, job_id: str) -> Output:
         """The job's output in memory, read from its file the first time."""
@@ -263,25 +281,22 @@ class JobStore:
         if log is not None:
             return log
         row = self.db.execute("SELECT dropped_stdout, dropped_stderr FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        log = Output((int(row[0]), int(row[1])) if row else (0, 0))
-        try:
-            with open(self._output_path(job_id), encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except FileNotFoundError:
-            lines = []
-        chunks = []
-        for line in lines:
-            try:
-                which, text = json.loads(line)
-                chunks.append((STREAMS[which], text))
-            except (ValueError, TypeError, IndexError):
-                break  # a line cut short by a crash ends what was kept
-        log.add(chunks)
-        self.logs[job_id] = log
+        log = self.logs[job_id] = _read_output(self._output_path(job_id), (int(row[0]), int(row[1])) if row else (0, 0))
         finished = [j for j in self.logs if j not in self.active]
         for old in finished[:max(0, len(finished) - CACHED_LOGS)]:
             del self.logs[old]
         return log
+
+    def end_attempt(self, job_id: str, number: int) -> None:
+        """Put the job's output aside as attempt `number`'s: the next attempt's starts empty."""
+        with self.lock:
+            self.logs.pop(job_id, None)
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self._output_path(job_id), self._attempt_path(job_id, number))
+            self.db.execute("UPDATE jobs SET dropped_stdout = 0, dropped_stderr = 0 WHERE id = ?", (job_id,))
+
+    def _attempt_path(self, job_id: str, number: int) -> str:
+        return f"{self._output_path(job_id)}.attempt{number}"
 
     def append(self, job_id: str, chunks: Sequence[Chunk]) -> None:
         """The job's output, on disk (synced) before this returns."""
@@ -312,11 +327,36 @@ class JobStore:
             finally:
                 os.close(fd)
 
-    def read(self, job_id: str, since: Sequence[int] = (0, 0)) -> tuple[list[Chunk], Offsets, JobRecord | None]:
-        """The output after `since`, where both streams then stand, and the job's record."""
+    def read(self, job_id: str, since: Sequence[int] = (0, 0), attempt: int | None = None,
+             ) -> tuple[list[Chunk], Offsets, JobRecord | None]:
+        """The output after `since`, where both streams then stand, and the job's record: of the
+        attempt that counts (the last), or of an earlier `attempt` (1 first)."""
         with self.lock:
             job = self.get(job_id)
             if job is None:
                 return [], (int(since[0]), int(since[1])), None
-            chunks, stood = self._output(job_id).read(since)
+            if attempt is not None and os.path.exists(self._attempt_path(job_id, attempt)):  # put aside
+                log = _read_output(self._attempt_path(job_id, attempt), (0, 0))
+            else:
+                log = self._output(job_id)
+            chunks, stood = log.read(since)
         return chunks, stood, job
+
+
+def _read_output(path: str, dropped: Offsets) -> Output:
+    """An output file as kept (`dropped`: the characters dropped before its first line)."""
+    log = Output(dropped)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        lines = []
+    chunks = []
+    for line in lines:
+        try:
+            which, text = json.loads(line)
+            chunks.append((STREAMS[which], text))
+        except (ValueError, TypeError, IndexError):
+            break  # a line cut short by a crash ends what was kept
+    log.add(chunks)
+    return log

@@ -68,8 +68,9 @@ class Backend(Protocol):
         ...
 
     def logs(self, cluster: Cluster, job_id: str, *, follow: bool,
-             on_output: Callable[[str, str], None]) -> int | None:
-        """A job's output so far (until it ends when following); its exit status once ended."""
+             on_output: Callable[[str, str], None], attempt: int | None = None) -> int | None:
+        """A job's output so far (until it ends when following); its exit status once ended. The
+        output is the attempt's that counts (the last one), or that of `attempt` (1 first)."""
         ...
 
     def stop_job(self, cluster: Cluster, job_id: str) -> list[dict[str, Any]]:

@@ -8,10 +8,11 @@ import attrs
 
 from grid_core.record import record
 
-__all__ = ("ACTIVE", "FINAL", "JobRecord", "JobSpec")
+__all__ = ("ACTIVE", "FINAL", "REQUEUES", "Attempt", "JobRecord", "JobSpec")
 
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "stopped", "timeout", "lost")
+REQUEUES = 3  # a lost attempt runs again this often by default, as Ray retries a task whose worker died
 
 
 @record(kw_only=True)
@@ -31,6 +32,7 @@ class JobSpec:
     boost: str | None = None  # run inside this boost's reservation on `node`
     timeout_seconds: float | None = None  # then the job is stopped and ends as `timeout` (exit status 124)
     retries: int = 0  # runs again after a failure, up to this many times (execution.retry_attempts)
+    requeues: int = REQUEUES  # runs again elsewhere after its node was lost, up to this many times (--retries)
     # Engine resources the job asks for beside its CPUs, GPUs and memory (a GPU's model, its memory class).
     resources: Mapping[str, float] = attrs.field(factory=dict)
     priority: int = 0  # higher runs first; low, normal and high are -10, 0 and 10
@@ -38,6 +40,22 @@ class JobSpec:
     array: tuple[int, ...] = ()  # one member per index, each its own job `ID.INDEX`
     array_cap: int = 0  # at most this many members run at once; 0: no cap
     held: bool = False  # queued, but not started until `grid jobs release`
+
+
+@record(kw_only=True)
+class Attempt:
+    """One run of a job on a node. A job whose node is lost runs again, as a new attempt; its
+    output is the attempt's own (`grid jobs logs --attempt N`)."""
+
+    number: int  # 1 first; the job's environment has it as GRID_ATTEMPT
+    node: str
+    dispatched: float  # when the queue made its runner
+    started: float | None = None  # when its command started
+    ended: float | None = None
+    state: str = "running"  # or how it ended: a job's final state (lost: its runner's lease ran out)
+    exit_status: int | None = None
+    hostname: str | None = None
+    reason: str | None = None
 
 
 @record(kw_only=True)
@@ -74,3 +92,6 @@ class JobRecord:
     timeout_seconds: float | None = None
     held: bool = False
     pinned: bool = False  # the user named its node (--node)
+    requeues: int = REQUEUES  # a lost attempt is run again, this many times at most (--retries)
+    attempts: tuple[Attempt, ...] = ()  # every run so far, the last the one that counts
+    not_before: float | None = None  # queued again after a lost attempt: not before that one's lease ran out

@@ -51,6 +51,7 @@ class Follower:
                  on_output: Callable[[str, str], None]) -> None:
         self.config, self.cluster, self.job_id, self.on_output = config, cluster, job_id, on_output
         self.offsets = [0, 0]  # characters of stdout and of stderr delivered
+        self.job_attempt = 0  # the job's attempt those are of (0: the one that counts when asked)
         self.lock = threading.Lock()
         self.attempt_no = 0  # only the current attempt's output is delivered
         self.heard = 0.0  # when bytes last came on the current attempt
@@ -107,7 +108,7 @@ class Follower:
         with self.lock:
             self.attempt_no += 1
             mine = self.attempt_no
-            since = list(self.offsets)
+            since = [*self.offsets, self.job_attempt] if self.job_attempt else list(self.offsets)
         self.heard, first = time.monotonic(), [True]
 
         def out(stream: str, text: str) -> None:
@@ -117,6 +118,11 @@ class Follower:
                 self.state = "running"
                 self.offsets[STREAMS.index(stream)] += len(text)
                 self.on_output(stream, text)
+
+        def attempt(number: int) -> None:  # the job runs again: its output starts anew
+            with self.lock:
+                if mine == self.attempt_no:
+                    self.job_attempt, self.offsets = number, [0, 0]
 
         def heard() -> None:
             self.heard, self.ever_heard = time.monotonic(), True
@@ -131,7 +137,7 @@ class Follower:
         def work() -> None:
             try:
                 outcome["answer"] = channel.call(self.config, self.cluster, op, {**params, "since": since},
-                                                 on_output=out, streaming=True, on_bytes=heard)
+                                                 on_output=out, streaming=True, on_bytes=heard, on_attempt=attempt)
             except BaseException as exc:  # handed to the waiting thread
                 outcome["error"] = exc
             done.set()

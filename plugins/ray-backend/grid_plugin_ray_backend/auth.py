@@ -80,11 +80,13 @@ def use_in_this_process(config: ClusterConfig) -> None:
     os.environ.update(ray_env(str(state_dir(config.name)), config.backend.tls))
 
 
-def carry(transport: Transport, config: ClusterConfig, directory: str) -> None:
-    """Copy the token (and the TLS files) into the node's grid directory, never readable by others.
-    Without TLS this is one command, which makes (or checks) the directory and writes the token
-    from its stdin: each command more was a round trip more for every node `cluster start` starts."""
-    files = {token_path(directory): local_token(config.name)}
+def carry(transport: Transport, config: ClusterConfig, directory: str, holder: str | None = None) -> None:
+    """Copy the token (and the TLS files) into the node's grid directory, never readable by others:
+    this machine's, or those in `holder`, a grid directory that holds them (the head's, where the
+    grid service starts a worker again: rejoin.py). Without TLS this is one command, which makes (or
+    checks) the directory and writes the token from its stdin: each command more was a round trip
+    more for every node `cluster start` starts."""
+    files = {token_path(directory): Path(token_path(holder)) if holder else local_token(config.name)}
     token, source = token_path(directory), files[token_path(directory)]
     if not config.backend.tls and posixpath.abspath(token) != str(source.resolve()):
         write = f'\nt={shlex.quote(token)} && : > "$t" && chmod 600 "$t" && cat > "$t"'
@@ -96,7 +98,7 @@ def carry(transport: Transport, config: ClusterConfig, directory: str) -> None:
     make_private(transport, directory)
     if config.backend.tls:
         make_private(transport, posixpath.join(directory, TLS_DIR))
-        here = state_dir(config.name) / TLS_DIR
+        here = Path(holder, TLS_DIR) if holder else state_dir(config.name) / TLS_DIR
         files.update({posixpath.join(directory, TLS_DIR, name): here / name for name in TLS_FILES})
     for remote, source in files.items():
         if posixpath.abspath(remote) == str(source.resolve()):

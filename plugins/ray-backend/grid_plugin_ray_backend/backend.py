@@ -103,13 +103,17 @@ def resolve(host: str) -> str:
 class RayBackend:
     """Ray on the nodes of one cluster config."""
 
-    def __init__(self, config: ClusterConfig) -> None:
+    def __init__(self, config: ClusterConfig, *, directories: Mapping[str, str] | None = None,
+                 token_source: str | None = None) -> None:
         self.config = config
+        # Where the grid service on the head starts a worker again (rejoin.py): each node's grid
+        # directory as the CLI that started the cluster named it, and the head's own token.
+        self.directories, self.token_source = dict(directories or {}), token_source
 
     # ------------------------------------------------------------------ nodes
 
     def _dir(self, node: NodeConfig) -> str:
-        return layout.node_dir(self.config, node)
+        return self.directories.get(node.name) or layout.node_dir(self.config, node)
 
     def probe(self, cluster: Cluster, node: NodeConfig) -> Facts:
         """Run the probe with the first of the node's interpreters that exists."""
@@ -196,17 +200,32 @@ class RayBackend:
         the first remote node."""
         out = {}
         for node in self.config.nodes:
-            param = node.ray_start_params.get("node-ip-address") or node.ray_start_params.get("node_ip_address")
             facts = survey.get(node.name)
-            if param:
-                out[node.name] = str(param)
-            elif node.transport_name != "local":
-                ssh_ip = facts.ssh_server_ip if isinstance(facts, Facts) else None
-                out[node.name] = ssh_ip or resolve(node.host)
+            if address := self._address(node, facts if isinstance(facts, Facts) else None):
+                out[node.name] = address
         remote = next(iter(out.values()), None)
         for node in self.config.nodes:
             out.setdefault(node.name, route_source(remote))
         return out
+
+    @staticmethod
+    def _address(node: NodeConfig, facts: Facts | None) -> str | None:
+        """A node's address as the others reach it, where it is not a local node's."""
+        param = node.ray_start_params.get("node-ip-address") or node.ray_start_params.get("node_ip_address")
+        if param:
+            return str(param)
+        if node.transport_name != "local":
+            return (facts.ssh_server_ip if facts else None) or resolve(node.host)
+        return None
+
+    def rejoin(self, cluster: Cluster, node: NodeConfig, gcs_address: str, progress: Progress) -> None:
+        """Start Ray again on a worker that left the cluster, from the head (rejoin.py): as `cluster
+        start` starts a missing worker, in the directory it named."""
+        facts = self.probe(cluster, node)
+        if problem := self.mismatch(facts, node.name):
+            raise GridError(problem)
+        address = self._address(node, facts) or route_source(gcs_address.rpartition(":")[0])
+        self._start_node(cluster, node, facts, address, gcs_address, gcs_address, set(), progress)
 
     def _gcs_address(self, addresses: dict[str, str]) -> str:
         host = addresses[self.config.head.name]
@@ -334,7 +353,32 @@ class RayBackend:
                     progress(head.name, f"grid service: {started[-1].reason}")
             except GridError as exc:
                 failed[head.name] = f"started, but the grid service did not: {exc}"
+            else:
+                self._tell_rejoin(cluster, progress)
         return self._outcomes(failed, done, seconds, 0.0, notes)
+
+    def _tell_rejoin(self, cluster: Cluster, progress: Progress) -> None:
+        """Tell the service each node's grid directory, so that it can start a worker that leaves
+        the cluster again by itself (rejoin.py); say which workers it cannot."""
+        known = {node.name: {"directory": self._dir(node)} for node in self.config.nodes}
+        try:
+            cannot = self._call(cluster, "nodes_known", {"nodes": known}).result or {}
+        except GridError as exc:  # a service older than this CLI: `cluster start --restart-service` updates it
+            progress(self.config.head.name, f"warning: the grid service cannot start workers again by itself: {exc}")
+            return
+        for name, why in cannot.items():
+            progress(name, f"warning: cannot come back by itself after a reboot: {why}")
+
+    def rejoin_problems(self, cluster: Cluster) -> list[str]:
+        """For doctor: the workers that cannot come back by themselves, and why (none while the
+        cluster is not running)."""
+        if records.load(self.config.name).gcs_address is None:
+            return []
+        try:
+            cannot = self._call(cluster, "rejoin_problems").result or {}
+        except (GridError, TransportError):
+            return []
+        return [f"node {name} cannot come back by itself after a reboot: {why}" for name, why in cannot.items()]
 
     @staticmethod
     def _extra_plugins(facts: Mapping[str, Facts]) -> dict[str, str]:
@@ -375,7 +419,7 @@ class RayBackend:
             progress(node.name, f"stopping {len(facts.pids)} leftover Ray processes")
             self._stop_processes(cluster, node, facts.executable, directory)
         progress(node.name, "copying the token")
-        auth.carry(transport, self.config, directory)
+        auth.carry(transport, self.config, directory, self.token_source)
         from grid_core.gpus import node_gpus
 
         gpus, note = node_gpus(node, facts.gpu_info())
@@ -499,7 +543,9 @@ class RayBackend:
         out = {}
         for name in names:
             node, reading = nodes.get(name), readings.get(name)
-            out[name] = types.EngineNode(error="not in the Ray cluster") if node is None else types.EngineNode(
+            rejoin = answer.get("rejoin", {}).get(name)
+            out[name] = types.EngineNode(error="not in the Ray cluster" + (f"; {rejoin}" if rejoin else "")) \
+                if node is None else types.EngineNode(
                 alive=True, node_id=node.node_id, address=node.address, cpus=node.total.get("CPU", 0.0),
                 gpus=node.total.get("GPU", 0.0), memory_bytes=int(node.total.get("memory", 0)),
                 resources=gcs.resource_usage(node),
@@ -544,12 +590,13 @@ class RayBackend:
         return list(self._call(cluster, "jobs", {"all": True} if everything else None).result or [])
 
     def logs(self, cluster: Cluster, job_id: str, *, follow: bool,
-             on_output: Callable[[str, str], None]) -> int | None:
+             on_output: Callable[[str, str], None], attempt: int | None = None) -> int | None:
+        params: dict[str, Any] = {"job_id": job_id} | ({"attempt": attempt} if attempt else {})
         if not follow:
-            return int(self._call(cluster, "logs", {"job_id": job_id}, on_output=on_output).status)
+            return int(self._call(cluster, "logs", params, on_output=on_output).status)
         from grid_plugin_ray_backend.attach import Follower
 
-        return Follower(self.config, cluster, job_id, on_output).follow("logs", {"job_id": job_id, "follow": True})
+        return Follower(self.config, cluster, job_id, on_output).follow("logs", {**params, "follow": True})
 
     def stop_job(self, cluster: Cluster, job_id: str) -> list[dict[str, Any]]:
         return list(self._call(cluster, "stop_job", {"job_id": job_id}).result or [])

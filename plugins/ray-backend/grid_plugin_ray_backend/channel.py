@@ -78,8 +78,10 @@ class Frames:
     """Splits the service's byte stream into frames and sorts them into an Answer."""
 
     def __init__(self, on_output: Output | None, on_data: Callable[[bytes], object] | None = None,
-                 on_bytes: Callable[[], object] | None = None) -> None:
+                 on_bytes: Callable[[], object] | None = None, on_attempt: Callable[[int], object] | None = None,
+                 ) -> None:
         self.on_output, self.on_data, self.on_bytes, self.answer = on_output, on_data, on_bytes, Answer()
+        self.on_attempt = on_attempt
         self.pending: list[bytes] = []  # the line so far, in pieces: a data frame is megabytes
 
     def feed(self, data: bytes) -> None:
@@ -100,6 +102,8 @@ class Frames:
                     self.on_output("stdout" if kind == "out" else "stderr", value)
             elif kind == "data" and isinstance(value, str) and self.on_data:
                 self.on_data(binascii.a2b_base64(value))
+            elif kind == "attempt" and isinstance(value, int) and self.on_attempt:  # the job runs again
+                self.on_attempt(value)
             elif kind == "staged" and isinstance(value, str):
                 self.answer.staged.append(value)
             elif kind == "event" and isinstance(value, dict):
@@ -126,28 +130,30 @@ def data_frames(data: bytes) -> bytes:
 def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any] | None = None, *,
          on_output: Output | None = None, streaming: bool = False, data: bytes | None = None,
          on_data: Callable[[bytes], object] | None = None, on_bytes: Callable[[], object] | None = None,
-         data_file: str | None = None, into: str | None = None) -> Answer:
+         data_file: str | None = None, into: str | None = None,
+         on_attempt: Callable[[int], object] | None = None) -> Answer:
     """Send one request and collect its answer; a refusal is a GridError with the service's reason.
     `streaming` requests (a followed job, data) have no time limit. `data`, or the bytes of
     `data_file`, go with the request (a big file is copied to the head as it is, without reading
     it here); bytes the service sends back go to `on_data`, or with `into` to that file (a staged
     answer is copied straight into it, without a second copy); `on_bytes()` is called whenever
-    bytes arrive. A broken connection is a ChannelLost, or the transport's TransportError."""
+    bytes arrive; `on_attempt(n)` when a followed job's output starts anew, as attempt n's. A broken
+    connection is a ChannelLost, or the transport's TransportError."""
     if data_file is not None and (config.head.transport_name == "local" or os.path.getsize(data_file) < STAGE_MIN):
         with open(data_file, "rb") as f:
             data, data_file = f.read(), None
     if into is not None:
         with open(into, "wb") as sink:
             return _call(config, cluster, op, params, on_output=on_output, streaming=streaming, data=data,
-                         data_file=data_file, on_data=sink.write, on_bytes=on_bytes, into=into)
+                         data_file=data_file, on_data=sink.write, on_bytes=on_bytes, into=into, on_attempt=on_attempt)
     return _call(config, cluster, op, params, on_output=on_output, streaming=streaming, data=data,
-                 data_file=data_file, on_data=on_data, on_bytes=on_bytes, into=None)
+                 data_file=data_file, on_data=on_data, on_bytes=on_bytes, into=None, on_attempt=on_attempt)
 
 
 def _call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any] | None, *,
           on_output: Output | None, streaming: bool, data: bytes | None, data_file: str | None,
           on_data: Callable[[bytes], object] | None, on_bytes: Callable[[], object] | None,
-          into: str | None) -> Answer:
+          into: str | None, on_attempt: Callable[[int], object] | None = None) -> Answer:
     from grid_core.config import unstructure
 
     state = records.load(config.name)
@@ -170,7 +176,7 @@ def _call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, An
     path = f"{record.directory}/{SOCKET}"
     timeout = None if streaming else CALL_TIMEOUT
     for attempt in range(2):
-        frames = Frames(on_output, on_data, on_bytes)
+        frames = Frames(on_output, on_data, on_bytes, on_attempt)
         try:
             if local:
                 _by_socket(path, request, frames, timeout)

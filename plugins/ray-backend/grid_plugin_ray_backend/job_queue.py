@@ -9,8 +9,13 @@ reads what they need from Ray (each node's capacity, what is free), starts a run
 - What is free on a node is the smaller of Ray's own figure and the node's total less the jobs
   this queue started there: Ray's figure lags a runner's start and end by a moment, and ours
   does not see holds, boosts and work of Ray's own.
-- A job is `running` from the moment its runner exists; a `running` job whose runner is gone
-  (its node lost, the whole cluster restarted) ends as `lost`.
+- A job is `running` from the moment its runner exists. Its runner holds a lease (jobs.Reporter):
+  every report it sends, and one at least every third of `queue.lease_seconds`, renews it. An
+  attempt ends as `lost` when its lease runs out, or at once when Ray no longer knows its runner
+  (its node lost, the whole cluster restarted). The job then waits until that attempt's lease has
+  run out (by then a runner cut off from the head has killed its command: fenced) and runs again,
+  at its old place in line, up to its `requeues` (--retries); reports of an attempt that no longer
+  counts are refused, which fences a runner that was only cut off.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import attrs
 
 from grid_core.queue.plan import KEYS, Slot, Waiting, lacks, plan, shortage
 from grid_core.queue.store import JobStore
-from grid_core.types.jobs import ACTIVE, JobRecord
+from grid_core.types.jobs import ACTIVE, Attempt, JobRecord
 from grid_plugin_ray_backend.jobs import RUNNER, JobRunner
 from grid_plugin_ray_backend.layout import node_resource
 
@@ -39,6 +44,8 @@ SAFETY_SECONDS = 2.0  # the planner runs at least this often while jobs wait
 LAG_SECONDS = 0.05  # how soon it looks again while Ray's figures lag its own
 LAG_TRIES = 60  # ... for at most this many looks after an event
 REAP_SECONDS = 5.0  # how often running jobs whose runner is gone are looked for
+LEASE_LOOK_SECONDS = 0.5  # how often leases are looked at
+FENCE_GRACE = 2.0  # past a lost attempt's lease: its runner looks each 0.5 s, then kills its command
 PRUNE_SECONDS = 60.0
 STOPPED_BY_CLUSTER = "stopped by grid cluster stop"
 
@@ -80,9 +87,14 @@ class JobQueue:
         self.runner = ray.remote(JobRunner)
         self.dispatched: dict[str, float] = {}  # job -> when its runner was made (monotonic), since this start
         self.missing: dict[str, int] = {}  # job -> looks in a row that found no runner
+        # job -> when its runner's lease was last renewed (monotonic). A job running before this
+        # start gets a whole lease from now: its runner may be alive and renew it.
+        self.renewed: dict[str, float] = dict.fromkeys(self.store.active, time.monotonic())
+        self.numbers: dict[str, int] = {}  # job -> its runner's last report applied (one sent again is not)
         self._lost_without_runner("the cluster or its head restarted while it ran")
         threading.Thread(target=self._planner, name="grid-queue", daemon=True).start()
         threading.Thread(target=self._reaper, name="grid-queue-reaper", daemon=True).start()
+        threading.Thread(target=self._lease_keeper, name="grid-queue-leases", daemon=True).start()
 
     @property
     def config(self) -> ClusterConfig:
@@ -100,6 +112,7 @@ class JobQueue:
         job_id = str(job.job_id)
         self._check_after(job.after)
         base = JobRecord(id=job_id, node=job.node, argv=job.argv, state="queued", submitted=time.time(), user=user,
+                         requeues=job.requeues,
                          priority=job.priority, cwd=job.cwd, cpus=job.cpus, gpus=job.gpus,
                          memory_bytes=job.memory_bytes, gpu_types=job.gpu_types, gpu_memory_bytes=job.gpu_memory_bytes,
                          after=job.after, timeout_seconds=job.timeout_seconds, held=job.held,
@@ -253,7 +266,7 @@ class JobQueue:
             slots = seen.slots
             scheduler, problem = self._scheduler()
             running = [j for j in active if j.state == "running"]
-            result = plan(waiting, running, slots, scheduler, self._after_states(waiting), self._gpus_fit)
+            result = plan(waiting, running, slots, scheduler, self._after_states(waiting), self._gpus_fit, time.time())
             if problem:
                 result.waiting.update({k: attrs.evolve(w, reason=f"{w.reason}; {problem}")
                                        for k, w in result.waiting.items()})
@@ -303,8 +316,9 @@ class JobQueue:
             request = request_of(job)
             slot = next(s for s in seen.slots if s.view.name == node)
             resources |= gpus.job_resources(request, slot.view.gpus, seen.resources.get(node, set()))
+        number = len(job.attempts) + 1
         options: dict[str, Any] = {
-            "name": RUNNER.format(job.id), "lifetime": "detached", "max_concurrency": 4, "max_restarts": 0,
+            "name": RUNNER.format(job.id, number), "lifetime": "detached", "max_concurrency": 4, "max_restarts": 0,
             "num_cpus": job.cpus, "num_gpus": job.gpus,
             "resources": {**resources, node_resource(node): 0.001},
         }
@@ -324,21 +338,33 @@ class JobQueue:
                 if node not in seen.ids:
                     raise QueueError(f"node {node} is not in the Ray cluster")
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(seen.ids[node], soft=False)
-            env = {**spec.get("env", {}), "RAY_ADDRESS": self.address, "GRID_JOB_ID": job.id}
+            env = {**spec.get("env", {}), "RAY_ADDRESS": self.address, "GRID_JOB_ID": job.id,
+                   "GRID_ATTEMPT": str(number)}
             if job.array_id:
                 env |= {"GRID_ARRAY_ID": job.array_id, "GRID_ARRAY_INDEX": str(job.array_index)}
-            self.store.update(job.id, state="running", node=node, reason=None)
-            self.dispatched[job.id] = time.monotonic()
-            self.runner.options(**options).remote(
-                job.id, job.argv, job.cwd, env, self.namespace, job.timeout_seconds, int(spec.get("retries", 0)))
+            now = time.time()
+            with self.store.lock:
+                self.store.update(job.id, state="running", node=node, reason=None, not_before=None, started=None,
+                                  pid=None, hostname=None, attempts=(*job.attempts, Attempt(number=number, node=node,
+                                                                                            dispatched=now)))
+                self.renewed[job.id] = self.dispatched[job.id] = time.monotonic()
+                self.numbers[job.id] = 0
+            self.runner.options(**options).remote(job.id, number, job.argv, job.cwd, env, self.namespace,
+                                                  job.timeout_seconds, int(spec.get("retries", 0)), self.lease)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, QueueError) else f"could not start on {node}: {exc}"
             self.store.update(job.id, state="failed", ended=time.time(), reason=reason)
 
+    @property
+    def lease(self) -> float:
+        return float(self.config.queue.lease_seconds)
+
     def _planner(self) -> None:
         lag = 0
         while True:
-            self.wake.wait(LAG_SECONDS if 0 < lag < LAG_TRIES else SAFETY_SECONDS)
+            due = min((j.not_before for j in list(self.store.active.values()) if j.not_before), default=None)
+            soon = SAFETY_SECONDS if due is None else min(SAFETY_SECONDS, max(0.0, due - time.time()) + 0.01)
+            self.wake.wait(LAG_SECONDS if 0 < lag < LAG_TRIES else soon)
             if self.wake.is_set():
                 self.wake.clear()
                 lag = 0
@@ -349,13 +375,65 @@ class JobQueue:
 
     # ------------------------------------------------------------------ what runners report
 
-    def report(self, job_id: str, chunks: Sequence[tuple[str, str]], fields: Mapping[str, Any]) -> None:
-        """A runner's output (kept on disk before this returns) and changes to its record."""
-        self.store.append(job_id, [(str(s), str(t)) for s, t in chunks])
-        if fields:
-            job = self.store.update(job_id, **{k: v for k, v in fields.items() if k in UPDATABLE})
-            if job is not None and job.state not in ACTIVE:
-                self.wake.set()
+    def report(self, job_id: str, attempt: int, number: int, chunks: Sequence[tuple[str, str]],
+               fields: Mapping[str, Any]) -> bool:
+        """A runner's report `number`: output (kept on disk before this returns) and changes to its
+        record. It renews the attempt's lease; False: the attempt no longer counts (its runner
+        fences itself)."""
+        with self.store.lock:
+            job = self.store.active.get(job_id)
+            if job is None or job.state != "running" or len(job.attempts) != attempt:
+                return False
+            self.renewed[job_id] = time.monotonic()
+            if number <= self.numbers.get(job_id, 0):
+                return True  # sent again after its answer was lost: applied once
+            self.numbers[job_id] = number
+            self.store.append(job_id, [(str(s), str(t)) for s, t in chunks])
+            changes = {k: v for k, v in fields.items() if k in UPDATABLE}
+            if changes:
+                mine = {k: v for k, v in changes.items() if k in attrs.fields_dict(Attempt)}
+                changes["attempts"] = (*job.attempts[:-1], attrs.evolve(job.attempts[-1], **mine))
+                job = self.store.update(job_id, **changes) or job
+        if job.state not in ACTIVE:
+            self.wake.set()
+        return True
+
+    def fenced(self, job_id: str, attempt: int, message: str) -> None:
+        """A runner's word that it killed its attempt's command when its lease ran out: kept on the attempt."""
+        with self.store.lock:
+            job = self.store.get(job_id)
+            if job is None or not 0 < attempt <= len(job.attempts):
+                return
+            mine = job.attempts[attempt - 1]
+            note = message.removeprefix("grid: ")
+            attempts = list(job.attempts)
+            attempts[attempt - 1] = attrs.evolve(mine, reason=f"{mine.reason}; {note}" if mine.reason else note)
+            self.store.amend(job_id, attempts=tuple(attempts))
+
+    def _lose(self, job: JobRecord, why: str) -> None:
+        """The job's attempt ended as lost: the job waits until the attempt's lease has run out, then
+        runs again, while requeues are left; else it ends as lost."""
+        with self.store.lock:
+            job = self.store.active.get(job.id) or job
+            if job.state != "running" or not job.attempts:
+                return
+            now = time.time()
+            lost = attrs.evolve(job.attempts[-1], state="lost", ended=now, reason=why)
+            attempts = (*job.attempts[:-1], lost)
+            losses = sum(1 for a in attempts if a.state == "lost")
+            quiet = time.monotonic() - self.renewed.pop(job.id, 0.0)  # since its lease was last renewed
+            if losses > job.requeues:
+                spent = "--no-requeue" if job.requeues == 0 else f"its {job.requeues} retries are spent"
+                self.store.update(job.id, state="lost", ended=now, attempts=attempts,
+                                  reason=f"{why}; not run again ({spent})")
+            else:
+                self.store.end_attempt(job.id, lost.number)
+                mine = job.pinned and not job.boost  # where the user put it (--node); else anywhere
+                self.store.update(job.id, state="queued", attempts=attempts, node=job.node if mine else None,
+                                  pinned=mine, boost=None, started=None, pid=None, hostname=None,
+                                  not_before=now + max(0.0, self.lease - quiet) + FENCE_GRACE,
+                                  reason=f"attempt {lost.number} on {lost.node} was lost: {why}")
+        self.wake.set()
 
     # ------------------------------------------------------------------ what users ask
 
@@ -428,7 +506,8 @@ class JobQueue:
             if reason:
                 self.store.update(job.id, reason=reason)
             try:
-                stops[job.id] = self.ray.get_actor(RUNNER.format(job.id), namespace=self.namespace).stop.remote()
+                stops[job.id] = self.ray.get_actor(RUNNER.format(job.id, len(job.attempts)),
+                                                   namespace=self.namespace).stop.remote()
             except ValueError:
                 self.store.update(job.id, state="stopped", ended=time.time())
         with contextlib.suppress(Exception):  # a runner that is gone: recorded below
@@ -456,7 +535,7 @@ class JobQueue:
 
     def _lost_without_runner(self, why: str, misses: int = 1) -> None:
         """Running jobs whose runner is not found `misses` looks in a row (one look may fail while
-        the GCS is busy) end as lost. A runner started less than REAP_SECONDS ago is not looked for."""
+        the GCS is busy) are lost. A runner started less than REAP_SECONDS ago is not looked for."""
         with self.lock:
             running = [j for j in self.store.active.values() if j.state == "running"]
             self.missing = {j.id: self.missing.get(j.id, 0) for j in running}
@@ -465,15 +544,26 @@ class JobQueue:
             if time.monotonic() - self.dispatched.get(job.id, 0.0) < REAP_SECONDS:
                 continue
             try:
-                self.ray.get_actor(RUNNER.format(job.id), namespace=self.namespace)
+                self.ray.get_actor(RUNNER.format(job.id, len(job.attempts)), namespace=self.namespace)
                 self.missing[job.id] = 0
                 continue
             except ValueError:
                 self.missing[job.id] += 1
             if self.missing[job.id] >= misses:
-                self.store.update(job.id, state="lost", ended=time.time(),
-                                  reason=f"its runner on {job.node} ended without an exit status ({why})")
-                self.wake.set()
+                self._lose(job, f"its runner on {job.node} ended without an exit status ({why})")
+
+    def _lease_keeper(self) -> None:
+        """Attempts whose runner has not renewed its lease in time are lost."""
+        while True:
+            time.sleep(LEASE_LOOK_SECONDS)
+            try:
+                now, lease = time.monotonic(), self.lease
+                for job in [j for j in self.store.active.values() if j.state == "running"]:
+                    if now - self.renewed.setdefault(job.id, now) > lease:
+                        self._lose(job, f"no word from its runner on {job.node} for {lease:g} s: its lease ran out "
+                                        "(the node was lost or cut off)")
+            except Exception:  # one failed round must not end it
+                traceback.print_exc()
 
     def _reaper(self) -> None:
         pruned = 0.0

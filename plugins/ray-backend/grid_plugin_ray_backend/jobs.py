@@ -1,4 +1,4 @@
-"""The job runner: one detached Ray actor per started job, `grid-job-<id>`.
+"""The job runner: one detached Ray actor per attempt of a job, `grid-job-<id>-<attempt>`.
 
 The queue in the grid service (queue.py) makes it once it placed the job. It is pinned to its node
 by the node's `grid-node-<name>` resource and holds the job's CPUs, GPUs and memory while it
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import ctypes
 import os
 import queue
 import signal
@@ -22,43 +23,96 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-RUNNER = "grid-job-{}"
+RUNNER = "grid-job-{}-{}"  # the job's id, the attempt's number
 SERVICE = "grid-service"  # layout.SERVICE: the runner reports there
 STOP_GRACE = 5.0
 FLUSH_SECONDS = 0.1
-REPORT_PATIENCE = 120.0  # seconds a report is tried again while the service restarts
+WATCH_SECONDS = 0.5  # how often the runner looks whether its lease has run out
+FENCED_PATIENCE = 120.0  # seconds a fenced runner tries to tell the service so
 
 Chunk = tuple[str, str]  # (stream, text)
 
 
-class Reporter:
-    """The runner's line to the grid service: each report waits for the service's answer, so
-    reports arrive in order and output counts as kept only once the service wrote it. While the
-    service restarts (Ray restarts it when it dies), a report is tried again, up to REPORT_PATIENCE."""
+class Fenced(Exception):
+    """The service no longer counts this attempt: the lease ran out, or it was told so."""
 
-    def __init__(self, job_id: str, namespace: str) -> None:
-        self.job_id, self.namespace = job_id, namespace
+
+class Reporter:
+    """The runner's line to the grid service, and its lease.
+
+    Each report waits for the service's answer, so reports arrive in order and output counts as
+    kept only once the service wrote it. A report that fails (the service restarting, the link
+    cut) is sent again, with the same number, so the service applies it once. Every answered
+    report renews the lease, from the moment it was sent: the service counts from when it got it,
+    which is later, so the runner's lease always runs out first. Once it has (no answer for
+    `lease` seconds) or the service answers that the attempt no longer counts, every report
+    raises Fenced."""
+
+    def __init__(self, job_id: str, attempt: int, namespace: str, lease: float) -> None:
+        self.job_id, self.attempt, self.namespace, self.lease = job_id, attempt, namespace, lease
         self.service: Any = None
+        self.number = 0  # of the last report
+        self.renewed = time.monotonic()  # when the last answered report was sent
+        self.fenced = False
+        self.lock = threading.Lock()  # one report at a time, in order
+
+    def expired(self) -> bool:
+        return self.fenced or time.monotonic() - self.renewed > self.lease
 
     def _send(self, chunks: Sequence[Chunk], fields: Mapping[str, Any]) -> None:
+        with self.lock:
+            self.number += 1
+            pause = 0.1
+            while True:
+                if self.expired():
+                    self.fenced = True
+                    raise Fenced(f"no answer from the grid service for {self.lease:g} s")
+                sent = time.monotonic()
+                try:
+                    kept = self._deliver(self.number, chunks, fields)
+                except Exception:  # the service is restarting, or out of reach: try again within the lease
+                    time.sleep(pause)
+                    pause = min(2.0, pause * 2)
+                    continue
+                if not kept:
+                    self.fenced = True
+                    raise Fenced("the grid service counts this attempt lost")
+                self.renewed = max(self.renewed, sent)
+                return
+
+    def _deliver(self, number: int, chunks: Sequence[Chunk], fields: Mapping[str, Any]) -> bool:
+        """One try at report `number`: whether the service kept it (False: the attempt no longer counts)."""
         import ray
 
-        deadline, pause = time.monotonic() + REPORT_PATIENCE, 0.1
-        while True:
-            try:
-                if self.service is None:
-                    self.service = ray.get_actor(SERVICE, namespace=self.namespace)
-                ray.get(self.service.job_report.remote(self.job_id, list(chunks), dict(fields)))
+        try:
+            if self.service is None:
+                self.service = ray.get_actor(SERVICE, namespace=self.namespace)
+            return bool(ray.get(self.service.job_report.remote(self.job_id, self.attempt, number, list(chunks),
+                                                              dict(fields)), timeout=max(1.0, self.lease / 3)))
+        except Exception:
+            self.service = None  # looked up again: the service may have restarted
+            raise
+
+    def tell_fenced(self, message: str) -> None:
+        """Tell the service that this attempt's command was killed, while it can be reached at all."""
+        import ray
+
+        deadline = time.monotonic() + FENCED_PATIENCE
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                service = ray.get_actor(SERVICE, namespace=self.namespace)
+                ray.get(service.job_fenced.remote(self.job_id, self.attempt, message), timeout=10)
                 return
-            except Exception:  # the service is restarting: its actor is gone or not yet back
-                self.service = None
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(2.0, pause * 2)
+            time.sleep(2.0)
+
+    def renew(self) -> None:
+        """A report with nothing in it, if none was answered for a sixth of the lease: the service
+        restarting (a few seconds) leaves most of the lease."""
+        if time.monotonic() - self.renewed > self.lease / 6:
+            self._send((), {})
 
     def append(self, chunks: Sequence[Chunk]) -> None:
         if chunks:
@@ -69,12 +123,13 @@ class Reporter:
 
 
 class JobRunner:
-    """Runs one job's command on its node from the moment it is placed, reports to the service,
-    and ends itself when the command ends."""
+    """Runs one attempt of a job on its node from the moment it is placed, reports to the service,
+    and ends itself when the command ends, or when its lease runs out (then it kills the command:
+    the service runs the job again elsewhere only after that)."""
 
-    def __init__(self, job_id: str, argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
-                 namespace: str, timeout_seconds: float | None = None, retries: int = 0) -> None:
-        self.job_id, self.argv, self.namespace = job_id, list(argv), namespace
+    def __init__(self, job_id: str, attempt: int, argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
+                 namespace: str, timeout_seconds: float | None = None, retries: int = 0, lease: float = 30.0) -> None:
+        self.job_id, self.attempt, self.argv, self.namespace = job_id, attempt, list(argv), namespace
         self.timeout_seconds, self.retries = timeout_seconds, retries
         self.cwd = os.path.expanduser(cwd or "~")
         # The node's own interpreter (grid's venv there) comes first on PATH, so `python` is the one with Ray.
@@ -84,10 +139,13 @@ class JobRunner:
         self.stopping = False
         self.starting = threading.Lock()  # a stop and the command's start never cross
         self.timed_out = False
+        self.fenced = False
         self.done = threading.Event()
+        self.reporter = Reporter(job_id, attempt, namespace, lease)
         # The job starts with the actor, not with a method call: a call from a driver that has
         # exited (`grid run --detach`) before the actor was placed would never be delivered.
         threading.Thread(target=self.run, name=f"grid-job-{job_id}", daemon=True).start()
+        threading.Thread(target=self._keep_lease, name=f"grid-lease-{job_id}", daemon=True).start()
 
     def finished(self) -> bool:
         """Returns when the job has ended. A caller that gets an actor error before its record is
@@ -96,19 +154,53 @@ class JobRunner:
         return True
 
     def run(self) -> int:
-        """The command, again after a failure while retries are left (execution.retry_attempts)."""
-        reporter = Reporter(self.job_id, self.namespace)
-        for attempt in range(1 + self.retries):
-            exit_status = self._attempt(reporter)
-            if exit_status in (0, 127) or self.stopping or attempt == self.retries:
-                break
-            note = f"grid: exit status {exit_status}; retrying ({attempt + 1} of {self.retries})\n"
-            reporter.append([("stderr", note)])
-        state = "stopped" if self.stopping else "timeout" if self.timed_out else \
-            "succeeded" if exit_status == 0 else "failed"
-        reporter.update({"state": state, "exit_status": exit_status, "ended": time.time()})
+        """The command, again after a failure while retries are left (execution.retry_attempts),
+        all under the lease: the service first answers that this attempt counts."""
+        reporter, exit_status = self.reporter, 128 + signal.SIGKILL
+        try:
+            reporter.update({"hostname": socket.gethostname()})
+            for attempt in range(1 + self.retries):
+                exit_status = self._attempt(reporter)
+                if exit_status in (0, 127) or self.stopping or attempt == self.retries:
+                    break
+                note = f"grid: exit status {exit_status}; retrying ({attempt + 1} of {self.retries})\n"
+                reporter.append([("stderr", note)])
+            state = "stopped" if self.stopping else "timeout" if self.timed_out else \
+                "succeeded" if exit_status == 0 else "failed"
+            reporter.update({"state": state, "exit_status": exit_status, "ended": time.time()})
+        except Fenced as exc:
+            self._fence(str(exc))
         self.done.set()
         return self._exit(exit_status)
+
+    def _keep_lease(self) -> None:
+        """Renew the lease while the command runs; once it has run out, kill the command at once."""
+        threading.Thread(target=self._renew, daemon=True).start()
+        while not self.done.wait(WATCH_SECONDS):
+            if self.reporter.expired():
+                self._fence(f"no answer from the grid service for {self.reporter.lease:g} s")
+                return
+
+    def _renew(self) -> None:
+        while not self.done.wait(max(0.5, self.reporter.lease / 12)):
+            try:
+                self.reporter.renew()
+            except Fenced:
+                return
+
+    def _fence(self, why: str) -> None:
+        """This attempt no longer counts: its command's whole session is killed, and the service is
+        told so when it can be reached (it records it on the attempt)."""
+        with self.starting:
+            if self.fenced:
+                return
+            self.fenced = self.reporter.fenced = self.stopping = True
+            proc = self.proc
+        if proc is not None and proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGKILL)
+        message = f"grid: job {self.job_id} attempt {self.attempt} fenced at {time.strftime('%H:%M:%S')}: {why}"
+        print(message, file=sys.stderr, flush=True)  # the node's Ray log keeps it, whatever comes next
+        threading.Thread(target=self.reporter.tell_fenced, args=(message,), daemon=True).start()
 
     def _attempt(self, reporter: Reporter) -> int:
         """Run the command once, its output reported as it comes; its exit status (127: it could
@@ -120,7 +212,8 @@ class JobRunner:
                 return 128 + signal.SIGTERM
             try:
                 self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                             preexec_fn=_die_with_runner())
             except OSError as exc:
                 why = exc.strerror or exc
                 reporter.append([("stderr", f"grid: cannot run {self.argv[0]!r} in {self.cwd}: {why}\n")])
@@ -189,7 +282,8 @@ class JobRunner:
         """End the actor, so its CPUs and GPUs are free for the next job."""
         import ray
 
-        ray.kill(ray.get_actor(RUNNER.format(self.job_id), namespace=self.namespace))
+        with contextlib.suppress(Exception):  # cut off from the cluster: it ends with its node's Ray
+            ray.kill(ray.get_actor(RUNNER.format(self.job_id, self.attempt), namespace=self.namespace))
         return exit_status
 
 
@@ -207,6 +301,18 @@ def _pump(name: str, stream: Any, chunks: queue.Queue[Chunk | None]) -> None:
     if tail:
         chunks.put((name, tail))
     chunks.put(None)
+
+
+def _die_with_runner() -> Callable[[], None] | None:
+    """For Popen's preexec_fn: the command is killed when the thread that started it ends, so a
+    runner killed with its node's Ray (kill -9, a crash) leaves no command running unfenced.
+    Linux's PR_SET_PDEATHSIG; elsewhere nothing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -215,6 +215,9 @@ class GridService:
 
         self.queue = JobQueue(ray, namespace, address, self.controller, directory)
         self.controller.mechanics.before_unreserve = self.queue.end_jobs_in
+        from grid_plugin_ray_backend.rejoin import Rejoiner
+
+        self.rejoiner = Rejoiner(directory, address, self.controller, stopping=lambda: self.queue.draining)
         self.agents: dict[str, Any] = {}
         os.makedirs(os.path.join(directory, STAGING), mode=0o700, exist_ok=True)  # clients put big data there
         self.answered = threading.Event()  # a first request was answered (see _agents)
@@ -232,10 +235,15 @@ class GridService:
         self.queue.wake.set()
         return self.controller.report(node, data)
 
-    def job_report(self, job_id: str, chunks: list[tuple[str, str]], fields: dict[str, Any]) -> bool:
-        """A job runner's report (jobs.Reporter): answered once it is on the head's disk."""
-        self.queue.report(job_id, chunks, fields)
-        return True
+    def job_report(self, job_id: str, attempt: int, number: int, chunks: list[tuple[str, str]],
+                   fields: dict[str, Any]) -> bool:
+        """A job runner's report (jobs.Reporter), which renews its lease: answered once it is on the
+        head's disk; False when the attempt no longer counts."""
+        return self.queue.report(job_id, attempt, number, chunks, fields)
+
+    def job_fenced(self, job_id: str, attempt: int, message: str) -> None:
+        """A runner's word that it killed its command when its lease ran out."""
+        self.queue.fenced(job_id, attempt, message)
 
     def _ensure_agents(self) -> None:
         """An agent on every worker of the config in force (Ray places each when its node is up)."""
@@ -325,7 +333,20 @@ class GridService:
 
         readings = {name: {"age": age, "metrics": cattrs.unstructure(m), "from": by}
                     for name, (age, m, by) in self.controller.fresh_readings().items()}
-        client.frame("result", {"nodes": self._nodes(), "readings": readings, "plugins": self.plugins})
+        client.frame("result", {"nodes": self._nodes(), "readings": readings, "plugins": self.plugins,
+                                "rejoin": self.rejoiner.notes()})
+        return 0
+
+    def nodes_known(self, client: Client, nodes: dict[str, dict[str, str]]) -> int:
+        """`cluster start`'s word on each node's grid directory, for starting workers again
+        (rejoin.py); the answer: which workers cannot come back by themselves, and why."""
+        client.frame("result", self.rejoiner.learn(nodes))
+        return 0
+
+    def rejoin_problems(self, client: Client) -> int:
+        """For doctor: which workers cannot come back by themselves, and why."""
+        client.frame("result", {node.name: why for node in self.controller.rules.config.nodes
+                                if (why := self.rejoiner.unreachable_why(node))})
         return 0
 
     def _nodes(self) -> list[dict[str, Any]]:
@@ -351,7 +372,7 @@ class GridService:
     # ------------------------------------------------------------------ jobs
 
     def run(self, client: Client, spec: dict[str, Any], detach: bool = False,
-            since: tuple[int, int] = (0, 0)) -> int:
+            since: tuple[int, ...] = (0, 0)) -> int:
         """Queue a job, or, for a job id already known (a client asking again after its connection
         dropped), follow that one from `since`. A job that waits says why, in a note."""
         job_id = spec["job_id"]
@@ -375,8 +396,9 @@ class GridService:
         client.frame("result", self.queue.jobs(everything=all))
         return 0
 
-    def logs(self, client: Client, job_id: str, follow: bool = False, since: tuple[int, int] = (0, 0)) -> int:
-        return self._follow(client, job_id, wait=follow, since=since)
+    def logs(self, client: Client, job_id: str, follow: bool = False, since: tuple[int, ...] = (0, 0),
+             attempt: int | None = None) -> int:
+        return self._follow(client, job_id, wait=follow, since=since, attempt=attempt)
 
     def stop_job(self, client: Client, job_id: str) -> int:
         from grid_core.types import wire
@@ -395,17 +417,43 @@ class GridService:
         client.frame("result", {"queued": self.queue.drain()})
         return 0
 
-    def _follow(self, client: Client, job_id: str, wait: bool = True, since: tuple[int, int] = (0, 0)) -> int:
+    def _follow(self, client: Client, job_id: str, wait: bool = True, since: tuple[int, ...] = (0, 0),
+                attempt: int | None = None) -> int:
         """Send the job's output after `since` until it ends (or until caught up, without wait);
-        its exit status. A client that goes away ends only this: the job runs on."""
+        its exit status. A client that goes away ends only this: the job runs on.
+
+        The output is the attempt's that counts (the last), or an earlier `attempt`'s. An `attempt`
+        frame names the attempt that the output is of, and a client that reconnects sends it back
+        as a third number in `since`; when a lost attempt's job runs again, another one says so and
+        the new attempt's output follows from its start."""
         from grid_core.types import ACTIVE
 
         offsets, beat = (int(since[0]), int(since[1])), time.monotonic()
+        following = int(since[2]) if len(since) > 2 else None  # the attempt whose output goes out
+        told = set()  # attempts whose loss the client was told of
         while True:
-            chunks, offsets, info = self.queue.store.read(job_id, offsets)
+            chunks, offsets, info = self.queue.store.read(job_id, offsets, attempt)
             if info is None:
                 raise ServiceError(f"no job {job_id!r}" + (" (an array: name one of its jobs, such as "
                                                           f"{job_id}.0)" if self.queue.store.members(job_id) else ""))
+            tried = len(info.attempts)
+            if attempt is not None and not 1 <= attempt <= max(1, tried):
+                raise ServiceError(f"job {job_id} has no attempt {attempt}: it has run {tried} time(s)")
+            ended = attempt is not None and attempt <= tried and info.attempts[attempt - 1].state != "running"
+            if ended:
+                for stream, text in chunks:  # an attempt that ended: all there is of it
+                    client.frame("out" if stream == "stdout" else "err", text)
+                mine = info.attempts[int(attempt or 0) - 1]
+                return int(mine.exit_status if mine.exit_status is not None else 1)
+            if attempt is None and tried != following:  # the client learns which attempt its offsets are in
+                client.frame("attempt", tried)
+                if following is not None:  # a lost attempt's job runs again: its output starts anew
+                    following, offsets = tried, (0, 0)
+                    continue
+                following = tried
+            if info.state == "queued" and tried and info.attempts[-1].state == "lost" and tried not in told:
+                told.add(tried)
+                client.frame("note", f"job {job_id}: {info.reason}; it runs again")
             for stream, text in chunks:
                 client.frame("out" if stream == "stdout" else "err", text)
             if info.state not in ACTIVE:
@@ -442,7 +490,8 @@ HANDLERS: dict[str, Callable[..., int]] = {
     "nodes": GridService.nodes, "status": GridService.status,
     "offload": GridService.offload,
     "run": GridService.run, "jobs": GridService.jobs, "logs": GridService.logs, "stop_job": GridService.stop_job,
-    "hold_job": GridService.hold_job, "drain": GridService.drain,
+    "hold_job": GridService.hold_job, "drain": GridService.drain, "nodes_known": GridService.nodes_known,
+    "rejoin_problems": GridService.rejoin_problems,
 }
 
 
