@@ -154,6 +154,10 @@ def fuzz_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
     for name in ("start", "stop", "install"):
         monkeypatch.setattr(RayBackend, name, refuse)
+    from grid_core import boot_unit  # `cluster enable` writes its unit here, and tells no systemd
+
+    monkeypatch.setattr(boot_unit, "unit_directory", lambda _user: tmp_path / "units")
+    monkeypatch.setattr(boot_unit, "systemctl", lambda _user, *_args: "systemctl is not run by the fuzz")
     monkeypatch.setattr("grid_core.cli.plugins._pip_here", refuse)  # plugins install and remove
     monkeypatch.setattr(LocalTransport, "run", no_local)
     root = logging.getLogger()

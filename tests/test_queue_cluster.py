@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -391,3 +392,25 @@ def test_a_worker_cut_off_past_the_lease_never_runs_a_job_twice_at_once(lab: dic
     while any(free != total for free, total in cpus_free(lab).values()) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert all(free == total for free, total in cpus_free(lab).values()), cpus_free(lab)
+
+
+def test_start_and_doctor_say_which_worker_cannot_come_back_by_itself(lab: dict[str, Any]) -> None:
+    """A key the CLI's machine has and the head has not (the hosts see only the test bed's folder
+    of this machine's /tmp): the head could not start the workers again after a reboot."""
+    config = Path(lab["env"]["GRID_CONFIG"])
+    kept = config.read_text()
+    key = Path(lab["root"], "keys", "id_ed25519")
+    key.parent.mkdir(exist_ok=True)
+    shutil.copy(lab["tb"].client_key, key)
+    config.write_text(kept.replace(str(lab["tb"].client_key), str(key)))
+    try:
+        start = cli(lab, "cluster", "start", timeout=300)
+        assert start.returncode == 0, start.stderr
+        said = f"cannot come back by itself after a reboot: its ssh_key_path {key} is not on the head host1"
+        assert " ".join(start.stderr.split()).count(said) == 2, start.stderr  # host2 and host3 (lines wrap)
+        doctor = " ".join(cli(lab, "doctor").stderr.split())
+        assert f"warning: node host3 {said}" in doctor, doctor
+    finally:
+        config.write_text(kept)
+    again = cli(lab, "cluster", "start", timeout=300)
+    assert again.returncode == 0 and "cannot come back by itself" not in again.stderr

@@ -211,6 +211,63 @@ def start(dry_run: bool, install_first: bool, wheelhouse: str | None, restart_se
         raise SystemExit(code)
 
 
+@cluster.command()
+@click.option("--user", is_flag=True, help="A user unit even as root (the default for other users).")
+@config_option
+def enable(user: bool) -> None:
+    """Start this cluster when this machine boots: a systemd unit that runs `grid cluster start`.
+
+    As root a system unit, otherwise a user unit (it runs at boot only where the user lingers:
+    loginctl enable-linger). A failed start is tried again every 30 s. The grid service then
+    brings workers back as they boot. `grid cluster disable` removes it.
+    """
+    from grid_core import boot_unit
+    from grid_core.config.models import EMBEDDED_DEFAULT
+    from grid_core.errors import GridError
+
+    config = state().config()
+    name = boot_unit.unit_name(config.name)
+    text = boot_unit.unit_text(config.name, None if config.source == EMBEDDED_DEFAULT else config.source, user)
+    directory = boot_unit.unit_directory(user)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(text)
+    except OSError as exc:
+        raise GridError(f"cannot write the unit {directory / name}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {directory / name}")
+    problem = boot_unit.systemctl(user, "daemon-reload") or boot_unit.systemctl(user, "enable", name)
+    if problem:
+        raise GridError(f"the unit is written, but systemd did not enable it: {problem}; once systemd "
+                        f"runs: systemctl{'' if boot_unit.system_wide(user) else ' --user'} enable {name}")
+    click.echo(f"enabled {name}: grid cluster start runs when this machine boots")
+    if config.head.transport_name != "local":
+        click.echo(f"note: the head {config.head.name} is reached by SSH from here: this unit starts the cluster "
+                   "when this machine boots; to start it when the head boots, enable it there", err=True)
+    if not boot_unit.system_wide(user) and boot_unit.lingers() is False:
+        click.echo("note: a user unit runs at boot only if you linger: loginctl enable-linger", err=True)
+
+
+@cluster.command()
+@click.option("--user", is_flag=True, help="The user unit, as `enable --user` wrote it.")
+@config_option
+def disable(user: bool) -> None:
+    """Remove what `grid cluster enable` installed: the cluster no longer starts at boot."""
+    from grid_core import boot_unit
+
+    config = state().config()
+    name = boot_unit.unit_name(config.name)
+    path = boot_unit.unit_directory(user) / name
+    if not path.exists():
+        click.echo(f"no unit {path}: cluster {config.name} does not start at boot")
+        return
+    problem = boot_unit.systemctl(user, "disable", name)
+    path.unlink()
+    boot_unit.systemctl(user, "daemon-reload")
+    click.echo(f"removed {path}: cluster {config.name} no longer starts at boot")
+    if problem:
+        click.echo(f"note: systemd was not told ({problem}); the unit file is gone, so nothing starts it", err=True)
+
+
 def _one_at_a_time(cluster_name: str, operation: str) -> Any:
     from grid_core.state import operation_lock
 

@@ -10,7 +10,7 @@ reads what they need from Ray (each node's capacity, what is free), starts a run
   this queue started there: Ray's figure lags a runner's start and end by a moment, and ours
   does not see holds, boosts and work of Ray's own.
 - A job is `running` from the moment its runner exists. Its runner holds a lease (jobs.Reporter):
-  every report it sends, and one at least every third of `queue.lease_seconds`, renews it. An
+  every report it sends, and one at least every sixth of `queue.lease_seconds`, renews it. An
   attempt ends as `lost` when its lease runs out, or at once when Ray no longer knows its runner
   (its node lost, the whole cluster restarted). The job then waits until that attempt's lease has
   run out (by then a runner cut off from the head has killed its command: fenced) and runs again,
@@ -47,6 +47,7 @@ REAP_SECONDS = 5.0  # how often running jobs whose runner is gone are looked for
 LEASE_LOOK_SECONDS = 0.5  # how often leases are looked at
 FENCE_GRACE = 2.0  # past a lost attempt's lease: its runner looks each 0.5 s, then kills its command
 PRUNE_SECONDS = 60.0
+RECENT_READ_SECONDS = 1.0  # a submission checks what the cluster could ever hold against a read this recent
 STOPPED_BY_CLUSTER = "stopped by grid cluster stop"
 
 
@@ -83,6 +84,7 @@ class JobQueue:
         self.lock = threading.RLock()  # one plan at a time, and no start crosses a stop
         self.wake = threading.Event()
         self.draining = False  # `cluster stop` under way: nothing new starts
+        self.last_read: tuple[float, Seen | None] = (0.0, None)  # (monotonic, the read): _recent_read
         # Made once: each ray.remote(JobRunner) exports the class to the GCS anew (14 to 100 ms a job).
         self.runner = ray.remote(JobRunner)
         self.dispatched: dict[str, float] = {}  # job -> when its runner was made (monotonic), since this start
@@ -117,8 +119,12 @@ class JobQueue:
                          memory_bytes=job.memory_bytes, gpu_types=job.gpu_types, gpu_memory_bytes=job.gpu_memory_bytes,
                          after=job.after, timeout_seconds=job.timeout_seconds, held=job.held,
                          pinned=job.node is not None)
-        seen = self._read_ray()
-        self._check_fits(base, seen.slots)
+        seen = self._recent_read()
+        try:
+            self._check_fits(base, seen.slots)
+        except QueueError:  # a node may have joined since that read
+            seen = self._read_ray()
+            self._check_fits(base, seen.slots)
         if not (job.node or job.array or job.after or job.held):
             base = self._into_boost(base, seen)
         runner = {"env": dict(job.env), "resources": dict(job.resources), "retries": job.retries}
@@ -128,8 +134,25 @@ class JobQueue:
             if any(self.store.get(r.id) for r, _ in rows):
                 raise QueueError(f"job {job_id} exists already")
             added = self.store.add(rows)
-            self.dispatch(seen)
+            self._preview(seen)
+        self.wake.set()  # the planner starts it: the answer does not wait for the runner's creation
         return [self.record(r.id) or r for r in added]
+
+    def _recent_read(self) -> Seen:
+        """The last read of Ray if it is younger than RECENT_READ_SECONDS, else a new one."""
+        read_at, seen = self.last_read
+        return seen if seen is not None and time.monotonic() - read_at < RECENT_READ_SECONDS else self._read_ray()
+
+    def _preview(self, seen: Seen) -> None:
+        """Each waiting job's place in line as the planner will see it, for the submitter's answer."""
+        waiting = [j for j in self.store.active.values() if j.state == "queued" and not j.boost]
+        running = [j for j in self.store.active.values() if j.state == "running"]
+        used = self._used()  # jobs started since that read hold their share already
+        slots = [attrs.evolve(s, free={k: min(v, s.total.get(k, 0.0) - used.get(s.view.name, {}).get(k, 0.0))
+                                       for k, v in s.free.items()}) for s in seen.slots]
+        result = plan(waiting, running, slots, self._scheduler()[0], self._after_states(waiting),
+                      self._gpus_fit, time.time())
+        self.waiting = {**self.waiting, **result.waiting}
 
     def _into_boost(self, job: JobRecord, seen: Seen) -> JobRecord:
         """The job inside a boost lent to the head with room for it, where there is one: `grid run`
@@ -204,13 +227,7 @@ class JobQueue:
         totals = {names[ray_id]: res for _, ray_id, res in alive if ray_id in names}
         by_id = {i: {k: float(v) for k, v in res.items()} for i, res in available_resources_per_node().items()}
         available = {names[i]: res for i, res in by_id.items() if i in names}
-        used: dict[str, dict[str, float]] = {}
-        for job in self.store.active.values():
-            if job.state == "running" and job.node and not job.boost:
-                mine = used.setdefault(job.node, dict.fromkeys(KEYS, 0.0))
-                mine["CPU"] += job.cpus
-                mine["GPU"] += job.gpus
-                mine["memory"] += job.memory_bytes
+        used = self._used()
         readings = {name: m for name, (_, m, _) in self.controller.fresh_readings().items()}
         held = set(self.controller.rules.holds)
         slots = []
@@ -224,7 +241,20 @@ class JobQueue:
             view = NodeView(name=node.name, role="head" if node.is_head else "worker", metrics=readings.get(node.name),
                             held=node.name in held, tags=tuple(node.tags), gpus=found)
             slots.append(Slot(view, total, free))
-        return Seen(slots, ids, by_id, {name: set(res) for name, res in totals.items()})
+        seen = Seen(slots, ids, by_id, {name: set(res) for name, res in totals.items()})
+        self.last_read = (time.monotonic(), seen)
+        return seen
+
+    def _used(self) -> dict[str, dict[str, float]]:
+        """What the jobs this queue started hold on each node (outside boosts)."""
+        used: dict[str, dict[str, float]] = {}
+        for job in list(self.store.active.values()):
+            if job.state == "running" and job.node and not job.boost:
+                mine = used.setdefault(job.node, dict.fromkeys(KEYS, 0.0))
+                mine["CPU"] += job.cpus
+                mine["GPU"] += job.gpus
+                mine["memory"] += job.memory_bytes
+        return used
 
     @staticmethod
     def _gpus_fit(job: JobRecord, view: NodeView) -> bool:
