@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -180,3 +181,38 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_runner_killed_outright_leaves_no_part_of_its_command(tmp_path: Path) -> None:
+    """kill -9 of the runner (its node's Ray killed): the command's children die too, so no part of
+    an attempt outlives it while the job runs again elsewhere."""
+    child_pid = tmp_path / "child"
+    script = ("import subprocess, sys, time\n"
+              "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+              f"open({str(child_pid)!r}, 'w').write(str(p.pid))\n"
+              "time.sleep(300)\n")
+    runner_script = ("import sys\n"
+                     "from tests.test_job_runner import Driven, Registry\n"
+                     f"Driven('j6', 1, [sys.executable, '-c', {script!r}], {str(tmp_path)!r}, {{}}, 'ns')"
+                     "._attempt(Registry())\n")
+    runner = subprocess.Popen([sys.executable, "-c", runner_script], cwd=Path(__file__).parent.parent)
+    try:
+        deadline = time.monotonic() + 30
+        while not (child_pid.exists() and child_pid.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = int(child_pid.read_text())
+        assert _alive(pid)
+    finally:
+        runner.kill()
+        runner.wait()
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def test_a_command_that_cannot_start_says_why_and_ends_with_127(tmp_path: Path) -> None:
+    runner, registry = Driven("j7", 1, ["no-such-command-here"], str(tmp_path), {}, "ns"), Registry()
+    assert runner._attempt(registry) == 127
+    said = "".join(text for kind, chunks in registry.log if kind == "append" for _, text in chunks)
+    assert said == f"grid: cannot run 'no-such-command-here' in {tmp_path}: No such file or directory\n"

@@ -112,8 +112,10 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Testbed, Env
     root = tmp_path_factory.mktemp("raycluster")
     tb = Testbed(n_hosts=3, workdir=root / "tb")
     try:
+        # A short lease: a job on a cut-off worker is lost 10 s after its runner last reported.
         config = edit_config(tb.write_grid_config(root / "grid.toml", name="tb", ssh={"connect_timeout": 3.0},
-                                                  backend={"venv": VENV, "env": FAST_DEATH}))
+                                                  backend={"venv": VENV, "env": FAST_DEATH},
+                                                  queue={"lease_seconds": 10}))
         env = Env(root, config)
         installed = env.json("cluster", "install", "--wheelhouse", str(wheelhouse))
         assert {n["name"]: n["action"] for n in installed["nodes"]} == dict.fromkeys(("host1", "host2", "host3"),
@@ -517,8 +519,8 @@ def test_a_killed_head_is_reported_within_10_s_and_start_repairs_it(bed: tuple[T
 
 def test_a_worker_cut_off_during_a_job_ends_the_job_with_the_reason(bed: tuple[Testbed, Env, Path]) -> None:
     tb, env, _ = bed
-    job = subprocess.Popen([sys.executable, "-m", "grid_core", "run", "--node", "host3", "--", "sh", "-c",
-                            "echo started; sleep 120"], env={**os.environ, **env.vars}, text=True,
+    job = subprocess.Popen([sys.executable, "-m", "grid_core", "run", "--node", "host3", "--no-requeue", "--", "sh",
+                            "-c", "echo started; sleep 120"], env={**os.environ, **env.vars}, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert job.stdout is not None and job.stdout.readline().strip() == "started"
@@ -527,8 +529,6 @@ def test_a_worker_cut_off_during_a_job_ends_the_job_with_the_reason(bed: tuple[T
         assert job.returncode not in (0, None) and "host3" in err and "lost" in err, err
         listed = env.json("jobs", "list")
         assert listed[-1]["state"] == "lost" and listed[-1]["node"] == "host3"
-        rows = by_name(env.json("cluster", "status"))
-        assert rows["host3"]["reachable"] is False and rows["host3"]["alive"] is False, rows["host3"]
     finally:
         if job.poll() is None:
             job.kill()

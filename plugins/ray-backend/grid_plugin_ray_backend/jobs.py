@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import ctypes
 import os
 import queue
 import signal
@@ -23,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 RUNNER = "grid-job-{}-{}"  # the job's id, the attempt's number
@@ -34,6 +33,31 @@ WATCH_SECONDS = 0.5  # how often the runner looks whether its lease has run out
 FENCED_PATIENCE = 120.0  # seconds a fenced runner tries to tell the service so
 
 Chunk = tuple[str, str]  # (stream, text)
+
+# The job's session leader, between the runner and the command: when the runner dies (kill -9, its
+# node's Ray killed), the kernel sends this SIGUSR1 (PR_SET_PDEATHSIG, Linux), and it kills the
+# whole session, the command's children too, so no part of an attempt outlives its runner. It
+# ignores the SIGTERM that a stop or a time limit sends the session and waits for the command,
+# whose exit status it passes on (a signal N as 128 + N).
+GUARD = """\
+import os, signal, subprocess, sys
+signal.signal(signal.SIGTERM, lambda *_: None)
+signal.signal(signal.SIGUSR1, lambda *_: os.killpg(0, signal.SIGKILL))
+try:
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGUSR1)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    os.killpg(0, signal.SIGKILL)
+try:
+    child = subprocess.Popen(sys.argv[2:])
+except OSError as exc:
+    sys.stderr.write(f"grid: cannot run {sys.argv[2]!r} in {os.getcwd()}: {exc.strerror or exc}\\n")
+    sys.exit(127)
+status = child.wait()
+sys.exit(status if status >= 0 else 128 - status)
+"""
 
 
 class Fenced(Exception):
@@ -211,9 +235,9 @@ class JobRunner:
             if self.stopping:  # stopped before this attempt's command started: it never starts
                 return 128 + signal.SIGTERM
             try:
-                self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                                             preexec_fn=_die_with_runner())
+                self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", GUARD, str(os.getpid()), *self.argv],
+                                             cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
             except OSError as exc:
                 why = exc.strerror or exc
                 reporter.append([("stderr", f"grid: cannot run {self.argv[0]!r} in {self.cwd}: {why}\n")])
@@ -301,18 +325,6 @@ def _pump(name: str, stream: Any, chunks: queue.Queue[Chunk | None]) -> None:
     if tail:
         chunks.put((name, tail))
     chunks.put(None)
-
-
-def _die_with_runner() -> Callable[[], None] | None:
-    """For Popen's preexec_fn: the command is killed when the thread that started it ends, so a
-    runner killed with its node's Ray (kill -9, a crash) leaves no command running unfenced.
-    Linux's PR_SET_PDEATHSIG; elsewhere nothing."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
 
 
 def _signal_group(pid: int, sig: int) -> None:
