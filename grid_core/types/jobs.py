@@ -56,6 +56,7 @@ class Attempt:
     exit_status: int | None = None
     hostname: str | None = None
     reason: str | None = None
+    lease_seconds: float = 30.0  # the lease its runner was granted (queue.lease_seconds then)
 
 
 @record(kw_only=True)

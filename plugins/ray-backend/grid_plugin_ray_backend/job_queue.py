@@ -374,19 +374,22 @@ class JobQueue:
                 env |= {"GRID_ARRAY_ID": job.array_id, "GRID_ARRAY_INDEX": str(job.array_index)}
             now = time.time()
             with self.store.lock:
+                attempt = Attempt(number=number, node=node, dispatched=now, lease_seconds=self.lease)
                 self.store.update(job.id, state="running", node=node, reason=None, not_before=None, started=None,
-                                  pid=None, hostname=None, attempts=(*job.attempts, Attempt(number=number, node=node,
-                                                                                            dispatched=now)))
+                                  pid=None, hostname=None, attempts=(*job.attempts, attempt))
                 self.renewed[job.id] = self.dispatched[job.id] = time.monotonic()
                 self.numbers[job.id] = 0
             self.runner.options(**options).remote(job.id, number, job.argv, job.cwd, env, self.namespace,
-                                                  job.timeout_seconds, int(spec.get("retries", 0)), self.lease)
+                                                  job.timeout_seconds, int(spec.get("retries", 0)),
+                                                  attempt.lease_seconds)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, QueueError) else f"could not start on {node}: {exc}"
             self.store.update(job.id, state="failed", ended=time.time(), reason=reason)
 
     @property
     def lease(self) -> float:
+        """The lease a new attempt is granted; each attempt keeps its own (a config changed since
+        must not cut short the lease of a runner that renews at the old pace)."""
         return float(self.config.queue.lease_seconds)
 
     def _planner(self) -> None:
@@ -461,7 +464,7 @@ class JobQueue:
                 mine = job.pinned and not job.boost  # where the user put it (--node); else anywhere
                 self.store.update(job.id, state="queued", attempts=attempts, node=job.node if mine else None,
                                   pinned=mine, boost=None, started=None, pid=None, hostname=None,
-                                  not_before=now + max(0.0, self.lease - quiet) + FENCE_GRACE,
+                                  not_before=now + max(0.0, lost.lease_seconds - quiet) + FENCE_GRACE,
                                   reason=f"attempt {lost.number} on {lost.node} was lost: {why}")
         self.wake.set()
 
@@ -587,8 +590,9 @@ class JobQueue:
         while True:
             time.sleep(LEASE_LOOK_SECONDS)
             try:
-                now, lease = time.monotonic(), self.lease
-                for job in [j for j in self.store.active.values() if j.state == "running"]:
+                now = time.monotonic()
+                for job in [j for j in self.store.active.values() if j.state == "running" and j.attempts]:
+                    lease = job.attempts[-1].lease_seconds
                     if now - self.renewed.setdefault(job.id, now) > lease:
                         self._lose(job, f"no word from its runner on {job.node} for {lease:g} s: its lease ran out "
                                         "(the node was lost or cut off)")

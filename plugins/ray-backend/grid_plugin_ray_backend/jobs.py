@@ -132,6 +132,11 @@ class Reporter:
                 return
             time.sleep(2.0)
 
+    def claim(self) -> None:
+        """The first report, before the command starts: an empty one (nothing for the service to
+        write), answered only while this attempt counts."""
+        self._send((), {})
+
     def renew(self) -> None:
         """A report with nothing in it, if none was answered for a sixth of the lease: the service
         restarting (a few seconds) leaves most of the lease."""
@@ -182,7 +187,7 @@ class JobRunner:
         all under the lease: the service first answers that this attempt counts."""
         reporter, exit_status = self.reporter, 128 + signal.SIGKILL
         try:
-            reporter.update({"hostname": socket.gethostname()})
+            reporter.claim()
             for attempt in range(1 + self.retries):
                 exit_status = self._attempt(reporter)
                 if exit_status in (0, 127) or self.stopping or attempt == self.retries:
