@@ -398,8 +398,8 @@ def test_a_worker_cut_off_past_the_lease_never_runs_a_job_twice_at_once(lab: dic
     assert until(lab, [job], lambda j: j["started"] is not None, timeout=60)[job]["node"] == "host3"
     lab["tb"].link_down("host3")
     try:
-        array = submit(lab, "--array", "0-29", "--", "sh", "-c", f"echo $GRID_JOB_ID >> {done}; sleep 0.5")
-        stream = [f"{array}.{i}" for i in range(30)]
+        array = submit(lab, "--array", "0-99", "--", "sh", "-c", f"echo $GRID_JOB_ID >> {done}; sleep 0.2")
+        stream = [f"{array}.{i}" for i in range(100)]
         time.sleep(LEASE + 2)  # cut off past the lease
     finally:
         lab["tb"].link_up("host3")
