@@ -306,8 +306,9 @@ class JobQueue:
             for job, node in result.start:
                 self._start(job, node, seen)
             self.waiting = result.waiting
-            lagging = any(s.free.get("CPU", 0.0) < s.total.get("CPU", 0.0) - self._ours(s.view.name) - 1e-9
-                          for s in slots)
+            used = self._used()
+            lagging = any(s.free.get("CPU", 0.0) < s.total.get("CPU", 0.0) - used.get(s.view.name, {}).get("CPU", 0.0)
+                          - 1e-9 for s in slots)
             return bool(result.waiting) and lagging
 
     def _scheduler(self) -> tuple[Any, str | None]:
@@ -326,10 +327,6 @@ class JobQueue:
                 return plugins.host().get("grid_schedulers", name).factory(), None
         except Exception as exc:
             return LeastLoaded(), f"scheduler.name {name!r} cannot be used on the head ({exc}); fifo orders the queue"
-
-    def _ours(self, node: str) -> float:
-        return sum(j.cpus for j in self.store.active.values() if j.state == "running" and j.node == node
-                   and not j.boost)
 
     def _start(self, job: JobRecord, node: str, seen: Seen) -> None:
         """The job's runner on `node`; the job is `running` from now (its record says where)."""

@@ -66,6 +66,10 @@ class Rejoiner:
             with open(self.path + ".new", "w", encoding="utf-8") as f:
                 json.dump(self.known, f)
             os.replace(self.path + ".new", self.path)
+        return self.problems()
+
+    def problems(self) -> dict[str, str]:
+        """The workers the head could not start again by itself, and why."""
         return {node.name: why for node in self.config.nodes if (why := self.unreachable_why(node))}
 
     @property

@@ -345,8 +345,7 @@ class GridService:
 
     def rejoin_problems(self, client: Client) -> int:
         """For doctor: which workers cannot come back by themselves, and why."""
-        client.frame("result", {node.name: why for node in self.controller.rules.config.nodes
-                                if (why := self.rejoiner.unreachable_why(node))})
+        client.frame("result", self.rejoiner.problems())
         return 0
 
     def _nodes(self) -> list[dict[str, Any]]:
