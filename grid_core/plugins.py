@@ -41,6 +41,7 @@ BUILTINS = {
     "procfs": "grid_core.builtin.procfs_metrics",
     "nvml": "grid_core.builtin.nvml_metrics",
     "least-loaded": "grid_core.builtin.least_loaded",
+    "fair-share": "grid_core.builtin.fair_share",
     "commands": "grid_core.builtin.commands",
 }
 

@@ -349,7 +349,12 @@ Subsystem sftp internal-sftp
         return "\n".join(lines) + "\n"
 
     def _uids(self) -> list[tuple[str, int]]:
-        return [(name, 20001 + i) for i, name in enumerate(self.users)]
+        """Each of `users` with a uid (and gid) this machine's own accounts and groups do not use."""
+        taken = {int(line.split(":")[2]) for name in ("passwd", "group")
+                 for line in Path("/etc", name).read_text().splitlines() if line.count(":") >= 2
+                 and line.split(":")[2].isdigit()}
+        free = (uid for uid in range(20001, 60000) if uid not in taken)
+        return [(name, next(free)) for name in self.users]
 
     def _user_lines(self, h: Host, root_home: Path) -> list[str]:
         """Launcher lines: this host's own account files with `users`, and the /root cover."""
@@ -358,8 +363,11 @@ Subsystem sftp internal-sftp
                  "shadow": "".join(f"{n}:*:19000:0:99999:7:::\n" for n, _ in self._uids()),  # '*': not locked
                  "group": "".join(f"{n}:x:{u}:\n" for n, u in self._uids())}
         for name, added in extra.items():
+            # The machine's own line for one of these names would win (the first entry does).
+            kept = [line for line in Path("/etc", name).read_text().splitlines(keepends=True)
+                    if line.split(":", 1)[0] not in self.users]
             own = h.dir / name
-            own.write_text(Path("/etc", name).read_text() + added)
+            own.write_text("".join(kept) + added)
             own.chmod(0o640 if name == "shadow" else 0o644)
             lines.append(f"mount --bind {_q(own)} /etc/{name}")
         # sshd reads authorized_keys as the user logging in: the way there must be open.

@@ -12,7 +12,7 @@ import click
 
 from grid_core.cli import completion
 from grid_core.cli.context import FiniteFloat, config_option, json_option, print_json, state
-from grid_core.cli.output import clock, console, styled, table
+from grid_core.cli.output import Pieces, clock, print_table
 from grid_core.errors import GridError
 
 if TYPE_CHECKING:
@@ -206,19 +206,23 @@ COLOURS = {"running": "cyan", "queued": "yellow", "succeeded": "green", "failed"
 @click.option("--all", "everything", is_flag=True, help="Every finished job kept, not only the last day's.")
 @click.option("--expand", is_flag=True, help="Every job one by one: an array's, not one row with counts; every waiting "
               f"job, not the first {QUEUE_SHOWN}.")
+@click.option("--user", "user", metavar="NAME", help="Only this user's jobs.")
+@click.option("--mine", is_flag=True, help="Only your own jobs (as the head sees you).")
 @json_option
 @config_option
-def list_jobs(everything: bool, expand: bool, as_json: bool) -> None:
-    """The active jobs and the recent finished ones, in submission order; a waiting job says why."""
+def list_jobs(everything: bool, expand: bool, user: str | None, mine: bool, as_json: bool) -> None:
+    """Everyone's active jobs and recent finished ones, in submission order; a waiting job says why."""
     from grid_core.backends import load_backend
 
+    if user is not None and mine:
+        raise click.UsageError("give --user NAME or --mine, not both")
     with state().cluster() as c:
-        found = job_records(load_backend(c.config).jobs(c, everything=everything))
+        found = job_records(load_backend(c.config).jobs(c, everything=everything, user=user, mine=mine))
     if as_json:
         print_json(found)
         return
-    console().print(table(("id", "state", "why / exit", "node", "user", "submitted", "started", "ended", "command"),
-                          _rows(found, expand)))
+    print_table(("id", "state", "why / exit", "node", "user", "submitted", "started", "ended", "command"),
+                _rows(found, expand))
 
 
 def _rows(found: list[JobRecord], expand: bool) -> Iterable[tuple[Any, ...]]:
@@ -255,11 +259,30 @@ def _rows(found: list[JobRecord], expand: bool) -> Iterable[tuple[Any, ...]]:
         number = len(job.attempts) + (job.state == "queued")  # the attempt running, ran last, or next
         if number > 1:  # it runs again after a lost attempt
             why = f"{why}, attempt {number}" if why else f"attempt {number}"
-        yield (job.id, styled(job.state, COLOURS.get(job.state, "white")), why, job.node, job.user,
+        yield (job.id, Pieces((job.state, COLOURS.get(job.state, "white"))), why, job.node, job.user,
                clock(job.submitted), clock(job.started), clock(job.ended), " ".join(job.argv))
     if later:
-        yield ("...", styled(f"{len(later)} more queued", "yellow"), "--expand shows them", None, None, None, None,
+        yield ("...", Pieces((f"{len(later)} more queued", "yellow")), "--expand shows them", None, None, None, None,
                None, None)
+
+
+@jobs.command("usage")
+@json_option
+@config_option
+def usage(as_json: bool) -> None:
+    """Each user's recent use of the cluster and their share of it, beside the share they are due
+    (the `fair-share` scheduler runs the jobs of whoever is furthest below it first)."""
+    from grid_core.backends import load_backend
+    from grid_core.types import UserUsage, wire
+
+    with state().cluster() as c:
+        found = [wire().structure(u, UserUsage) for u in load_backend(c.config).usage(c)]
+    if as_json:
+        print_json(found)
+        return
+    rows = [(u.user, f"{u.cpu_seconds / 3600:.2f}", f"{u.gpu_seconds / 3600:.2f}", f"{u.share:.0%}",
+             f"{u.target:.0%}", f"{u.running} ({u.cpus:g} CPU, {u.gpus:g} GPU)", str(u.queued)) for u in found]
+    print_table(("user", "CPU-hours", "GPU-hours", "share", "target", "running", "queued"), rows)
 
 
 def job_records(found: Iterable[Any]) -> list[JobRecord]:

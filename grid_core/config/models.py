@@ -25,6 +25,7 @@ __all__ = [
     "NODE_NAME",
     "PRIORITY_WORDS",
     "START_FLAG",
+    "AccessSettings",
     "AtLeastOne",
     "BackendSettings",
     "BoostSettings",
@@ -39,6 +40,7 @@ __all__ = [
     "Host",
     "LendRules",
     "LoggingSettings",
+    "LoginName",
     "Marks",
     "MemoryPoolSettings",
     "MetricsSettings",
@@ -63,6 +65,7 @@ __all__ = [
     "SshSettings",
     "StartFlag",
     "StartValue",
+    "UserLimits",
 ]
 
 EMBEDDED_DEFAULT = "<embedded default>"
@@ -352,6 +355,35 @@ class QueueSettings:
 @record(kw_only=True)
 class SchedulerSettings:
     name: str = "fifo"  # the scheduler that orders and places the queue (hookspecs.grid_schedulers)
+    # fair-share: a CPU- or GPU-second used this long ago counts half (Slurm's PriorityDecayHalfLife).
+    half_life_days: Positive = 7.0
+
+
+LoginName = Annotated[str, Pattern(re.compile(r"^[a-z_][a-z0-9_.-]*[$]?$", re.IGNORECASE),
+                                   "is not a login name")]
+
+
+@record(kw_only=True)
+class UserLimits:
+    """The most each user's running jobs may hold at once; None: no limit."""
+
+    cpus: Positive | None = None
+    gpus: Count | None = None
+
+
+@record(kw_only=True)
+class AccessSettings:
+    """Who besides the cluster's owner may use it (docs/security.md). Without the section, or with it
+    empty, the cluster is its owner's alone."""
+
+    users: list[LoginName] = attrs.Factory(list)  # may run jobs and manage their own
+    group: LoginName | None = None  # its members may too
+    admins: list[LoginName] = attrs.Factory(list)  # may do what the owner does
+    limits: UserLimits = UserLimits()
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.users or self.group or self.admins)
 
 
 @record(kw_only=True)
@@ -466,6 +498,7 @@ class ClusterConfig:
     boost: BoostSettings = BoostSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     queue: QueueSettings = QueueSettings()
+    access: AccessSettings = AccessSettings()
     metrics: MetricsSettings = MetricsSettings()
     execution: ExecutionSettings = ExecutionSettings()
     logging: LoggingSettings = LoggingSettings()

@@ -9,8 +9,9 @@ with the waiting jobs, the running ones and each node's capacity, and starts wha
   node closest to holding it. Jobs behind it may use only what that leaves (Slurm's backfill,
   without time estimates: what the reserving job cannot use).
 - A waiting job says why: `resources` (no node has room), `priority` (room there is, but an earlier
-  job reserved it), `dependency` (--after), `held` (grid jobs hold), `limit` (its array's cap),
-  `lease` (its last attempt was lost, and runs again once that attempt's lease has run out).
+  job reserved it), `dependency` (--after), `held` (grid jobs hold), `limit` (its array's cap, or
+  its user's [access.limits]), `lease` (its last attempt was lost, and runs again once that
+  attempt's lease has run out).
 - A held node (its owner is busy: docs/offload.md) is no candidate at all.
 """
 
@@ -21,7 +22,9 @@ from typing import Any
 
 import attrs
 
-from grid_core.types.jobs import JobRecord
+from grid_core.config.models import UserLimits
+from grid_core.queue.share import past_limit
+from grid_core.types.jobs import JobRecord, UserUsage
 from grid_core.types.readings import NodeView, WorkRequest
 
 KEYS = ("CPU", "GPU", "memory")
@@ -87,22 +90,49 @@ def could_hold(job: JobRecord, slot: Slot, gpus_fit: Callable[[JobRecord, NodeVi
     return named and lacks(job, slot.total) is None and gpus_fit(job, slot.view)
 
 
+def takes_usage(scheduler: Any) -> bool:
+    """Whether the scheduler orders by each user's standing: its `order(jobs, usage)` (fair share)."""
+    order = getattr(scheduler, "order", None)
+    if order is None:
+        return False
+    import inspect
+
+    try:
+        return len(inspect.signature(order).parameters) >= 2
+    except (TypeError, ValueError):  # a callable without a signature Python can read
+        return False
+
+
+def ordered_by(scheduler: Any, waiting: Sequence[JobRecord], usage: Mapping[str, UserUsage]) -> list[JobRecord]:
+    """The scheduler's order: its `order(jobs)`, or `order(jobs, usage)`; without one, priority
+    then submission."""
+    order = getattr(scheduler, "order", None)
+    if order is None:
+        return default_order(waiting)
+    return list(order(list(waiting), usage) if takes_usage(scheduler) else order(list(waiting)))
+
+
 def plan(waiting: Sequence[JobRecord], running: Sequence[JobRecord], slots: Sequence[Slot],
          scheduler: Any, after: Mapping[str, str],
-         gpus_fit: Callable[[JobRecord, NodeView], bool] = lambda _job, _view: True, now: float = 0.0) -> Plan:
+         gpus_fit: Callable[[JobRecord, NodeView], bool] = lambda _job, _view: True, now: float = 0.0,
+         usage: Mapping[str, UserUsage] | None = None, limits: UserLimits | None = None) -> Plan:
     """The jobs to start now and where; why each other waits, and its place in line.
 
     `after` maps every job id that a waiting job names in --after to that job's state (an array's
     id: `succeeded` once all its members did, a final state once one ended otherwise). `now`: the
-    time (time.time()) that jobs requeued after a lost attempt wait for (JobRecord.not_before)."""
+    time (time.time()) that jobs requeued after a lost attempt wait for (JobRecord.not_before).
+    `usage`: each user's standing, for a scheduler that orders by it; `limits`: what one user's
+    running jobs may hold at once ([access.limits])."""
     free = {s.view.name: {k: float(s.free.get(k, 0.0)) for k in KEYS} for s in slots}
     open_ = {name: dict(have) for name, have in free.items()}  # free less what started, not less reservations
     running_in = dict[str, int]()
+    holding: dict[str, tuple[float, float]] = {}  # user -> (CPUs, GPUs) their running jobs hold
     for job in running:
         if job.array_id:
             running_in[job.array_id] = running_in.get(job.array_id, 0) + 1
-    order = getattr(scheduler, "order", None)
-    ordered = list(order(list(waiting))) if order else default_order(waiting)
+        cpus, gpus = holding.get(job.user, (0.0, 0.0))
+        holding[job.user] = (cpus + job.cpus, gpus + job.gpus)
+    ordered = ordered_by(scheduler, waiting, usage or {})
     start, cancel, held_back = [], [], {}
     shapes: dict[tuple[Any, ...], list[Slot]] = {}  # the nodes that could ever hold a job of that shape
     blocked: dict[tuple[Any, ...], tuple[str, str, str]] = {}  # a shape that could not start: (node, why, reason)
@@ -135,6 +165,10 @@ def plan(waiting: Sequence[JobRecord], running: Sequence[JobRecord], slots: Sequ
         if job.array_id and job.array_cap and running_in.get(job.array_id, 0) >= job.array_cap:
             wait(job, "limit", f"array {job.array_id} runs at most {job.array_cap} at once")
             continue
+        beyond = past_limit(job, holding, limits) if limits is not None else None
+        if beyond:
+            wait(job, "limit", beyond)
+            continue
         shape = (job.cpus, job.gpus, job.memory_bytes, job.gpu_types, job.gpu_memory_bytes, job.pinned and job.node)
         if shape not in shapes:  # an array's members, a sweep's jobs: one shape, worked out once
             shapes[shape] = [s for s in slots if not s.view.held and could_hold(job, s, gpus_fit)]
@@ -161,6 +195,8 @@ def plan(waiting: Sequence[JobRecord], running: Sequence[JobRecord], slots: Sequ
                 open_[chosen.name][key] -= amount
             if job.array_id:
                 running_in[job.array_id] = running_in.get(job.array_id, 0) + 1
+            cpus, gpus = holding.get(job.user, (0.0, 0.0))
+            holding[job.user] = (cpus + job.cpus, gpus + job.gpus)
             continue
         # Reserve on the candidate closest to holding it: what it lacks there, no one behind it takes.
         best = max(candidates, key=lambda s: _closeness(job, free[s.view.name]))

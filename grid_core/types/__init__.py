@@ -29,7 +29,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "offload": ("BoostState", "Event", "Hold", "Boost", "OffloadInForce", "Decision", "HeldWork", "NodeState",
                 "OffloadStatus", "ControllerStatus"),
     "status": ("ResourceUse", "EngineNode", "NodeStatus", "ClusterStatus"),
-    "jobs": ("ACTIVE", "FINAL", "REQUEUES", "Attempt", "JobSpec", "JobRecord"),
+    "jobs": ("ACTIVE", "FINAL", "REQUEUES", "Attempt", "JobSpec", "JobRecord", "UserUsage"),
     "pool": ("PoolEntry",),
     "plugins": ("PluginRow", "PluginMatrix", "PluginChange", "PluginDrift"),
     "codec": ("Wire", "wire"),

@@ -62,9 +62,15 @@ class Backend(Protocol):
         when detached). A job that waits says why on stderr."""
         ...
 
-    def jobs(self, cluster: Cluster, *, everything: bool = False) -> list[dict[str, Any]]:
+    def jobs(self, cluster: Cluster, *, everything: bool = False, user: str | None = None,
+             mine: bool = False) -> list[dict[str, Any]]:
         """The active jobs and the recent finished ones (all with `everything`), oldest first, each
-        with JobRecord's fields (the CLI structures them into it)."""
+        with JobRecord's fields (the CLI structures them into it); only `user`'s, or with `mine`
+        only those of the user the cluster sees asking."""
+        ...
+
+    def usage(self, cluster: Cluster) -> list[dict[str, Any]]:
+        """Each user's recent use and share (UserUsage's fields)."""
         ...
 
     def logs(self, cluster: Cluster, job_id: str, *, follow: bool,

@@ -8,7 +8,7 @@ import attrs
 
 from grid_core.record import record
 
-__all__ = ("ACTIVE", "FINAL", "REQUEUES", "Attempt", "JobRecord", "JobSpec")
+__all__ = ("ACTIVE", "FINAL", "REQUEUES", "Attempt", "JobRecord", "JobSpec", "UserUsage")
 
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "stopped", "timeout", "lost")
@@ -96,3 +96,18 @@ class JobRecord:
     requeues: int = REQUEUES  # a lost attempt is run again, this many times at most (--retries)
     attempts: tuple[Attempt, ...] = ()  # every run so far, the last the one that counts
     not_before: float | None = None  # queued again after a lost attempt: not before that one's lease ran out
+
+
+@record(kw_only=True)
+class UserUsage:
+    """One user's standing in the queue (`grid jobs usage`): recent use, its share, and now."""
+
+    user: str
+    cpu_seconds: float = 0.0  # used lately: a second used scheduler.half_life_days ago counts half
+    gpu_seconds: float = 0.0
+    share: float = 0.0  # of all users' recent use, by the resource this user used most of (0 to 1)
+    target: float = 0.0  # the share each user is due: equal among those with jobs lately or now
+    running: int = 0
+    queued: int = 0
+    cpus: float = 0.0  # held by the user's running jobs now
+    gpus: float = 0.0

@@ -531,10 +531,11 @@ class RayBackend:
     def status(self, cluster: Cluster) -> dict[str, types.EngineNode]:
         names = [n.name for n in self.config.nodes]
         address = records.load(self.config.name).gcs_address
-        if address is None:
+        if address is None and not self.config.access.shared:  # else maybe another user's: ask its door
             return dict.fromkeys(names, types.EngineNode(error="not started; start it with `grid cluster start`"))
         try:
-            _engine_answers(address)
+            if address is not None:
+                _engine_answers(address)
             answer = self._call(cluster, "status").result
         except GridError as exc:
             return dict.fromkeys(names, types.EngineNode(error=str(exc)))
@@ -586,8 +587,13 @@ class RayBackend:
         # Asked again after a lost connection, `run` follows the job it already started (attach.py).
         return job_id, Follower(self.config, cluster, job_id, on_output).follow("run", {"spec": payload})
 
-    def jobs(self, cluster: Cluster, *, everything: bool = False) -> list[dict[str, Any]]:
-        return list(self._call(cluster, "jobs", {"all": True} if everything else None).result or [])
+    def jobs(self, cluster: Cluster, *, everything: bool = False, user: str | None = None,
+             mine: bool = False) -> list[dict[str, Any]]:
+        params = {"all": everything or None, "user": user, "mine": mine or None}
+        return list(self._call(cluster, "jobs", {k: v for k, v in params.items() if v is not None}).result or [])
+
+    def usage(self, cluster: Cluster) -> list[dict[str, Any]]:
+        return list(self._call(cluster, "usage").result or [])
 
     def logs(self, cluster: Cluster, job_id: str, *, follow: bool,
              on_output: Callable[[str, str], None], attempt: int | None = None) -> int | None:

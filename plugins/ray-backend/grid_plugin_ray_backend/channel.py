@@ -139,7 +139,8 @@ def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any
     answer is copied straight into it, without a second copy); `on_bytes()` is called whenever
     bytes arrive; `on_attempt(n)` when a followed job's output starts anew, as attempt n's. A broken
     connection is a ChannelLost, or the transport's TransportError."""
-    if data_file is not None and (config.head.transport_name == "local" or os.path.getsize(data_file) < STAGE_MIN):
+    if data_file is not None and (config.head.transport_name == "local" or os.path.getsize(data_file) < STAGE_MIN
+                                  or not mine(config)):
         with open(data_file, "rb") as f:
             data, data_file = f.read(), None
     if into is not None:
@@ -158,10 +159,14 @@ def _call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, An
 
     state = records.load(config.name)
     record = state.nodes.get(config.head.name)
-    if state.gcs_address is None or record is None:
-        raise GridError(f"cluster {config.name!r} is not running; start it with `grid cluster start`")
     config_data = unstructure(config)
     local = config.head.transport_name == "local"
+    if state.gcs_address is None or record is None:
+        if not config.access.shared:
+            raise GridError(f"cluster {config.name!r} is not running; start it with `grid cluster start`")
+        # Not this user's cluster: one of the lab's members, by the door.
+        return _call_door(config, cluster, op, params, config_data, on_output=on_output, streaming=streaming,
+                          data=data, on_data=on_data, on_bytes=on_bytes, on_attempt=on_attempt)
     body: dict[str, Any] = {"op": op, "params": params or {}, "config": config_data, "stage": not local}
     uploaded = None
     if data_file is not None:  # as staged answers come, by SFTP
@@ -207,6 +212,55 @@ def _call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, An
         if leftovers:  # best effort: the service removes what is left after an hour
             with contextlib.suppress(GridError):
                 cluster.transport(config.head).run(["rm", "-f", "--", *leftovers], timeout=60)
+    return answer
+
+
+def mine(config: ClusterConfig) -> bool:
+    """Whether this user started the cluster (its records are here), rather than being one of the
+    lab's members, who reach it by its door."""
+    state = records.load(config.name)
+    return state.gcs_address is not None and config.head.name in state.nodes
+
+
+def as_member(cluster: Cluster, config: ClusterConfig) -> Cluster:
+    """The cluster as a member reaches it: the head over SSH as this user (their ~/.ssh/config's
+    `User`, else their local name), never as the account its config names for running it."""
+    from grid_core.cluster import Cluster
+
+    nodes = [attrs.evolve(n, user=None) if n.name == config.head.name else n for n in config.nodes]
+    return Cluster(attrs.evolve(config, nodes=nodes), cluster.plugins)
+
+
+def _call_door(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any] | None,
+               config_data: dict[str, Any], *, on_output: Output | None, streaming: bool, data: bytes | None,
+               on_data: Callable[[bytes], object] | None, on_bytes: Callable[[], object] | None,
+               on_attempt: Callable[[int], object] | None) -> Answer:
+    """A request of one of the lab's members, by the door (service.py's open_door): data travels in
+    frames both ways, as a member may not write in the owner's directory."""
+    from grid_plugin_ray_backend.layout import door_dir
+
+    request = (json.dumps({"op": op, "params": params or {}, "config": config_data}) + "\n").encode()
+    if data is not None:
+        request += data_frames(data)
+        streaming = True
+    path = f"{door_dir(config)}/{SOCKET}"
+    frames = Frames(on_output, on_data, on_bytes, on_attempt)
+    timeout = None if streaming else CALL_TIMEOUT
+    try:
+        if config.head.transport_name == "local":
+            _by_socket(path, request, frames, timeout)
+        else:
+            member = as_member(cluster, config)
+            _remote(member, member.config, config.head.python or "python3", path, request, frames, timeout)
+    except NoService:
+        raise GridError(f"cluster {config.name!r} is not running, or does not let others in: no grid service "
+                        f"answers at {config.head.name}:{path}. Start it with `grid cluster start`; on a cluster "
+                        "another user runs, its owner lets you in under [access] in its config") from None
+    answer = frames.answer
+    if answer.error is not None:
+        raise GridError(answer.error)
+    if not answer.ended:
+        raise ChannelLost(f"the grid service on {config.head.name} ended the connection before answering")
     return answer
 
 
@@ -259,6 +313,10 @@ def _by_socket(path: str, request: bytes, frames: Frames, timeout: float | None)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         sock.close()
         raise NoService(exc.strerror) from None
+    except PermissionError:
+        sock.close()
+        raise GridError(f"you may not use the grid service at {path} (permission denied): the cluster's owner "
+                        "lets people in under [access] in its config") from None
     _exchange(sock, request, frames, timeout)
 
 

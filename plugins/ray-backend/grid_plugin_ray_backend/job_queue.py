@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from grid_core.queue.plan import KEYS, Slot, Waiting, lacks, plan, shortage
+from grid_core.queue.plan import KEYS, Slot, Waiting, lacks, plan, shortage, takes_usage
+from grid_core.queue.share import Ledger
 from grid_core.queue.store import JobStore
-from grid_core.types.jobs import ACTIVE, Attempt, JobRecord
+from grid_core.types.jobs import ACTIVE, Attempt, JobRecord, UserUsage
 from grid_plugin_ray_backend.jobs import RUNNER, JobRunner
 from grid_plugin_ray_backend.layout import node_resource
 
@@ -93,6 +94,8 @@ class JobQueue:
         # start gets a whole lease from now: its runner may be alive and renew it.
         self.renewed: dict[str, float] = dict.fromkeys(self.store.active, time.monotonic())
         self.numbers: dict[str, int] = {}  # job -> its runner's last report applied (one sent again is not)
+        self.ledger: Ledger | None = None  # each user's use of finished jobs, for fair share (usage)
+        self.ledger_since: float | None = None  # when the ledger last read the store
         self._lost_without_runner("the cluster or its head restarted while it ran")
         threading.Thread(target=self._planner, name="grid-queue", daemon=True).start()
         threading.Thread(target=self._reaper, name="grid-queue-reaper", daemon=True).start()
@@ -296,7 +299,9 @@ class JobQueue:
             slots = seen.slots
             scheduler, problem = self._scheduler()
             running = [j for j in active if j.state == "running"]
-            result = plan(waiting, running, slots, scheduler, self._after_states(waiting), self._gpus_fit, time.time())
+            usage = {u.user: u for u in self.usage(active)} if takes_usage(scheduler) else {}
+            result = plan(waiting, running, slots, scheduler, self._after_states(waiting), self._gpus_fit, time.time(),
+                          usage=usage, limits=self.config.access.limits)
             if problem:
                 result.waiting.update({k: attrs.evolve(w, reason=f"{w.reason}; {problem}")
                                        for k, w in result.waiting.items()})
@@ -310,6 +315,23 @@ class JobQueue:
             lagging = any(s.free.get("CPU", 0.0) < s.total.get("CPU", 0.0) - used.get(s.view.name, {}).get("CPU", 0.0)
                           - 1e-9 for s in slots)
             return bool(result.waiting) and lagging
+
+    def usage(self, active: Sequence[JobRecord] | None = None) -> list[UserUsage]:
+        """Each user's standing (grid_core/queue/share.py): the finished jobs' decayed use, read
+        from the store as they end, and the active jobs' now."""
+        from grid_core.queue.share import Ledger, standing
+
+        now = time.time()
+        with self.lock:
+            half_life = self.config.scheduler.half_life_days
+            if self.ledger is None or self.ledger.half_life != half_life * 86400.0:
+                self.ledger, self.ledger_since = Ledger(half_life, now), None  # all finished jobs, read again
+            since = None if self.ledger_since is None else self.ledger_since - 5.0  # a moment's overlap: counted once
+            for job in self.store.finished(since=since):
+                self.ledger.add(job)
+            self.ledger.forget_before(since)
+            self.ledger_since = now
+            return standing(self.ledger.used(now), list(self.store.active.values()) if active is None else active, now)
 
     def _scheduler(self) -> tuple[Any, str | None]:
         """The configured scheduler, looked for again among what pip installed since the service
@@ -378,7 +400,7 @@ class JobQueue:
                 self.numbers[job.id] = 0
             self.runner.options(**options).remote(job.id, number, job.argv, job.cwd, env, self.namespace,
                                                   job.timeout_seconds, int(spec.get("retries", 0)),
-                                                  attempt.lease_seconds)
+                                                  attempt.lease_seconds, job.user)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, QueueError) else f"could not start on {node}: {exc}"
             self.store.update(job.id, state="failed", ended=time.time(), reason=reason)

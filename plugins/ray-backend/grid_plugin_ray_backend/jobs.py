@@ -60,6 +60,17 @@ sys.exit(status if status >= 0 else 128 - status)
 """
 
 
+def owner_account(user: str) -> Any:
+    """The account a job of `user` runs as here, where it is not this process's own: theirs when
+    this runner is root (as slurmd runs a job as its submitter), else None. KeyError: the node has
+    no account of that name."""
+    import pwd
+
+    if os.geteuid() != 0 or not user or user == "root":
+        return None
+    return pwd.getpwnam(user)
+
+
 class Fenced(Exception):
     """The service no longer counts this attempt: the lease ran out, or it was told so."""
 
@@ -157,13 +168,24 @@ class JobRunner:
     the service runs the job again elsewhere only after that)."""
 
     def __init__(self, job_id: str, attempt: int, argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
-                 namespace: str, timeout_seconds: float | None = None, retries: int = 0, lease: float = 30.0) -> None:
+                 namespace: str, timeout_seconds: float | None = None, retries: int = 0, lease: float = 30.0,
+                 user: str = "") -> None:
         self.job_id, self.attempt, self.argv, self.namespace = job_id, attempt, list(argv), namespace
         self.timeout_seconds, self.retries = timeout_seconds, retries
-        self.cwd = os.path.expanduser(cwd or "~")
         # The node's own interpreter (grid's venv there) comes first on PATH, so `python` is the one with Ray.
         path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
         self.env = {**os.environ, "PATH": path, **env}
+        self.account, self.no_account = None, None  # whom the command runs as, where not this process's account
+        try:
+            self.account = owner_account(user)
+        except KeyError:
+            self.no_account = f"grid: job {job_id} runs as its submitter, {user}, who has no account on " \
+                              f"{socket.gethostname()}\n"
+        home = self.account.pw_dir if self.account else os.path.expanduser("~")
+        self.cwd = home if cwd is None or cwd == "~" else \
+            home + cwd[1:] if cwd.startswith("~/") else os.path.expanduser(cwd)
+        if self.account:
+            self.env |= {"HOME": home, "USER": self.account.pw_name, "LOGNAME": self.account.pw_name}
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopping = False
         self.starting = threading.Lock()  # a stop and the command's start never cross
@@ -239,10 +261,17 @@ class JobRunner:
         with self.starting:
             if self.stopping:  # stopped before this attempt's command started: it never starts
                 return 128 + signal.SIGTERM
+            if self.no_account:
+                reporter.append([("stderr", self.no_account)])
+                return 127
+            who: dict[str, Any] = {} if self.account is None else {
+                "user": self.account.pw_uid, "group": self.account.pw_gid,
+                "extra_groups": os.getgrouplist(self.account.pw_name, self.account.pw_gid)}
             try:
                 self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", GUARD, str(os.getpid()), *self.argv],
                                              cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                             **who)
             except OSError as exc:
                 why = exc.strerror or exc
                 reporter.append([("stderr", f"grid: cannot run {self.argv[0]!r} in {self.cwd}: {why}\n")])

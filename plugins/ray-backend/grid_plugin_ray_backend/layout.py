@@ -100,16 +100,26 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def node_dir(config: ClusterConfig, node: NodeConfig) -> str:
-    """grid's directory on the node: under backend.temp_dir, else $RAY_TMPDIR or /tmp."""
+def node_base(config: ClusterConfig, node: NodeConfig) -> str:
+    """Where grid's directories on the node go: backend.temp_dir, else $RAY_TMPDIR or /tmp."""
     if config.backend.temp_dir:
-        base = on_node(node, config.backend.temp_dir)
-    elif node.transport_name == "local":
+        return on_node(node, config.backend.temp_dir)
+    if node.transport_name == "local":
         import tempfile
 
-        base = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
-    else:
-        base = "/tmp"
+        return os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    return "/tmp"
+
+
+def door_dir(config: ClusterConfig) -> str:
+    """Where the lab's members reach the service on the head (service.py's door; docs/security.md):
+    a name they work out from the config alone, as they have none of the owner's records."""
+    return posixpath.join(node_base(config, config.head), f"grid-{config.name}-door")
+
+
+def node_dir(config: ClusterConfig, node: NodeConfig) -> str:
+    """grid's directory on the node: under backend.temp_dir, else $RAY_TMPDIR or /tmp."""
+    base = node_base(config, node)
     # The digest makes the name unambiguous (cluster `lab` with node `gpu-1` and cluster `lab-gpu`
     # with node `1` read alike) and unique per user and grid state directory: two users, or two
     # HOMEs, that run the same cluster name on one machine never share a directory.

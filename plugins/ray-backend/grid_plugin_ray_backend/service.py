@@ -41,6 +41,7 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import select
 import socket
 import sys
@@ -94,6 +95,14 @@ class Client:
         self.buffer = b""
         self.staging = staging  # where big answers are left for the client to copy; None: frames only
         self.staged_data: str | None = None  # a file there holding the request's data, instead of frames
+        self.name = ""  # the caller's user name (SO_PEERCRED), and what it is to the cluster (access.py)
+        self.role: str | None = None
+
+    @property
+    def manages(self) -> bool:
+        from grid_core.access import MANAGES
+
+        return self.role in MANAGES
 
     def user(self) -> str:
         """Who is asking, as the kernel says (SO_PEERCRED), never as the client says: the local
@@ -222,8 +231,11 @@ class GridService:
         os.makedirs(os.path.join(directory, STAGING), mode=0o700, exist_ok=True)  # clients put big data there
         self.answered = threading.Event()  # a first request was answered (see _agents)
         self.path = socket_path(directory)
-        self.listener = listen(self.path)
-        threading.Thread(target=self._accept, name="grid-service", daemon=True).start()
+        self.owner = pwd.getpwuid(os.getuid()).pw_name  # the cluster's account: what it runs as
+        self.door: socket.socket | None = None  # the lab's members' way in (open_door), with [access]
+        self.door_problem: str | None = None
+        threading.Thread(target=self._accept, args=(listen(self.path),), name="grid-service", daemon=True).start()
+        self.open_door()
         threading.Thread(target=self._agents, name="grid-service-agents", daemon=True).start()
 
     def ready(self) -> int:
@@ -260,9 +272,36 @@ class GridService:
 
     # ------------------------------------------------------------------ serving
 
-    def _accept(self) -> None:
+    def open_door(self) -> None:
+        """The door as the config in force wants it: with [access], a socket in a directory that the
+        lab's members can reach (door_dir: they find it from the config alone), opened to exactly
+        them by its mode and by the check in _serve; without, none."""
+        from grid_plugin_ray_backend.layout import door_dir
+
+        access = self.controller.rules.config.access
+        if self.door is not None:  # opened again as the config now says (its group may have changed)
+            with contextlib.suppress(OSError):
+                self.door.shutdown(socket.SHUT_RDWR)
+            self.door.close()
+            self.door = None
+        if not access.shared:
+            return
+        directory = door_dir(self.controller.rules.config)
+        try:
+            self.door = listen(socket_path(directory), access=access)
+            self.door_problem = None
+        except (OSError, ServiceError) as exc:
+            self.door_problem = f"the lab's members cannot reach this cluster: {exc}"
+            print(f"grid service: {self.door_problem}", file=sys.stderr)
+            return
+        threading.Thread(target=self._accept, args=(self.door,), name="grid-service-door", daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
         while True:
-            sock, _ = self.listener.accept()
+            try:
+                sock, _ = listener.accept()
+            except OSError:  # the door was closed (open_door): this loop ends with it
+                return
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def _serve(self, sock: socket.socket) -> None:
@@ -278,8 +317,12 @@ class GridService:
                 client.staging = os.path.join(self.directory, STAGING)
                 staged = request.get("staged_data")
                 client.staged_data = staged if isinstance(staged, str) else None
-            if request.get("config") is not None:
+            self._admit(client, request)
+            if request.get("config") is not None and client.manages:  # a member's copy never rules
+                access = self.controller.rules.config.access
                 self.controller.adopt(request["config"])
+                if self.controller.rules.config.access != access:
+                    self.open_door()
             handler = HANDLERS.get(request["op"])
             params = request.get("params", {})
             if handler is None:
@@ -303,6 +346,29 @@ class GridService:
                 client.frame("exit", status)
             sock.close()
             self.answered.set()
+
+    def _admit(self, client: Client, request: dict[str, Any]) -> None:
+        """Who asks (the kernel says), and whether they may ask this at all (grid_core/access.py)."""
+        from grid_core import access
+
+        config = self.controller.rules.config
+        client.name = client.user()
+        client.role = access.role(config.access, client.name, self.owner)
+        if client.role is None:
+            raise ServiceError(access.stranger(client.name, config.name))
+        op, action = request["op"], request.get("params", {}).get("action")
+        what = MANAGERS_ONLY.get(f"{op}.{action}" if op == "offload" else op)
+        if what is not None and not client.manages:
+            raise ServiceError(access.needs_manager(client.name, what))
+
+    def _own(self, client: Client, jobs: list[Any], what: str) -> None:
+        """A member acts on their own jobs only; the owner and the admins on anyone's."""
+        if client.manages:
+            return
+        for job in jobs:
+            if job.user != client.name:
+                raise ServiceError(f"{client.name} may not {what} job {job.id}: it is {job.user or 'nobody'}'s, "
+                                   "and only its submitter, the cluster's owner and [access] admins may")
 
     def _plugin_op(self, client: Client, op: str, params: dict[str, Any]) -> int:
         """A request a plugin answers (the `grid_service_ops` hook)."""
@@ -390,24 +456,37 @@ class GridService:
             return 0
         return self._follow(client, job_id, since=since)
 
-    def jobs(self, client: Client, all: bool = False) -> int:
+    def jobs(self, client: Client, all: bool = False, user: str | None = None, mine: bool = False) -> int:
+        """Everyone's jobs (records, never output), or one user's: `user`, or with `mine` the caller's."""
+        found = self.queue.jobs(everything=all)
+        if mine or user is not None:
+            found = [data for data in found if data.get("user") == (client.name if mine else user)]
+        client.frame("result", found)
+        return 0
 
-        client.frame("result", self.queue.jobs(everything=all))
+    def usage(self, client: Client) -> int:
+        """Each user's fair-share standing (`grid jobs usage`): UserUsage records."""
+        from grid_core.types import wire
+
+        client.frame("result", wire().unstructure(self.queue.usage()))
         return 0
 
     def logs(self, client: Client, job_id: str, follow: bool = False, since: tuple[int, ...] = (0, 0),
              attempt: int | None = None) -> int:
+        self._own(client, self.queue.matching(job_id), "read the output of")
         return self._follow(client, job_id, wait=follow, since=since, attempt=attempt)
 
     def stop_job(self, client: Client, job_id: str) -> int:
         from grid_core.types import wire
 
+        self._own(client, self.queue.matching(job_id), "stop")
         client.frame("result", wire().unstructure(self.queue.stop(job_id)))
         return 0
 
     def hold_job(self, client: Client, job_id: str, held: bool = True) -> int:
         from grid_core.types import wire
 
+        self._own(client, self.queue.matching(job_id), "hold or release")
         client.frame("result", wire().unstructure(self.queue.hold(job_id, held)))
         return 0
 
@@ -490,13 +569,45 @@ HANDLERS: dict[str, Callable[..., int]] = {
     "offload": GridService.offload,
     "run": GridService.run, "jobs": GridService.jobs, "logs": GridService.logs, "stop_job": GridService.stop_job,
     "hold_job": GridService.hold_job, "drain": GridService.drain, "nodes_known": GridService.nodes_known,
-    "rejoin_problems": GridService.rejoin_problems,
+    "rejoin_problems": GridService.rejoin_problems, "usage": GridService.usage,
+}
+# What only the cluster's owner and its admins may ask, in the words of the refusal.
+MANAGERS_ONLY = {
+    "drain": "stop the cluster", "nodes_known": "start the cluster",
+    "offload.configure": "change the offload settings", "offload.hold": "hold a node",
+    "offload.release": "release a node", "offload.boost": "request a boost", "offload.boost_release": "release a boost",
 }
 
 
-def listen(path: str) -> socket.socket:
-    """A listening Unix socket at path, readable by this user alone (its directory is 0700 too);
-    a socket left by an earlier service is replaced."""
+def listen(path: str, access: Any = None) -> socket.socket:
+    """A listening Unix socket at path; a socket left by an earlier service is replaced.
+
+    Without `access`: for this user alone (its directory is 0700 too). With it (the door): its
+    directory is made, or must already be, this user's own and no link; with only `access.group`
+    the directory (0710) and the socket (0660) belong to that group, else they are open to every
+    local account (0711, 0666) and the check in _serve turns away those the config does not name."""
+    mode = 0o600
+    if access is not None:
+        import grp
+        import stat
+
+        directory = os.path.dirname(path)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+        info = os.lstat(directory)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            raise ServiceError(f"{directory} is not this account's own directory; remove it, or give the "
+                               "cluster another name")
+        group_only = access.group is not None and not access.users and not access.admins
+        gid = -1
+        if group_only:
+            try:
+                gid = grp.getgrnam(access.group).gr_gid
+            except KeyError:
+                raise ServiceError(f"[access] group {access.group!r} is not a group on the head") from None
+        os.chown(directory, -1, gid)
+        os.chmod(directory, 0o710 if group_only else 0o711)
+        mode = 0o660 if group_only else 0o666
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -505,6 +616,9 @@ def listen(path: str) -> socket.socket:
         sock.bind(path)
     finally:
         os.umask(old)
+    if access is not None:
+        os.chown(path, -1, gid)
+        os.chmod(path, mode)
     sock.listen(128)
     return sock
 

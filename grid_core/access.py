@@ -1,0 +1,58 @@
+"""Who may do what on a cluster (the config's `[access]`; docs/security.md): plain rules, no engine.
+
+The grid service learns each caller's Unix user from the kernel (SO_PEERCRED) and asks `role`.
+- `owner`: the account that runs the cluster, and root; `admin`: `access.admins`. Both may do
+  everything: start, stop, install or enable the cluster, change plugins or offload settings, hold
+  or release a node, request boosts, and stop, hold or read any job.
+- `member`: `access.users`, and `access.group`'s members. They run jobs and manage their own, list
+  everyone's jobs (not their output), read the cluster's status and use the memory pool.
+- Anyone else is refused, in words that name the keys that would let them in.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+from typing import Literal
+
+from grid_core.config.models import AccessSettings
+
+Role = Literal["owner", "admin", "member"]
+MANAGES = ("owner", "admin")
+
+
+def in_group(user: str, group: str) -> bool:
+    """Whether the head's user database puts `user` in `group` (as a supplementary or primary one)."""
+    try:
+        entry = grp.getgrnam(group)
+    except KeyError:
+        return False
+    if user in entry.gr_mem:
+        return True
+    try:
+        return pwd.getpwnam(user).pw_gid == entry.gr_gid
+    except KeyError:
+        return False
+
+
+def role(access: AccessSettings, user: str, owner: str) -> Role | None:
+    """What `user` is to the cluster that `owner` runs; None: a stranger."""
+    if user and user in (owner, "root"):
+        return "owner"
+    if user in access.admins:
+        return "admin"
+    if user in access.users or (access.group is not None and in_group(user, access.group)):
+        return "member"
+    return None
+
+
+def stranger(user: str, cluster: str) -> str:
+    """The refusal for someone the config does not let in."""
+    who = user or "a caller without a user name"
+    return (f"{who} may not use cluster {cluster!r}: its owner lets people in with [access] users = "
+            f"[...] or group = \"...\" in the cluster's config")
+
+
+def needs_manager(user: str, what: str) -> str:
+    """The refusal of something only the owner and the admins may do."""
+    return f"{user} may not {what}: only the cluster's owner and [access] admins may"
