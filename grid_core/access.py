@@ -1,6 +1,8 @@
 """Who may do what on a cluster (the config's `[access]`; docs/security.md): plain rules, no engine.
 
-The grid service learns each caller's Unix user from the kernel (SO_PEERCRED) and asks `role`.
+The grid service learns each caller's Unix user from the kernel (SO_PEERCRED) and asks `role`; a
+CLI on another machine logs in to the head as its own user (channel_head), so sshd reaches the
+service's socket as that user.
 - `owner`: the account that runs the cluster, and root; `admin`: `access.admins`. Both may do
   everything: start, stop, install or enable the cluster, change plugins or offload settings, hold
   or release a node, request boosts, and stop, hold or read any job.
@@ -13,12 +15,22 @@ from __future__ import annotations
 
 import grp
 import pwd
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from grid_core.config.models import AccessSettings
+if TYPE_CHECKING:
+    from grid_core.config.models import AccessSettings, ClusterConfig, NodeConfig
 
 Role = Literal["owner", "admin", "member"]
 MANAGES = ("owner", "admin")
+
+
+def channel_head(config: ClusterConfig) -> NodeConfig:
+    """The head as the CLI reaches the grid service there. With [access], each person logs in as
+    themselves (their ~/.ssh/config's `User`, else their local name), so that the service knows
+    who asks; the head's `user` names the account that runs the cluster, used only to manage it."""
+    import attrs
+
+    return attrs.evolve(config.head, user=None) if config.access.shared else config.head
 
 
 def in_group(user: str, group: str) -> bool:

@@ -75,7 +75,7 @@ class Cluster:
     def __init__(self, config: ClusterConfig, plugins: PluginHost) -> None:
         self.config = config
         self.plugins = plugins
-        self._transports: dict[str, Transport] = {}
+        self._transports: dict[tuple[str, str | None], Transport] = {}
         self._sources: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
@@ -105,12 +105,13 @@ class Cluster:
 
     def transport(self, node: NodeConfig) -> Transport:
         """This node's transport, created on first use and reused for the rest of the process."""
+        key = (node.name, node.user)  # the lab's people reach the head as themselves (access.channel_head)
         with self._lock:
-            if node.name not in self._transports:
+            if key not in self._transports:
                 registration = self.plugins.get("grid_transports", node.transport_name)
                 log.debug("node %s: %s transport to %s", node.name, registration.name, node.host)
-                self._transports[node.name] = registration.factory(node, self.config)
-            return self._transports[node.name]
+                self._transports[key] = registration.factory(node, self.config)
+            return self._transports[key]
 
     def warm(self, node: NodeConfig) -> None:
         """Let the node's transport start connecting in the background, where it can (the ssh
@@ -125,8 +126,8 @@ class Cluster:
         """Close this node's transport and forget it, so the next use connects afresh (one whose
         link died can hang until TCP gives up, minutes later)."""
         with self._lock:
-            transport = self._transports.pop(node.name, None)
-        if transport is not None:  # in the background: closing over a dead link may wait on it
+            gone = [self._transports.pop(key) for key in list(self._transports) if key[0] == node.name]
+        for transport in gone:  # in the background: closing over a dead link may wait on it
             threading.Thread(target=_close_quietly, args=(transport,), daemon=True).start()
 
     def select(self, names: Sequence[str] = (), tags: Sequence[str] = ()) -> list[NodeConfig]:

@@ -1,5 +1,8 @@
-"""The lab's queue through the real CLI, from a machine that is not a node (this one), against a
-Ray cluster on three real sshd test hosts: a head with 2 CPUs and two workers with 1.
+"""The lab's queue and the lab's people through the real CLI, from a machine that is not a node
+(this one), against a Ray cluster on three real sshd test hosts: a head with 2 CPUs and two
+workers with 1. root runs the cluster; the hosts also have the accounts ann, bob (in the group
+`lab`) and eve, and its [access] lets in ann and the group. Each person's CLI logs in to the head
+as themselves (member()).
 
 One cluster serves the module; its job store is in the test bed's workdir (testbed.py). Jobs
 write when they start into a file every host sees, so a test reads the order they ran in.
@@ -33,12 +36,12 @@ LEASE = 6.0
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     require_testbed()
     root = tmp_path_factory.mktemp("queue")
-    tb = Testbed(n_hosts=3, workdir=root / "tb")
+    tb = Testbed(n_hosts=3, workdir=root / "tb", users=("ann", "bob", "eve"), groups={"lab": ("bob",)})
     try:
         # A short lease: a lost attempt runs again LEASE + 2 s after its runner last reported.
         config = tb.write_grid_config(root / "grid.toml", name="q", ssh={"connect_timeout": 3.0},
                                       node_fields={"cpu_count": 1, "memory_gb": 1}, backend={"venv": sys.prefix},
-                                      queue={"lease_seconds": LEASE})
+                                      queue={"lease_seconds": LEASE}, access={"users": ["ann"], "group": "lab"})
         config.write_text(config.read_text().replace("cpu_count = 1", "cpu_count = 2", 1))  # the head's
         (root / "home").mkdir()
         env = {"HOME": str(root / "home"), "GRID_STATE_DIR": str(root / "state"), "XDG_STATE_HOME": str(root / "xdg"),
@@ -53,6 +56,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 def cli(lab: dict[str, Any], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return grid(*args, env=lab["env"], timeout=timeout)
+
+
+def member(lab: dict[str, Any], name: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """The CLI of `name`, one of the lab's people on this machine: their own home and grid state
+    (no record of the cluster: they did not start it), and their login name, as which they reach
+    the head."""
+    home = Path(lab["root"], f"home-{name}")
+    home.mkdir(exist_ok=True)
+    env = {**lab["env"], "HOME": str(home), "GRID_STATE_DIR": str(home / "state"), "XDG_STATE_HOME": str(home / "xdg"),
+           "USER": name, "LOGNAME": name}
+    return lambda *args, timeout=120: grid(*args, env=env, timeout=timeout)
 
 
 def submit(lab: dict[str, Any], *args: str) -> str:
@@ -436,3 +450,90 @@ def test_start_and_doctor_say_which_worker_cannot_come_back_by_itself(lab: dict[
     finally:
         config.write_text(kept)
     assert "cannot come back by itself" not in cli(lab, "doctor").stderr  # the key the head has, again
+
+
+# ---------------------------------------------------------------------- the lab's people
+
+
+@contextlib.contextmanager
+def configured(lab: dict[str, Any], **tables: Any) -> Iterator[None]:
+    """The cluster's config with these tables replaced, brought to the service by the owner's next
+    command (a member's copy never is), and as it was again afterwards."""
+    import tomllib
+
+    import tomli_w
+
+    path = Path(lab["env"]["GRID_CONFIG"])
+    before = path.read_text()
+    path.write_text(tomli_w.dumps({**tomllib.loads(before), **tables}))
+    try:
+        assert cli(lab, "jobs", "list").returncode == 0
+        yield
+    finally:
+        path.write_text(before)
+        cli(lab, "jobs", "list")
+
+
+def test_members_run_their_own_jobs_as_themselves_and_an_outsider_is_refused(lab: dict[str, Any]) -> None:
+    ann, bob, eve = (member(lab, name) for name in ("ann", "bob", "eve"))
+    started = ann("run", "--detach", "--node", "host2", "--",
+                  "sh", "-c", "id -un; touch $HOME/made; stat -c %U $HOME/made; sleep 30")
+    assert started.returncode == 0, started.stderr
+    job = started.stdout.strip()
+    assert until(lab, [job], lambda j: j["state"] == "running")[job]["user"] == "ann"  # as the head's kernel saw her
+    deadline = time.monotonic() + 30
+    while (logs := ann("jobs", "logs", job)).stdout != "ann\nann\n" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert logs.stdout == "ann\nann\n", logs.stderr  # root runs the cluster: the job ran as ann, its file is hers
+    listed = bob("jobs", "list", "--json")
+    assert listed.returncode == 0 and job in {j["id"] for j in json.loads(listed.stdout)}  # bob is in group lab
+    for args, what in ((("jobs", "stop", job), "stop"), (("jobs", "logs", job), "read the output of"),
+                       (("jobs", "hold", job), "hold or release")):
+        refused = bob(*args)
+        assert refused.returncode == 1 and f"bob may not {what} job {job}: it is ann's" in refused.stderr
+    refused = bob("offload", "hold", "host3")
+    assert refused.returncode == 1 and "only the cluster's owner and [access] admins may" in refused.stderr
+    outsider = eve("jobs", "list")
+    assert outsider.returncode == 1 and "eve may not use cluster 'q'" in outsider.stderr
+    assert "[access] users" in outsider.stderr and "Traceback" not in outsider.stderr
+    mine = ann("jobs", "list", "--mine", "--json")
+    assert {j["user"] for j in json.loads(mine.stdout)} == {"ann"}
+    assert {j["id"] for j in json.loads(cli(lab, "jobs", "list", "--user", "ann", "--json").stdout)} == \
+        {j["id"] for j in json.loads(mine.stdout)}
+    assert cli(lab, "jobs", "stop", job).returncode == 0  # the owner may stop anyone's
+    assert until(lab, [job])[job]["state"] == "stopped"
+
+
+def test_fair_share_runs_the_second_user_first_and_a_user_limit_holds_back(lab: dict[str, Any]) -> None:
+    ann, bob = member(lab, "ann"), member(lab, "bob")
+    where = Path(lab["shared"], "people")  # their jobs run as them: a place each may write in
+    where.mkdir(mode=0o1777)
+    where.chmod(0o1777)
+
+    def order() -> list[str]:  # each job writes when it started into a file of its own
+        return sorted((p.name for p in where.iterdir()), key=lambda name: float((where / name).read_text() or 0))
+
+    with configured(lab, scheduler={"name": "fair-share"}):
+        sweeps = [person("run", "--detach", "--array", "0-9", "--node", "host1", "--", "sh", "-c",
+                         f"date +%s.%N > {where}/{name}$GRID_ARRAY_INDEX; sleep {seconds}")
+                  for person, name, seconds in ((ann, "ann", 4), (bob, "bob", 0.5))]
+        assert all(s.returncode == 0 for s in sweeps), [s.stderr for s in sweeps]
+        deadline = time.monotonic() + 60
+        while not (where / "bob0").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.2)  # its time is written
+        ran = order()
+        # On host1's 2 CPUs ann's first two ran; when one ended, bob (who had used nothing) came next.
+        assert ran[:2] == ["ann0", "ann1"] and "bob0" in ran and "ann2" not in ran[:ran.index("bob0")], ran
+        usage = {u["user"]: u for u in json.loads(bob("jobs", "usage", "--json").stdout)}
+        assert usage["ann"]["cpu_seconds"] > 0 and usage["ann"]["share"] > usage["bob"]["share"]
+        for sweep in sweeps:
+            assert cli(lab, "jobs", "stop", sweep.stdout.strip()).returncode == 0
+    with configured(lab, access={"users": ["ann"], "group": "lab", "limits": {"cpus": 1}}):
+        ids = [ann("run", "--detach", "--", "sleep", "20").stdout.strip() for _ in range(2)]
+        found = until(lab, ids, lambda j: j["state"] == "running" or j.get("waiting") == "limit")
+        assert sorted(found[i]["state"] for i in ids) == ["queued", "running"]
+        waits = next(found[i] for i in ids if found[i]["state"] == "queued")
+        assert "ann's jobs hold 1 of at most 1 CPUs at once ([access.limits] cpus)" in waits["reason"]
+        for i in ids:
+            cli(lab, "jobs", "stop", i)

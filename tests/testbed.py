@@ -140,6 +140,7 @@ class Testbed:
         ready_timeout: float | None = None,
         cpus: Mapping[str, str] | None = None,
         users: Sequence[str] = (),
+        groups: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """`path_extra`: directories put before the standard PATH in ssh sessions (default: this
         interpreter's bin directory, so the project's python and `ray` are found as on a node
@@ -150,7 +151,8 @@ class Testbed:
         the hosts accept (with the same client key), as a lab's own accounts: each host gets its own
         passwd, shadow and group with them, and a home under its private /tmp; nothing changes on
         this machine. Their sessions reach this interpreter through a 0755 cover on /root that
-        keeps only `keep_visible`'s paths under it (root's home is 0700, and pyenv lives there)."""
+        keeps only `keep_visible`'s paths under it (root's home is 0700, and pyenv lives there).
+        `groups`: group name -> which of `users` are in it, in the hosts' own group file."""
         global _seq
         if n_hosts < 1:
             raise ValueError("n_hosts must be at least 1")
@@ -178,6 +180,7 @@ class Testbed:
         self._keep_visible = [Path(p) for p in (self.workdir, sys.prefix, sys.base_prefix, project, *keep_visible)]
         self._cpus = dict(cpus or {})
         self.users = tuple(users)
+        self.groups = dict(groups or {})
         self._ready_timeout = ready_timeout if ready_timeout is not None else 10.0 + 0.5 * n_hosts
         self._state = _State()
         self._finalizer = weakref.finalize(self, _teardown, self._state)
@@ -348,24 +351,30 @@ Subsystem sftp internal-sftp
         ]
         return "\n".join(lines) + "\n"
 
-    def _uids(self) -> list[tuple[str, int]]:
-        """Each of `users` with a uid (and gid) this machine's own accounts and groups do not use."""
+    def _ids(self) -> dict[str, int]:
+        """Each of `users` (a uid and its own group's gid) and `groups` with an id that this machine's
+        own accounts and groups do not use."""
         taken = {int(line.split(":")[2]) for name in ("passwd", "group")
                  for line in Path("/etc", name).read_text().splitlines() if line.count(":") >= 2
                  and line.split(":")[2].isdigit()}
         free = (uid for uid in range(20001, 60000) if uid not in taken)
-        return [(name, next(free)) for name in self.users]
+        return {name: next(free) for name in (*self.users, *self.groups)}
+
+    def _uids(self) -> list[tuple[str, int]]:
+        ids = self._ids()
+        return [(name, ids[name]) for name in self.users]
 
     def _user_lines(self, h: Host, root_home: Path) -> list[str]:
         """Launcher lines: this host's own account files with `users`, and the /root cover."""
         lines = []
         extra = {"passwd": "".join(f"{n}:x:{u}:{u}::/tmp/home/{n}:/bin/sh\n" for n, u in self._uids()),
                  "shadow": "".join(f"{n}:*:19000:0:99999:7:::\n" for n, _ in self._uids()),  # '*': not locked
-                 "group": "".join(f"{n}:x:{u}:\n" for n, u in self._uids())}
+                 "group": "".join(f"{n}:x:{u}:\n" for n, u in self._uids())
+                 + "".join(f"{g}:x:{self._ids()[g]}:{','.join(members)}\n" for g, members in self.groups.items())}
         for name, added in extra.items():
             # The machine's own line for one of these names would win (the first entry does).
             kept = [line for line in Path("/etc", name).read_text().splitlines(keepends=True)
-                    if line.split(":", 1)[0] not in self.users]
+                    if line.split(":", 1)[0] not in (*self.users, *self.groups)]
             own = h.dir / name
             own.write_text("".join(kept) + added)
             own.chmod(0o640 if name == "shadow" else 0o644)

@@ -63,10 +63,11 @@ class GridContext:
 
     def cluster(self) -> Cluster:
         from grid_core import plugins
+        from grid_core.access import channel_head
         from grid_core.cluster import Cluster
 
         cluster = Cluster(self.config(), plugins.host())
-        cluster.warm(cluster.config.head)  # a command on a cluster asks its head: start connecting now
+        cluster.warm(channel_head(cluster.config))  # a command on a cluster asks its head: start connecting now
         return cluster
 
     def setup_logging(self, config: ClusterConfig | None = None) -> None:

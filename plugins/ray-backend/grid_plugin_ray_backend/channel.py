@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from grid_core.access import channel_head
 from grid_core.errors import GridError
 from grid_core.types import TransportError
 from grid_plugin_ray_backend import auth, records
+from grid_plugin_ray_backend.layout import door_dir
 from grid_plugin_ray_backend.relay import NO_SERVICE
 
 if TYPE_CHECKING:
@@ -140,7 +142,7 @@ def call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any
     bytes arrive; `on_attempt(n)` when a followed job's output starts anew, as attempt n's. A broken
     connection is a ChannelLost, or the transport's TransportError."""
     if data_file is not None and (config.head.transport_name == "local" or os.path.getsize(data_file) < STAGE_MIN
-                                  or not mine(config)):
+                                  or config.access.shared):
         with open(data_file, "rb") as f:
             data, data_file = f.read(), None
     if into is not None:
@@ -159,26 +161,29 @@ def _call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, An
 
     state = records.load(config.name)
     record = state.nodes.get(config.head.name)
+    started = state.gcs_address is not None and record is not None  # by this user, who may start it again
+    shared = config.access.shared  # the lab's people reach it by its door, each as themselves
+    if not started and not shared:
+        raise GridError(f"cluster {config.name!r} is not running; start it with `grid cluster start`")
     config_data = unstructure(config)
     local = config.head.transport_name == "local"
-    if state.gcs_address is None or record is None:
-        if not config.access.shared:
-            raise GridError(f"cluster {config.name!r} is not running; start it with `grid cluster start`")
-        # Not this user's cluster: one of the lab's members, by the door.
-        return _call_door(config, cluster, op, params, config_data, on_output=on_output, streaming=streaming,
-                          data=data, on_data=on_data, on_bytes=on_bytes, on_attempt=on_attempt)
-    body: dict[str, Any] = {"op": op, "params": params or {}, "config": config_data, "stage": not local}
+    # Big data goes by SFTP into the owner's directory; by the door, where others may not write, in frames.
+    stage = not local and not shared
+    body: dict[str, Any] = {"op": op, "params": params or {}, "config": config_data, "stage": stage}
     uploaded = None
     if data_file is not None:  # as staged answers come, by SFTP
+        assert record is not None
         uploaded = body["staged_data"] = _upload(cluster, config, record.directory, data_file)
         streaming = True
-    elif data is not None and not local and len(data) >= STAGE_MIN:
+    elif data is not None and stage and len(data) >= STAGE_MIN:
+        assert record is not None
         uploaded = body["staged_data"] = _upload_bytes(cluster, config, record.directory, data)
     request = (json.dumps(body) + "\n").encode()
     if data is not None:
         request += data_frames(data) if uploaded is None else b""
         streaming = True
-    path = f"{record.directory}/{SOCKET}"
+    path = f"{door_dir(config) if shared else record.directory}/{SOCKET}"  # type: ignore[union-attr]
+    python = record.python if record is not None else config.head.python or "python3"
     timeout = None if streaming else CALL_TIMEOUT
     for attempt in range(2):
         frames = Frames(on_output, on_data, on_bytes, on_attempt)
@@ -186,11 +191,15 @@ def _call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, An
             if local:
                 _by_socket(path, request, frames, timeout)
             else:
-                _remote(cluster, config, record.python, path, request, frames, timeout)
+                _remote(cluster, config, python, path, request, frames, timeout)
             break
         except NoService as exc:
+            if not started:
+                raise GridError(f"no grid service answers at {config.head.name}:{path}: cluster {config.name!r} "
+                                "is not running (its owner starts it with `grid cluster start`)") from None
             if attempt:
                 raise GridError(f"the grid service on {config.head.name} does not answer: {exc}") from None
+            assert record is not None and state.gcs_address is not None
             ensure(config, cluster, state.gcs_address, record, config_data)
     answer = frames.answer
     # The service removes the request's staged data when it reads it: only a failed request may leave it.
@@ -212,55 +221,6 @@ def _call(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, An
         if leftovers:  # best effort: the service removes what is left after an hour
             with contextlib.suppress(GridError):
                 cluster.transport(config.head).run(["rm", "-f", "--", *leftovers], timeout=60)
-    return answer
-
-
-def mine(config: ClusterConfig) -> bool:
-    """Whether this user started the cluster (its records are here), rather than being one of the
-    lab's members, who reach it by its door."""
-    state = records.load(config.name)
-    return state.gcs_address is not None and config.head.name in state.nodes
-
-
-def as_member(cluster: Cluster, config: ClusterConfig) -> Cluster:
-    """The cluster as a member reaches it: the head over SSH as this user (their ~/.ssh/config's
-    `User`, else their local name), never as the account its config names for running it."""
-    from grid_core.cluster import Cluster
-
-    nodes = [attrs.evolve(n, user=None) if n.name == config.head.name else n for n in config.nodes]
-    return Cluster(attrs.evolve(config, nodes=nodes), cluster.plugins)
-
-
-def _call_door(config: ClusterConfig, cluster: Cluster, op: str, params: dict[str, Any] | None,
-               config_data: dict[str, Any], *, on_output: Output | None, streaming: bool, data: bytes | None,
-               on_data: Callable[[bytes], object] | None, on_bytes: Callable[[], object] | None,
-               on_attempt: Callable[[int], object] | None) -> Answer:
-    """A request of one of the lab's members, by the door (service.py's open_door): data travels in
-    frames both ways, as a member may not write in the owner's directory."""
-    from grid_plugin_ray_backend.layout import door_dir
-
-    request = (json.dumps({"op": op, "params": params or {}, "config": config_data}) + "\n").encode()
-    if data is not None:
-        request += data_frames(data)
-        streaming = True
-    path = f"{door_dir(config)}/{SOCKET}"
-    frames = Frames(on_output, on_data, on_bytes, on_attempt)
-    timeout = None if streaming else CALL_TIMEOUT
-    try:
-        if config.head.transport_name == "local":
-            _by_socket(path, request, frames, timeout)
-        else:
-            member = as_member(cluster, config)
-            _remote(member, member.config, config.head.python or "python3", path, request, frames, timeout)
-    except NoService:
-        raise GridError(f"cluster {config.name!r} is not running, or does not let others in: no grid service "
-                        f"answers at {config.head.name}:{path}. Start it with `grid cluster start`; on a cluster "
-                        "another user runs, its owner lets you in under [access] in its config") from None
-    answer = frames.answer
-    if answer.error is not None:
-        raise GridError(answer.error)
-    if not answer.ended:
-        raise ChannelLost(f"the grid service on {config.head.name} ended the connection before answering")
     return answer
 
 
@@ -339,7 +299,7 @@ def route(cluster: Cluster, config: ClusterConfig, path: str) -> str:
     connects to its socket for us) or "relay" (relay.py on the head, where sshd does not)."""
     if config.head.transport_name == "local":
         return "socket"
-    opener = getattr(cluster.transport(config.head), "open_unix", None)
+    opener = getattr(cluster.transport(channel_head(config)), "open_unix", None)
     try:
         stream = opener(path) if opener is not None else None
     except ConnectionRefusedError:
@@ -354,7 +314,7 @@ def _remote(cluster: Cluster, config: ClusterConfig, python: str, path: str, req
             frames: Frames, timeout: float | None) -> None:
     """Through the transport to the head: a stream to the service's socket where the transport
     opens one (`open_unix`: no process starts on the head), else relay.py."""
-    opener = getattr(cluster.transport(config.head), "open_unix", None)
+    opener = getattr(cluster.transport(channel_head(config)), "open_unix", None)
     try:
         stream = opener(path) if opener is not None else None
     except ConnectionRefusedError as exc:
@@ -367,7 +327,7 @@ def _remote(cluster: Cluster, config: ClusterConfig, python: str, path: str, req
 
 def _by_relay(cluster: Cluster, config: ClusterConfig, python: str, path: str, request: bytes,
               frames: Frames, timeout: float | None) -> None:
-    result = cluster.transport(config.head).run(
+    result = cluster.transport(channel_head(config)).run(
         [python, "-c", relay_source(), path], stdin=request, timeout=timeout,
         on_output=lambda stream, text: frames.feed(text.encode()) if stream == "stdout" else None)
     if result.exit_status == NO_SERVICE:

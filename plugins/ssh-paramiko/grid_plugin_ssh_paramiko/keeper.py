@@ -216,7 +216,9 @@ class KeptTransport:
         that is missing, dead, leaving or of another revision is replaced, once."""
         if self._revision is None:
             self._revision = revision(self.cluster)
-        line = json.dumps({"op": op, "revision": self._revision, "node": self.node.name, **request}).encode() + b"\n"
+        as_self = self.node.user is None and any(n.name == self.node.name and n.user for n in self.cluster.nodes)
+        line = json.dumps({"op": op, "revision": self._revision, "node": self.node.name, "as_self": as_self,
+                           **request}).encode() + b"\n"
         path = socket_path(self.cluster)
         for attempt in range(2):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -398,6 +400,7 @@ class Keeper:
 
         self.path, self.config, self.revision = path, config, config_revision
         self.idle = config.ssh.persist_seconds
+        self.Counted = Counted
         self.transports = {node.name: Counted(node, config) for node in config.nodes}
         self.connects = self.served = self.active = 0
         self.busy: dict[str, int] = {}  # calls under way per node
@@ -406,6 +409,19 @@ class Keeper:
         self.leaving = threading.Event()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.inode = 0
+
+    def _transport(self, node: str, as_self: bool) -> Any:
+        """The node's connection; `as_self`: logged in as this user rather than as its config's
+        `user` (the lab's people reach the head as themselves: grid_core/access.py)."""
+        if not as_self or node not in self.transports:
+            return self.transports.get(node)
+        import attrs
+
+        with self.lock:
+            if f"{node}\0self" not in self.transports:
+                own = attrs.evolve(self.transports[node].node, user=None)
+                self.transports[f"{node}\0self"] = self.Counted(own, self.config)
+            return self.transports[f"{node}\0self"]
 
     def bind(self) -> None:
         # A socket here that nobody answers is a dead keeper's (killed): take its place.
@@ -482,10 +498,11 @@ class Keeper:
             if request.get("revision") != self.revision:
                 self.leave()  # the CLI starts a keeper for its config once this one's socket is gone
                 return
-            transport = self.transports.get(request.get("node", ""))
+            transport = self._transport(str(request.get("node", "")), bool(request.get("as_self")))
             if transport is None:
                 _send(conn, ["error", "transport", f"grid's SSH keeper knows no node {request.get('node')!r}"])
                 return
+            request["node"] = f"{request['node']}\0self" if request.get("as_self") else request["node"]
             handler = getattr(self, f"_op_{op}", None)
             if handler is None:
                 _send(conn, ["error", "transport", f"grid's SSH keeper has no operation {op!r}"])
