@@ -68,3 +68,16 @@ def stranger(user: str, cluster: str) -> str:
 def needs_manager(user: str, what: str) -> str:
     """The refusal of something only the owner and the admins may do."""
     return f"{user} may not {what}: only the cluster's owner and [access] admins may"
+
+
+def jobs_run_as(config: ClusterConfig) -> str | None:
+    """For `grid doctor`, with [access]: the warning that members' jobs run as the cluster's account;
+    None where each runs as its submitter (the cluster runs as root) or there are no members."""
+    import getpass
+
+    account = config.head.user or getpass.getuser()
+    if not config.access.shared or account == "root":
+        return None
+    return (f"the cluster runs as {account}: every member's job runs as {account}, so a member can do "
+            f"anything {account} can on every node (docs/security.md); run a lab's cluster as root to run "
+            "each job as its submitter")

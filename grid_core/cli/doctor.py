@@ -243,6 +243,10 @@ def doctor(parallel: int | None, as_json: bool) -> None:
         channel = _service_channel(cluster, backend)
     if why_not is not None:
         warnings.insert(0, f"the engine check was skipped: {why_not}")
+    from grid_core.access import jobs_run_as
+
+    if (who := jobs_run_as(cluster.config)) is not None:
+        warnings.append(who)
     for warning in warnings:  # they fail no check: the cluster works, a program run without grid may not
         click.echo(f"warning: {warning}", err=True)
     if as_json:

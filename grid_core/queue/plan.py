@@ -154,9 +154,12 @@ def plan(waiting: Sequence[JobRecord], running: Sequence[JobRecord], slots: Sequ
             wait(job, "held", "held: grid jobs release " + job.id)
             continue
         if job.not_before is not None and job.not_before > now and job.attempts:
-            lost = job.attempts[-1]
-            wait(job, "lease", f"attempt {lost.number} on {lost.node} was lost; it runs again once that attempt's "
-                               f"lease has run out, in {job.not_before - now:.0f} s")
+            last = job.attempts[-1]
+            if last.state == "claimed":  # another cluster holds the GPUs it was given (gpu_claims.py)
+                wait(job, "resources", f"{last.reason}; it looks again in {job.not_before - now:.0f} s")
+            else:
+                wait(job, "lease", f"attempt {last.number} on {last.node} was lost; it runs again once that "
+                                   f"attempt's lease has run out, in {job.not_before - now:.0f} s")
             continue
         if any(s != "succeeded" for s in states):
             pending = [dep for dep, s in zip(job.after, states, strict=True) if s != "succeeded"]

@@ -48,6 +48,7 @@ REAP_SECONDS = 5.0  # how often running jobs whose runner is gone are looked for
 LEASE_LOOK_SECONDS = 0.5  # how often leases are looked at
 FENCE_GRACE = 2.0  # past a lost attempt's lease: its runner looks each 0.5 s, then kills its command
 PRUNE_SECONDS = 60.0
+GPU_LOOK_SECONDS = 5.0  # a job whose GPUs another cluster holds looks again this soon, then less often
 RECENT_READ_SECONDS = 1.0  # a submission checks what the cluster could ever hold against a read this recent
 STOPPED_BY_CLUSTER = "stopped by grid cluster stop"
 
@@ -94,6 +95,9 @@ class JobQueue:
         # start gets a whole lease from now: its runner may be alive and renew it.
         self.renewed: dict[str, float] = dict.fromkeys(self.store.active, time.monotonic())
         self.numbers: dict[str, int] = {}  # job -> its runner's last report applied (one sent again is not)
+        import pwd
+
+        self.account = pwd.getpwuid(os.getuid()).pw_name  # the cluster's: GPU claims name it
         self.ledger: Ledger | None = None  # each user's use of finished jobs, for fair share (usage)
         self.ledger_since: float | None = None  # when the ledger last read the store
         self._lost_without_runner("the cluster or its head restarted while it ran")
@@ -400,7 +404,9 @@ class JobQueue:
                 self.numbers[job.id] = 0
             self.runner.options(**options).remote(job.id, number, job.argv, job.cwd, env, self.namespace,
                                                   job.timeout_seconds, int(spec.get("retries", 0)),
-                                                  attempt.lease_seconds, job.user)
+                                                  attempt.lease_seconds, job.user,
+                                                  {"user": job.user, "cluster": self.config.name, "job": job.id,
+                                                   "account": self.account} if job.gpus else None)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, QueueError) else f"could not start on {node}: {exc}"
             self.store.update(job.id, state="failed", ended=time.time(), reason=reason)
@@ -440,6 +446,9 @@ class JobQueue:
             if number <= self.numbers.get(job_id, 0):
                 return True  # sent again after its answer was lost: applied once
             self.numbers[job_id] = number
+            if fields.get("gpus_busy"):  # its GPUs are another cluster's now: it never started
+                self._back_in_line(job, str(fields["gpus_busy"]))
+                return True
             self.store.append(job_id, [(str(s), str(t)) for s, t in chunks])
             changes = {k: v for k, v in fields.items() if k in UPDATABLE}
             if changes:
@@ -449,6 +458,26 @@ class JobQueue:
         if job.state not in ACTIVE:
             self.wake.set()
         return True
+
+    def _back_in_line(self, job: JobRecord, why: str) -> None:
+        """The attempt's GPUs are claimed by another cluster on its node: the job waits at its place
+        in line and looks again after GPU_LOOK_SECONDS, doubling while it stays so (to a minute).
+        Such an attempt never ran, and counts against no --retries."""
+        now = time.time()
+        bounced = attrs.evolve(job.attempts[-1], state="claimed", ended=now, reason=why)
+        attempts = (*job.attempts[:-1], bounced)
+        streak = 0  # this and the looks right before it that found the GPUs taken
+        for earlier in reversed(attempts):
+            if earlier.state != "claimed":
+                break
+            streak += 1
+        self.store.end_attempt(job.id, bounced.number)
+        mine = job.pinned and not job.boost
+        self.store.update(job.id, state="queued", attempts=attempts, node=job.node if mine else None, pinned=mine,
+                          boost=None, started=None, pid=None, hostname=None, reason=why,
+                          not_before=now + min(60.0, GPU_LOOK_SECONDS * 2 ** (streak - 1)))
+        self.renewed.pop(job.id, None)
+        self.wake.set()
 
     def fenced(self, job_id: str, attempt: int, message: str) -> None:
         """A runner's word that it killed its attempt's command when its lease ran out: kept on the attempt."""

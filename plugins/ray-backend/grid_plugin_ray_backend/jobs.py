@@ -169,7 +169,7 @@ class JobRunner:
 
     def __init__(self, job_id: str, attempt: int, argv: Sequence[str], cwd: str | None, env: Mapping[str, str],
                  namespace: str, timeout_seconds: float | None = None, retries: int = 0, lease: float = 30.0,
-                 user: str = "") -> None:
+                 user: str = "", claim: Mapping[str, str] | None = None) -> None:
         self.job_id, self.attempt, self.argv, self.namespace = job_id, attempt, list(argv), namespace
         self.timeout_seconds, self.retries = timeout_seconds, retries
         # The node's own interpreter (grid's venv there) comes first on PATH, so `python` is the one with Ray.
@@ -186,6 +186,7 @@ class JobRunner:
             home + cwd[1:] if cwd.startswith("~/") else os.path.expanduser(cwd)
         if self.account:
             self.env |= {"HOME": home, "USER": self.account.pw_name, "LOGNAME": self.account.pw_name}
+        self.claim = claim  # who this job's GPUs are claimed for (grid_core/gpu_claims.py); None: no GPUs
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopping = False
         self.starting = threading.Lock()  # a stop and the command's start never cross
@@ -208,8 +209,14 @@ class JobRunner:
         """The command, again after a failure while retries are left (execution.retry_attempts),
         all under the lease: the service first answers that this attempt counts."""
         reporter, exit_status = self.reporter, 128 + signal.SIGKILL
+        from grid_core.gpu_claims import Claims
+
+        claims = Claims()
         try:
             reporter.claim()
+            if self.claim is not None and not self._claim_gpus(claims, reporter):
+                self.done.set()
+                return self._exit(exit_status)
             for attempt in range(1 + self.retries):
                 exit_status = self._attempt(reporter)
                 if exit_status in (0, 127) or self.stopping or attempt == self.retries:
@@ -221,8 +228,24 @@ class JobRunner:
             reporter.update({"state": state, "exit_status": exit_status, "ended": time.time()})
         except Fenced as exc:
             self._fence(str(exc))
+        finally:
+            claims.release()  # the GPUs are free for anyone once the command has ended
         self.done.set()
         return self._exit(exit_status)
+
+    def _claim_gpus(self, claims: Any, reporter: Reporter) -> bool:
+        """Claim the GPUs Ray assigned, against every other cluster on this machine; where another
+        holds one, tell the service (the job goes back to the queue) and start nothing."""
+        import ray
+
+        assigned = [int(i) for i in ray.get_gpu_ids()]
+        stood = claims.take(assigned, dict(self.claim or {}))
+        if stood:
+            host = socket.gethostname()
+            reporter.update({"gpus_busy": "; ".join(dict.fromkeys(c.words(host) for c in stood))})
+            return False
+        self.env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, assigned))
+        return True
 
     def _keep_lease(self) -> None:
         """Renew the lease while the command runs; once it has run out, kill the command at once."""

@@ -529,7 +529,8 @@ class GridService:
                     following, offsets = tried, (0, 0)
                     continue
                 following = tried
-            if info.state == "queued" and tried and info.attempts[-1].state == "lost" and tried not in told:
+            again = info.state == "queued" and tried and info.attempts[-1].state in ("lost", "claimed")
+            if again and tried not in told:
                 told.add(tried)
                 client.frame("note", f"job {job_id}: {info.reason}; it runs again")
             for stream, text in chunks:
