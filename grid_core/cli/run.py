@@ -17,7 +17,7 @@ from grid_core.errors import GridError
 
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
-    from grid_core.types import Backend, JobRecord, JobSpec
+    from grid_core.types import Backend, JobListing, JobRecord, JobSpec
 
 UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 MAX_SIZE = 2**60  # 1 EiB: more is a typo, and Ray's resource amounts overflow long before
@@ -217,53 +217,50 @@ def list_jobs(everything: bool, expand: bool, user: str | None, mine: bool, as_j
     if user is not None and mine:
         raise click.UsageError("give --user NAME or --mine, not both")
     with state().cluster() as c:
-        found = job_records(load_backend(c.config).jobs(c, everything=everything, user=user, mine=mine))
-    if as_json:
-        print_json(found)
+        backend = load_backend(c.config)
+        if not as_json:
+            shown = backend.listing(c, shown=QUEUE_SHOWN, expand=expand, everything=everything, user=user, mine=mine)
+        else:
+            listed = backend.jobs(c, everything=everything, user=user, mine=mine)
+    if not as_json:
+        from grid_core.types import JobListing, wire
+
+        print_table(("id", "state", "why / exit", "node", "user", "submitted", "started", "ended", "command"),
+                    _rows(wire().structure(shown, JobListing)))
         return
-    print_table(("id", "state", "why / exit", "node", "user", "submitted", "started", "ended", "command"),
-                _rows(found, expand))
+    # The service sends the records' unstructure: printed as it came where it has JobRecord's keys
+    # and no others (1,000 jobs: 40 ms less than structuring and unstructuring each), else made anew.
+    import attrs
+
+    from grid_core.types import JobRecord
+
+    keys = {f.name for f in attrs.fields(JobRecord)}
+    as_sent = all(isinstance(j, dict) and j.keys() == keys for j in listed)
+    print_json(listed if as_sent else job_records(listed))
 
 
-def _rows(found: list[JobRecord], expand: bool) -> Iterable[tuple[Any, ...]]:
-    """A row per job; an array's members one row with counts by state, and the waiting jobs after
-    the first QUEUE_SHOWN (by position) one row, unless `expand`."""
-    arrays: dict[str, list[JobRecord]] = {}
-    for job in found:
-        if job.array_id and not expand:
-            arrays.setdefault(job.array_id, []).append(job)
-    waiting = sorted((j for j in found if j.state == "queued" and not (j.array_id and not expand)),
-                     key=lambda j: (j.position or 1 << 30, j.seq))
-    later = {j.id for j in waiting[QUEUE_SHOWN:]} if not expand else set()
-    shown = set()
-    for job in found:
-        if job.id in later:
-            continue
-        if job.array_id and not expand:
-            if job.array_id in shown:
-                continue
-            shown.add(job.array_id)
-            members = arrays[job.array_id]
-            counts: dict[str, int] = {}
-            for m in members:
-                counts[m.state] = counts.get(m.state, 0) + 1
-            states = ", ".join(f"{n} {s}" for s, n in counts.items())
-            cap = f", at most {job.array_cap} at once" if job.array_cap else ""
-            yield (job.array_id, f"array of {len(members)}", states + cap, None, job.user, clock(job.submitted),
-                   clock(min((m.started for m in members if m.started), default=None)),
-                   clock(max((m.ended or 0 for m in members), default=0) or None) if not any(
-                       m.state in ("queued", "running") for m in members) else None, " ".join(job.argv))
-            continue
+def _rows(shown: JobListing) -> Iterable[tuple[Any, ...]]:
+    """A row per job, and per array (counts by state), in submission order; then the waiting jobs
+    left out, as one row."""
+    rows: list[tuple[int, tuple[Any, ...]]] = []
+    for row in shown.arrays:
+        job = row.first
+        states = ", ".join(f"{n} {s}" for s, n in row.states.items())
+        cap = f", at most {job.array_cap} at once" if job.array_cap else ""
+        rows.append((job.seq, (job.array_id, f"array of {row.size}", states + cap, None, job.user,
+                               clock(job.submitted), clock(row.started), clock(row.ended), " ".join(job.argv))))
+    for job in shown.jobs:
         why = f"{job.waiting} (#{job.position})" if job.state == "queued" and job.waiting else \
             None if job.exit_status is None else str(job.exit_status)
         number = len(job.attempts) + (job.state == "queued")  # the attempt running, ran last, or next
         if number > 1:  # it runs again after a lost attempt
             why = f"{why}, attempt {number}" if why else f"attempt {number}"
-        yield (job.id, Pieces((job.state, COLOURS.get(job.state, "white"))), why, job.node, job.user,
-               clock(job.submitted), clock(job.started), clock(job.ended), " ".join(job.argv))
-    if later:
-        yield ("...", Pieces((f"{len(later)} more queued", "yellow")), "--expand shows them", None, None, None, None,
-               None, None)
+        rows.append((job.seq, (job.id, Pieces((job.state, COLOURS.get(job.state, "white"))), why, job.node, job.user,
+                               clock(job.submitted), clock(job.started), clock(job.ended), " ".join(job.argv))))
+    yield from (row for _, row in sorted(rows, key=lambda r: r[0]))
+    if shown.more_queued:
+        yield ("...", Pieces((f"{shown.more_queued} more queued", "yellow")), "--expand shows them", None, None, None,
+               None, None, None)
 
 
 @jobs.command("usage")

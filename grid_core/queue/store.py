@@ -208,11 +208,12 @@ class JobStore:
     def members(self, array_id: str) -> list[JobRecord]:
         return [_load(text) for text in self.members_data(array_id)]
 
-    def members_data(self, array_id: str) -> list[str]:
-        """An array's members in submission order, each as the JSON it is kept as."""
+    def members_data(self, array_id: str, finished: bool = False) -> list[str]:
+        """An array's members (only the finished ones, with `finished`) in submission order, each
+        as the JSON it is kept as."""
+        query = "SELECT record FROM jobs WHERE id LIKE ?" + (f" AND state NOT IN {ACTIVE!r}" if finished else "")
         with self.lock:
-            rows = self.db.execute("SELECT record FROM jobs WHERE id LIKE ? ORDER BY seq",
-                                   (f"{array_id}.%",)).fetchall()
+            rows = self.db.execute(query + " ORDER BY seq", (f"{array_id}.%",)).fetchall()
         return [r[0] for r in rows]
 
     def finished(self, newest: int | None = None, since: float | None = None) -> list[JobRecord]:

@@ -29,7 +29,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "offload": ("BoostState", "Event", "Hold", "Boost", "OffloadInForce", "Decision", "HeldWork", "NodeState",
                 "OffloadStatus", "ControllerStatus"),
     "status": ("ResourceUse", "EngineNode", "NodeStatus", "ClusterStatus"),
-    "jobs": ("ACTIVE", "FINAL", "REQUEUES", "Attempt", "JobSpec", "JobRecord", "UserUsage"),
+    "jobs": ("ACTIVE", "FINAL", "REQUEUES", "Attempt", "JobSpec", "JobRecord", "UserUsage", "ArrayRow", "JobListing"),
     "pool": ("PoolEntry",),
     "plugins": ("PluginRow", "PluginMatrix", "PluginChange", "PluginDrift"),
     "codec": ("Wire", "wire"),

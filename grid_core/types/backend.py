@@ -69,6 +69,12 @@ class Backend(Protocol):
         only those of the user the cluster sees asking."""
         ...
 
+    def listing(self, cluster: Cluster, *, shown: int, expand: bool = False, everything: bool = False,
+                user: str | None = None, mine: bool = False) -> dict[str, Any]:
+        """What `grid jobs list` shows of the same jobs (JobListing's fields): each job of its own,
+        an array as one row unless `expand`, the waiting jobs after the first `shown` as a count."""
+        ...
+
     def usage(self, cluster: Cluster) -> list[dict[str, Any]]:
         """Each user's recent use and share (UserUsage's fields)."""
         ...

@@ -8,7 +8,7 @@ import attrs
 
 from grid_core.record import record
 
-__all__ = ("ACTIVE", "FINAL", "REQUEUES", "Attempt", "JobRecord", "JobSpec", "UserUsage")
+__all__ = ("ACTIVE", "FINAL", "REQUEUES", "ArrayRow", "Attempt", "JobListing", "JobRecord", "JobSpec", "UserUsage")
 
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "stopped", "timeout", "lost")
@@ -111,3 +111,25 @@ class UserUsage:
     queued: int = 0
     cpus: float = 0.0  # held by the user's running jobs now
     gpus: float = 0.0
+
+
+@record(kw_only=True)
+class ArrayRow:
+    """An array as one row of `grid jobs list`: its first member, and its members' states."""
+
+    first: JobRecord
+    size: int
+    states: Mapping[str, int]  # state -> how many members are in it
+    started: float | None = None  # its first member's start
+    ended: float | None = None  # its last member's end, once none waits or runs
+
+
+@record(kw_only=True)
+class JobListing:
+    """What `grid jobs list` shows (not --json): each job of its own, an array as one row, and the
+    waiting jobs after the first few one count; the service makes it, so that 1,000 waiting jobs
+    do not travel to be shown as one line."""
+
+    jobs: tuple[JobRecord, ...] = ()  # in submission order
+    arrays: tuple[ArrayRow, ...] = ()
+    more_queued: int = 0  # waiting jobs left out, after the first shown (by position)

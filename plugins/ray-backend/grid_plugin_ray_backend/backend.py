@@ -592,6 +592,12 @@ class RayBackend:
         params = {"all": everything or None, "user": user, "mine": mine or None}
         return list(self._call(cluster, "jobs", {k: v for k, v in params.items() if v is not None}).result or [])
 
+    def listing(self, cluster: Cluster, *, shown: int, expand: bool = False, everything: bool = False,
+                user: str | None = None, mine: bool = False) -> dict[str, Any]:
+        params = {"all": everything or None, "user": user, "mine": mine or None, "shown": shown,
+                  "expand": expand or None}
+        return dict(self._call(cluster, "jobs", {k: v for k, v in params.items() if v is not None}).result or {})
+
     def usage(self, cluster: Cluster) -> list[dict[str, Any]]:
         return list(self._call(cluster, "usage").result or [])
 

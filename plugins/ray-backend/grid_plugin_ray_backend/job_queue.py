@@ -543,8 +543,8 @@ class JobQueue:
         if not everything:  # an array shown is shown whole, so its row's counts are its own
             listed = {d["id"] for d in finished + active}
             for array in {d["array_id"] for d in finished + active if d.get("array_id")}:
-                finished += [d for d in map(json.loads, self.store.members_data(array))
-                             if d["id"] not in listed and d["state"] not in ACTIVE]
+                finished += [d for d in map(json.loads, self.store.members_data(array, finished=True))
+                             if d["id"] not in listed]
         together = finished + active
         return sorted(together, key=lambda data: int(data["seq"]))
 

@@ -456,12 +456,16 @@ class GridService:
             return 0
         return self._follow(client, job_id, since=since)
 
-    def jobs(self, client: Client, all: bool = False, user: str | None = None, mine: bool = False) -> int:
-        """Everyone's jobs (records, never output), or one user's: `user`, or with `mine` the caller's."""
+    def jobs(self, client: Client, all: bool = False, user: str | None = None, mine: bool = False,
+             shown: int | None = None, expand: bool = False) -> int:
+        """Everyone's jobs (records, never output), or one user's: `user`, or with `mine` the caller's.
+        With `shown`, what `grid jobs list` shows of them (a JobListing: grid_core/queue/listing.py)."""
+        from grid_core.queue.listing import listing
+
         found = self.queue.jobs(everything=all)
         if mine or user is not None:
             found = [data for data in found if data.get("user") == (client.name if mine else user)]
-        client.frame("result", found)
+        client.frame("result", found if shown is None else listing(found, int(shown), expand=expand))
         return 0
 
     def usage(self, client: Client) -> int:
