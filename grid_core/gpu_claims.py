@@ -18,6 +18,7 @@ import json
 import os
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
@@ -163,3 +164,18 @@ def claimed_by_others(count: int, cluster: str, account: str, directory: str = C
     me = _name(account, cluster)
     return [c for index, key in enumerate(gpu_keys(count)) for c in _held(directory, key, index)
             if _name(c.account, c.cluster) != me]
+
+
+def with_claims(reading: Any, cluster: str, gpus: int | None) -> Any:
+    """A node's reading (NodeMetrics), taken on the node, with the GPUs other clusters hold there:
+    `gpus` is how many the config gives it, else those the reading found."""
+    import pwd
+
+    import attrs
+
+    count = gpus if gpus is not None else len(reading.gpus)
+    if not count or not os.path.isdir(CLAIMS):
+        return reading
+    host = socket.gethostname()
+    held = claimed_by_others(count, cluster, pwd.getpwuid(os.getuid()).pw_name)
+    return attrs.evolve(reading, gpu_claims=tuple(c.words(host) for c in held))

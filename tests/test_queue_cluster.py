@@ -561,15 +561,23 @@ def test_two_clusters_over_one_gpu_box_never_run_two_jobs_on_its_gpu(lab: dict[s
              "XDG_STATE_HOME": str(root / "xdg-q2"), "GRID_CONFIG": str(root / "q2.toml")}
     assert grid("cluster", "start", env=other, timeout=300).returncode == 0
     try:
-        first = grid("run", "--detach", "--gpus", "1", "--", "sh", "-c", "echo gpu $CUDA_VISIBLE_DEVICES; sleep 3",
+        first = grid("run", "--detach", "--gpus", "1", "--", "sh", "-c", "echo gpu $CUDA_VISIBLE_DEVICES; sleep 6",
                      env=other)
         assert first.returncode == 0, first.stderr
         first_id = first.stdout.strip()
         second = submit(lab, "--gpus", "1", "--", "sh", "-c", "echo gpu $CUDA_VISIBLE_DEVICES")
         waited = until(lab, [second], lambda j: j["state"] == "queued" and "is in use by" in (j["reason"] or ""),
                        timeout=30)[second]
-        assert f"GPU 0 of host2 is in use by root's job {first_id} of cluster q2 (run by root)" in waited["reason"]
-        assert waited["waiting"] == "resources"
+        claim = f"GPU 0 of host2 is in use by root's job {first_id} of cluster q2 (run by root)"
+        assert claim in waited["reason"] and waited["waiting"] == "resources"
+        def claims() -> dict[str, list[str]]:  # host2's agent reports what other clusters hold there
+            return {n["name"]: n["gpu_claims"] for n in json.loads(cli(lab, "cluster", "status", "--json").stdout)[
+                "nodes"]}
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not claims()["host2"]:
+            time.sleep(0.5)
+        assert claims() == {"host1": [], "host2": [claim], "host3": []}
         done = until(lab, [second], timeout=60)[second]
         theirs = json.loads(grid("jobs", "list", "--json", env=other).stdout)
         ended = next(j["ended"] for j in theirs if j["id"] == first_id)

@@ -60,6 +60,7 @@ def node_rows(cluster_obj: Any, nodes: Any = None, known: dict[str, EngineNode] 
             metrics_age=age,
             gpu_models=models,
             gpu_note=note,
+            gpu_claims=m.gpu_claims if m else (),
             metrics_from=by,
         ))
     return rows
@@ -145,6 +146,7 @@ def status(as_json: bool) -> None:
             notes.append(f"{r.name}: {r.engine_error}")
         if r.gpu_note:
             gpu_notes.append(f"warning: {r.name}: {r.gpu_note}")
+        gpu_notes += [f"{r.name}: {claim}" for claim in r.gpu_claims]  # another cluster's jobs
         cells.append((r.name, r.host, r.role, reach, alive, _num(r.cpus), _num(r.gpus or 0),
                       summary(r.gpu_models) if r.gpu_models else "-",
                       _used(r, "CPU"), _used(r, "GPU"),

@@ -75,6 +75,9 @@ def render(status: ControllerStatus | None, jobs: Sequence[JobRecord] = ()) -> R
              "; ".join(f"{p.pid} {_mib(p.memory_used_bytes)} {gpu_holder(p, name, running)}"
                        for p in gpu.processes) or "-")
             for name, gpu in gpus), title="gpus"))
+    claims = [(node.name, claim) for node in status.nodes for claim in node.gpu_claims]
+    if claims:
+        parts.append(table(("node", "held by another cluster"), claims, title="gpus of other clusters"))
     boosts = [b for b in status.boosts if b.state == "active"]
     if boosts:
         parts.append(table(("id", "target", "source", "amount", "priority", "expires"), (

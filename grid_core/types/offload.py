@@ -129,6 +129,7 @@ class NodeState:
     work: tuple[HeldWork, ...] = ()  # while held: the cluster's work running there
     gpu_models: tuple[GpuInfo, ...] = ()  # its GPUs, as the driver reports them, else the config's
     owner_gpu_percent: float | None = None  # NodeMetrics'
+    gpu_claims: tuple[str, ...] = ()  # NodeMetrics': its GPUs that jobs of other clusters hold
 
 
 @record(kw_only=True)

@@ -78,6 +78,8 @@ class NodeMetrics:
     # The busiest GPU's utilisation counting only what is not the cluster's (gpus.owner_gpu_percent).
     owner_gpu_percent: float | None = None
     owner_idle_seconds: float | None = None  # since a terminal or the desktop was last used
+    # The node's GPUs that jobs of other clusters hold now, in words (grid_core/gpu_claims.py).
+    gpu_claims: tuple[str, ...] = ()
 
     @property
     def gpu_percent(self) -> float | None:

@@ -71,6 +71,7 @@ class NodeStatus:
     engine_error: str | None = None  # EngineNode.error, or why the engine could not be asked
     gpu_models: tuple[GpuInfo, ...] = ()  # its GPUs: read from NVML or nvidia-smi, else the config's
     gpu_note: str | None = None  # where the config's `gpus` and what the driver says disagree
+    gpu_claims: tuple[str, ...] = ()  # the node's GPUs that jobs of other clusters hold, in words
     service_plugins: Mapping[str, str] | None = None  # EngineNode.service_plugins (the head's)
 
 

@@ -41,6 +41,7 @@ class NodeAgent:
         from grid_core import plugins
         from grid_core.cluster import Cluster
         from grid_core.config import structure
+        from grid_core.gpu_claims import with_claims
         from grid_plugin_ray_backend.layout import SERVICE
         from grid_plugin_ray_backend.rules import CONFIG_SOURCE
 
@@ -52,7 +53,7 @@ class NodeAgent:
         while True:
             time.sleep(wait)
             try:
-                reading = cluster.sample([here])[self.node].value
+                reading = with_claims(cluster.sample([here])[self.node].value, config.name, here.gpu_total)
                 service: Any = ray.get_actor(SERVICE, namespace=self.namespace)
                 wait = float(ray.get(service.report.remote(self.node, cattrs.unstructure(reading)), timeout=30))
             except Exception:  # the service restarting, a reading that failed: try again later

@@ -241,6 +241,10 @@ class OffloadController:
         reported = {name: m for name, (when, m) in self.reports.items() if when >= fresh}
         rest = [n for n in cluster.config.nodes if n.name not in reported]
         sampled = {name: out.value for name, out in cluster.sample(rest).items() if out.error is None} if rest else {}
+        if config.head.name in sampled:  # read here, on the head: the GPUs other clusters hold here too
+            from grid_core.gpu_claims import with_claims
+
+            sampled[config.head.name] = with_claims(sampled[config.head.name], config.name, config.head.gpu_total)
         now = time.time()
         self.taken.update({name: (now, m) for name, m in sampled.items()})
         return {**sampled, **reported}

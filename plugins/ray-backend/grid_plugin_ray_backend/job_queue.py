@@ -461,7 +461,7 @@ class JobQueue:
 
     def _back_in_line(self, job: JobRecord, why: str) -> None:
         """The attempt's GPUs are claimed by another cluster on its node: the job waits at its place
-        in line and looks again after GPU_LOOK_SECONDS, doubling while it stays so (to a minute).
+        in line and looks again after GPU_LOOK_SECONDS, three times, then doubling (to a minute).
         Such an attempt never ran, and counts against no --retries."""
         now = time.time()
         bounced = attrs.evolve(job.attempts[-1], state="claimed", ended=now, reason=why)
@@ -475,7 +475,7 @@ class JobQueue:
         mine = job.pinned and not job.boost
         self.store.update(job.id, state="queued", attempts=attempts, node=job.node if mine else None, pinned=mine,
                           boost=None, started=None, pid=None, hostname=None, reason=why,
-                          not_before=now + min(60.0, GPU_LOOK_SECONDS * 2 ** (streak - 1)))
+                          not_before=now + min(60.0, GPU_LOOK_SECONDS * 2 ** max(0, streak - 3)))
         self.renewed.pop(job.id, None)
         self.wake.set()
 

@@ -509,7 +509,8 @@ class Rules:
                          cluster_cpu_percent=m.cluster_cpu_percent if m else None,
                          owner_idle_seconds=m.owner_idle_seconds if m else None,
                          step=self._step(view.name, lowered), lowered=lowered, work=self.work.get(view.name, ()),
-                         gpu_models=models, owner_gpu_percent=m.owner_gpu_percent if m else None)
+                         gpu_models=models, owner_gpu_percent=m.owner_gpu_percent if m else None,
+                         gpu_claims=m.gpu_claims if m else ())
 
     def _step(self, node: str, lowered: int) -> str:
         if node not in self.holds:
