@@ -507,6 +507,17 @@ def test_members_run_their_own_jobs_as_themselves_and_an_outsider_is_refused(lab
         {j["id"] for j in json.loads(mine.stdout)}
     assert cli(lab, "jobs", "stop", job).returncode == 0  # the owner may stop anyone's
     assert until(lab, [job])[job]["state"] == "stopped"
+    # The memory pool: each entry says whose it is; only they (or the owner, an admin) remove it.
+    data = Path(lab["root"], "weights.bin")
+    data.write_bytes(b"ann's weights")
+    assert ann("memory", "put", "ann-weights", str(data)).returncode == 0
+    entry = next(e for e in json.loads(bob("memory", "ls", "--json").stdout) if e["key"] == "ann-weights")
+    assert entry["owner"] == "ann"
+    for args, what in ((("memory", "rm", "ann-weights"), "remove"),
+                       (("memory", "put", "ann-weights", str(data), "--replace"), "replace")):
+        refused = bob(*args)
+        assert refused.returncode == 1 and f"bob may not {what} entry 'ann-weights': it is ann's" in refused.stderr
+    assert ann("memory", "rm", "ann-weights").returncode == 0
 
 
 def test_fair_share_runs_the_second_user_first_and_a_user_limit_holds_back(lab: dict[str, Any]) -> None:

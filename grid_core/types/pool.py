@@ -9,7 +9,8 @@ __all__ = ("PoolEntry",)
 
 @record(kw_only=True)
 class PoolEntry:
-    """A memory-pool entry: its key, node, size in bytes, times, and `ok` or `lost` (its node left)."""
+    """A memory-pool entry: its key, node, size in bytes, times, `ok` or `lost` (its node left), and
+    who put it (a CLI's user, as the grid service knows them; "" from a Python program)."""
 
     key: str
     node: str
@@ -17,3 +18,4 @@ class PoolEntry:
     created: float
     last_read: float
     state: str = "ok"
+    owner: str = ""

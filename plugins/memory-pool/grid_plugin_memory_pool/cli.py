@@ -117,9 +117,9 @@ def list_entries(as_json: bool) -> None:
         return
     from grid_core.cli.output import clock, print_table, styled
 
-    print_table(("key", "node", "size", "created", "last read", "state"), (
+    print_table(("key", "node", "size", "created", "last read", "state", "owner"), (
         (e.key, e.node, _size(e.size), clock(e.created), clock(e.last_read),
-         styled(e.state, "green" if e.state == "ok" else "red")) for e in entries))
+         styled(e.state, "green" if e.state == "ok" else "red"), e.owner or "-") for e in entries))
 
 
 @memory.command("rm")

@@ -28,6 +28,16 @@ def _pool(config: Any) -> Pool:
     return _pools[key]
 
 
+def _mine(client: Any, pool: Pool, key: str, what: str) -> None:
+    """An entry is removed or replaced only by who put it, the cluster's owner and its admins."""
+    if getattr(client, "manages", True):
+        return
+    entry = next((e for e in pool.list() if e.key == key), None)
+    if entry is not None and entry.owner and entry.owner != client.name:
+        raise PoolError(f"{client.name} may not {what} entry {key!r}: it is {entry.owner}'s, and only its owner, "
+                        "the cluster's owner and [access] admins may")
+
+
 def handle(client: Any, config: Any, action: str, key: str | None = None, node: str | None = None,
            replace: bool = False, evict: str | None = None) -> int:
     if key is not None:
@@ -35,7 +45,11 @@ def handle(client: Any, config: Any, action: str, key: str | None = None, node: 
     if action == "put":
         data = client.read_data()  # before the lock: a slow upload must not stall the others
         with _lock:
-            evicted = _pool(config).put(str(key), data, node=node, replace=replace, evict=evict)
+            pool = _pool(config)
+            if replace:
+                _mine(client, pool, str(key), "replace")
+            evicted = pool.put(str(key), data, node=node, replace=replace, evict=evict,
+                               owner=getattr(client, "name", ""))
         client.frame("result", {"evicted": evicted, "size": len(data)})
         return 0
     with _lock:
@@ -45,6 +59,7 @@ def handle(client: Any, config: Any, action: str, key: str | None = None, node: 
         elif action == "ls":
             answer: Any = cattrs.unstructure(pool.list())
         elif action == "rm":
+            _mine(client, pool, str(key), "remove")
             pool.delete(str(key))
             answer = None
         elif action == "stats":
