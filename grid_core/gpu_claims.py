@@ -18,9 +18,12 @@ import json
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    from grid_core.types import GpuReading
 
 CLAIMS = "/var/tmp/grid-gpu-claims"  # kept across reboots of /tmp, and seen by every account
 
@@ -40,19 +43,17 @@ class Claim:
                f"cluster {self.cluster or '?'} (run by {self.account or '?'})"
 
 
-def gpu_keys(count: int) -> list[str]:
-    """Each GPU's key, by index: its UUID where NVML reads one, else host and index."""
-    uuids: list[str] = []
-    with contextlib.suppress(Exception):  # no NVML (no driver, no GPU, a declared GPU): the host and index
-        import pynvml
+def gpu_keys(count: int, found: Sequence[GpuReading] | None = None) -> list[str]:
+    """Each GPU's key, by index: its UUID where the driver gives one (`found`: this machine's GPUs
+    as already read; None: read them now, through the process's one NVML session), else host and
+    index (no NVML, or a GPU the config declares)."""
+    if found is None:
+        from grid_core.builtin.nvml_metrics import READER
 
-        pynvml.nvmlInit()
-        try:
-            uuids = [str(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i))) for i in range(count)]
-        finally:
-            pynvml.nvmlShutdown()
+        found = READER.gpus()
+    uuids = {g.index: g.uuid for g in found if g.uuid}
     host = socket.gethostname()
-    return [uuids[i] if i < len(uuids) else f"{host}-gpu{i}" for i in range(count)]
+    return [uuids.get(i) or f"{host}-gpu{i}" for i in range(count)]
 
 
 class Claims:
@@ -159,10 +160,12 @@ def _holder(fd: int, index: int) -> Claim:
     return Claim(index=index, **{k: str(data.get(k, "")) for k in ("user", "cluster", "account", "job")})
 
 
-def claimed_by_others(count: int, cluster: str, account: str, directory: str = CLAIMS) -> list[Claim]:
-    """The machine's GPUs that jobs of another cluster hold now (for `cluster status`)."""
+def claimed_by_others(count: int, cluster: str, account: str, directory: str = CLAIMS,
+                      found: Sequence[GpuReading] | None = None) -> list[Claim]:
+    """The machine's GPUs that jobs of another cluster hold now (for `cluster status`); `found`
+    as for gpu_keys."""
     me = _name(account, cluster)
-    return [c for index, key in enumerate(gpu_keys(count)) for c in _held(directory, key, index)
+    return [c for index, key in enumerate(gpu_keys(count, found)) for c in _held(directory, key, index)
             if _name(c.account, c.cluster) != me]
 
 
@@ -177,5 +180,5 @@ def with_claims(reading: Any, cluster: str, gpus: int | None) -> Any:
     if not count or not os.path.isdir(CLAIMS):
         return reading
     host = socket.gethostname()
-    held = claimed_by_others(count, cluster, pwd.getpwuid(os.getuid()).pw_name)
+    held = claimed_by_others(count, cluster, pwd.getpwuid(os.getuid()).pw_name, found=reading.gpus)
     return attrs.evolve(reading, gpu_claims=tuple(c.words(host) for c in held))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ from grid_core.config import AccessSettings, UserLimits
 from grid_core.queue.plan import plan
 from grid_core.queue.share import Ledger, fair_order, standing
 from grid_core.types import Attempt, JobRecord, UserUsage
+from tests.conftest import grid
 from tests.test_queue_plan import job, slot
 
 DAY = 86400.0
@@ -88,3 +90,17 @@ def test_who_may_what() -> None:
     assert access.in_group("root", "root") and not access.in_group("root", "no-such-group-here")
     assert "[access] users" in access.stranger("eve", "lab")
     assert "only the cluster's owner and [access] admins" in access.needs_manager("ann", "hold a node")
+
+
+def test_bad_access_and_scheduler_values_are_each_named_and_nothing_runs(tmp_path: Path) -> None:
+    """Through the CLI, as a user meets them: every bad value in one message, exit 2, no traceback."""
+    path = tmp_path / "grid.toml"
+    path.write_text('[[nodes]]\nname = "a"\n[access]\nusers = ["ann", "not a login"]\ngroup = 3\n'
+                    'limits = { cpus = -1, gpus = 1.5 }\n[scheduler]\nhalf_life_days = 0\n')
+    checked = grid("config", "validate", "-c", str(path))
+    assert checked.returncode == 2 and "Traceback" not in checked.stderr, checked.stderr
+    for where in ("access.users[1]", "access.group", "access.limits.cpus", "access.limits.gpus",
+                  "scheduler.half_life_days"):
+        assert where in checked.stderr, (where, checked.stderr)
+    both = grid("jobs", "list", "--user", "ann", "--mine", "-c", str(tmp_path / "none.toml"))
+    assert both.returncode == 2 and "give --user NAME or --mine, not both" in both.stderr, both.stderr
