@@ -518,6 +518,15 @@ def test_members_run_their_own_jobs_as_themselves_and_an_outsider_is_refused(lab
         refused = bob(*args)
         assert refused.returncode == 1 and f"bob may not {what} entry 'ann-weights': it is ann's" in refused.stderr
     assert ann("memory", "rm", "ann-weights").returncode == 0
+    # An admin does what the owner does, and the boost and its events say who asked.
+    with configured(lab, access={"users": ["ann"], "group": "lab", "admins": ["ann"]}):
+        made = ann("boost", "request", "host1", "cpu", "0.5", "--json")
+        assert made.returncode == 0, made.stderr
+        boost = json.loads(made.stdout)
+        assert boost["user"] == "ann"
+        assert ann("boost", "release", boost["id"]).returncode == 0
+        events = json.loads(bob("offload", "status", "--json").stdout)["events"]
+        assert [(e["kind"], e["user"]) for e in events[-2:]] == [("boost", "ann"), ("boost-released", "ann")]
 
 
 def test_fair_share_runs_the_second_user_first_and_a_user_limit_holds_back(lab: dict[str, Any]) -> None:

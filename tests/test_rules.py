@@ -312,6 +312,17 @@ def test_a_victim_whose_room_was_taken_by_a_failed_request_is_recorded_as_preemp
     assert rules.events[-1].kind == "boost-preempted"
 
 
+def test_a_change_carries_who_asked_and_the_policy_s_own_carry_no_one() -> None:
+    rules, _, _ = make()
+    rules.by = "ann"
+    made = rules.boost("head", "cpu", 1.0, "normal")
+    assert made.user == "ann" and (rules.events[-1].kind, rules.events[-1].user) == ("boost", "ann")
+    rules.by = ""
+    rules.boost_release(made.id)
+    assert (rules.events[-1].kind, rules.events[-1].user) == ("boost-released", "")
+    assert cattrs.structure(cattrs.unstructure(rules.to_state()), RulesState).boosts[0].user == "ann"
+
+
 def test_releasing_a_boost_twice_says_it_is_already_released() -> None:
     rules, engine, _ = make()
     made = rules.boost("head", "cpu", 1.0, "normal")

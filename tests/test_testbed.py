@@ -41,18 +41,19 @@ def test_three_hosts_over_real_ssh(tmp_path: Path) -> None:
         assert len({h.ip for h in tb.hosts}) == 3
 
         # Each host answers over real ssh (host-key checked against known_hosts) with its own name,
-        # and leaves a mark in its own /tmp.
-        procs = {h: _ssh(tb, h, f"hostname && touch /tmp/only-on-{h}") for h in names}
+        # and leaves a mark in its own /tmp and /var/tmp.
+        procs = {h: _ssh(tb, h, f"hostname && touch /tmp/only-on-{h} /var/tmp/only-on-{h}") for h in names}
         for h, proc in procs.items():
             out, err = proc.communicate(timeout=30)
             assert proc.returncode == 0, err
             assert out.strip() == h
 
         for h in names:
-            in_tmp = set(tb.host_exec(h, ["ls", "-A", "/tmp"], check=True).stdout.split())
-            assert f"only-on-{h}" in in_tmp
-            assert not {f"only-on-{o}" for o in names if o != h} & in_tmp
-            assert not Path(f"/tmp/only-on-{h}").exists()  # not in the root namespace's /tmp either
+            for tmp in ("/tmp", "/var/tmp"):
+                in_tmp = set(tb.host_exec(h, ["ls", "-A", tmp], check=True).stdout.split())
+                assert f"only-on-{h}" in in_tmp
+                assert not {f"only-on-{o}" for o in names if o != h} & in_tmp
+                assert not Path(tmp, f"only-on-{h}").exists()  # not in the root namespace's either
 
             # Its own PID namespace: a handful of processes, PID 1 is the host's launcher.
             ps = tb.host_exec(h, ["ps", "-e", "-o", "pid=,comm="], check=True).stdout.splitlines()

@@ -312,14 +312,6 @@ Subsystem sftp internal-sftp
 """
 
     def _launcher_script(self, h: Host) -> str:
-        stage = h.dir / "tmp-stage"
-        stage.mkdir(exist_ok=True)
-        # Paths under /tmp that the host must still see once its own tmpfs covers /tmp
-        # (sshd reads its keys from the workdir on every connection), parents before children.
-        keep: list[Path] = []
-        for p in sorted({p.resolve() for p in self._keep_visible}, key=lambda p: len(p.parts)):
-            if p.is_relative_to("/tmp") and p != Path("/tmp") and not any(p.is_relative_to(k) for k in keep):
-                keep.append(p)
         lines = [
             "#!/bin/sh",
             f"# PID 1 of test host {h.name}: own net, PID, UTS and mount namespaces (tests/testbed.py).",
@@ -334,14 +326,21 @@ Subsystem sftp internal-sftp
             lines += self._user_lines(h, root_home)
         elif bashrc.exists():
             lines.append(f"mount --bind {_q(self.rc_file)} {_q(bashrc)}")
-        # Build the private /tmp aside, bind the kept paths into it, then move it over /tmp
-        # (unshare made every mount private, which --move needs).
-        lines.append(f"mount -t tmpfs -o mode=1777 tmpfs {_q(stage)}")
-        for p in keep:
-            inner = stage / p.relative_to("/tmp")
-            lines += [f"mkdir -p {_q(inner)}", f"mount --bind {_q(p)} {_q(inner)}"]
+        # A private /tmp and /var/tmp (what grid leaves there, GPU claims among it, stays the host's):
+        # each built aside, the kept paths bound into it, then moved over (unshare made every mount
+        # private, which --move needs). sshd reads its keys from the workdir on every connection.
+        for shared in (Path("/tmp"), Path("/var/tmp")):
+            stage = h.dir / f"{'-'.join(shared.parts[1:])}-stage"
+            stage.mkdir(exist_ok=True)
+            lines.append(f"mount -t tmpfs -o mode=1777 tmpfs {_q(stage)}")
+            keep: list[Path] = []  # parents before children
+            for p in sorted({p.resolve() for p in self._keep_visible}, key=lambda p: len(p.parts)):
+                if p.is_relative_to(shared) and p != shared and not any(p.is_relative_to(k) for k in keep):
+                    keep.append(p)
+                    lines += [f"mkdir -p {_q(stage / p.relative_to(shared))}",
+                              f"mount --bind {_q(p)} {_q(stage / p.relative_to(shared))}"]
+            lines.append(f"mount --move {_q(stage)} {_q(shared)}")
         lines += [
-            f"mount --move {_q(stage)} /tmp",
             "mkdir -p /run/sshd",  # sshd's privilege-separation directory
             *(f"install -d -m 700 -o {uid} -g {uid} /tmp/home/{name}" for name, uid in self._uids()),
             f"/bin/sh {_q(h.dir / 'start_sshd.sh')}",

@@ -11,7 +11,7 @@ from grid_core.cli.output import clock, console, table
 from grid_core.cli.run import gpu_types_option, size_option
 from grid_core.errors import GridError
 
-COLUMNS = ("id", "target", "source", "resource", "amount", "priority", "expires at", "state")
+COLUMNS = ("id", "target", "source", "resource", "amount", "priority", "expires at", "state", "user")
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
@@ -80,8 +80,8 @@ def _list(as_json: bool, everything: bool) -> None:
         print_json(boosts)
         return
     console().print(table(COLUMNS, (
-        (b.id, b.target, b.source, b.resource, f"{b.amount:g}", b.priority, clock(b.expires_at), b.state)
-        for b in boosts)))
+        (b.id, b.target, b.source, b.resource, f"{b.amount:g}", b.priority, clock(b.expires_at), b.state,
+         b.user or "-") for b in boosts)))
 
 
 @boost.command("list")

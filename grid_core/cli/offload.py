@@ -91,7 +91,8 @@ def auto(mode: str | None, thresholds: tuple[str, ...], policy: str | None, as_j
         click.echo(f"decision: {'hold' if summary.decision.hold else 'no hold'} ({summary.decision.reason})")
     if summary.last_event:
         event = summary.last_event
-        click.echo(f"last event: {event.kind} {event.node or ''} {event.reason}")
+        click.echo(f"last event: {event.kind} {event.node or ''} {event.reason}"
+                   + (f" (by {event.user})" if event.user else ""))
     if mode == "status" and summary.plugins:
         from grid_core.plugin_set import Here, drift_line
 

@@ -80,8 +80,8 @@ def render(status: ControllerStatus | None, jobs: Sequence[JobRecord] = ()) -> R
         parts.append(table(("node", "held by another cluster"), claims, title="gpus of other clusters"))
     boosts = [b for b in status.boosts if b.state == "active"]
     if boosts:
-        parts.append(table(("id", "target", "source", "amount", "priority", "expires"), (
-            (b.id, b.target, b.source, f"{b.amount:g} {b.resource}", b.priority, clock(b.expires_at))
+        parts.append(table(("id", "target", "source", "amount", "priority", "expires", "user"), (
+            (b.id, b.target, b.source, f"{b.amount:g} {b.resource}", b.priority, clock(b.expires_at), b.user or "-")
             for b in boosts), title="boosts"))
     work = [(node.name, w) for node in status.nodes for w in node.work]
     if work:
@@ -97,8 +97,8 @@ def render(status: ControllerStatus | None, jobs: Sequence[JobRecord] = ()) -> R
             for j in waiting[:QUEUE_SHOWN]), title=f"queue: {len(waiting)} waiting"))
     events = status.events[-6:]
     if events:
-        parts.append(table(("time", "event", "node", "why"), (
-            (clock(e.time), e.kind, e.node or "", e.reason) for e in events), title="last events"))
+        parts.append(table(("time", "event", "node", "why", "by"), (
+            (clock(e.time), e.kind, e.node or "", e.reason, e.user) for e in events), title="last events"))
     parts.append(Text("q or Ctrl-C to quit", style="dim"))
     return Group(*parts)
 

@@ -30,12 +30,14 @@ BoostState = Literal["active", "released", "expired", "preempted"]
 
 @record
 class Event:
-    """Something the controller did or saw: when, what kind, on which node (None: the cluster), why."""
+    """Something the controller did or saw: when, what kind, on which node (None: the cluster), why,
+    and at whose request ("": the controller's own doing, e.g. its policy)."""
 
     time: float
     kind: str  # hold, release, boost, boost-expired, boost-released, boost-preempted, boost-restored, settings, ...
     node: str | None
     reason: str
+    user: str = ""
 
 
 @record
@@ -65,6 +67,7 @@ class Boost:
     state: BoostState = "active"
     note: str = ""  # e.g. which boosts it preempted, or how it ended
     group: str = ""  # the engine's reservation
+    user: str = ""  # who requested it, as the service saw them
 
 
 @record(kw_only=True)

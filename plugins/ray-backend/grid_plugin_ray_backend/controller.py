@@ -341,47 +341,17 @@ class OffloadController:
             self.asked = time.time()
             return dict(cattrs.unstructure(self.rules.status()))
 
-    def configure(self, enabled: bool | None = None, policy: str | None = None,
-                  high: dict[str, float] | None = None) -> dict[str, Any]:
+    def request(self, action: str, by: str, **params: Any) -> dict[str, Any]:
+        """A change that `by` asked for (configure, hold, release, boost, boost_release): the events
+        it makes, and a boost it makes, carry that user."""
         import cattrs
 
+        if "gpu_types" in params:
+            params["gpu_types"] = tuple(params["gpu_types"])
         with self.lock:
-            status = self.rules.configure(enabled, policy, high)
-            self._save()
-            return dict(cattrs.unstructure(status))
-
-    def hold(self, node: str, reason: str) -> dict[str, Any]:
-        import cattrs
-
-        with self.lock:
-            status = self.rules.hold(node, reason)
-            self._save()
-            return dict(cattrs.unstructure(status))
-
-    def release(self, node: str) -> dict[str, Any]:
-        import cattrs
-
-        with self.lock:
-            status = self.rules.release(node)
-            self._save()
-            return dict(cattrs.unstructure(status))
-
-    def boost(self, target: str, resource: str, amount: float, priority: str, duration: float | None,
-              source: str | None, gpu_types: Sequence[str] = (), gpu_memory_bytes: int = 0) -> dict[str, Any]:
-        import cattrs
-
-        with self.lock:
+            self.rules.by = by
             try:
-                made = self.rules.boost(target, resource, amount, priority, duration, source,
-                                        gpu_types=tuple(gpu_types), gpu_memory_bytes=gpu_memory_bytes)
+                return dict(cattrs.unstructure(getattr(self.rules, action)(**params)))
             finally:
-                self._save()  # a refused request may still have ended boosts whose room it took
-            return dict(cattrs.unstructure(made))
-
-    def boost_release(self, boost_id: str) -> dict[str, Any]:
-        import cattrs
-
-        with self.lock:
-            ended = self.rules.boost_release(boost_id)
-            self._save()
-            return dict(cattrs.unstructure(ended))
+                self.rules.by = ""
+                self._save()  # a refused boost may still have ended boosts whose room it took

@@ -149,6 +149,7 @@ class Rules:
         self.decision: Decision | None = None
         self._policy: tuple[str, Policy] | None = None
         self._now: float | None = None  # the interval's time while tick() runs
+        self.by = ""  # who asked for the change being made ("": the controller's own doing)
         self.settings = self._settings()
 
     # ------------------------------------------------------------------ persistence
@@ -387,7 +388,7 @@ class Rules:
         now = self._time()
         note = "; ".join(filter(None, (kind, f"preempted {', '.join(v.id for v in victims)}" if victims else "")))
         record = Boost(boost_id, target, chosen.source, resource, amount, priority, now,
-                       lending.expires_at(now, duration), "active", note, group)
+                       lending.expires_at(now, duration), "active", note, group, self.by)
         self.boosts.append(record)
         self._event("boost", chosen.source, f"boost {boost_id}: {amount:g} {resource} for {target} ({priority})"
                     + (f"; {note}" if note else ""))
@@ -564,4 +565,4 @@ class Rules:
         return self.clock() if self._now is None else self._now
 
     def _event(self, kind: str, node: str | None, reason: str) -> None:
-        self.events.append(Event(self._time(), kind, node, reason))
+        self.events.append(Event(self._time(), kind, node, reason, self.by))
