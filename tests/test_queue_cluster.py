@@ -525,7 +525,7 @@ def test_members_run_their_own_jobs_as_themselves_and_an_outsider_is_refused(lab
         boost = json.loads(made.stdout)
         assert boost["user"] == "ann"
         assert ann("boost", "release", boost["id"]).returncode == 0
-        events = json.loads(bob("offload", "status", "--json").stdout)["events"]
+        events = json.loads(bob("offload", "auto", "--status", "--json").stdout)["events"]
         assert [(e["kind"], e["user"]) for e in events[-2:]] == [("boost", "ann"), ("boost-released", "ann")]
 
 

@@ -25,6 +25,7 @@ import os
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,10 @@ if TYPE_CHECKING:
 SAFETY_SECONDS = 2.0  # the planner runs at least this often while jobs wait
 LAG_SECONDS = 0.05  # how soon it looks again while Ray's figures lag its own
 LAG_TRIES = 60  # ... for at most this many looks after an event
+# A runner that reported its job's end holds its CPUs in Ray's figures until its actor has gone
+# and the GCS has heard (about 0.1 s): for this long they count as free on its node. Grid's own
+# count still bounds what starts; at worst the next runner waits in Ray's queue for that moment.
+FREEING_SECONDS = 1.0
 REAP_SECONDS = 5.0  # how often running jobs whose runner is gone are looked for
 LEASE_LOOK_SECONDS = 0.5  # how often leases are looked at
 FENCE_GRACE = 2.0  # past a lost attempt's lease: its runner looks each 0.5 s, then kills its command
@@ -95,6 +100,8 @@ class JobQueue:
         # start gets a whole lease from now: its runner may be alive and renew it.
         self.renewed: dict[str, float] = dict.fromkeys(self.store.active, time.monotonic())
         self.numbers: dict[str, int] = {}  # job -> its runner's last report applied (one sent again is not)
+        # (monotonic, node, what) of the jobs that ended lately (FREEING_SECONDS); appended as reports come
+        self.freeing: deque[tuple[float, str, dict[str, float]]] = deque(maxlen=256)
         import pwd
 
         self.account = pwd.getpwuid(os.getuid()).pw_name  # the cluster's: GPU claims name it
@@ -234,6 +241,12 @@ class JobQueue:
         totals = {names[ray_id]: res for _, ray_id, res in alive if ray_id in names}
         by_id = {i: {k: float(v) for k, v in res.items()} for i, res in available_resources_per_node().items()}
         available = {names[i]: res for i, res in by_id.items() if i in names}
+        now = time.monotonic()
+        freeing: dict[str, dict[str, float]] = {}
+        for _, name, amounts in [f for f in list(self.freeing) if now - f[0] < FREEING_SECONDS]:
+            mine = freeing.setdefault(name, dict.fromkeys(KEYS, 0.0))
+            for k in KEYS:
+                mine[k] += amounts[k]
         used = self._used()
         readings = {name: m for name, (_, m, _) in self.controller.fresh_readings().items()}
         held = set(self.controller.rules.holds)
@@ -243,7 +256,8 @@ class JobQueue:
                 continue
             total = {k: float(totals[node.name].get(k, 0.0)) for k in KEYS}
             ours = used.get(node.name, {})
-            free = {k: min(total[k] - ours.get(k, 0.0), float(available.get(node.name, {}).get(k, 0.0))) for k in KEYS}
+            free = {k: min(total[k] - ours.get(k, 0.0), float(available.get(node.name, {}).get(k, 0.0))
+                           + freeing.get(node.name, {}).get(k, 0.0)) for k in KEYS}
             found = gpus.read_or_declared(node, readings.get(node.name))[0]
             view = NodeView(name=node.name, role="head" if node.is_head else "worker", metrics=readings.get(node.name),
                             held=node.name in held, tags=tuple(node.tags), gpus=found)
@@ -455,6 +469,9 @@ class JobQueue:
                 mine = {k: v for k, v in changes.items() if k in attrs.fields_dict(Attempt)}
                 changes["attempts"] = (*job.attempts[:-1], attrs.evolve(job.attempts[-1], **mine))
                 job = self.store.update(job_id, **changes) or job
+            if job.state not in ACTIVE and job.node and not job.boost:
+                self.freeing.append((time.monotonic(), job.node,
+                                     {"CPU": job.cpus, "GPU": job.gpus, "memory": float(job.memory_bytes)}))
         if job.state not in ACTIVE:
             self.wake.set()
         return True
