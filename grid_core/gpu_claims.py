@@ -25,7 +25,9 @@ import attrs
 if TYPE_CHECKING:
     from grid_core.types import GpuReading
 
-CLAIMS = "/var/tmp/grid-gpu-claims"  # kept across reboots of /tmp, and seen by every account
+# Kept across reboots of /tmp, and seen by every account. GRID_GPU_CLAIMS moves it, for a test's
+# cluster on a machine whose real GPUs (and claims) are not the test's to take.
+CLAIMS = os.environ.get("GRID_GPU_CLAIMS") or "/var/tmp/grid-gpu-claims"
 
 
 @attrs.frozen

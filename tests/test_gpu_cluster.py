@@ -44,7 +44,8 @@ def _free_port() -> int:
 def lab() -> Iterator[dict[str, str]]:
     root = Path(tempfile.mkdtemp(prefix="grg", dir="/tmp"))  # short: Unix socket paths hold 107 bytes
     env = {"HOME": str(root / "home"), "GRID_STATE_DIR": str(root / "state"), "RAY_TMPDIR": str(root / "rt"),
-           "XDG_STATE_HOME": str(root / "xdg"), "RAY_AUTH_MODE": "disabled"}
+           "XDG_STATE_HOME": str(root / "xdg"), "RAY_AUTH_MODE": "disabled",
+           "GRID_GPU_CLAIMS": str(root / "claims")}  # not this machine's: its GPUs are not the test's
     for key in ("HOME", "RAY_TMPDIR"):
         Path(env[key]).mkdir(parents=True)
     config = root / "grid.toml"
