@@ -18,12 +18,12 @@ import json
 import os
 import socket
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 
 if TYPE_CHECKING:
-    from grid_core.types import GpuReading
+    from grid_core.types import GpuReading, NodeMetrics
 
 # Kept across reboots of /tmp, and seen by every account. GRID_GPU_CLAIMS moves it, for a test's
 # cluster on a machine whose real GPUs (and claims) are not the test's to take.
@@ -171,12 +171,10 @@ def claimed_by_others(count: int, cluster: str, account: str, directory: str = C
             if _name(c.account, c.cluster) != me]
 
 
-def with_claims(reading: Any, cluster: str, gpus: int | None) -> Any:
-    """A node's reading (NodeMetrics), taken on the node, with the GPUs other clusters hold there:
-    `gpus` is how many the config gives it, else those the reading found."""
+def with_claims(reading: NodeMetrics, cluster: str, gpus: int | None) -> NodeMetrics:
+    """A node's reading, taken on the node, with the GPUs other clusters hold there: `gpus` is how
+    many the config gives it, else those the reading found."""
     import pwd
-
-    import attrs
 
     count = gpus if gpus is not None else len(reading.gpus)
     if not count or not os.path.isdir(CLAIMS):

@@ -426,12 +426,11 @@ class GridService:
     def offload(self, client: Client, action: str, **params: Any) -> int:
         if action not in {"status", "configure", "hold", "release", "boost", "boost_release"}:
             raise ServiceError(f"unknown offload action {action!r}")
-        answer = self.controller.status() if action == "status" else \
-            self.controller.request(action, client.name, **params)
-        if action != "status":
-            self.queue.wake.set()  # a hold released, a boost gone: room for a waiting job, maybe
         if action == "status":
-            answer = {**answer, "plugins": self.plugins}
+            answer = {**self.controller.status(), "plugins": self.plugins}
+        else:
+            answer = self.controller.request(action, client.name, **params)
+            self.queue.wake.set()  # a hold released, a boost gone: room for a waiting job, maybe
         client.frame("result", answer)
         return 0
 
