@@ -703,6 +703,4 @@ def _engine_answers(address: str) -> None:
 
 
 def new_job_id() -> str:
-    import secrets
-
-    return secrets.token_hex(4)
+    return os.urandom(4).hex()  # secrets.token_hex(4), without the import of hmac and hashlib

@@ -120,8 +120,9 @@ class JobQueue:
     # ------------------------------------------------------------------ submitting
 
     def submit(self, spec: Mapping[str, Any], user: str = "") -> list[JobRecord]:
-        """Commit the job (an array: each member) and plan at once; the records as they then stand.
-        A job that no running node could ever hold is refused, naming what the cluster has."""
+        """Commit the job (an array: each member) and preview the plan; the records as they then
+        stand. The caller wakes the planner, which starts it. A job that no running node could ever
+        hold is refused, naming what the cluster has."""
         from grid_core.types import JobSpec, wire
 
         job: JobSpec = wire().structure(dict(spec), JobSpec)
@@ -144,12 +145,14 @@ class JobQueue:
         runner = {"env": dict(job.env), "resources": dict(job.resources), "retries": job.retries}
         rows = [(attrs.evolve(base, id=f"{job_id}.{i}", array_id=job_id, array_index=i, array_cap=job.array_cap),
                  runner) for i in job.array] or [(base, runner)]
-        with self.lock:
+        # Under the store's lock only: the planner's is held while it starts runners (milliseconds
+        # each), and a submission need not wait for that.
+        with self.store.lock:
             if any(self.store.get(r.id) for r, _ in rows):
                 raise QueueError(f"job {job_id} exists already")
             added = self.store.add(rows)
-            self._preview(seen)
-        self.wake.set()  # the planner starts it: the answer does not wait for the runner's creation
+            active = list(self.store.active.values())
+        self._preview(active, seen, [r.id for r in added])
         return [self.record(r.id) or r for r in added]
 
     def _recent_read(self) -> Seen:
@@ -157,16 +160,16 @@ class JobQueue:
         read_at, seen = self.last_read
         return seen if seen is not None and time.monotonic() - read_at < RECENT_READ_SECONDS else self._read_ray()
 
-    def _preview(self, seen: Seen) -> None:
-        """Each waiting job's place in line as the planner will see it, for the submitter's answer."""
-        waiting = [j for j in self.store.active.values() if j.state == "queued" and not j.boost]
-        running = [j for j in self.store.active.values() if j.state == "running"]
-        used = self._used()  # jobs started since that read hold their share already
+    def _preview(self, active: Sequence[JobRecord], seen: Seen, new: Sequence[str]) -> None:
+        """The new jobs' places in line as the planner will see them, for the submitter's answer."""
+        waiting = [j for j in active if j.state == "queued" and not j.boost]
+        running = [j for j in active if j.state == "running"]
+        used = self._used(active)  # jobs started since that read hold their share already
         slots = [attrs.evolve(s, free={k: min(v, s.total.get(k, 0.0) - used.get(s.view.name, {}).get(k, 0.0))
                                        for k, v in s.free.items()}) for s in seen.slots]
         result = plan(waiting, running, slots, self._scheduler()[0], self._after_states(waiting),
                       self._gpus_fit, time.time())
-        self.waiting = {**self.waiting, **result.waiting}
+        self.waiting = {**self.waiting, **{i: result.waiting[i] for i in new if i in result.waiting}}
 
     def _into_boost(self, job: JobRecord, seen: Seen) -> JobRecord:
         """The job inside a boost lent to the head with room for it, where there is one: `grid run`
@@ -266,10 +269,10 @@ class JobQueue:
         self.last_read = (time.monotonic(), seen)
         return seen
 
-    def _used(self) -> dict[str, dict[str, float]]:
+    def _used(self, active: Sequence[JobRecord] | None = None) -> dict[str, dict[str, float]]:
         """What the jobs this queue started hold on each node (outside boosts)."""
         used: dict[str, dict[str, float]] = {}
-        for job in list(self.store.active.values()):
+        for job in list(self.store.active.values()) if active is None else active:
             if job.state == "running" and job.node and not job.boost:
                 mine = used.setdefault(job.node, dict.fromkeys(KEYS, 0.0))
                 mine["CPU"] += job.cpus

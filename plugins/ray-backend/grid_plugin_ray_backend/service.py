@@ -97,6 +97,7 @@ class Client:
         self.staged_data: str | None = None  # a file there holding the request's data, instead of frames
         self.name = ""  # the caller's user name (SO_PEERCRED), and what it is to the cluster (access.py)
         self.role: str | None = None
+        self.then: list[Callable[[], None]] = []  # done once the client has its answer and has gone
 
     @property
     def manages(self) -> bool:
@@ -346,6 +347,8 @@ class GridService:
                 client.frame("exit", status)
             sock.close()
             self.answered.set()
+        for then in client.then:
+            then()
 
     def _admit(self, client: Client, request: dict[str, Any]) -> None:
         """Who asks (the kernel says), and whether they may ask this at all (grid_core/access.py)."""
@@ -452,8 +455,12 @@ class GridService:
             client.frame("note", f"job {job_id} is queued, position {first.position} ({first.waiting}): "
                                  f"{first.reason}")
         client.frame("event", {"event": "job", "id": job_id, "node": first.node})
+        # The planner starts it. Detached, only once the answer is out: starting a runner holds the
+        # GIL for milliseconds, and the submitter need not wait for that (issue 28's submit figure).
         if detach or spec.get("array"):
+            client.then.append(self.queue.wake.set)
             return 0
+        self.queue.wake.set()
         return self._follow(client, job_id, since=since)
 
     def jobs(self, client: Client, all: bool = False, user: str | None = None, mine: bool = False,
