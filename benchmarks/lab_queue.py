@@ -101,12 +101,15 @@ def status_figures(env: dict[str, str], rounds: int, where: str) -> float:
 
 
 def start_latency(env: dict[str, str], work: Path, cpus: int, rounds: int) -> float:
-    """Median seconds from a blocker's end to the queued job's start, all CPUs busy before."""
+    """Median seconds from a blocker's end to the queued job's start, all CPUs busy before. The
+    blockers run 3 s and more: each start costs Ray a worker process (about 0.4 s of a CPU, for a
+    job's runner or for the spare made after it), and the first must end once those are done, on a
+    machine as quiet as a lab's cluster whose jobs run for minutes."""
     samples = []
     for r in range(rounds):
         stamp = work / f"start-{r}"
         stamp.mkdir()
-        blockers = [submit(env, "--", "sh", "-c", f"sleep {1.5 + 0.5 * i}; date +%s.%N > {stamp}/end-{i}")
+        blockers = [submit(env, "--", "sh", "-c", f"sleep {3 + 0.5 * i}; date +%s.%N > {stamp}/end-{i}")
                     for i in range(cpus)]
         queued = submit(env, "--", "sh", "-c", f"date +%s.%N > {stamp}/start")
         wait_ended(env, {*blockers, queued}, 120)

@@ -139,6 +139,38 @@ def test_more_jobs_than_cpus_are_all_accepted_and_all_run(lab: dict[str, Any]) -
     assert cli(lab, "jobs", "logs", ids[-1]).stdout == f"job {ids[-1]}\n"
 
 
+def test_a_node_s_spare_runner_takes_its_next_job_which_holds_its_cpu_in_ray(lab: dict[str, Any]) -> None:
+    """Once a job without GPUs has started on a node, a spare runner waits there (jobs.py) and the
+    next job starts in it, without Ray starting a worker process. Ray counts that job's CPU as
+    used while it runs (the spare's placement group), and frees it when the job is stopped."""
+
+    def host3_cpus_used() -> float:
+        status = json.loads(cli(lab, "cluster", "status", "--json").stdout)
+        node = next(n for n in status["nodes"] if n["name"] == "host3")
+        return float(node["resources"]["CPU"]["used"])
+
+    def wait_for(check: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 30
+        while not check() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert check()
+
+    runner, deadline = "", time.monotonic() + 90
+    while not runner.startswith("grid-spare-host3-") and time.monotonic() < deadline:  # the spare is up
+        job = submit(lab, "--node", "host3", "--", "sh", "-c", "echo in $GRID_JOB_ID; sleep 60")
+        running = until(lab, [job], lambda j: j["state"] == "running" and j["started"] is not None)[job]
+        runner = running["attempts"][-1]["runner"]
+        if not runner.startswith("grid-spare-"):
+            assert runner == f"grid-job-{job}-1"
+            assert cli(lab, "jobs", "stop", job).returncode == 0
+    assert runner.startswith("grid-spare-host3-"), runner
+    wait_for(lambda: host3_cpus_used() == 1.0)
+    stopped = cli(lab, "jobs", "stop", job)
+    assert stopped.returncode == 0 and f"job {job}: stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert cli(lab, "jobs", "logs", job).stdout == f"in {job}\n"
+    wait_for(lambda: host3_cpus_used() == 0.0)
+
+
 def test_the_queue_runs_by_priority_and_a_big_job_is_not_starved(lab: dict[str, Any]) -> None:
     started_order(lab)
     blockers = [submit(lab, "--node", "host1", "--", "sleep", "5"), submit(lab, "--node", "host1", "--", "sleep", "9"),
@@ -284,6 +316,15 @@ def test_a_killed_service_comes_back_with_every_queued_job(lab: dict[str, Any]) 
             assert cli(lab, "jobs", "stop", blocker).returncode == 0  # reaches the runner through the new service
         found = until(lab, queued, timeout=120)
         assert all(found[q]["state"] == "succeeded" for q in queued)
+
+    def runners() -> dict[str, int]:  # on each host: spares, and runners of jobs that have not yet exited
+        return {h: int(lab["tb"].host_exec(h, ["pgrep", "-fc", "ray::JobRunner"]).stdout or 0)
+                for h in ("host1", "host2", "host3")}
+
+    deadline = time.monotonic() + 30
+    while max(runners().values()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert max(runners().values()) <= 1, runners()  # the new service ended the old one's idle spares
 
 
 def test_cluster_stop_keeps_the_records_and_start_runs_the_queued(lab: dict[str, Any]) -> None:

@@ -57,6 +57,7 @@ class Attempt:
     hostname: str | None = None
     reason: str | None = None
     lease_seconds: float = 30.0  # the lease its runner was granted (queue.lease_seconds then)
+    runner: str = ""  # its runner's Ray actor: a node's spare, or grid-job-ID-N made for it ("": the latter)
 
 
 @record(kw_only=True)

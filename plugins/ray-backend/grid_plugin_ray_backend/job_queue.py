@@ -35,7 +35,7 @@ from grid_core.queue.plan import KEYS, Slot, Waiting, lacks, plan, shortage, tak
 from grid_core.queue.share import Ledger
 from grid_core.queue.store import JobStore
 from grid_core.types.jobs import ACTIVE, Attempt, JobRecord, UserUsage
-from grid_plugin_ray_backend.jobs import RUNNER, JobRunner
+from grid_plugin_ray_backend.jobs import RUNNER, SPARE, SPARES, JobRunner
 from grid_plugin_ray_backend.layout import node_resource
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ FENCE_GRACE = 2.0  # past a lost attempt's lease: its runner looks each 0.5 s, t
 PRUNE_SECONDS = 60.0
 GPU_LOOK_SECONDS = 5.0  # a job whose GPUs another cluster holds looks again this soon, then less often
 RECENT_READ_SECONDS = 1.0  # a submission checks what the cluster could ever hold against a read this recent
+TAKE_SECONDS = 5.0  # a node's spare runner answers that it took a job within this (it does in milliseconds)
 STOPPED_BY_CLUSTER = "stopped by grid cluster stop"
 
 
@@ -102,12 +103,16 @@ class JobQueue:
         self.numbers: dict[str, int] = {}  # job -> its runner's last report applied (one sent again is not)
         # (monotonic, node, what) of the jobs that ended lately (FREEING_SECONDS); appended as reports come
         self.freeing: deque[tuple[float, str, dict[str, float]]] = deque(maxlen=256)
+        # node -> its spare runner: (actor name, handle, a reference ready once the actor is)
+        self.spares: dict[str, tuple[str, Any, Any]] = {}
+        self.wanted: set[str] = set()  # nodes that want a spare, made by the planner between its rounds
         import pwd
 
         self.account = pwd.getpwuid(os.getuid()).pw_name  # the cluster's: GPU claims name it
         self.ledger: Ledger | None = None  # each user's use of finished jobs, for fair share (usage)
         self.ledger_since: float | None = None  # when the ledger last read the store
         self._lost_without_runner("the cluster or its head restarted while it ran")
+        self._end_idle_spares()
         threading.Thread(target=self._planner, name="grid-queue", daemon=True).start()
         threading.Thread(target=self._reaper, name="grid-queue-reaper", daemon=True).start()
         threading.Thread(target=self._lease_keeper, name="grid-queue-leases", daemon=True).start()
@@ -372,7 +377,8 @@ class JobQueue:
             return LeastLoaded(), f"scheduler.name {name!r} cannot be used on the head ({exc}); fifo orders the queue"
 
     def _start(self, job: JobRecord, node: str, seen: Seen) -> None:
-        """The job's runner on `node`; the job is `running` from now (its record says where)."""
+        """The job's runner on `node`: the node's spare, where the job can use one, else one made
+        for it. The job is `running` from now (its record says where, and which runner)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from grid_core import gpus
@@ -387,13 +393,14 @@ class JobQueue:
             slot = next(s for s in seen.slots if s.view.name == node)
             resources |= gpus.job_resources(request, slot.view.gpus, seen.resources.get(node, set()))
         number = len(job.attempts) + 1
+        resources[node_resource(node)] = 0.001
         options: dict[str, Any] = {
             "name": RUNNER.format(job.id, number), "lifetime": "detached", "max_concurrency": 4, "max_restarts": 0,
-            "num_cpus": job.cpus, "num_gpus": job.gpus,
-            "resources": {**resources, node_resource(node): 0.001},
+            "num_cpus": job.cpus, "num_gpus": job.gpus, "resources": resources,
         }
         if job.memory_bytes:
             options["memory"] = job.memory_bytes
+        spare = None
         try:
             if job.boost:  # inside the boost's reservation on its node: only this target's jobs go there
                 from ray.util.placement_group import get_placement_group
@@ -413,20 +420,92 @@ class JobQueue:
             if job.array_id:
                 env |= {"GRID_ARRAY_ID": job.array_id, "GRID_ARRAY_INDEX": str(job.array_index)}
             now = time.time()
+            spare = None if job.gpus or job.boost else self._ready_spare(node)
             with self.store.lock:
-                attempt = Attempt(number=number, node=node, dispatched=now, lease_seconds=self.lease)
+                attempt = Attempt(number=number, node=node, dispatched=now, lease_seconds=self.lease,
+                                  runner=spare[0] if spare else options["name"])
                 self.store.update(job.id, state="running", node=node, reason=None, not_before=None, started=None,
                                   pid=None, hostname=None, attempts=(*job.attempts, attempt))
                 self.renewed[job.id] = self.dispatched[job.id] = time.monotonic()
                 self.numbers[job.id] = 0
-            self.runner.options(**options).remote(job.id, number, job.argv, job.cwd, env, self.namespace,
-                                                  job.timeout_seconds, int(spec.get("retries", 0)),
-                                                  attempt.lease_seconds, job.user,
-                                                  {"user": job.user, "cluster": self.config.name, "job": job.id,
-                                                   "account": self.account} if job.gpus else None)
+            args = (job.id, number, job.argv, job.cwd, env, self.namespace, job.timeout_seconds,
+                    int(spec.get("retries", 0)), attempt.lease_seconds, job.user,
+                    {"user": job.user, "cluster": self.config.name, "job": job.id, "account": self.account}
+                    if job.gpus else None)
+            reserve = {k: float(v) for k, v in {"CPU": job.cpus, "memory": job.memory_bytes, **resources}.items() if v}
+            if spare is None or not self._hand(job.id, spare, args, reserve):
+                if spare is not None:  # it had gone: one made for the job instead
+                    self.store.update(job.id, attempts=(*job.attempts, attrs.evolve(attempt, runner=options["name"])))
+                self.runner.options(**options).remote(*args)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, QueueError) else f"could not start on {node}: {exc}"
             self.store.update(job.id, state="failed", ended=time.time(), reason=reason)
+
+    def _ready_spare(self, node: str) -> tuple[str, Any, Any] | None:
+        """The node's spare, taken from the spares, if it is up: one still starting stays there (a
+        runner made for the job is as quick), and one whose start failed is let go."""
+        spare = self.spares.get(node)
+        if spare is None or not self.ray.wait([spare[2]], timeout=0)[0]:
+            return None
+        del self.spares[node]
+        try:
+            self.ray.get(spare[2])
+        except Exception:
+            return None
+        return spare
+
+    def _hand(self, job_id: str, spare: tuple[str, Any, Any], args: tuple[Any, ...],
+              reserve: Mapping[str, float]) -> bool:
+        """Give the job to the node's spare runner; False where the spare has gone since it was up
+        (killed, or with its node's Ray). One that does not answer in time may yet start it: that
+        attempt counts as lost (its lease then fences the spare) and the job runs again."""
+        name, handle, _ = spare
+        try:
+            self.ray.get(handle.take.remote(*args, reserve=reserve), timeout=TAKE_SECONDS)
+            return True
+        except self.ray.exceptions.RayActorError:
+            return False
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                self.ray.kill(handle)
+            job = self.store.get(job_id)
+            if job is not None:
+                self._lose(job, f"its node's spare runner {name} did not take it ({type(exc).__name__})")
+            return True
+
+    def _make_spares(self) -> None:
+        """A spare runner on each node that wants one, made ahead for its next job without GPUs
+        (jobs.py): once such a job has started there, so a node that never ran one holds no idle
+        worker process."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        with self.store.lock:
+            wanted, self.wanted = self.wanted, set()
+        seen = self.last_read[1]
+        if seen is None:
+            return
+        with self.lock:
+            for node in [n for n in wanted if n not in self.spares and n in seen.ids]:
+                name = SPARE.format(node, os.urandom(3).hex())
+                try:
+                    handle = self.runner.options(
+                        name=name, lifetime="detached", max_concurrency=4, max_restarts=0, num_cpus=0,
+                        resources={node_resource(node): 0.001},
+                        scheduling_strategy=NodeAffinitySchedulingStrategy(seen.ids[node], soft=False)).remote()
+                except Exception:  # only slower: the next job there gets a runner of its own
+                    traceback.print_exc()
+                    continue
+                self.spares[node] = (name, handle, handle.__ray_ready__.remote())
+
+    def _end_idle_spares(self) -> None:
+        """Spares that a service before this one made and that took no job: they would hold a worker
+        process each for nothing."""
+        taken = {j.attempts[-1].runner for j in self.store.active.values() if j.attempts}
+        with contextlib.suppress(Exception):  # a tidy-up
+            for actor in self.ray.util.list_named_actors(all_namespaces=True):
+                if actor["namespace"] == self.namespace and actor["name"].startswith(SPARES) \
+                        and actor["name"] not in taken:
+                    self.ray.kill(self.ray.get_actor(actor["name"], namespace=self.namespace))
 
     @property
     def lease(self) -> float:
@@ -445,6 +524,7 @@ class JobQueue:
                 lag = 0
             try:
                 lag = lag + 1 if self.dispatch() else 0
+                self._make_spares()
             except Exception:  # one failed round must not end it
                 traceback.print_exc()
 
@@ -472,6 +552,11 @@ class JobQueue:
                 mine = {k: v for k, v in changes.items() if k in attrs.fields_dict(Attempt)}
                 changes["attempts"] = (*job.attempts[:-1], attrs.evolve(job.attempts[-1], **mine))
                 job = self.store.update(job_id, **changes) or job
+            if changes.get("state") == "running" and job.node and not (job.gpus or job.boost):
+                # A spare for the node's next job, made once this one's command has started: a
+                # worker process starting (about 0.4 s of a CPU) would slow this job's start.
+                self.wanted.add(job.node)
+                self.wake.set()
             if job.state not in ACTIVE and job.node and not job.boost:
                 self.freeing.append((time.monotonic(), job.node,
                                      {"CPU": job.cpus, "GPU": job.gpus, "memory": float(job.memory_bytes)}))
@@ -607,8 +692,7 @@ class JobQueue:
             if reason:
                 self.store.update(job.id, reason=reason)
             try:
-                stops[job.id] = self.ray.get_actor(RUNNER.format(job.id, len(job.attempts)),
-                                                   namespace=self.namespace).stop.remote()
+                stops[job.id] = self.ray.get_actor(runner_name(job), namespace=self.namespace).stop.remote()
             except ValueError:
                 self.store.update(job.id, state="stopped", ended=time.time())
         with contextlib.suppress(Exception):  # a runner that is gone: recorded below
@@ -645,7 +729,7 @@ class JobQueue:
             if time.monotonic() - self.dispatched.get(job.id, 0.0) < REAP_SECONDS:
                 continue
             try:
-                self.ray.get_actor(RUNNER.format(job.id, len(job.attempts)), namespace=self.namespace)
+                self.ray.get_actor(runner_name(job), namespace=self.namespace)
                 self.missing[job.id] = 0
                 continue
             except ValueError:
@@ -683,6 +767,11 @@ class JobQueue:
 
 UPDATABLE = frozenset({"state", "exit_status", "started", "ended", "pid", "hostname", "reason"})
 RECENT = 100  # finished jobs `jobs list` shows without --all
+
+
+def runner_name(job: JobRecord) -> str:
+    """The Ray actor that runs the job's last attempt."""
+    return job.attempts[-1].runner or RUNNER.format(job.id, len(job.attempts))
 
 
 def _short(job: JobRecord, total: Mapping[str, float]) -> str:
