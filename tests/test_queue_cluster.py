@@ -626,6 +626,10 @@ def test_two_clusters_over_one_gpu_box_never_run_two_jobs_on_its_gpu(lab: dict[s
                      env=other)
         assert first.returncode == 0, first.stderr
         first_id = first.stdout.strip()
+        deadline = time.monotonic() + 60  # its runner has claimed the GPU once its command runs
+        while time.monotonic() < deadline and not next(j for j in json.loads(grid(
+                "jobs", "list", "--json", env=other).stdout) if j["id"] == first_id)["started"]:
+            time.sleep(0.3)
         second = submit(lab, "--gpus", "1", "--", "sh", "-c", "echo gpu $CUDA_VISIBLE_DEVICES")
         waited = until(lab, [second], lambda j: j["state"] == "queued" and "is in use by" in (j["reason"] or ""),
                        timeout=30)[second]

@@ -315,7 +315,7 @@ class JobQueue:
             active = list(self.store.active.values())
             waiting = [j for j in active if j.state == "queued"]
             if not waiting:
-                self.waiting = {}
+                self.waiting = self._unplanned(waiting)
                 return False
             seen = seen or self._read_ray()
             for job in waiting:  # into its boost's reservation, where submit found room
@@ -336,11 +336,17 @@ class JobQueue:
                 self.store.update(job.id, state="stopped", ended=now, reason=why)
             for job, node in result.start:
                 self._start(job, node, seen)
-            self.waiting = result.waiting
+            self.waiting = {**self._unplanned(waiting), **result.waiting}
             used = self._used()
             lagging = any(s.free.get("CPU", 0.0) < s.total.get("CPU", 0.0) - used.get(s.view.name, {}).get("CPU", 0.0)
                           - 1e-9 for s in slots)
             return bool(result.waiting) and lagging
+
+    def _unplanned(self, planned: Sequence[JobRecord]) -> dict[str, Waiting]:
+        """The word on jobs submitted while this plan was made (their submissions' preview), which
+        it must not wipe out; of those that still wait."""
+        ids = {j.id for j in planned}
+        return {k: w for k, w in self.waiting.items() if k not in ids and k in self.store.active}
 
     def usage(self, active: Sequence[JobRecord] | None = None) -> list[UserUsage]:
         """Each user's standing (grid_core/queue/share.py): the finished jobs' decayed use, read
