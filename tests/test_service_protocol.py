@@ -123,3 +123,19 @@ def test_the_engine_check_before_asking_the_service_answers_for_addresses_and_na
     assert not port_open(f"127.0.0.1:{port}")  # closed now
     for refused in ("[::1]:1", "no-such-host.invalid:6379", "127.0.0.1:port", "nothing"):
         assert not port_open(refused, timeout=2)
+
+
+def test_a_node_s_resources_leave_out_the_ones_ray_makes_for_each_reservation() -> None:
+    """A job in a spare runner, or a boost, is a placement group: Ray adds resources named after
+    it, while what it holds shows as used in the resource itself."""
+    from grid_plugin_ray_backend.gcs import RayNode, resource_usage
+
+    group = "3f2a9c0d8e7b6a5f4e3d2c1b0a090807"
+    total = {"CPU": 2.0, "memory": 2e9, "node:10.0.0.1": 1.0, "grid-node-w1": 1.0, f"CPU_group_{group}": 1.0,
+             f"CPU_group_0_{group}": 1.0, f"bundle_group_{group}": 1000.0, f"bundle_group_0_{group}": 1000.0,
+             f"grid-node-w1_group_0_{group}": 0.001, "gpu_group_a": 1.0}
+    node = RayNode(node_id="n1", grid_name="w1", address="10.0.0.1", alive=True, is_head=False, started_ms=0,
+                   total=total, available={"CPU": 1.0, "memory": 2e9, "gpu_group_a": 1.0})
+    found = resource_usage(node)
+    assert set(found) == {"CPU", "memory", "gpu_group_a"}  # a resource of the user's own that says "group"
+    assert (found["CPU"].total, found["CPU"].used) == (2.0, 1.0)

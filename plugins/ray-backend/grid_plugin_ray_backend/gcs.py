@@ -157,10 +157,15 @@ def wait_for(address: str, ready: Callable[[list[RayNode]], Any], timeout: float
 
 
 def resource_usage(node: RayNode) -> dict[str, types.ResourceUse]:
-    """The node's logical resources (without Ray's and grid's naming resources): total, available, used."""
+    """The node's logical resources (without Ray's and grid's naming resources, nor the ones Ray
+    makes for each reservation: what a reservation holds is used in its resource): total,
+    available, used."""
+    import re
+
+    reservation = re.compile(r"_group_(\d+_)?[0-9a-f]{16,}$")  # CPU_group_<id>, bundle_group_0_<id>
     out = {}
     for name, total in sorted(node.total.items()):
-        if name.startswith(("node:", PREFIX)):
+        if name.startswith(("node:", PREFIX)) or reservation.search(name):
             continue
         available = node.available.get(name, 0.0) if node.alive else 0.0
         out[name] = types.ResourceUse(total=total, available=available, used=max(0.0, total - available))
