@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import event, given
+from hypothesis import strategies as st
 
 from tests.conftest import grid, grid_json
 
@@ -166,3 +168,29 @@ def test_doctor_without_the_backend_s_plugin_skips_its_check_and_says_why(tmp_pa
     assert checks["python"]["detail"].startswith("3.")
     table = grid("-c", str(cfg), "doctor", env=blocked)
     assert table.returncode == 0 and "1 of 1 nodes ready" in table.stdout and "engine check was skipped" in table.stderr
+
+
+
+CELL = st.text(alphabet=" -.:/_abcXYZ019", max_size=12) | st.text(alphabet="é✓a", max_size=2)  # only rich: é, ✓
+
+
+@given(columns=st.lists(CELL.filter(bool), min_size=1, max_size=5),
+       rows=st.lists(st.lists(CELL, min_size=5, max_size=5), max_size=4), title=st.none() | CELL)
+def test_a_table_printed_to_a_pipe_without_rich_is_what_rich_prints(columns: list[str], rows: list[list[str]],
+                                                                     title: str | None) -> None:
+    """print_table's path for pipes (no rich import) writes rich's bytes, or leaves it to rich."""
+    import io
+
+    from rich.console import Console
+
+    from grid_core.cli.output import PIPE_WIDTH, _plain_table, table
+
+    rows = [row[: len(columns)] for row in rows]
+    ours = _plain_table(columns, [list(r) for r in rows], title or None)
+    event("plain" if ours is not None else "left to rich")
+    if ours is None:
+        return
+    sink = io.StringIO()
+    Console(file=sink, highlight=False, width=PIPE_WIDTH, force_terminal=False, no_color=True).print(
+        table(columns, rows, title or None))
+    assert ours == sink.getvalue()

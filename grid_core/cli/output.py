@@ -89,7 +89,7 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Cell]], title: str | N
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Cell]], title: str | None = None) -> None:
     """Print table(columns, rows, title) on stdout, without importing rich where it would add nothing."""
     cells = [list(row) for row in rows]
-    text = _plain_table(columns, cells) if title is None and _plain_stdout() else None
+    text = _plain_table(columns, cells, title) if _plain_stdout() else None
     if text is None:
         console().print(table(columns, cells, title))
     else:
@@ -115,9 +115,9 @@ def _plain_text(value: Cell) -> str | None:
     return text if text.isascii() and text.isprintable() else None
 
 
-def _plain_table(columns: Sequence[str], rows: list[list[Cell]]) -> str | None:
+def _plain_table(columns: Sequence[str], rows: list[list[Cell]], title: str | None = None) -> str | None:
     """What console().print(table(...)) writes to a pipe, or None where only rich can say (a wide
-    table rich would wrap, a cell that is not plain ASCII text)."""
+    table rich would wrap, a cell or title that is not plain ASCII text)."""
     if not columns:
         return None
     lines = [list(columns)]
@@ -131,9 +131,10 @@ def _plain_table(columns: Sequence[str], rows: list[list[Cell]]) -> str | None:
     if not all(_plain_text(c) == c for c in columns):
         return None
     widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
-    if sum(widths) + 2 * len(widths) > PIPE_WIDTH:
+    width = sum(widths) + 2 * len(widths)
+    if width > PIPE_WIDTH or title is not None and (_plain_text(title) != title or len(title) > width):
         return None
-    return "".join("".join(f" {cell.ljust(width)} " for cell, width in zip(line, widths, strict=True)) + "\n"
+    return (f"{title.ljust(width)}\n" if title else "") + "".join("".join(f" {cell.ljust(width)} " for cell, width in zip(line, widths, strict=True)) + "\n"
                    for line in lines)
 
 
