@@ -131,10 +131,11 @@ def _plain_table(columns: Sequence[str], rows: list[list[Cell]], title: str | No
     if not all(_plain_text(c) == c for c in columns):
         return None
     widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
-    width = sum(widths) + 2 * len(widths)
-    if width > PIPE_WIDTH or title is not None and (_plain_text(title) != title or len(title) > width):
+    across = sum(widths) + 2 * len(widths)
+    if across > PIPE_WIDTH or (title is not None and (_plain_text(title) != title or len(title) > across)):
         return None
-    return (f"{title.ljust(width)}\n" if title else "") + "".join("".join(f" {cell.ljust(width)} " for cell, width in zip(line, widths, strict=True)) + "\n"
+    heading = f"{title.ljust(across)}\n" if title else ""
+    return heading + "".join("".join(f" {cell.ljust(width)} " for cell, width in zip(line, widths, strict=True)) + "\n"
                    for line in lines)
 
 
