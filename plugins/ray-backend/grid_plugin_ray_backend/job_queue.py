@@ -462,14 +462,15 @@ class JobQueue:
 
     def _hand(self, job_id: str, spare: tuple[str, Any, Any], args: tuple[Any, ...],
               reserve: Mapping[str, float]) -> bool:
-        """Give the job to the node's spare runner; False where the spare has gone since it was up
-        (killed, or with its node's Ray). One that does not answer in time may yet start it: that
-        attempt counts as lost (its lease then fences the spare) and the job runs again."""
+        """Give the job to the node's spare runner; False where the spare has died since it was up
+        (killed, or with its node's Ray). One that does not answer in time, or that Ray only calls
+        unavailable (a cut link), may yet start it: that attempt counts as lost (its lease then
+        fences the spare) and the job runs again."""
         name, handle, _ = spare
         try:
             self.ray.get(handle.take.remote(*args, reserve=reserve), timeout=TAKE_SECONDS)
             return True
-        except self.ray.exceptions.RayActorError:
+        except self.ray.exceptions.ActorDiedError:
             return False
         except Exception as exc:
             with contextlib.suppress(Exception):
