@@ -157,7 +157,7 @@ class JobQueue:
                 raise QueueError(f"job {job_id} exists already")
             added = self.store.add(rows)
             active = list(self.store.active.values())
-        self._preview(active, seen, [r.id for r in added])
+        self._preview(active, seen)
         return [self.record(r.id) or r for r in added]
 
     def _recent_read(self) -> Seen:
@@ -165,8 +165,8 @@ class JobQueue:
         read_at, seen = self.last_read
         return seen if seen is not None and time.monotonic() - read_at < RECENT_READ_SECONDS else self._read_ray()
 
-    def _preview(self, active: Sequence[JobRecord], seen: Seen, new: Sequence[str]) -> None:
-        """The new jobs' places in line as the planner will see them, for the submitter's answer."""
+    def _preview(self, active: Sequence[JobRecord], seen: Seen) -> None:
+        """Each waiting job's place in line as the planner will see it, for the submitter's answer."""
         waiting = [j for j in active if j.state == "queued" and not j.boost]
         running = [j for j in active if j.state == "running"]
         used = self._used(active)  # jobs started since that read hold their share already
@@ -174,7 +174,7 @@ class JobQueue:
                                        for k, v in s.free.items()}) for s in seen.slots]
         result = plan(waiting, running, slots, self._scheduler()[0], self._after_states(waiting),
                       self._gpus_fit, time.time())
-        self.waiting = {**self.waiting, **{i: result.waiting[i] for i in new if i in result.waiting}}
+        self.waiting = {**self.waiting, **result.waiting}
 
     def _into_boost(self, job: JobRecord, seen: Seen) -> JobRecord:
         """The job inside a boost lent to the head with room for it, where there is one: `grid run`
