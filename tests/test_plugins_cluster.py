@@ -251,6 +251,8 @@ def test_plugins_install_of_a_scheduler_orders_and_places_the_queue(bed: Bed) ->
         time.sleep(0.3)
     assert {listed()[j]["node"] for j in plain} == {"host1", "host3"}
     spill = [submit("--", "sleep", "4") for _ in range(int(cpus["host2"]))]  # now only the GPU box has room
+    while any(listed()[j]["state"] == "queued" for j in spill) and time.monotonic() < deadline:
+        time.sleep(0.3)  # a detached job starts just after its submission is answered
     big, small = submit("--cpus", "2", "--", "true"), submit("--", "true")  # all CPUs busy: both wait
     now = listed()
     assert {now[j]["node"] for j in spill} == {"host2"}

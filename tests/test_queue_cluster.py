@@ -171,25 +171,6 @@ def test_a_node_s_spare_runner_takes_its_next_job_which_holds_its_cpu_in_ray(lab
     wait_for(lambda: host3_cpus_used() == 0.0)
 
 
-def test_a_job_handed_to_a_killed_spare_runs_in_a_runner_of_its_own_in_the_same_attempt(lab: dict[str, Any]) -> None:
-    """A spare that died since it came up cannot take the job: the job runs in a runner made for
-    it, as its first attempt, not as a lost one run again."""
-
-    def host3_runners() -> int:
-        return int(lab["tb"].host_exec("host3", ["pgrep", "-fc", "ray::JobRunner"]).stdout or 0)
-
-    until(lab, [submit(lab, "--node", "host3", "--", "true")])  # a spare there once it has started
-    deadline = time.monotonic() + 30
-    while host3_runners() != 1 and time.monotonic() < deadline:  # the spare alone, the job's runner gone
-        time.sleep(0.3)
-    assert host3_runners() == 1
-    assert lab["tb"].host_exec("host3", ["pkill", "-9", "-f", "ray::JobRunner"]).returncode == 0
-    job = submit(lab, "--node", "host3", "--", "sh", "-c", "echo alone")
-    found = until(lab, [job])[job]
-    assert found["state"] == "succeeded", found
-    assert [a["runner"] for a in found["attempts"]] == [f"grid-job-{job}-1"], found["attempts"]
-
-
 def test_the_queue_runs_by_priority_and_a_big_job_is_not_starved(lab: dict[str, Any]) -> None:
     started_order(lab)
     blockers = [submit(lab, "--node", "host1", "--", "sleep", "5"), submit(lab, "--node", "host1", "--", "sleep", "9"),
