@@ -186,7 +186,7 @@ class JobRunner:
              user: str = "", claim: Mapping[str, str] | None = None,
              reserve: Mapping[str, float] | None = None) -> bool:
         """Start this attempt of the job. `reserve`: the job's resources, which a spare reserves on
-        its node before the command starts."""
+        its node as the command starts (_reserve)."""
         self.job_id, self.attempt, self.argv, self.namespace = job_id, attempt, list(argv), namespace
         self.reserve = dict(reserve) if reserve else None
         self.group: Any = None  # the spare's placement group, holding the job's resources
