@@ -49,7 +49,7 @@ else:
             own = [m for m in ("__repr__", "__eq__", "__hash__") if m in cls.__dict__]
             if own:
                 raise TypeError(f"{cls.__qualname__} defines {', '.join(own)}: use attrs.frozen, not @record")
-            made = attrs.frozen(cls, repr=False, eq=False, **options)
+            made = attrs.frozen(cls, repr=False, eq=False, slots=False, **options)
             made.__repr__, made.__eq__, made.__hash__ = _methods(made)
             return made
 

@@ -40,12 +40,13 @@ class GridContext:
 
     # A plain class rather than attrs: every command makes one, and importing attrs costs a fifth
     # of `import click` (`grid plugins list` needs nothing else of it).
-    __slots__ = ("_config", "config_path", "debug", "verbosity")
+    __slots__ = ("_config", "config_path", "debug", "said_found", "verbosity")
 
     def __init__(self, config_path: str | None = None, verbosity: int = 0, debug: bool = False,
                  config: ClusterConfig | None = None) -> None:
         self.config_path, self.verbosity, self.debug = config_path, verbosity, debug
         self._config = config
+        self.said_found = False
 
     def config(self) -> ClusterConfig:
         """The effective config (loaded once), with its logging settings applied."""
@@ -55,11 +56,16 @@ class GridContext:
             path, found = config.find_config_path(self.config_path)
             self._config = config.embedded_default() if path is None else config.load_file(path)
             if path is not None and found:
-                # A file picked up from the working folder could be another cluster's: say which.
-                sys.stderr.write(f"grid: config {path} (found in this folder)\n")
+                self.say_found(str(path))
             self.setup_logging(self._config)
             logging.getLogger(__name__).debug("config from %s", self._config.source)
         return self._config
+
+    def say_found(self, path: str) -> None:
+        """A file picked up from the working folder could be another cluster's: say which, once."""
+        if not self.said_found:
+            self.said_found = True
+            sys.stderr.write(f"grid: config {path} (found in this folder)\n")
 
     def cluster(self) -> Cluster:
         from grid_core import plugins

@@ -17,7 +17,7 @@ from grid_core.errors import GridError
 
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
-    from grid_core.types import Backend, JobListing, JobRecord, JobSpec
+    from grid_core.types import Backend, JobDefaults, JobListing, JobRecord, JobSpec
 
 UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 MAX_SIZE = 2**60  # 1 EiB: more is a typo, and Ray's resource amounts overflow long before
@@ -120,35 +120,90 @@ def run(node: str | None, cpus: float, gpus: float, gpu_types: tuple[str, ...], 
     not: grid reconnects and the output resumes where it stopped; if it cannot, the job runs on
     as if detached. A job whose node is lost runs again elsewhere, as its next attempt (--retries).
     """
-    from grid_core.backends import load_backend
-    from grid_core.types import REQUEUES, JobSpec
-
     gpu_kind_check(gpus, gpu_types, gpu_memory)
     if no_requeue and retries is not None:
         raise click.UsageError("--retries and --no-requeue contradict each other: give one of them")
+    asked: dict[str, Any] = {
+        "argv": argv, "node": node, "cpus": cpus, "gpus": gpus, "gpu_types": gpu_types, "gpu_memory": gpu_memory,
+        "memory_bytes": memory_bytes, "priority": priority, "array": array, "after": after, "time_limit": time_limit,
+        "hold": hold, "retries": retries, "no_requeue": no_requeue,
+        "job_id": os.urandom(4).hex()}  # secrets.token_hex's bytes, without its 7 ms import
+    if (detach or array) and _by_shortcut(asked):
+        _say_detached(asked["job_id"], bool(array))
+        return
+    from grid_core.backends import load_backend
+    from grid_core.types import JobDefaults
+
     with state().cluster() as c:
         backend = load_backend(c.config)
-        execution = c.config.execution
-        here = [c.config.node(node)] if node else c.config.nodes  # where it may run
-        cwd = execution.working_directory or (os.getcwd() if all(n.transport_name == "local" for n in here) else None)
+        if node:
+            c.config.node(node)  # a name the config has, or its error
         # Without --node, the queue puts the job first into a boost lent to the head with room for it.
-        spec = JobSpec(argv=argv, node=node, cpus=cpus, gpus=gpus, memory_bytes=memory_bytes, gpu_types=gpu_types,
-                       gpu_memory_bytes=gpu_memory, cwd=cwd, env=dict(execution.environment),
-                       job_id=os.urandom(4).hex(),  # secrets.token_hex's bytes, without its 7 ms import
-                       timeout_seconds=time_limit or execution.timeout_seconds, retries=execution.retry_attempts,
-                       requeues=0 if no_requeue else REQUEUES if retries is None else retries,
-                       priority=priority, after=after or (), array=array[0] if array else (),
-                       array_cap=array[1] if array else 0, held=hold)
+        spec = job_spec(JobDefaults.of(c.config), **asked)
         if detach or array:
             job_id, status = backend.submit(c, spec, detach=True, on_output=_write)
+            _keep_shortcut(c, backend)
         else:
             job_id, status = _attached(c, backend, spec)
     if detach or array:
-        click.echo(job_id)
-        click.echo(f"follow it: grid jobs logs {job_id}{'.0' if array else ''} --follow", err=True)
+        _say_detached(job_id, bool(array))
         return
     if status:
         raise SystemExit(status)
+
+
+def job_spec(defaults: JobDefaults, *, argv: tuple[str, ...], node: str | None, cpus: float, gpus: float,
+             gpu_types: tuple[str, ...], gpu_memory: int, memory_bytes: int, priority: int,
+             array: tuple[tuple[int, ...], int] | None, after: tuple[str, ...] | None, time_limit: float | None,
+             hold: bool, retries: int | None, no_requeue: bool, job_id: str) -> JobSpec:
+    """The job `grid run` asks for: its options, and the config's defaults where they say nothing."""
+    from grid_core.types import REQUEUES, JobSpec
+
+    here = [defaults.local[node]] if node else defaults.local.values()  # where it may run: this machine?
+    cwd = defaults.working_directory or (os.getcwd() if all(here) else None)
+    return JobSpec(argv=argv, node=node, cpus=cpus, gpus=gpus, memory_bytes=memory_bytes, gpu_types=gpu_types,
+                   gpu_memory_bytes=gpu_memory, cwd=cwd, env=dict(defaults.environment), job_id=job_id,
+                   timeout_seconds=time_limit or defaults.timeout_seconds, retries=defaults.retries,
+                   requeues=0 if no_requeue else REQUEUES if retries is None else retries,
+                   priority=priority, after=after or (), array=array[0] if array else (),
+                   array_cap=array[1] if array else 0, held=hold)
+
+
+def _by_shortcut(asked: dict[str, Any]) -> bool:
+    """Queue a detached job by the shortcut the last one left (grid_core/shortcut.py), with neither
+    the config's classes nor the plugins loaded; False: take the usual path (which keeps a new one)."""
+    root = click.get_current_context().find_root()
+    if root.params.get("no_plugins") or root.params.get("verbose") or root.params.get("debug"):
+        return False  # the usual path: its plugin set, its diagnostics
+    from grid_core import shortcut
+
+    context = state()
+    kept = shortcut.find(context.config_path)
+    if kept is None or (asked["node"] is not None and asked["node"] not in kept.defaults.local):
+        return False
+    if kept.found:
+        context.say_found(kept.config)
+    try:
+        shortcut.submit(kept.shortcut, job_spec(kept.defaults, **asked))
+    except shortcut.Unusable:
+        shortcut.forget(context.config_path)
+        return False
+    return True
+
+
+def _keep_shortcut(c: Cluster, backend: Backend) -> None:
+    """What the backend offers the next detached submission, kept (grid_core/shortcut.py)."""
+    offer = getattr(backend, "shortcut", None)
+    kept = offer(c) if offer is not None else None
+    if kept is not None:
+        from grid_core import shortcut
+
+        shortcut.keep(c.config, state().config_path, kept)
+
+
+def _say_detached(job_id: str, array: bool) -> None:
+    click.echo(job_id)
+    click.echo(f"follow it: grid jobs logs {job_id}{'.0' if array else ''} --follow", err=True)
 
 
 def _attached(c: Cluster, backend: Backend, spec: JobSpec) -> tuple[str, int | None]:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from grid_core.config.loading import load_file
-from grid_core.config.models import ClusterConfig, NodeConfig
+if TYPE_CHECKING:  # imported where used: a command's shortcut (grid_core/shortcut.py) needs only the lookup
+    from grid_core.config.models import ClusterConfig
 
 
 def embedded_default() -> ClusterConfig:
     """A one-node cluster of this machine, through the `local` transport."""
+    from grid_core.config.models import ClusterConfig, NodeConfig
+
     node = NodeConfig(name="local", host="localhost", role="head", transport="local")
     return ClusterConfig(name="local", nodes=[node])
 
@@ -32,5 +35,7 @@ def find_config_path(explicit: str | None) -> tuple[Path | None, bool]:
 
 
 def load(explicit: str | None = None) -> ClusterConfig:
+    from grid_core.config.loading import load_file
+
     path, _found = find_config_path(explicit)
     return embedded_default() if path is None else load_file(path)

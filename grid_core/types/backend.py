@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from grid_core.record import record
+
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
     from grid_core.config import NodeConfig
@@ -17,7 +19,36 @@ if TYPE_CHECKING:
     from grid_core.types.offload import Boost, ControllerStatus
     from grid_core.types.status import EngineNode
 
-__all__ = ("Backend",)
+__all__ = ("Backend", "Shortcut", "StreamRoute")
+
+Stamp = tuple[str, int, int, int]  # a file's path, st_mtime_ns, st_size and st_ino; -1s for a missing one
+
+
+@record
+class StreamRoute:
+    """A stream to the service's socket, made with nothing of the transport loaded: connect to
+    `socket` on this machine; where `hello` is given, send it and read one line, which must be the
+    JSON `ready`; the connection then carries the stream. Void once a file of `checks` is not as
+    stamped (an edited known_hosts, say)."""
+
+    socket: str
+    hello: str = ""
+    ready: str = ""
+    checks: tuple[Stamp, ...] = ()
+
+
+@record
+class Shortcut:
+    """How a detached `grid run` queues a job with neither the config's classes nor a plugin
+    loaded (grid_core/shortcut.py). `submit`, a function named `module:function`, is called with
+    this shortcut and the JobSpec: it sends the spec by `route`, with `payload` (what the backend
+    sends with each request), and raises grid_core.shortcut.Unusable where the usual path must
+    try. `checks` are the backend's own files (its record of the running cluster)."""
+
+    submit: str
+    route: StreamRoute
+    payload: Mapping[str, Any]
+    checks: tuple[Stamp, ...] = ()
 
 
 class Backend(Protocol):
@@ -61,6 +92,9 @@ class Backend(Protocol):
         `on_output(stream, text)` unless detached. Returns the job id and its exit status (None
         when detached). A job that waits says why on stderr."""
         ...
+
+    # Optional: `shortcut(cluster) -> Shortcut | None`, asked after a detached submission that took
+    # the usual path; what it returns speeds the next (grid_core/shortcut.py).
 
     def jobs(self, cluster: Cluster, *, everything: bool = False, user: str | None = None,
              mine: bool = False) -> list[dict[str, Any]]:

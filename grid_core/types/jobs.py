@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 
 from grid_core.record import record
 
-__all__ = ("ACTIVE", "FINAL", "REQUEUES", "ArrayRow", "Attempt", "JobListing", "JobRecord", "JobSpec", "UserUsage")
+if TYPE_CHECKING:
+    from grid_core.config import ClusterConfig
+
+__all__ = ("ACTIVE", "FINAL", "REQUEUES", "ArrayRow", "Attempt", "JobDefaults", "JobListing", "JobRecord", "JobSpec",
+           "UserUsage")
 
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "stopped", "timeout", "lost")
@@ -40,6 +45,25 @@ class JobSpec:
     array: tuple[int, ...] = ()  # one member per index, each its own job `ID.INDEX`
     array_cap: int = 0  # at most this many members run at once; 0: no cap
     held: bool = False  # queued, but not started until `grid jobs release`
+
+
+@record(kw_only=True)
+class JobDefaults:
+    """What a job takes from the config where `grid run` does not say (the `execution` section),
+    and the nodes it may name: kept with a submission's shortcut (grid_core/shortcut.py)."""
+
+    environment: Mapping[str, str]
+    timeout_seconds: float | None
+    retries: int
+    working_directory: str | None
+    local: Mapping[str, bool]  # each node's name: whether it is this machine (the local transport)
+
+    @classmethod
+    def of(cls, config: ClusterConfig) -> JobDefaults:
+        execution = config.execution
+        return cls(environment=dict(execution.environment), timeout_seconds=execution.timeout_seconds,
+                   retries=execution.retry_attempts, working_directory=execution.working_directory,
+                   local={n.name: n.transport_name == "local" for n in config.nodes})
 
 
 @record(kw_only=True)

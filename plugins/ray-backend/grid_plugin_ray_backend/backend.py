@@ -587,6 +587,31 @@ class RayBackend:
         # Asked again after a lost connection, `run` follows the job it already started (attach.py).
         return job_id, Follower(self.config, cluster, job_id, on_output).follow("run", {"spec": payload})
 
+    def shortcut(self, cluster: Cluster) -> types.Shortcut | None:
+        """How the next detached submission reaches the service with nothing else loaded
+        (grid_core/shortcut.py; quick.py sends it): straight to the service's socket on the head,
+        or by the transport's route to it (the ssh keeper's). None where the transport has no route
+        (relay.py, a process on the head, is the way there)."""
+        from grid_core.access import channel_head
+        from grid_core.config import unstructure
+        from grid_core.shortcut import stamp
+        from grid_plugin_ray_backend import frames, quick
+
+        shared = self.config.access.shared
+        record = records.load(self.config.name).nodes.get(self.config.head.name)
+        if record is None and not shared:
+            return None
+        path = f"{layout.door_dir(self.config) if shared else record.directory}/{frames.SOCKET}"  # type: ignore[union-attr]
+        local = self.config.head.transport_name == "local"
+        offer = None if local else getattr(cluster.transport(channel_head(self.config)), "stream_route", None)
+        route = types.StreamRoute(socket=path) if local else offer(path) if offer is not None else None
+        if route is None:
+            return None
+        return types.Shortcut(submit=f"{quick.__name__}:{quick.submit.__name__}", route=route,
+                              payload={"config": unstructure(self.config), "stage": not local and not shared},
+                              checks=tuple(stamp(p) for p in (records.path(self.config.name), quick.__file__,
+                                                              frames.__file__)))
+
     def jobs(self, cluster: Cluster, *, everything: bool = False, user: str | None = None,
              mine: bool = False) -> list[dict[str, Any]]:
         params = {"all": everything or None, "user": user, "mine": mine or None}

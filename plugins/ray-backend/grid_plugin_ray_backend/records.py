@@ -36,6 +36,10 @@ class Records:
     nodes: dict[str, NodeRecord] = attrs.Factory(dict)
 
 
+def path(cluster_name: str) -> str:
+    return str(state_dir(cluster_name) / FILE)
+
+
 def load(cluster_name: str) -> Records:
     """The records, or none when the file is missing; a file grid did not write is a clear error."""
     path = state_dir(cluster_name) / FILE

@@ -51,7 +51,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from grid_plugin_ray_backend.channel import CALL_TIMEOUT, DATA_CHUNK, SERVICE_ERROR, SOCKET, STAGE_MIN, STAGING
+from grid_plugin_ray_backend.frames import CALL_TIMEOUT, DATA_CHUNK, SERVICE_ERROR, SOCKET, STAGE_MIN, STAGING
 from grid_plugin_ray_backend.layout import SERVICE, node_resource
 
 STATE_FILE = "service-state.json"  # settings, holds and boosts, for a restart of the whole cluster

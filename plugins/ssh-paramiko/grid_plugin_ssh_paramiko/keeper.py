@@ -38,6 +38,7 @@ from grid_core.types import AuthError, CommandResult, HostKeyError, TransportErr
 
 if TYPE_CHECKING:
     from grid_core.config import ClusterConfig, NodeConfig
+    from grid_core.types import StreamRoute
 
 START_SECONDS = 15.0  # for a new keeper to listen (an interpreter and paramiko's import)
 READ_SIZE = 1 << 16
@@ -85,15 +86,20 @@ def revision(config: ClusterConfig) -> str:
     data = unstructure(config)
     data.pop("source", None)
     data.pop("notes", None)
-    files = {"~/.ssh/config", "~/.ssh/known_hosts", config.ssh.known_hosts or "",
-             *(node.known_hosts or "" for node in config.nodes)} - {""}
-    for name in sorted(files):
+    for name in ssh_files(config):
         try:
             info = os.stat(os.path.expanduser(name))
             data[f"file:{name}"] = [info.st_mtime_ns, info.st_size, info.st_ino]
         except OSError:
             data[f"file:{name}"] = None
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def ssh_files(config: ClusterConfig) -> list[str]:
+    """The files besides the config that a connection is made with, as the config names them."""
+    files = {"~/.ssh/config", "~/.ssh/known_hosts", config.ssh.known_hosts or "",
+             *(node.known_hosts or "" for node in config.nodes)} - {""}
+    return sorted(files)
 
 
 # ---------------------------------------------------------------------- the CLI's side
@@ -148,6 +154,17 @@ class KeptTransport:
             raise ConnectionRefusedError(errno.ECONNREFUSED, frame[2])
         _raise(frame, self.node.name)
         raise AssertionError("unreachable")
+
+    def stream_route(self, path: str) -> StreamRoute:
+        """How a process with nothing of this plugin loaded opens what open_unix does
+        (grid_core/shortcut.py): the keeper's socket and open_unix's request. Void once a file the
+        revision covers changes, as this keeper would then be for a new connection."""
+        from grid_core.shortcut import stamp
+        from grid_core.types import StreamRoute
+
+        return StreamRoute(socket=str(socket_path(self.cluster)), hello=self._line("unix", {"path": path}).decode(),
+                           ready=json.dumps(["done", True]),
+                           checks=tuple(stamp(os.path.expanduser(name)) for name in ssh_files(self.cluster)))
 
     def info(self) -> dict[str, Any]:
         """The keeper's counters: its pid, SSH connections made, calls served, streams per node."""
@@ -211,14 +228,20 @@ class KeptTransport:
         sock, reader = self._open(op, request)
         return KeptTransport._Frames(sock, reader, self.node.name)
 
+    def _config_revision(self) -> str:
+        if self._revision is None:
+            self._revision = revision(self.cluster)
+        return self._revision
+
+    def _line(self, op: str, request: dict[str, Any]) -> bytes:
+        as_self = self.node.user is None and any(n.name == self.node.name and n.user for n in self.cluster.nodes)
+        return json.dumps({"op": op, "revision": self._config_revision(), "node": self.node.name, "as_self": as_self,
+                           **request}).encode() + b"\n"
+
     def _open(self, op: str, request: dict[str, Any]) -> tuple[socket.socket, Any]:
         """A connection to the keeper with the request sent and its first answer waiting. A keeper
         that is missing, dead, leaving or of another revision is replaced, once."""
-        if self._revision is None:
-            self._revision = revision(self.cluster)
-        as_self = self.node.user is None and any(n.name == self.node.name and n.user for n in self.cluster.nodes)
-        line = json.dumps({"op": op, "revision": self._revision, "node": self.node.name, "as_self": as_self,
-                           **request}).encode() + b"\n"
+        line = self._line(op, request)
         path = socket_path(self.cluster)
         for attempt in range(2):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -232,7 +255,7 @@ class KeptTransport:
                 pass
             sock.close()
             if attempt == 0:
-                _start(path, self.cluster, self._revision)
+                _start(path, self.cluster, self._config_revision())
         raise TransportError(f"grid's SSH keeper at {path} does not answer; see {path.with_suffix('.log')}, "
                              "or set ssh.persist_seconds = 0 to connect without it")
 
