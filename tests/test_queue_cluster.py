@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -137,6 +138,43 @@ def test_more_jobs_than_cpus_are_all_accepted_and_all_run(lab: dict[str, Any]) -
     assert {found[i]["user"] for i in ids} == {"root"}  # as the head's kernel saw the SSH login
     assert most_at_once([found[i] for i in ids]) <= 4
     assert cli(lab, "jobs", "logs", ids[-1]).stdout == f"job {ids[-1]}\n"
+
+
+def test_a_detached_submission_takes_the_shortcut_until_a_file_it_was_made_from_changes(lab: dict[str, Any]) -> None:
+    """After a detached submission by the usual path, the next queues by the kept shortcut
+    (grid_core/shortcut.py), loading neither the config's classes nor pluggy. An edited config, or
+    a keeper gone, sends a submission the usual way again; the job then has the config of now."""
+
+    def submitted(*argv: str) -> tuple[str, bool]:  # the job's id; whether it took the shortcut
+        result = grid("run", "--detach", "--", *argv, env={**lab["env"], "PYTHONPROFILEIMPORTTIME": "1"})
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip(), "grid_core.config.models" not in result.stderr and "pluggy" not in result.stderr
+
+    colour = ("sh", "-c", "echo $COLOUR")
+    submit(lab, "--", "true")  # by either path: it keeps a shortcut
+    first, quick = submitted(*colour)
+    assert quick
+    config = Path(lab["env"]["GRID_CONFIG"])
+    text = config.read_text()
+    try:
+        config.write_text(text + '\n[execution]\nenvironment = { COLOUR = "blue" }\n')
+        edited, quick = submitted(*colour)
+        assert not quick
+        again, quick = submitted(*colour)
+        assert quick
+    finally:
+        config.write_text(text)
+    kept = json.loads(next(Path(lab["env"]["GRID_STATE_DIR"], "shortcuts").glob("*.json")).read_text())
+    with contextlib.closing(socket.socket(socket.AF_UNIX)) as keeper:  # asked to leave, as `cluster stop` does
+        keeper.connect(kept["shortcut"]["route"]["socket"])
+        keeper.sendall(b'{"op": "stop"}\n')
+        keeper.recv(1024)
+    no_keeper, quick = submitted(*colour)
+    assert not quick
+    found = until(lab, [first, edited, again, no_keeper])
+    assert all(found[j]["state"] == "succeeded" for j in (first, edited, again, no_keeper))
+    assert [cli(lab, "jobs", "logs", j).stdout for j in (first, edited, again, no_keeper)] == \
+        ["\n", "blue\n", "blue\n", "\n"]
 
 
 def test_a_node_s_spare_runner_takes_its_next_job_which_holds_its_cpu_in_ray(lab: dict[str, Any]) -> None:
@@ -312,6 +350,7 @@ def test_a_killed_service_comes_back_with_every_queued_job(lab: dict[str, Any]) 
         after = records(lab)  # answered by the service Ray started again, from the store
         assert all(after[q]["state"] == "queued" for q in queued), {q: after[q]["state"] for q in queued}
         assert all(after[b]["state"] == "running" for b in blockers)  # the runners lived on
+        queued.append(submit(lab, "--", "true"))  # by the shortcut kept before: the new service listens there too
         for blocker in blockers:
             assert cli(lab, "jobs", "stop", blocker).returncode == 0  # reaches the runner through the new service
         found = until(lab, queued, timeout=120)
