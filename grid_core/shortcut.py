@@ -1,10 +1,10 @@
-"""A detached `grid run` without the config's classes or the plugins: a kept shortcut.
+"""A detached `grid run` and `grid jobs list` without the config's classes or the plugins.
 
-The usual path of a submission loads the config (twenty-five attrs classes), pluggy and every
-plugin's module: about 45 ms of its 130 (issue 28 asks for at most 2.0x `grid --help`). Once a
-detached submission has reached the service that way, the backend says how to reach it again
-with nothing loaded (Backend.shortcut), and this module keeps that, with the config's text and the
-job defaults it gives, in grid's state directory (0700). The next detached submission with the
+The usual path of a command loads the config (twenty-five attrs classes), pluggy and every
+plugin's module: about 45 ms of a submission's 130 (issue 28 asks for at most 2.0x `grid --help`).
+Once such a command has reached the service the usual way, the backend says how to reach it
+again with nothing loaded (Backend.shortcut), and this module keeps that, with the config's text
+and the job defaults it gives, in grid's state directory (0700). The next such command with the
 same config uses it while every file it was made from is as it was. Anything else (no shortcut,
 an edited config, a stopped cluster, a socket that refuses) takes the usual path, which keeps a
 new one; so does a submission whose answer was lost, under the same job id, which the service
@@ -25,7 +25,7 @@ from grid_core.state import state_base
 
 if TYPE_CHECKING:
     from grid_core.config import ClusterConfig
-    from grid_core.types import JobDefaults, JobSpec, Shortcut, StreamRoute
+    from grid_core.types import JobDefaults, Shortcut, ShortcutClient, StreamRoute
 
 FORMAT = 1  # of the kept file; a file of another is ignored (and replaced)
 HELLO_TIMEOUT = 10.0  # for the route's first answer (a keeper's SSH channel to the head)
@@ -114,16 +114,16 @@ def forget(explicit: str | None) -> None:
         os.unlink(_file(_config(explicit)[1]))
 
 
-def submit(shortcut: Shortcut, spec: JobSpec) -> None:
-    """Queue the job by the shortcut: the backend's function does (Unusable: take the usual path)."""
+def client(shortcut: Shortcut) -> ShortcutClient:
+    """The backend's client by the shortcut; Unusable where its plugin is gone or changed."""
     import importlib
 
-    module, _, name = shortcut.submit.partition(":")
+    module, _, name = shortcut.client.partition(":")
     try:
-        function = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):  # the backend's plugin is gone or changed
-        raise Unusable(shortcut.submit) from None
-    function(shortcut, spec)
+        made: ShortcutClient = getattr(importlib.import_module(module), name)(shortcut)
+    except (ImportError, AttributeError, TypeError):
+        raise Unusable(shortcut.client) from None
+    return made
 
 
 def connect(route: StreamRoute) -> socket.socket:

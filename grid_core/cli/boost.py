@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from grid_core.cli import completion
-from grid_core.cli.context import FiniteFloat, config_option, json_option, print_json
+from grid_core.cli.context import FiniteFloat, ask_backend, config_option, json_option, print_json
 from grid_core.cli.offload import ask
 from grid_core.cli.output import clock, console, table
 from grid_core.cli.run import gpu_types_option, size_option
@@ -73,7 +73,7 @@ def release_boost(boost_id: str) -> None:
 
 
 def _list(as_json: bool, everything: bool) -> None:
-    boosts = list(ask(lambda b, c: b.offload_status(c)).boosts)
+    boosts = list(ask_backend("offload_status").boosts)
     if not everything:
         boosts = [b for b in boosts if b.state == "active"]
     if as_json:

@@ -1,4 +1,5 @@
-"""What every command shares: the config lookup, logging, --json and finite-number options.
+"""What every command shares: the config lookup, logging, requests to the backend (by the kept
+shortcut where one answers), --json and finite-number options.
 
 The consoles and tables live in grid_core.cli.output.
 """
@@ -21,6 +22,7 @@ from grid_core.cli.output import err_console as err_console
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
     from grid_core.config import ClusterConfig
+    from grid_core.types import Backend, JobDefaults, ShortcutClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 LEVELS = ["WARNING", "INFO", "DEBUG"]
@@ -112,6 +114,68 @@ def _pass_undecodable_bytes() -> None:
 
 def state() -> GridContext:
     return click.get_current_context().find_root().ensure_object(GridContext)
+
+
+def ask_backend(method: str, **options: Any) -> Any:
+    """Backend.<method>(cluster, **options): by the kept shortcut's client where it answers
+    (grid_core/shortcut.py: its methods are Backend's, less the cluster), else the usual way,
+    through the config and the plugins, which keeps a shortcut for the next command."""
+    found = shortcut_client()
+    if found is not None:
+        answered, answer = tried(lambda: getattr(found[0], method)(**options))
+        if answered:
+            return answer
+    from grid_core.backends import load_backend
+
+    with state().cluster() as c:
+        backend = load_backend(c.config)
+        answer = getattr(backend, method)(c, **options)
+        keep_shortcut(c, backend)
+    return answer
+
+
+def shortcut_client() -> tuple[ShortcutClient, JobDefaults] | None:
+    """The backend's client by the shortcut a command of the usual path kept, with neither the
+    config's classes nor the plugins loaded, and the config's job defaults; None: take the usual
+    path (which keeps a new one)."""
+    root = click.get_current_context().find_root()
+    if root.params.get("no_plugins") or root.params.get("verbose") or root.params.get("debug"):
+        return None  # the usual path: its plugin set, its diagnostics
+    from grid_core import shortcut
+
+    context = state()
+    kept = shortcut.find(context.config_path)
+    if kept is None:
+        return None
+    try:
+        client = shortcut.client(kept.shortcut)
+    except shortcut.Unusable:
+        return None
+    if kept.found:
+        context.say_found(kept.config)
+    return client, kept.defaults
+
+
+def tried(call: Callable[[], Any]) -> tuple[bool, Any]:  # Any: each request's own answer
+    """Whether a request by the shortcut was answered, and its answer; a shortcut that failed is
+    dropped (the usual path asks again, and keeps a new one)."""
+    from grid_core import shortcut
+
+    try:
+        return True, call()
+    except shortcut.Unusable:
+        shortcut.forget(state().config_path)
+        return False, None
+
+
+def keep_shortcut(c: Cluster, backend: Backend) -> None:
+    """What the backend offers the next command that can take a shortcut, kept."""
+    offer = getattr(backend, "shortcut", None)
+    kept = offer(c) if offer is not None else None
+    if kept is not None:
+        from grid_core import shortcut
+
+        shortcut.keep(c.config, state().config_path, kept)
 
 
 def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:

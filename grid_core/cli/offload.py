@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 
 from grid_core.cli import completion
-from grid_core.cli.context import FiniteFloat, config_option, json_option, print_json, state
+from grid_core.cli.context import FiniteFloat, ask_backend, config_option, json_option, print_json, state
 from grid_core.cli.output import console, table
 from grid_core.errors import GridError
 
@@ -68,7 +68,7 @@ def auto(mode: str | None, thresholds: tuple[str, ...], policy: str | None, as_j
         raise click.UsageError("--threshold and --policy go with --enable")
     high = parse_thresholds(thresholds)  # bad values fail here, before anything changes
     if mode == "status":
-        status = ask(lambda b, c: b.offload_status(c))
+        status = ask_backend("offload_status")
     else:
         status = ask(lambda b, c: b.configure_offload(c, enabled=mode == "enable", policy=policy, high=high or None))
     if as_json:

@@ -11,7 +11,17 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from grid_core.cli import completion
-from grid_core.cli.context import FiniteFloat, config_option, json_option, print_json, state
+from grid_core.cli.context import (
+    FiniteFloat,
+    ask_backend,
+    config_option,
+    json_option,
+    keep_shortcut,
+    print_json,
+    shortcut_client,
+    state,
+    tried,
+)
 from grid_core.cli.output import Pieces, clock, print_table
 from grid_core.errors import GridError
 
@@ -142,7 +152,7 @@ def run(node: str | None, cpus: float, gpus: float, gpu_types: tuple[str, ...], 
         spec = job_spec(JobDefaults.of(c.config), **asked)
         if detach or array:
             job_id, status = backend.submit(c, spec, detach=True, on_output=_write)
-            _keep_shortcut(c, backend)
+            keep_shortcut(c, backend)
         else:
             job_id, status = _attached(c, backend, spec)
     if detach or array:
@@ -170,35 +180,12 @@ def job_spec(defaults: JobDefaults, *, argv: tuple[str, ...], node: str | None, 
 
 
 def _by_shortcut(asked: dict[str, Any]) -> bool:
-    """Queue a detached job by the shortcut the last one left (grid_core/shortcut.py), with neither
-    the config's classes nor the plugins loaded; False: take the usual path (which keeps a new one)."""
-    root = click.get_current_context().find_root()
-    if root.params.get("no_plugins") or root.params.get("verbose") or root.params.get("debug"):
-        return False  # the usual path: its plugin set, its diagnostics
-    from grid_core import shortcut
-
-    context = state()
-    kept = shortcut.find(context.config_path)
-    if kept is None or (asked["node"] is not None and asked["node"] not in kept.defaults.local):
+    """Queue a detached job by the kept shortcut; False: take the usual path."""
+    found = shortcut_client()
+    if found is None or (asked["node"] is not None and asked["node"] not in found[1].local):
         return False
-    if kept.found:
-        context.say_found(kept.config)
-    try:
-        shortcut.submit(kept.shortcut, job_spec(kept.defaults, **asked))
-    except shortcut.Unusable:
-        shortcut.forget(context.config_path)
-        return False
-    return True
-
-
-def _keep_shortcut(c: Cluster, backend: Backend) -> None:
-    """What the backend offers the next detached submission, kept (grid_core/shortcut.py)."""
-    offer = getattr(backend, "shortcut", None)
-    kept = offer(c) if offer is not None else None
-    if kept is not None:
-        from grid_core import shortcut
-
-        shortcut.keep(c.config, state().config_path, kept)
+    client, defaults = found
+    return tried(lambda: client.submit(job_spec(defaults, **asked)))[0]
 
 
 def _say_detached(job_id: str, array: bool) -> None:
@@ -265,21 +252,15 @@ COLOURS = {"running": "cyan", "queued": "yellow", "succeeded": "green", "failed"
 @config_option
 def list_jobs(everything: bool, expand: bool, user: str | None, mine: bool, as_json: bool) -> None:
     """Everyone's active jobs and recent finished ones, in submission order; a waiting job says why."""
-    from grid_core.backends import load_backend
-
     if user is not None and mine:
         raise click.UsageError("give --user NAME or --mine, not both")
-    with state().cluster() as c:
-        backend = load_backend(c.config)
-        if not as_json:
-            shown = backend.listing(c, shown=QUEUE_SHOWN, expand=expand, everything=everything, user=user, mine=mine)
-        else:
-            listed = backend.jobs(c, everything=everything, user=user, mine=mine)
+    answer = ask_backend("jobs", everything=everything, user=user, mine=mine) if as_json else \
+        ask_backend("listing", shown=QUEUE_SHOWN, expand=expand, everything=everything, user=user, mine=mine)
     if not as_json:
         from grid_core.types import JobListing, wire
 
         print_table(("id", "state", "why / exit", "node", "user", "submitted", "started", "ended", "command"),
-                    _rows(wire().structure(shown, JobListing)))
+                    _rows(wire().structure(answer, JobListing)))
         return
     # The service sends the records' unstructure: printed as it came where it has JobRecord's keys
     # and no others (1,000 jobs: 40 ms less than structuring and unstructuring each), else made anew.
@@ -288,8 +269,8 @@ def list_jobs(everything: bool, expand: bool, user: str | None, mine: bool, as_j
     from grid_core.types import JobRecord
 
     keys = {f.name for f in attrs.fields(JobRecord)}
-    as_sent = all(isinstance(j, dict) and j.keys() == keys for j in listed)
-    print_json(listed if as_sent else job_records(listed))
+    as_sent = all(isinstance(j, dict) and j.keys() == keys for j in answer)
+    print_json(answer if as_sent else job_records(answer))
 
 
 def _rows(shown: JobListing) -> Iterable[tuple[Any, ...]]:

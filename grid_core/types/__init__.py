@@ -4,7 +4,7 @@ and the records the cluster answers with (what `--json` prints).
 - registrations: what hooks yield (GridTransport, GridBackend, GridCommand, ...);
 - interfaces: Transport, MetricsSource and Scheduler, their errors and results;
 - backend: Backend, the compute engine's interface (it takes the whole cluster), and the shortcut
-  it may offer a detached submission;
+  it may offer some commands;
 - readings: a node's metrics, and what schedulers and offload policies see and answer;
 - offload, status, jobs, pool, plugins: the records the cluster answers with, by command;
 - codec: how the CLI reads those records and writes `--json` (`wire()`).
@@ -24,7 +24,7 @@ MODULES: dict[str, tuple[str, ...]] = {
                       "GridMetricsSource", "GridCommand", "GridServiceOp"),
     "interfaces": ("CommandResult", "TransportError", "HostKeyError", "AuthError", "Transport", "MetricsSource",
                    "Scheduler", "Progress", "NodeOutcome", "Check", "ShellEnv"),
-    "backend": ("Backend", "StreamRoute", "Shortcut"),
+    "backend": ("Backend", "StreamRoute", "Shortcut", "ShortcutClient"),
     "readings": ("GpuInfo", "GpuProcess", "GpuReading", "NodeMetrics", "NodeView", "WorkRequest", "OffloadDecision",
                  "ControllerState"),
     "offload": ("BoostState", "Event", "Hold", "Boost", "OffloadInForce", "Decision", "HeldWork", "NodeState",

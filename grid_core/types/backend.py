@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from grid_core.types.offload import Boost, ControllerStatus
     from grid_core.types.status import EngineNode
 
-__all__ = ("Backend", "Shortcut", "StreamRoute")
+__all__ = ("Backend", "Shortcut", "ShortcutClient", "StreamRoute")
 
 Stamp = tuple[str, int, int, int]  # a file's path, st_mtime_ns, st_size and st_ino; -1s for a missing one
 
@@ -39,16 +39,36 @@ class StreamRoute:
 
 @record
 class Shortcut:
-    """How a detached `grid run` queues a job with neither the config's classes nor a plugin
-    loaded (grid_core/shortcut.py). `submit`, a function named `module:function`, is called with
-    this shortcut and the JobSpec: it sends the spec by `route`, with `payload` (what the backend
-    sends with each request), and raises grid_core.shortcut.Unusable where the usual path must
-    try. `checks` are the backend's own files (its record of the running cluster)."""
+    """How some commands (a detached `grid run`, `grid jobs list`, `grid offload auto --status`,
+    `grid boost list`) reach the backend's service with
+    neither the config's classes nor a plugin loaded (grid_core/shortcut.py): `client`, a class
+    named `module:Class`, is made with this shortcut and is a ShortcutClient. It sends its requests
+    by `route`, each with `payload` (what the backend sends with every request). `checks` are the
+    backend's own files (its record of the running cluster)."""
 
-    submit: str
+    client: str
     route: StreamRoute
     payload: Mapping[str, Any]
     checks: tuple[Stamp, ...] = ()
+
+
+class ShortcutClient(Protocol):
+    """Backend's methods of the same names, by a shortcut: no cluster, and Unusable
+    (grid_core.shortcut) where the usual path must try instead."""
+
+    def submit(self, spec: JobSpec) -> None:
+        """Queue the job, detached (the job's notes, such as its place in line, go to stderr)."""
+        ...
+
+    def jobs(self, *, everything: bool = False, user: str | None = None, mine: bool = False) -> list[dict[str, Any]]:
+        ...
+
+    def listing(self, *, shown: int, expand: bool = False, everything: bool = False, user: str | None = None,
+                mine: bool = False) -> dict[str, Any]:
+        ...
+
+    def offload_status(self) -> ControllerStatus:
+        ...
 
 
 class Backend(Protocol):
@@ -93,8 +113,8 @@ class Backend(Protocol):
         when detached). A job that waits says why on stderr."""
         ...
 
-    # Optional: `shortcut(cluster) -> Shortcut | None`, asked after a detached submission that took
-    # the usual path; what it returns speeds the next (grid_core/shortcut.py).
+    # Optional: `shortcut(cluster) -> Shortcut | None`, asked after a command that has a shortcut
+    # (a detached submission, a job listing) took the usual path; it speeds the next (grid_core/shortcut.py).
 
     def jobs(self, cluster: Cluster, *, everything: bool = False, user: str | None = None,
              mine: bool = False) -> list[dict[str, Any]]:

@@ -607,21 +607,24 @@ class RayBackend:
         route = types.StreamRoute(socket=path) if local else offer(path) if offer is not None else None
         if route is None:
             return None
-        return types.Shortcut(submit=f"{quick.__name__}:{quick.submit.__name__}", route=route,
+        return types.Shortcut(client=f"{quick.__name__}:{quick.Client.__name__}", route=route,
                               payload={"config": unstructure(self.config), "stage": not local and not shared},
                               checks=tuple(stamp(p) for p in (records.path(self.config.name), quick.__file__,
                                                               frames.__file__)))
 
     def jobs(self, cluster: Cluster, *, everything: bool = False, user: str | None = None,
              mine: bool = False) -> list[dict[str, Any]]:
-        params = {"all": everything or None, "user": user, "mine": mine or None}
-        return list(self._call(cluster, "jobs", {k: v for k, v in params.items() if v is not None}).result or [])
+        from grid_plugin_ray_backend import quick
+
+        return quick.jobs(lambda op, params: self._call(cluster, op, params).result, everything=everything,
+                          user=user, mine=mine)
 
     def listing(self, cluster: Cluster, *, shown: int, expand: bool = False, everything: bool = False,
                 user: str | None = None, mine: bool = False) -> dict[str, Any]:
-        params = {"all": everything or None, "user": user, "mine": mine or None, "shown": shown,
-                  "expand": expand or None}
-        return dict(self._call(cluster, "jobs", {k: v for k, v in params.items() if v is not None}).result or {})
+        from grid_plugin_ray_backend import quick
+
+        return quick.listing(lambda op, params: self._call(cluster, op, params).result, shown=shown, expand=expand,
+                             everything=everything, user=user, mine=mine)
 
     def usage(self, cluster: Cluster) -> list[dict[str, Any]]:
         return list(self._call(cluster, "usage").result or [])
@@ -695,7 +698,9 @@ class RayBackend:
         return wire().structure(self._call(cluster, "offload", {"action": action, **params}).result, answer)
 
     def offload_status(self, cluster: Cluster) -> types.ControllerStatus:
-        return self._control(cluster, "status", {}, types.ControllerStatus)
+        from grid_plugin_ray_backend import quick
+
+        return quick.offload_status(lambda op, params: self._call(cluster, op, params).result)
 
     def configure_offload(self, cluster: Cluster, *, enabled: bool | None = None, policy: str | None = None,
                           high: Mapping[str, float] | None = None) -> types.ControllerStatus:

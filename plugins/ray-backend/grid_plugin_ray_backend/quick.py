@@ -1,33 +1,71 @@
-"""A detached submission by its kept shortcut (grid_core/shortcut.py): channel.py's `run` request,
-sent by the shortcut's route, with neither the config, a transport nor the rest of the backend
-loaded. Backend.shortcut makes the shortcut."""
+"""The backend's requests by a kept shortcut (grid_core/shortcut.py): channel.py's, sent by the
+shortcut's route, with neither the config, a transport nor the rest of the backend loaded.
+Backend.shortcut makes the shortcut; the job requests are built here once, for both paths."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from grid_core.errors import GridError
 from grid_core.shortcut import Unusable, connect
 from grid_plugin_ray_backend.frames import CALL_TIMEOUT, ChannelLost, Frames, exchange
 
 if TYPE_CHECKING:
-    from grid_core.types import JobSpec, Shortcut
+    from grid_core.types import ControllerStatus, JobSpec, Shortcut
+
+Call = Callable[[str, dict[str, Any]], Any]  # a request's op and params -> its answer's result
 
 
-def submit(shortcut: Shortcut, spec: JobSpec) -> None:
-    """Queue the job (its notes, such as its place in line, go to stderr as they come). A refusal
-    is a GridError; a connection that breaks before the answer is Unusable: the usual path asks
-    again under the same job id, which the service queues once."""
-    from grid_core.types import wire
+def jobs(call: Call, *, everything: bool = False, user: str | None = None, mine: bool = False) -> list[dict[str, Any]]:
+    params = {"all": everything or None, "user": user, "mine": mine or None}
+    return list(call("jobs", {k: v for k, v in params.items() if v is not None}) or [])
 
-    body = {"op": "run", "params": {"spec": wire().unstructure(spec), "detach": True}, **shortcut.payload}
-    frames = Frames(None)
-    try:
-        exchange(connect(shortcut.route), (json.dumps(body) + "\n").encode(), frames, CALL_TIMEOUT)
-    except ChannelLost as exc:
-        raise Unusable(str(exc)) from None
-    if frames.answer.error is not None:
-        raise GridError(frames.answer.error)
-    if not frames.answer.ended:
-        raise Unusable("the grid service ended the connection before answering")
+
+def listing(call: Call, *, shown: int, expand: bool = False, everything: bool = False, user: str | None = None,
+            mine: bool = False) -> dict[str, Any]:
+    params = {"all": everything or None, "user": user, "mine": mine or None, "shown": shown, "expand": expand or None}
+    return dict(call("jobs", {k: v for k, v in params.items() if v is not None}) or {})
+
+
+def offload_status(call: Call) -> ControllerStatus:
+    from grid_core.types import ControllerStatus, wire
+
+    return wire().structure(call("offload", {"action": "status"}), ControllerStatus)  # type: ignore[no-any-return]
+
+
+class Client:
+    """Backend.submit (detached), .jobs, .listing and .offload_status, by the shortcut (grid_core.types.ShortcutClient).
+    A refusal is a GridError; a connection that breaks before the answer is Unusable: the usual
+    path asks again (a submission under the same job id, which the service queues once)."""
+
+    def __init__(self, shortcut: Shortcut) -> None:
+        self.shortcut = shortcut
+
+    def submit(self, spec: JobSpec) -> None:
+        from grid_core.types import wire
+
+        self._call("run", {"spec": wire().unstructure(spec), "detach": True})
+
+    def jobs(self, **options: Any) -> list[dict[str, Any]]:
+        return jobs(self._call, **options)
+
+    def listing(self, **options: Any) -> dict[str, Any]:
+        return listing(self._call, **options)
+
+    def offload_status(self) -> ControllerStatus:
+        return offload_status(self._call)
+
+    def _call(self, op: str, params: dict[str, Any]) -> Any:
+        body = {"op": op, "params": params, **self.shortcut.payload}
+        frames = Frames(None)  # notes (a job's place in line) go to stderr as they come
+        try:
+            exchange(connect(self.shortcut.route), (json.dumps(body) + "\n").encode(), frames, CALL_TIMEOUT)
+        except ChannelLost as exc:
+            raise Unusable(str(exc)) from None
+        if frames.answer.error is not None:
+            raise GridError(frames.answer.error)
+        if not frames.answer.ended:
+            raise Unusable("the grid service ended the connection before answering")
+        return frames.answer.result
