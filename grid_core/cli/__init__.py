@@ -64,8 +64,8 @@ def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | N
         ctx.find_root().ensure_object(GridContext).config_path = value
 
 
-# The root declares context.config_option's -c itself: importing grid_core.cli.context (attrs,
-# logging) would cost `grid --help` a third of its budget; commands use config_option.
+# The root declares context.config_option's -c itself: importing grid_core.cli.context would cost
+# `grid --help` a third of its budget; commands use config_option.
 @click.group(cls=PluginCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Show core's and each plugin's version.")
@@ -81,11 +81,14 @@ def cli(ctx: click.Context, no_plugins: bool, verbose: int, debug: bool) -> None
     Config lookup: -c FILE, then $GRID_CONFIG, then ./grid.toml, then the seed's
     ./config/my-cluster-enhanced.yaml, then a one-node cluster of this machine.
     """
-    from grid_core.cli.context import GridContext
+    from grid_core.cli.context import GridContext, pass_undecodable_bytes
 
     state = ctx.ensure_object(GridContext)
     state.verbosity, state.debug = verbose, debug
-    state.setup_logging()
+    if verbose or debug:
+        state.setup_logging()  # from the start; else with the config's settings, once it loads
+    else:
+        pass_undecodable_bytes()
     if no_plugins:
         plugin_host.configure(no_plugins=True)
 

@@ -7,7 +7,6 @@ The consoles and tables live in grid_core.cli.output.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import sys
 from collections.abc import Callable
@@ -26,15 +25,6 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 LEVELS = ["WARNING", "INFO", "DEBUG"]
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                 "message": record.getMessage()}
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
 
 
 class GridContext:
@@ -60,6 +50,8 @@ class GridContext:
             if path is not None and found:
                 self.say_found(str(path))
             self.setup_logging(self._config)
+            import logging
+
             logging.getLogger(__name__).debug("config from %s", self._config.source)
         return self._config
 
@@ -79,8 +71,20 @@ class GridContext:
         return cluster
 
     def setup_logging(self, config: ClusterConfig | None = None) -> None:
-        """Diagnostics go to stderr (and the config's file); -v raises the level for this run."""
-        _pass_undecodable_bytes()
+        """Diagnostics go to stderr (and the config's file); -v raises the level for this run. Until
+        this runs (the config loads; at once with -v or --debug), a warning is its bare message:
+        a command by the kept shortcut never imports logging, 3 ms of its time."""
+        import logging
+
+        class JsonFormatter(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                         "message": record.getMessage()}
+                if record.exc_info:
+                    entry["exception"] = self.formatException(record.exc_info)
+                return json.dumps(entry)
+
+        pass_undecodable_bytes()
         configured = config.logging.level.upper() if config else "WARNING"
         level = min(logging.getLevelName(configured), logging.getLevelName(LEVELS[min(self.verbosity, 2)]))
         if self.debug:
@@ -101,7 +105,7 @@ class GridContext:
             logging.getLogger(noisy).setLevel(level if level <= logging.DEBUG else logging.CRITICAL)
 
 
-def _pass_undecodable_bytes() -> None:
+def pass_undecodable_bytes() -> None:
     """Write argv bytes that are not UTF-8 (file names, node names) back out as they came in.
 
     Python decodes such bytes in argv to lone surrogates, and a UTF-8 stdout refuses to encode

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from grid_core.cluster import Cluster
     from grid_core.config import NodeConfig
     from grid_core.types.interfaces import Check, NodeOutcome, Progress, ShellEnv
-    from grid_core.types.jobs import JobSpec
+    from grid_core.types.jobs import JobSpec, JobsText
     from grid_core.types.offload import Boost, ControllerStatus
     from grid_core.types.status import EngineNode
 
@@ -60,7 +60,7 @@ class ShortcutClient(Protocol):
         """Queue the job, detached (the job's notes, such as its place in line, go to stderr)."""
         ...
 
-    def jobs(self, *, everything: bool = False, user: str | None = None, mine: bool = False) -> list[dict[str, Any]]:
+    def jobs_text(self, *, everything: bool = False, user: str | None = None, mine: bool = False) -> JobsText:
         ...
 
     def listing(self, *, shown: int, expand: bool = False, everything: bool = False, user: str | None = None,
@@ -68,6 +68,10 @@ class ShortcutClient(Protocol):
         ...
 
     def offload_status(self) -> ControllerStatus:
+        ...
+
+    def service_op(self, op: str, params: dict[str, Any]) -> Any:
+        """A request that a plugin's op answers in the service (the `grid_service_ops` hook): its result."""
         ...
 
 
@@ -121,6 +125,11 @@ class Backend(Protocol):
         """The active jobs and the recent finished ones (all with `everything`), oldest first, each
         with JobRecord's fields (the CLI structures them into it); only `user`'s, or with `mine`
         only those of the user the cluster sees asking."""
+        ...
+
+    def jobs_text(self, cluster: Cluster, *, everything: bool = False, user: str | None = None,
+                  mine: bool = False) -> JobsText:
+        """The same records as `jobs`, as JSON text (`grid jobs list --json` prints it as it came)."""
         ...
 
     def listing(self, cluster: Cluster, *, shown: int, expand: bool = False, everything: bool = False,

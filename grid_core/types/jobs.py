@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from grid_core.config import ClusterConfig
 
 __all__ = ("ACTIVE", "FINAL", "REQUEUES", "ArrayRow", "Attempt", "JobDefaults", "JobListing", "JobRecord", "JobSpec",
-           "UserUsage")
+           "JobsText", "UserUsage")
 
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "stopped", "timeout", "lost")
@@ -147,6 +147,16 @@ class ArrayRow:
     states: Mapping[str, int]  # state -> how many members are in it
     started: float | None = None  # its first member's start
     ended: float | None = None  # its last member's end, once none waits or runs
+
+
+@record(kw_only=True)
+class JobsText:
+    """`grid jobs list --json`'s records as the service wrote them, JSON text the CLI prints as it
+    came: 1,000 jobs, 10 ms less than reading and writing each. `fields` are the keys every record
+    has; the CLI prints the text only where they are JobRecord's, else it makes the records anew."""
+
+    fields: tuple[str, ...]  # empty where the records' keys differ (some kept by an older grid)
+    text: str  # a JSON list of the records, each with JobRecord's fields
 
 
 @record(kw_only=True)

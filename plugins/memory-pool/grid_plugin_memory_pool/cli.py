@@ -13,14 +13,21 @@ from typing import Any
 import click
 
 from grid_core.cli import completion
-from grid_core.cli.context import config_option, json_option, print_json, state
+from grid_core.cli.context import config_option, json_option, print_json, shortcut_client, state, tried
 from grid_core.errors import GridError
 from grid_plugin_memory_pool.keys import check_key
 
 
 def _ask(action: str, data: bytes | None = None, data_file: str | None = None,
          on_data: Callable[[bytes], object] | None = None, into: str | None = None, **params: Any) -> Any:
-    """One `memory` request to the grid service on the head, from wherever this runs; its result."""
+    """One `memory` request to the grid service on the head, from wherever this runs; its result.
+    One that carries no data goes by the kept shortcut where one answers (grid_core/shortcut.py)."""
+    if action != "put" and data is None and data_file is None and on_data is None and into is None:
+        found = shortcut_client()
+        answered, result = tried(lambda: found[0].service_op("memory", {"action": action, **params})) if found \
+            else (False, None)
+        if answered:
+            return result
     from grid_plugin_ray_backend.api import request
 
     with state().cluster() as c:

@@ -619,6 +619,13 @@ class RayBackend:
         return quick.jobs(lambda op, params: self._call(cluster, op, params).result, everything=everything,
                           user=user, mine=mine)
 
+    def jobs_text(self, cluster: Cluster, *, everything: bool = False, user: str | None = None,
+                  mine: bool = False) -> types.JobsText:
+        from grid_plugin_ray_backend import quick
+
+        return quick.jobs_text(lambda op, params: self._call(cluster, op, params).result, everything=everything,
+                               user=user, mine=mine)
+
     def listing(self, cluster: Cluster, *, shown: int, expand: bool = False, everything: bool = False,
                 user: str | None = None, mine: bool = False) -> dict[str, Any]:
         from grid_plugin_ray_backend import quick

@@ -13,7 +13,7 @@ from grid_core.shortcut import Unusable, connect
 from grid_plugin_ray_backend.frames import CALL_TIMEOUT, ChannelLost, Frames, exchange
 
 if TYPE_CHECKING:
-    from grid_core.types import ControllerStatus, JobSpec, Shortcut
+    from grid_core.types import ControllerStatus, JobSpec, JobsText, Shortcut
 
 Call = Callable[[str, dict[str, Any]], Any]  # a request's op and params -> its answer's result
 
@@ -21,6 +21,20 @@ Call = Callable[[str, dict[str, Any]], Any]  # a request's op and params -> its 
 def jobs(call: Call, *, everything: bool = False, user: str | None = None, mine: bool = False) -> list[dict[str, Any]]:
     params = {"all": everything or None, "user": user, "mine": mine or None}
     return list(call("jobs", {k: v for k, v in params.items() if v is not None}) or [])
+
+
+def jobs_text(call: Call, *, everything: bool = False, user: str | None = None, mine: bool = False) -> JobsText:
+    from grid_core.types import JobsText, wire
+
+    params = {"all": everything or None, "user": user, "mine": mine or None, "text": True}
+    try:
+        answer = call("jobs", {k: v for k, v in params.items() if v is not None})
+    except GridError as exc:
+        if not str(exc).startswith("bad request"):
+            raise
+        # A service started before JobsText: its records, as text.
+        answer = {"fields": [], "text": json.dumps(jobs(call, everything=everything, user=user, mine=mine))}
+    return wire().structure(answer, JobsText)  # type: ignore[no-any-return]
 
 
 def listing(call: Call, *, shown: int, expand: bool = False, everything: bool = False, user: str | None = None,
@@ -36,9 +50,10 @@ def offload_status(call: Call) -> ControllerStatus:
 
 
 class Client:
-    """Backend.submit (detached), .jobs, .listing and .offload_status, by the shortcut (grid_core.types.ShortcutClient).
-    A refusal is a GridError; a connection that breaks before the answer is Unusable: the usual
-    path asks again (a submission under the same job id, which the service queues once)."""
+    """Backend.submit (detached), .jobs_text, .listing and .offload_status, and a plugin's service
+    op (api.request), by the shortcut (grid_core.types.ShortcutClient). A refusal is a GridError;
+    a connection that breaks before the answer is Unusable: the usual path asks again (a
+    submission under the same job id, which the service queues once)."""
 
     def __init__(self, shortcut: Shortcut) -> None:
         self.shortcut = shortcut
@@ -48,14 +63,17 @@ class Client:
 
         self._call("run", {"spec": wire().unstructure(spec), "detach": True})
 
-    def jobs(self, **options: Any) -> list[dict[str, Any]]:
-        return jobs(self._call, **options)
+    def jobs_text(self, **options: Any) -> JobsText:
+        return jobs_text(self._call, **options)
 
     def listing(self, **options: Any) -> dict[str, Any]:
         return listing(self._call, **options)
 
     def offload_status(self) -> ControllerStatus:
         return offload_status(self._call)
+
+    def service_op(self, op: str, params: dict[str, Any]) -> Any:
+        return self._call(op, params)
 
     def _call(self, op: str, params: dict[str, Any]) -> Any:
         body = {"op": op, "params": params, **self.shortcut.payload}

@@ -464,14 +464,25 @@ class GridService:
         return self._follow(client, job_id, since=since)
 
     def jobs(self, client: Client, all: bool = False, user: str | None = None, mine: bool = False,
-             shown: int | None = None, expand: bool = False) -> int:
+             shown: int | None = None, expand: bool = False, text: bool = False) -> int:
         """Everyone's jobs (records, never output), or one user's: `user`, or with `mine` the caller's.
-        With `shown`, what `grid jobs list` shows of them (a JobListing: grid_core/queue/listing.py)."""
+        With `shown`, what `grid jobs list` shows of them (a JobListing: grid_core/queue/listing.py);
+        with `text`, a JobsText."""
         from grid_core.queue.listing import listing
 
         found = self.queue.jobs(everything=all)
         if mine or user is not None:
             found = [data for data in found if data.get("user") == (client.name if mine else user)]
+        if text:
+            import attrs
+
+            from grid_core.types import JobRecord
+
+            fields = [f.name for f in attrs.fields(JobRecord)]
+            keys = set(fields)
+            mixed = any(data.keys() != keys for data in found)  # some kept by an older grid (`all` is a parameter)
+            client.frame("result", {"fields": [] if mixed else fields, "text": json.dumps(found)})
+            return 0
         client.frame("result", found if shown is None else listing(found, int(shown), expand=expand))
         return 0
 
