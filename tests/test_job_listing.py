@@ -3,9 +3,14 @@ the real types: arrays as one row, the waiting jobs after the first few as a cou
 
 from __future__ import annotations
 
-from grid_core.cli.run import _rows
+import json
+
+import attrs
+import pytest
+
+from grid_core.cli.run import _print_jobs_json, _rows
 from grid_core.queue.listing import listing
-from grid_core.types import JobListing, JobRecord, wire
+from grid_core.types import JobListing, JobRecord, JobsText, wire
 
 
 def job(seq: int, state: str = "queued", **fields: object) -> dict[str, object]:
@@ -28,3 +33,18 @@ def test_an_array_is_one_row_and_the_waiting_jobs_after_the_first_few_one_count(
     assert rows[1][1:3] == ("array of 5", "2 succeeded, 3 queued") and rows[1][7] == "-"  # not ended yet
     every = wire().structure(listing(jobs, shown=2, expand=True), JobListing)
     assert len(every.jobs) == 11 and every.arrays == () and every.more_queued == 0
+
+
+def test_jobs_json_is_printed_as_the_service_wrote_it_only_where_its_records_are_job_records(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`grid jobs list --json` into a pipe: the service's text as it came when every record has
+    JobRecord's keys (the service says so in `fields`), else records made anew, with JobRecord's
+    defaults for what an older grid did not keep."""
+    fields = tuple(f.name for f in attrs.fields(JobRecord))
+    sent = json.dumps([job(1), job(2, "running")])
+    _print_jobs_json(JobsText(fields=fields, text=sent))
+    assert capsys.readouterr().out == sent + "\n"
+    older = [{k: v for k, v in job(3).items() if k not in ("held", "attempts")}]
+    _print_jobs_json(JobsText(fields=(), text=json.dumps(older)))
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == [job(3)] and printed[0]["held"] is False and printed[0]["attempts"] == []

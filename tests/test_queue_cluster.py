@@ -142,9 +142,9 @@ def test_more_jobs_than_cpus_are_all_accepted_and_all_run(lab: dict[str, Any]) -
 
 def test_a_detached_submission_takes_the_shortcut_until_a_file_it_was_made_from_changes(lab: dict[str, Any]) -> None:
     """After a detached submission by the usual path, the next queues by the kept shortcut
-    (grid_core/shortcut.py), loading neither the config's classes nor pluggy; `jobs list` reads by
-    it too. An edited config, or a keeper gone, sends a submission the usual way again; the job
-    then has the config of now."""
+    (grid_core/shortcut.py), loading neither the config's classes nor pluggy; `jobs list`, `boost
+    list`, `offload auto --status` and `memory ls` read by it too. An edited config, or a keeper
+    gone, sends a submission the usual way again; the job then has the config of now."""
 
     def profiled(*args: str) -> tuple[str, bool]:  # the command's output; whether it took the shortcut
         result = grid(*args, env={**lab["env"], "PYTHONPROFILEIMPORTTIME": "1"})
@@ -178,10 +178,13 @@ def test_a_detached_submission_takes_the_shortcut_until_a_file_it_was_made_from_
     assert not quick
     found = until(lab, [first, edited, again, no_keeper])
     assert all(found[j]["state"] == "succeeded" for j in (first, edited, again, no_keeper))
-    listed, took = profiled("jobs", "list", "--json")  # the job listings take it too
+    listed, took = profiled("jobs", "list", "--json")  # the status commands that ask the service alone take it too
     assert took and {first, again} <= {j["id"] for j in json.loads(listed)}
     table, took = profiled("jobs", "list")
     assert took and first in table
+    for command in (("boost", "list", "--json"), ("offload", "auto", "--status", "--json"), ("memory", "ls", "--json")):
+        answer, took = profiled(*command)
+        assert took and isinstance(json.loads(answer), list | dict), command
     assert [cli(lab, "jobs", "logs", j).stdout for j in (first, edited, again, no_keeper)] == \
         ["\n", "blue\n", "blue\n", "\n"]
 
