@@ -128,6 +128,15 @@ def client(shortcut: Shortcut) -> ShortcutClient:
 
 def connect(route: StreamRoute) -> socket.socket:
     """A stream to the service by the route; Unusable where it cannot be made."""
+    if route.private:
+        import stat
+
+        try:
+            info = os.lstat(os.path.dirname(route.socket))
+        except OSError as exc:
+            raise Unusable(str(exc)) from None
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            raise Unusable(f"{os.path.dirname(route.socket)} is not this user's alone")  # the usual path says why
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(HELLO_TIMEOUT)

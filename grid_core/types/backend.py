@@ -29,12 +29,14 @@ class StreamRoute:
     """A stream to the service's socket, made with nothing of the transport loaded: connect to
     `socket` on this machine; where `hello` is given, send it and read one line, which must be the
     JSON `ready`; the connection then carries the stream. Void once a file of `checks` is not as
-    stamped (an edited known_hosts, say)."""
+    stamped (an edited known_hosts, say). A `private` socket is used only while its directory is
+    this user's alone (a keeper's: a socket another user could put there would pose as it)."""
 
     socket: str
     hello: str = ""
     ready: str = ""
     checks: tuple[Stamp, ...] = ()
+    private: bool = False
 
 
 @record

@@ -163,7 +163,7 @@ class KeptTransport:
         from grid_core.types import StreamRoute
 
         return StreamRoute(socket=str(socket_path(self.cluster)), hello=self._line("unix", {"path": path}).decode(),
-                           ready=json.dumps(["done", True]),
+                           ready=json.dumps(["done", True]), private=True,  # as directory() checks
                            checks=tuple(stamp(os.path.expanduser(name)) for name in ssh_files(self.cluster)))
 
     def info(self) -> dict[str, Any]:
