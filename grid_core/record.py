@@ -5,7 +5,8 @@ attrs compiles every class's own copies of those methods when its module is impo
 config's and the records it answers with). The shared ones behave as attrs' do: fields in order,
 a field's `repr=False`, `eq=False` and `hash=` respected, and a record equal only to a record of
 the same class. A class that needs its own (or a field's custom repr or eq function) uses
-attrs.frozen.
+attrs.frozen. Records have no __slots__: a slotted class is built twice, which cost the config's
+and a status command's classes 1.7 ms in all, and a command holds few records.
 """
 
 from __future__ import annotations
