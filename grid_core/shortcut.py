@@ -1,4 +1,4 @@
-"""A detached `grid run` and `grid jobs list` without the config's classes or the plugins.
+"""Commands that only ask the service, without the config's classes or the plugins: a kept shortcut.
 
 The usual path of a command loads the config (twenty-five attrs classes), pluggy and every
 plugin's module: about 45 ms of a submission's 130 (issue 28 asks for at most 2.0x `grid --help`).
