@@ -41,11 +41,11 @@ class StreamRoute:
 
 @record
 class Shortcut:
-    """How some commands (a detached `grid run`, `grid jobs list`, `grid offload auto --status`,
-    `grid boost list`) reach the backend's service with
-    neither the config's classes nor a plugin loaded (grid_core/shortcut.py): `client`, a class
-    named `module:Class`, is made with this shortcut and is a ShortcutClient. It sends its requests
-    by `route`, each with `payload` (what the backend sends with every request). `checks` are the
+    """How the commands that only ask the service (a detached `grid run`, `grid jobs list`,
+    `grid offload auto --status`, `grid boost list`, `grid memory ls`) reach it with neither the
+    config's classes nor a plugin loaded (grid_core/shortcut.py): `client`, a class named
+    `module:Class`, is made with this shortcut and is a ShortcutClient. It sends its requests by
+    `route`, each with `payload` (what the backend sends with every request). `checks` are the
     backend's own files (its record of the running cluster)."""
 
     client: str
@@ -119,8 +119,8 @@ class Backend(Protocol):
         when detached). A job that waits says why on stderr."""
         ...
 
-    # Optional: `shortcut(cluster) -> Shortcut | None`, asked after a command that has a shortcut
-    # (a detached submission, a job listing) took the usual path; it speeds the next (grid_core/shortcut.py).
+    # Optional: `shortcut(cluster) -> Shortcut | None`, asked after a command that could have taken
+    # one took the usual path; it speeds the next (grid_core/shortcut.py).
 
     def jobs(self, cluster: Cluster, *, everything: bool = False, user: str | None = None,
              mine: bool = False) -> list[dict[str, Any]]:

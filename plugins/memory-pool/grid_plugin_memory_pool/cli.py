@@ -24,10 +24,10 @@ def _ask(action: str, data: bytes | None = None, data_file: str | None = None,
     One that carries no data goes by the kept shortcut where one answers (grid_core/shortcut.py)."""
     if action != "put" and data is None and data_file is None and on_data is None and into is None:
         found = shortcut_client()
-        answered, result = tried(lambda: found[0].service_op("memory", {"action": action, **params})) if found \
-            else (False, None)
-        if answered:
-            return result
+        if found is not None:
+            answered, result = tried(lambda: found[0].service_op("memory", {"action": action, **params}))
+            if answered:
+                return result
     from grid_plugin_ray_backend.api import request
 
     with state().cluster() as c:

@@ -575,6 +575,10 @@ class RayBackend:
 
         return channel.call(self.config, cluster, op, params, on_output=on_output, streaming=streaming)
 
+    def _results(self, cluster: Cluster) -> Callable[[str, dict[str, Any]], Any]:
+        """_call's answers' results, as quick.py's request builders take them (quick.Call)."""
+        return lambda op, params: self._call(cluster, op, params).result
+
     def submit(self, cluster: Cluster, spec: types.JobSpec, *, detach: bool,
                on_output: Callable[[str, str], None]) -> tuple[str, int | None]:
         job_id = spec.job_id or new_job_id()
@@ -588,8 +592,8 @@ class RayBackend:
         return job_id, Follower(self.config, cluster, job_id, on_output).follow("run", {"spec": payload})
 
     def shortcut(self, cluster: Cluster) -> types.Shortcut | None:
-        """How the next detached submission reaches the service with nothing else loaded
-        (grid_core/shortcut.py; quick.py sends it): straight to the service's socket on the head,
+        """How the next command that only asks the service reaches it with nothing else loaded
+        (grid_core/shortcut.py; quick.py sends its requests): straight to the service's socket on the head,
         or by the transport's route to it (the ssh keeper's). None where the transport has no route
         (relay.py, a process on the head, is the way there)."""
         from grid_core.access import channel_head
@@ -616,22 +620,20 @@ class RayBackend:
              mine: bool = False) -> list[dict[str, Any]]:
         from grid_plugin_ray_backend import quick
 
-        return quick.jobs(lambda op, params: self._call(cluster, op, params).result, everything=everything,
-                          user=user, mine=mine)
+        return quick.jobs(self._results(cluster), everything=everything, user=user, mine=mine)
 
     def jobs_text(self, cluster: Cluster, *, everything: bool = False, user: str | None = None,
                   mine: bool = False) -> types.JobsText:
         from grid_plugin_ray_backend import quick
 
-        return quick.jobs_text(lambda op, params: self._call(cluster, op, params).result, everything=everything,
-                               user=user, mine=mine)
+        return quick.jobs_text(self._results(cluster), everything=everything, user=user, mine=mine)
 
     def listing(self, cluster: Cluster, *, shown: int, expand: bool = False, everything: bool = False,
                 user: str | None = None, mine: bool = False) -> dict[str, Any]:
         from grid_plugin_ray_backend import quick
 
-        return quick.listing(lambda op, params: self._call(cluster, op, params).result, shown=shown, expand=expand,
-                             everything=everything, user=user, mine=mine)
+        return quick.listing(self._results(cluster), shown=shown, expand=expand, everything=everything, user=user,
+                             mine=mine)
 
     def usage(self, cluster: Cluster) -> list[dict[str, Any]]:
         return list(self._call(cluster, "usage").result or [])
@@ -702,12 +704,12 @@ class RayBackend:
 
     def _control(self, cluster: Cluster, action: str, params: dict[str, Any], answer: type[R]) -> R:
         """Ask the offload controller in the grid service; its answer, read as the record `answer`."""
-        return wire().structure(self._call(cluster, "offload", {"action": action, **params}).result, answer)
-
-    def offload_status(self, cluster: Cluster) -> types.ControllerStatus:
         from grid_plugin_ray_backend import quick
 
-        return quick.offload_status(lambda op, params: self._call(cluster, op, params).result)
+        return quick.control(self._results(cluster), action, params, answer)
+
+    def offload_status(self, cluster: Cluster) -> types.ControllerStatus:
+        return self._control(cluster, "status", {}, types.ControllerStatus)
 
     def configure_offload(self, cluster: Cluster, *, enabled: bool | None = None, policy: str | None = None,
                           high: Mapping[str, float] | None = None) -> types.ControllerStatus:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from grid_core.errors import GridError
 from grid_core.shortcut import Unusable, connect
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from grid_core.types import ControllerStatus, JobSpec, JobsText, Shortcut
 
 Call = Callable[[str, dict[str, Any]], Any]  # a request's op and params -> its answer's result
+R = TypeVar("R")  # a record the service answers with
 
 
 def jobs(call: Call, *, everything: bool = False, user: str | None = None, mine: bool = False) -> list[dict[str, Any]]:
@@ -43,10 +44,11 @@ def listing(call: Call, *, shown: int, expand: bool = False, everything: bool = 
     return dict(call("jobs", {k: v for k, v in params.items() if v is not None}) or {})
 
 
-def offload_status(call: Call) -> ControllerStatus:
-    from grid_core.types import ControllerStatus, wire
+def control(call: Call, action: str, params: dict[str, Any], answer: type[R]) -> R:
+    """Ask the offload controller in the grid service; its answer, read as the record `answer`."""
+    from grid_core.types import wire
 
-    return wire().structure(call("offload", {"action": "status"}), ControllerStatus)  # type: ignore[no-any-return]
+    return wire().structure(call("offload", {"action": action, **params}), answer)  # type: ignore[no-any-return]
 
 
 class Client:
@@ -70,7 +72,9 @@ class Client:
         return listing(self._call, **options)
 
     def offload_status(self) -> ControllerStatus:
-        return offload_status(self._call)
+        from grid_core.types import ControllerStatus
+
+        return control(self._call, "status", {}, ControllerStatus)
 
     def service_op(self, op: str, params: dict[str, Any]) -> Any:
         return self._call(op, params)
