@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
-    from grid_core.config import NodeConfig
+    from grid_core.config import ClusterConfig, NodeConfig
     from grid_core.plugins import PluginHost
-    from grid_core.types import PluginDrift, PluginMatrix
+    from grid_core.types import PluginDrift, PluginMatrix, StatusBasis
 
 CORE = "grid-core"
 HERE, HEAD, NODES = "this machine", "the head", "every node"
@@ -121,22 +121,34 @@ class Here:
         """The node's distributions that this machine does not have, as "name version"."""
         return [f"{d} {v}" for d, v in sorted(theirs.items()) if d not in self.version and v]
 
+    def basis(self, config: ClusterConfig) -> StatusBasis:
+        """What `cluster status` compares with the service's plugin set, kept with the shortcut."""
+        from grid_core.types import StatusBasis
+
+        return StatusBasis(source=config.source, versions=self.version, counts_on=self.counts_on)
+
     def drift(self, started_with: Mapping[str, str]) -> PluginDrift | None:
         """What changed here since a service started with `started_with`, among what counts on
         the head; None when nothing did."""
-        from grid_core.types import PluginChange, PluginDrift
+        return drift(self.version, self.counts_on, started_with)
 
-        changes, restart = [], set()
-        for dist in sorted({*started_with, *self.version}):
-            now, then = self.version.get(dist), started_with.get(dist)
-            place = self.counts_on.get(dist, NODES)  # one that is gone from here: assume the widest
-            if now == then or place in (HERE, None) or (dist == CORE and now is None):
-                continue
-            changes.append(PluginChange(distribution=dist, started_with=then, now=now))
-            restart |= {"service", "agents"} if place == NODES else {"service"}
-        if not changes:
-            return None
-        return PluginDrift(changes=tuple(changes), restart=tuple(sorted(restart, reverse=True)))
+
+def drift(version: Mapping[str, str], counts_on: Mapping[str, str | None],
+          started_with: Mapping[str, str]) -> PluginDrift | None:
+    """Here.drift, from its versions and places as kept (a StatusBasis)."""
+    from grid_core.types import PluginChange, PluginDrift
+
+    changes, restart = [], set()
+    for dist in sorted({*started_with, *version}):
+        now, then = version.get(dist), started_with.get(dist)
+        place = counts_on.get(dist, NODES)  # one that is gone from here: assume the widest
+        if now == then or place in (HERE, None) or (dist == CORE and now is None):
+            continue
+        changes.append(PluginChange(distribution=dist, started_with=then, now=now))
+        restart |= {"service", "agents"} if place == NODES else {"service"}
+    if not changes:
+        return None
+    return PluginDrift(changes=tuple(changes), restart=tuple(sorted(restart, reverse=True)))
 
 
 def drift_line(drift: PluginDrift) -> str:

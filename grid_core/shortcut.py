@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -25,9 +26,9 @@ from grid_core.state import state_base
 
 if TYPE_CHECKING:
     from grid_core.config import ClusterConfig
-    from grid_core.types import JobDefaults, Shortcut, ShortcutClient, StreamRoute
+    from grid_core.types import JobDefaults, Shortcut, ShortcutClient, StatusBasis, StreamRoute
 
-FORMAT = 1  # of the kept file; a file of another is ignored (and replaced)
+FORMAT = 2  # of the kept file; a file of another is ignored (and replaced)
 HELLO_TIMEOUT = 10.0  # for the route's first answer (a keeper's SSH channel to the head)
 CODE = tuple(os.path.join(os.path.dirname(__file__), name) for name in ("shortcut.py", "types/jobs.py",
                                                                          "types/backend.py"))
@@ -36,6 +37,7 @@ CODE = tuple(os.path.join(os.path.dirname(__file__), name) for name in ("shortcu
 class Kept(NamedTuple):
     shortcut: Shortcut
     defaults: JobDefaults
+    basis: StatusBasis
     config: str  # the config's path as found; "" for the embedded default
     found: bool  # found by lookup (in this folder), which a command says
 
@@ -78,30 +80,36 @@ def find(explicit: str | None) -> Kept | None:
             kept = json.load(f)
         if kept["format"] != FORMAT or kept["config"] != path or kept["text"] != text:
             return None
-        from grid_core.types import JobDefaults, Shortcut, wire
+        from grid_core.types import JobDefaults, Shortcut, StatusBasis, wire
 
         shortcut = wire().structure(kept["shortcut"], Shortcut)
         defaults = wire().structure(kept["defaults"], JobDefaults)
+        basis = wire().structure(kept["status"], StatusBasis)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none kept, or not one this grid wrote
         return None
     checks = [*kept["checks"], *shortcut.checks, *shortcut.route.checks]
     if any(stamp(check[0]) != tuple(check) for check in checks):
         return None
-    return Kept(shortcut, defaults, shown, found)
+    return Kept(shortcut, defaults, basis, shown, found)
 
 
 def keep(config: ClusterConfig, explicit: str | None, shortcut: Shortcut) -> None:
-    """Keep the backend's shortcut for the next detached submission with this config; a failure
-    only costs that submission speed."""
+    """Keep the backend's shortcut for the next command with this config, with what that command
+    takes from the config and from this machine's plugins; a failure only costs it speed."""
     from grid_core.errors import GridError
+    from grid_core.plugin_set import Here
     from grid_core.state import state_dir, write_atomic
     from grid_core.types import JobDefaults, wire
 
     with contextlib.suppress(OSError, GridError):
         _shown, path, text, _found = _config(explicit)
-        checks = [stamp(p) for p in (path, *CODE) if p]
+        # The folders Python finds distributions in (not the first: the script's own, or the working
+        # directory): an install or an upgrade changes one, and with it the plugin set that
+        # `cluster status` compares with the service's.
+        checks = [stamp(p) for p in (path, *CODE, *filter(os.path.isdir, sys.path[1:])) if p]
         kept = {"format": FORMAT, "config": path, "text": text, "checks": checks,
-                "defaults": wire().unstructure(JobDefaults.of(config)), "shortcut": wire().unstructure(shortcut)}
+                "defaults": wire().unstructure(JobDefaults.of(config)),
+                "status": wire().unstructure(Here().basis(config)), "shortcut": wire().unstructure(shortcut)}
         target = _file(path)
         state_dir()
         target.parent.mkdir(mode=0o700, exist_ok=True)

@@ -131,3 +131,19 @@ def test_a_late_word_changes_a_finished_record(tmp_path: Path) -> None:
     s.update("a", state="lost", ended=2.0, attempts=(Attempt(number=1, node="w1", dispatched=1.0, state="lost"),))
     s.amend("a", attempts=(Attempt(number=1, node="w1", dispatched=1.0, state="lost", reason="fenced at 10:00"),))
     assert JobStore(str(tmp_path)).get("a").attempts[0].reason == "fenced at 10:00"  # type: ignore[union-attr]
+
+
+def test_finished_rows_are_kept_texts_in_order_and_uniform_says_whether_all_are_job_records(tmp_path: Path) -> None:
+    """A listing splices the kept texts in as they are (job_queue.jobs_text): that is sound only
+    while every record has JobRecord's fields, which `uniform` tells."""
+    s = JobStore(str(tmp_path))
+    s.add([(job("a"), {}), (job("b"), {}), (job("c"), {})])
+    for name in ("c", "a"):
+        s.update(name, state="succeeded", exit_status=0, ended=3.0)
+    rows = s.finished_rows()
+    assert [(r.seq, r.id) for r in rows] == [(1, "a"), (3, "c")]
+    assert store_module._load(rows[0].text) == s.get("a") and s.uniform()
+    older = JobStore(str(tmp_path / "older"))
+    older.add([(job("d"), {})])
+    older.db.execute("UPDATE jobs SET record = json_remove(record, '$.attempts')")  # as a grid before attempts kept it
+    assert not JobStore(str(tmp_path / "older")).uniform()

@@ -187,6 +187,23 @@ def test_a_detached_submission_takes_the_shortcut_until_a_file_it_was_made_from_
         assert took and isinstance(json.loads(answer), list | dict), command
     assert [cli(lab, "jobs", "logs", j).stdout for j in (first, edited, again, no_keeper)] == \
         ["\n", "blue\n", "blue\n", "\n"]
+    # `cluster status` too, once the service has read every node lately (being asked, it reads
+    # them): the service makes it from this machine's config, as the usual path does.
+    usual = json.loads(cli(lab, "-v", "cluster", "status", "--json").stdout)  # -v: always the usual path
+    deadline = time.monotonic() + 30
+    while not (by_shortcut := profiled("cluster", "status", "--json"))[1] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert by_shortcut[1], "cluster status never took the shortcut"
+    assert steady(json.loads(by_shortcut[0])) == steady(usual)
+    table, took = profiled("cluster", "status")
+    assert took and all(f" {host} " in table for host in ("host1", "host2", "host3")), table
+
+
+def steady(status: dict[str, Any]) -> dict[str, Any]:
+    """A ClusterStatus less what changes from one reading to the next."""
+    changing = {"cpu_percent", "memory_percent", "swap_percent", "load1", "gpu_percent", "metrics_age",
+                "metrics_from", "metrics_source", "resources"}
+    return {**status, "nodes": [{k: v for k, v in node.items() if k not in changing} for node in status["nodes"]]}
 
 
 def test_a_node_s_spare_runner_takes_its_next_job_which_holds_its_cpu_in_ray(lab: dict[str, Any]) -> None:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import click
 
 from grid_core.cli import completion
-from grid_core.cli.context import config_option, json_option, print_json, state
+from grid_core.cli.context import config_option, json_option, keep_shortcut, print_json, shortcut_client, state, tried
 from grid_core.cli.output import console, join, say, styled, table
-from grid_core.types import ClusterStatus, NodeStatus
 
 if TYPE_CHECKING:
-    from grid_core.types import EngineNode
+    from grid_core.types import ClusterStatus, EngineNode, NodeStatus
 
 
 @click.group()
@@ -21,69 +20,8 @@ def cluster() -> None:
     """Start, stop and inspect the cluster."""
 
 
-def node_rows(cluster_obj: Any, nodes: Any = None, known: dict[str, EngineNode] | None = None) -> list[NodeStatus]:
-    """One row per node (default: every node): what the transport reaches and what the metrics
-    sources read. A node in `known` is one the cluster read lately (its agent, or the service on
-    the head): its row takes that reading, its age and who took it, instead of reading the node again."""
-    from grid_core import gpus
-
-    cfg = cluster_obj.config
-    nodes = cfg.nodes if nodes is None else nodes
-    known = known or {}
-    readings = cluster_obj.sample([n for n in nodes if n.name not in known]) if len(known) < len(nodes) else {}
-    rows = []
-    for node in nodes:
-        m, age, by, error = None, None, None, None
-        if node.name in known:
-            m, age, by = known[node.name].metrics, known[node.name].metrics_age, known[node.name].metrics_from
-        else:
-            out = readings[node.name]
-            m, error = out.value, out.error
-        models, note = gpus.read_or_declared(node, m)
-        rows.append(NodeStatus(
-            name=node.name,
-            host=node.host,
-            role="head" if node.is_head else "worker",
-            transport=node.transport_name,
-            reachable=error is None,
-            error=error,
-            cpus=node.cpu_count if node.cpu_count is not None else (m.cpu_count if m else None),
-            gpus=node.gpu_total if node.gpu_total is not None else (len(m.gpus) if m else None),
-            memory_bytes=int(node.memory_gb * 2**30) if node.memory_gb is not None
-            else (m.memory_total_bytes if m else None),
-            cpu_percent=m.cpu_percent if m else None,
-            memory_percent=m.memory_percent if m else None,
-            swap_percent=m.swap_percent if m else None,
-            load1=m.load1 if m else None,
-            gpu_percent=m.gpu_percent if m else None,
-            metrics_source=m.source if m else None,
-            metrics_age=age,
-            gpu_models=models,
-            gpu_note=note,
-            gpu_claims=m.gpu_claims if m else (),
-            metrics_from=by,
-        ))
-    return rows
-
-
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}%"
-
-
-def merge_backend(rows: list[NodeStatus], engine: dict[str, EngineNode] | None, error: str | None) -> list[NodeStatus]:
-    """The rows with the engine's view added: alive, and its CPUs, GPUs and memory where it has them."""
-    merged = []
-    for row in rows:
-        view = (engine or {}).get(row.name)
-        if view is None:  # the engine could not be asked, or does not know the node
-            merged.append(attrs.evolve(row, alive=None, engine_error=error))
-            continue
-        merged.append(attrs.evolve(
-            row, alive=view.alive, resources=view.resources, address=view.address, node_id=view.node_id,
-            cpus=row.cpus if view.cpus is None else view.cpus, gpus=row.gpus if view.gpus is None else view.gpus,
-            memory_bytes=row.memory_bytes if view.memory_bytes is None else view.memory_bytes,
-            engine_error=view.error or error, service_plugins=view.service_plugins))
-    return merged
 
 
 def _engine_view(backend: Any, c: Any) -> tuple[dict[str, EngineNode] | None, str | None]:
@@ -95,21 +33,41 @@ def _engine_view(backend: Any, c: Any) -> tuple[dict[str, EngineNode] | None, st
         return None, str(exc)
 
 
-def status_rows(c: Any) -> list[NodeStatus]:
-    """The backend's status, then node_rows. A node the engine lists alive, with a fresh reading
+def _usual_status(c: Any) -> ClusterStatus:
+    """The backend's status, then the rows. A node the engine lists alive, with a fresh reading
     from the cluster (its agent's, or the service's on the head), takes that reading: the command
     then opens no connection to it (with 16 nodes, 15 SSH handshakes from the head) and takes no
     0.2 s sample of this machine. Only the other nodes are read through their transports."""
     from grid_core.backends import load_backend
     from grid_core.errors import GridError
+    from grid_core.node_status import merge_backend, node_rows
+    from grid_core.plugin_set import Here
+    from grid_core.types import ClusterStatus
 
     try:
         backend = load_backend(c.config)
     except GridError as exc:
-        return merge_backend(node_rows(c), None, str(exc))
-    view, error = _engine_view(backend, c)
-    known = {name: v for name, v in (view or {}).items() if v.alive and v.metrics is not None}
-    return merge_backend(node_rows(c, c.config.nodes, known), view, error)
+        rows = merge_backend(node_rows(c.config.nodes, {}, c), None, str(exc))
+    else:
+        view, error = _engine_view(backend, c)
+        known = {name: v for name, v in (view or {}).items() if v.alive and v.metrics is not None}
+        rows = merge_backend(node_rows(c.config.nodes, known, c), view, error)
+        if error is None:
+            keep_shortcut(c, backend)
+    started_with = next((r.service_plugins for r in rows if r.service_plugins is not None), None)
+    return ClusterStatus(cluster=c.config.name, source=c.config.source, nodes=tuple(rows),
+                         plugins_changed=None if started_with is None else Here().drift(started_with))
+
+
+def _status_text() -> str | None:
+    """The status as JSON, as the service writes it for a caller by the kept shortcut
+    (grid_core/shortcut.py), where it has read every node lately; None: take the usual path."""
+    found = shortcut_client()
+    if found is None:
+        return None
+    client, kept = found
+    answered, answer = tried(lambda: client.cluster_status(kept.basis))
+    return answer.text if answered else None  # type: ignore[no-any-return]
 
 
 def _num(value: float | None) -> str:
@@ -126,20 +84,26 @@ def _used(row: NodeStatus, resource: str) -> str:
 @config_option
 def status(as_json: bool) -> None:
     """Each node's reachability, engine state, resources and live load."""
-    from grid_core.plugin_set import Here, drift_line
+    import json
 
-    with state().cluster() as c:
-        rows = status_rows(c)
-        started_with = next((r.service_plugins for r in rows if r.service_plugins is not None), None)
-        drift = None if started_with is None else Here().drift(started_with)
-        if as_json:
-            print_json(ClusterStatus(cluster=c.config.name, source=c.config.source, nodes=tuple(rows),
-                                     plugins_changed=drift))
-            return
+    text = _status_text()
+    if text is not None and as_json:
+        print_json(json.loads(text)) if sys.stdout.isatty() else click.echo(text)
+        return
+    if text is not None:
+        from grid_core.types import ClusterStatus, wire
+
+        shown = wire().structure(json.loads(text), ClusterStatus)
+    else:
+        with state().cluster() as c:
+            shown = _usual_status(c)
+    if as_json:
+        print_json(shown)
+        return
     from grid_core.gpus import summary
 
     notes, cells, gpu_notes = [], [], []
-    for r in rows:
+    for r in shown.nodes:
         reach = styled("yes", "green") if r.reachable else join(("no", "red"), f" ({r.error})")
         alive = None if r.alive is None else styled("yes", "green") if r.alive else styled("no", "red")
         if r.engine_error:
@@ -155,15 +119,17 @@ def status(as_json: bool) -> None:
     console().print(table(("node", "host", "role", "reachable", "alive", "cpus", "gpus", "gpu models",
                            "cpu used", "gpu used",
                            "cpu", "mem", "swap", "load", "gpu"), cells,
-                          title=f"cluster {c.config.name} ({c.config.source})"))
-    if notes and len({n.partition(": ")[2] for n in notes}) == 1 and len(notes) == len(rows):
+                          title=f"cluster {shown.cluster} ({shown.source})"))
+    if notes and len({n.partition(": ")[2] for n in notes}) == 1 and len(notes) == len(shown.nodes):
         notes = [f"all nodes: {notes[0].partition(': ')[2]}"]
     for note in notes:
         say((f"engine: {note}", "dim"))
     for note in gpu_notes:
         say((note, "yellow"))
-    if drift is not None:
-        say(("plugins:", "yellow"), f" {drift_line(drift)}")
+    if shown.plugins_changed is not None:
+        from grid_core.plugin_set import drift_line
+
+        say(("plugins:", "yellow"), f" {drift_line(shown.plugins_changed)}")
 
 
 @cluster.command()

@@ -21,7 +21,8 @@ from grid_core.cli.output import err_console as err_console
 if TYPE_CHECKING:
     from grid_core.cluster import Cluster
     from grid_core.config import ClusterConfig
-    from grid_core.types import Backend, JobDefaults, ShortcutClient
+    from grid_core.shortcut import Kept
+    from grid_core.types import Backend, ShortcutClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 LEVELS = ["WARNING", "INFO", "DEBUG"]
@@ -138,10 +139,10 @@ def ask_backend(method: str, **options: Any) -> Any:
     return answer
 
 
-def shortcut_client() -> tuple[ShortcutClient, JobDefaults] | None:
+def shortcut_client() -> tuple[ShortcutClient, Kept] | None:
     """The backend's client by the shortcut a command of the usual path kept, with neither the
-    config's classes nor the plugins loaded, and the config's job defaults; None: take the usual
-    path (which keeps a new one)."""
+    config's classes nor the plugins loaded, and what was kept with it (the config's job
+    defaults, the status basis); None: take the usual path (which keeps a new one)."""
     root = click.get_current_context().find_root()
     if root.params.get("no_plugins") or root.params.get("verbose") or root.params.get("debug"):
         return None  # the usual path: its plugin set, its diagnostics
@@ -157,7 +158,7 @@ def shortcut_client() -> tuple[ShortcutClient, JobDefaults] | None:
         return None
     if kept.found:
         context.say_found(kept.config)
-    return client, kept.defaults
+    return client, kept
 
 
 def tried(call: Callable[[], Any]) -> tuple[bool, Any]:  # Any: each request's own answer

@@ -182,10 +182,10 @@ def job_spec(defaults: JobDefaults, *, argv: tuple[str, ...], node: str | None, 
 def _by_shortcut(asked: dict[str, Any]) -> bool:
     """Queue a detached job by the kept shortcut; False: take the usual path."""
     found = shortcut_client()
-    if found is None or (asked["node"] is not None and asked["node"] not in found[1].local):
+    if found is None or (asked["node"] is not None and asked["node"] not in found[1].defaults.local):
         return False
-    client, defaults = found
-    return tried(lambda: client.submit(job_spec(defaults, **asked)))[0]
+    client, kept = found
+    return tried(lambda: client.submit(job_spec(kept.defaults, **asked)))[0]
 
 
 def _say_detached(job_id: str, array: bool) -> None:

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from grid_core.types.jobs import ACTIVE, JobRecord
 
@@ -46,6 +46,17 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (ended);
 """
+
+
+ROW = "seq, id, record"  # a JobRow's columns
+
+
+class JobRow(NamedTuple):
+    """A job's row as kept: its place in submission order, its id, and its record's JSON text."""
+
+    seq: int
+    id: str
+    text: str
 
 
 def _data(job: JobRecord) -> dict[str, Any]:
@@ -130,6 +141,7 @@ class JobStore:
         # The same as plain data: a listing of 1,000 waiting jobs sends these as they are.
         self.active_data = {job_id: _data(job) for job_id, job in self.active.items()}
         self.logs: dict[str, Output] = {}
+        self._uniform: bool | None = None
 
     def close(self) -> None:
         with self.lock:
@@ -206,24 +218,23 @@ class JobStore:
         return dict(json.loads(row[0])) if row else {}
 
     def members(self, array_id: str) -> list[JobRecord]:
-        return [_load(text) for text in self.members_data(array_id)]
+        return [_load(kept.text) for kept in self.member_rows(array_id)]
 
-    def members_data(self, array_id: str, finished: bool = False) -> list[str]:
+    def member_rows(self, array_id: str, finished: bool = False) -> list[JobRow]:
         """An array's members (only the finished ones, with `finished`) in submission order, each
         as the JSON it is kept as."""
-        query = "SELECT record FROM jobs WHERE id LIKE ?" + (f" AND state NOT IN {ACTIVE!r}" if finished else "")
+        query = f"SELECT {ROW} FROM jobs WHERE id LIKE ?" + (f" AND state NOT IN {ACTIVE!r}" if finished else "")
         with self.lock:
-            rows = self.db.execute(query + " ORDER BY seq", (f"{array_id}.%",)).fetchall()
-        return [r[0] for r in rows]
+            return [JobRow(*row) for row in self.db.execute(query + " ORDER BY seq", (f"{array_id}.%",))]
 
     def finished(self, newest: int | None = None, since: float | None = None) -> list[JobRecord]:
         """Finished jobs, oldest first: all of them, or the `newest` that ended after `since`."""
-        return [_load(text) for text in self.finished_data(newest, since)]
+        return [_load(kept.text) for kept in self.finished_rows(newest, since)]
 
-    def finished_data(self, newest: int | None = None, since: float | None = None) -> list[str]:
+    def finished_rows(self, newest: int | None = None, since: float | None = None) -> list[JobRow]:
         """The same as `finished`, each record as the JSON it is kept as: what a listing sends on,
         without building a record of each only to write it out again."""
-        query, args = f"SELECT record FROM jobs WHERE state NOT IN {ACTIVE!r}", []
+        query, args = f"SELECT {ROW} FROM jobs WHERE state NOT IN {ACTIVE!r}", []
         if since is not None:
             query += " AND ended >= ?"
             args.append(since)
@@ -232,7 +243,20 @@ class JobStore:
             query += f" LIMIT {int(newest)}"
         with self.lock:
             rows = self.db.execute(query, args).fetchall()
-        return [r[0] for r in reversed(rows)]
+        return [JobRow(*row) for row in reversed(rows)]
+
+    def uniform(self) -> bool:
+        """Whether every kept record has JobRecord's fields, none more or fewer (none was kept by
+        an older or a newer grid), so that their texts can be sent on as JobRecords. Looked at once:
+        records this grid writes have its fields."""
+        if self._uniform is None:
+            import attrs
+
+            fields = {f.name for f in attrs.fields(JobRecord)}
+            with self.lock:
+                self._uniform = all(json.loads(text).keys() == fields
+                                    for (text,) in self.db.execute("SELECT record FROM jobs"))
+        return self._uniform
 
     def prune(self, keep_records: int, keep_seconds: float, keep_output_bytes: int,
               now: float | None = None) -> int:

@@ -24,7 +24,7 @@ MODULES: dict[str, tuple[str, ...]] = {
                       "GridMetricsSource", "GridCommand", "GridServiceOp"),
     "interfaces": ("CommandResult", "TransportError", "HostKeyError", "AuthError", "Transport", "MetricsSource",
                    "Scheduler", "Progress", "NodeOutcome", "Check", "ShellEnv"),
-    "backend": ("Backend", "StreamRoute", "Shortcut", "ShortcutClient"),
+    "backend": ("Backend", "StreamRoute", "Shortcut", "ShortcutClient", "StatusBasis", "StatusAnswer"),
     "readings": ("GpuInfo", "GpuProcess", "GpuReading", "NodeMetrics", "NodeView", "WorkRequest", "OffloadDecision",
                  "ControllerState"),
     "offload": ("BoostState", "Event", "Hold", "Boost", "OffloadInForce", "Decision", "HeldWork", "NodeState",

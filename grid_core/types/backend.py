@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from grid_core.types.offload import Boost, ControllerStatus
     from grid_core.types.status import EngineNode
 
-__all__ = ("Backend", "Shortcut", "ShortcutClient", "StreamRoute")
+__all__ = ("Backend", "Shortcut", "ShortcutClient", "StatusAnswer", "StatusBasis", "StreamRoute")
 
 Stamp = tuple[str, int, int, int]  # a file's path, st_mtime_ns, st_size and st_ino; -1s for a missing one
 
@@ -54,6 +54,27 @@ class Shortcut:
     checks: tuple[Stamp, ...] = ()
 
 
+@record(kw_only=True)
+class StatusBasis:
+    """What `grid cluster status` by the shortcut takes from this machine, kept beside it: the
+    config's name as shown, and this machine's plugin distributions (plugin_set.Here's versions
+    and where each counts), which the service compares with those it started with."""
+
+    source: str
+    versions: Mapping[str, str]
+    counts_on: Mapping[str, str | None]
+
+
+@record(kw_only=True)
+class StatusAnswer:
+    """The service's `grid cluster status` for a caller by its shortcut: the ClusterStatus as JSON
+    text, made from the caller's config and StatusBasis, where every node is alive with a fresh
+    reading; else no text, and the nodes the caller must read through their transports."""
+
+    text: str | None = None
+    unread: tuple[str, ...] = ()
+
+
 class ShortcutClient(Protocol):
     """Backend's methods of the same names, by a shortcut: no cluster, and Unusable
     (grid_core.shortcut) where the usual path must try instead."""
@@ -70,6 +91,10 @@ class ShortcutClient(Protocol):
         ...
 
     def offload_status(self) -> ControllerStatus:
+        ...
+
+    def cluster_status(self, basis: StatusBasis) -> StatusAnswer:
+        """`cluster status` from the service alone, for the config the shortcut was kept with."""
         ...
 
     def service_op(self, op: str, params: dict[str, Any]) -> Any:

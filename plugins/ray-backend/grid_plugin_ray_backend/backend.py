@@ -539,22 +539,7 @@ class RayBackend:
             answer = self._call(cluster, "status").result
         except GridError as exc:
             return dict.fromkeys(names, types.EngineNode(error=str(exc)))
-        nodes = gcs.alive_by_name([gcs.RayNode(**node) for node in answer["nodes"]])
-        readings = answer["readings"]  # what each node's agent sent lately: no node is read again for its row
-        out = {}
-        for name in names:
-            node, reading = nodes.get(name), readings.get(name)
-            rejoin = answer.get("rejoin", {}).get(name)
-            out[name] = types.EngineNode(error="not in the Ray cluster" + (f"; {rejoin}" if rejoin else "")) \
-                if node is None else types.EngineNode(
-                alive=True, node_id=node.node_id, address=node.address, cpus=node.total.get("CPU", 0.0),
-                gpus=node.total.get("GPU", 0.0), memory_bytes=int(node.total.get("memory", 0)),
-                resources=gcs.resource_usage(node),
-                metrics=wire().structure(reading["metrics"], types.NodeMetrics) if reading else None,
-                metrics_age=float(reading["age"]) if reading else None,
-                metrics_from=reading.get("from") if reading else None,
-                service_plugins=answer.get("plugins") if name == self.config.head.name else None)
-        return out
+        return engine_nodes(names, self.config.head.name, answer)
 
     def restart_service(self, cluster: Cluster) -> None:
         from grid_core.config import unstructure
@@ -743,3 +728,23 @@ def _engine_answers(address: str) -> None:
 
 def new_job_id() -> str:
     return os.urandom(4).hex()  # secrets.token_hex(4), without the import of hmac and hashlib
+
+
+def engine_nodes(names: list[str], head: str, answer: dict[str, Any]) -> dict[str, types.EngineNode]:
+    """Each named node as the service's `status` answer shows it (GridService.status)."""
+    nodes = gcs.alive_by_name([gcs.RayNode(**node) for node in answer["nodes"]])
+    readings = answer["readings"]  # what each node's agent sent lately: no node is read again for its row
+    out = {}
+    for name in names:
+        node, reading = nodes.get(name), readings.get(name)
+        rejoin = answer.get("rejoin", {}).get(name)
+        out[name] = types.EngineNode(error="not in the Ray cluster" + (f"; {rejoin}" if rejoin else "")) \
+            if node is None else types.EngineNode(
+            alive=True, node_id=node.node_id, address=node.address, cpus=node.total.get("CPU", 0.0),
+            gpus=node.total.get("GPU", 0.0), memory_bytes=int(node.total.get("memory", 0)),
+            resources=gcs.resource_usage(node),
+            metrics=wire().structure(reading["metrics"], types.NodeMetrics) if reading else None,
+            metrics_age=float(reading["age"]) if reading else None,
+            metrics_from=reading.get("from") if reading else None,
+            service_plugins=answer.get("plugins") if name == head else None)
+    return out

@@ -54,6 +54,7 @@ class Frames:
         self.on_output, self.on_data, self.on_bytes, self.answer = on_output, on_data, on_bytes, Answer()
         self.on_attempt = on_attempt
         self.pending: list[bytes] = []  # the line so far, in pieces: a data frame is megabytes
+        self.text_next = False  # a `text` frame came: the next line is the result's "text", as it is
 
     def feed(self, data: bytes) -> None:
         if self.on_bytes:  # the link is alive (attach.py watches this)
@@ -64,6 +65,11 @@ class Frames:
         *lines, rest = b"".join([*self.pending, data]).split(b"\n")
         self.pending = [rest]
         for line in lines:
+            if self.text_next:
+                self.text_next = False
+                if isinstance(self.answer.result, dict):
+                    self.answer.result["text"] = line.decode()
+                continue
             try:
                 kind, value = json.loads(line)
             except (ValueError, TypeError):
@@ -84,6 +90,8 @@ class Frames:
                 sys.stderr.flush()
             elif kind == "result":
                 self.answer.result = value
+            elif kind == "text":
+                self.text_next = True
             elif kind == "error":
                 self.answer.error = str(value)
             elif kind == "exit" and isinstance(value, int):

@@ -640,11 +640,23 @@ class JobQueue:
 
     def jobs(self, everything: bool = False) -> list[dict[str, Any]]:
         """The active jobs and the recent finished ones (the last day's, at most RECENT; all with
-        `everything`), in submission order, as JobRecord's plain data (finished ones as stored)."""
+        `everything`), in submission order, as JobRecord's plain data."""
         import json
 
+        return [json.loads(record) if isinstance(record, str) else record for record in self._listed(everything)]
+
+    def jobs_text(self, everything: bool = False) -> str:
+        """The same, as one JSON list: finished records are spliced in as the text they are kept
+        as, neither read nor written again (2,000 of them cost 30 ms each way)."""
+        import json
+
+        return f"[{', '.join(r if isinstance(r, str) else json.dumps(r) for r in self._listed(everything))}]"
+
+    def _listed(self, everything: bool) -> list[str | dict[str, Any]]:
+        """What `jobs` lists in submission order: finished records as their kept JSON text, active
+        ones as data, a waiting one with its place in line."""
         since = None if everything else time.time() - 86400
-        finished = [json.loads(text) for text in self.store.finished_data(None if everything else RECENT, since)]
+        finished = self.store.finished_rows(None if everything else RECENT, since)
         with self.store.lock:
             active = [dict(data) for data in self.store.active_data.values()]
         waiting = self.waiting
@@ -653,12 +665,13 @@ class JobQueue:
                 why = waiting[data["id"]]
                 data.update(waiting=why.why, position=why.position, reason=why.reason)
         if not everything:  # an array shown is shown whole, so its row's counts are its own
-            listed = {d["id"] for d in finished + active}
-            for array in {d["array_id"] for d in finished + active if d.get("array_id")}:
-                finished += [d for d in map(json.loads, self.store.members_data(array, finished=True))
-                             if d["id"] not in listed]
-        together = finished + active
-        return sorted(together, key=lambda data: int(data["seq"]))
+            listed = {row.id for row in finished} | {d["id"] for d in active}
+            # A member's id is ARRAY.INDEX (submit).
+            for array in {job_id.partition(".")[0] for job_id in listed if "." in job_id}:
+                finished += [row for row in self.store.member_rows(array, finished=True) if row.id not in listed]
+        together: list[tuple[int, str | dict[str, Any]]] = [(row.seq, row.text) for row in finished]
+        together += [(int(data["seq"]), data) for data in active]
+        return [record for _, record in sorted(together, key=lambda pair: pair[0])]
 
     def matching(self, job_id: str) -> list[JobRecord]:
         """The job, or every member of the array with that id."""

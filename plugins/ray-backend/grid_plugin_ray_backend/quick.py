@@ -13,7 +13,7 @@ from grid_core.shortcut import Unusable, connect
 from grid_plugin_ray_backend.frames import CALL_TIMEOUT, ChannelLost, Frames, exchange
 
 if TYPE_CHECKING:
-    from grid_core.types import ControllerStatus, JobSpec, JobsText, Shortcut
+    from grid_core.types import ControllerStatus, JobSpec, JobsText, Shortcut, StatusAnswer, StatusBasis
 
 Call = Callable[[str, dict[str, Any]], Any]  # a request's op and params -> its answer's result
 R = TypeVar("R")  # a record the service answers with
@@ -27,7 +27,7 @@ def jobs(call: Call, *, everything: bool = False, user: str | None = None, mine:
 def jobs_text(call: Call, *, everything: bool = False, user: str | None = None, mine: bool = False) -> JobsText:
     from grid_core.types import JobsText, wire
 
-    params = {"all": everything or None, "user": user, "mine": mine or None, "text": True}
+    params = {"all": everything or None, "user": user, "mine": mine or None, "text": True, "raw": True}
     try:
         answer = call("jobs", {k: v for k, v in params.items() if v is not None})
     except GridError as exc:
@@ -52,10 +52,11 @@ def control(call: Call, action: str, params: dict[str, Any], answer: type[R]) ->
 
 
 class Client:
-    """Backend.submit (detached), .jobs_text, .listing and .offload_status, and a plugin's service
-    op (api.request), by the shortcut (grid_core.types.ShortcutClient). A refusal is a GridError;
-    a connection that breaks before the answer is Unusable: the usual path asks again (a
-    submission under the same job id, which the service queues once)."""
+    """Backend.submit (detached), .jobs_text, .listing and .offload_status, `cluster status` as the
+    service alone answers it, and a plugin's service op (api.request), by the shortcut
+    (grid_core.types.ShortcutClient). A refusal is a GridError; a connection that breaks before
+    the answer is Unusable: the usual path asks again (a submission under the same job id, which
+    the service queues once)."""
 
     def __init__(self, shortcut: Shortcut) -> None:
         self.shortcut = shortcut
@@ -75,6 +76,17 @@ class Client:
         from grid_core.types import ControllerStatus
 
         return control(self._call, "status", {}, ControllerStatus)
+
+    def cluster_status(self, basis: StatusBasis) -> StatusAnswer:
+        from grid_core.types import StatusAnswer, wire
+
+        try:
+            answer = self._call("cluster_status", {"basis": wire().unstructure(basis)})
+        except GridError as exc:  # a service started before this request: the usual path asks it
+            if not str(exc).startswith("unknown request"):
+                raise
+            answer = {}
+        return wire().structure(answer, StatusAnswer)  # type: ignore[no-any-return]
 
     def service_op(self, op: str, params: dict[str, Any]) -> Any:
         return self._call(op, params)

@@ -14,7 +14,9 @@ The protocol, one JSON document a line (channel.py is the client):
   stderr text, `"event"` for grid's own records of what happened, `"note"` for a line the user
   reads at once on stderr (a job that waits: why, its place in line), `"result"` for an answer, `"error"` for a
   refusal, then always `["exit", status]`. A job's output travels inside a frame as a JSON
-  string, so nothing a job prints can pass for grid's messages, whatever its size;
+  string, so nothing a job prints can pass for grid's messages, whatever its size. A listing of
+  megabytes, already JSON, follows its result as `["text", null]` and then the text as one line,
+  which would otherwise be escaped into a string and read back (Client.result_text);
 - bytes travel as `["data", base64]` frames after the request or in the answer; a client on
   another machine (`"stage": true`) moves 1 MiB or more by SFTP instead, as a file in the
   head's 0700 `transfers/` directory: `"staged_data": PATH` in its request, a `["staged", PATH]`
@@ -96,6 +98,7 @@ class Client:
         self.staging = staging  # where big answers are left for the client to copy; None: frames only
         self.staged_data: str | None = None  # a file there holding the request's data, instead of frames
         self.name = ""  # the caller's user name (SO_PEERCRED), and what it is to the cluster (access.py)
+        self.config: dict[str, Any] | None = None  # the config the caller sent, as plain data
         self.role: str | None = None
         self.then: list[Callable[[], None]] = []  # done once the client has its answer and has gone
 
@@ -121,6 +124,14 @@ class Client:
     def frame(self, kind: str, value: Any) -> None:
         """Send one frame; OSError when the client has gone."""
         self.sock.sendall(json.dumps([kind, value]).encode() + b"\n")
+
+    def result_text(self, result: dict[str, Any], text: str) -> None:
+        """A result whose "text" is JSON of megabytes (a listing), sent after it as it is: a `text`
+        frame, then the text as the next line (JSON has no newline outside its strings)."""
+        if "\n" in text:
+            self.frame("result", {**result, "text": text})
+            return
+        self.sock.sendall(json.dumps(["result", result]).encode() + b'\n["text", null]\n' + text.encode() + b"\n")
 
     def read_request(self) -> dict[str, Any]:
         while b"\n" not in self.buffer:
@@ -319,7 +330,8 @@ class GridService:
                 staged = request.get("staged_data")
                 client.staged_data = staged if isinstance(staged, str) else None
             self._admit(client, request)
-            if request.get("config") is not None and client.manages:  # a member's copy never rules
+            client.config = request.get("config")
+            if client.config is not None and client.manages:  # a member's copy never rules
                 access = self.controller.rules.config.access
                 self.controller.adopt(request["config"])
                 if self.controller.rules.config.access != access:
@@ -398,13 +410,43 @@ class GridService:
     def status(self, client: Client) -> int:
         """`cluster status` in one request: {"nodes": what `nodes` answers, "readings": each node's
         fresh reading as the controller has it, {node: {"age": s, "metrics": ..., "from": "agent" or "head"}}}."""
+        client.frame("result", self._status())
+        return 0
+
+    def cluster_status(self, client: Client, basis: dict[str, Any]) -> int:
+        """`cluster status` whole, for a caller with nothing loaded (its kept shortcut): a
+        StatusAnswer, from the config the caller sent and its StatusBasis, where every node is
+        alive with a fresh reading; else of the nodes the caller must read itself."""
+        from grid_core.config import structure
+        from grid_core.node_status import merge_backend, node_rows
+        from grid_core.plugin_set import drift
+        from grid_core.types import ClusterStatus, StatusAnswer, StatusBasis, wire
+        from grid_plugin_ray_backend.backend import engine_nodes
+        from grid_plugin_ray_backend.rules import CONFIG_SOURCE
+
+        here = wire().structure(basis, StatusBasis)
+        # A manager's config is the controller's (adopted); a member's is theirs alone.
+        config = self.controller.rules.config if client.manages or client.config is None \
+            else structure(client.config, CONFIG_SOURCE)
+        view = engine_nodes([n.name for n in config.nodes], config.head.name, self._status())
+        unread = tuple(name for name, node in view.items() if not node.alive or node.metrics is None)
+        if unread:
+            client.frame("result", wire().unstructure(StatusAnswer(unread=unread)))
+            return 0
+        shown = ClusterStatus(cluster=config.name, source=here.source,
+                              nodes=tuple(merge_backend(node_rows(config.nodes, view), view, None)),
+                              plugins_changed=drift(here.versions, here.counts_on, self.plugins))
+        # As the CLI's print_json writes it, so that the CLI prints it as it comes.
+        client.frame("result", wire().unstructure(StatusAnswer(text=json.dumps(wire().unstructure(shown),
+                                                                                default=str))))
+        return 0
+
+    def _status(self) -> dict[str, Any]:
         import cattrs
 
         readings = {name: {"age": age, "metrics": cattrs.unstructure(m), "from": by}
                     for name, (age, m, by) in self.controller.fresh_readings().items()}
-        client.frame("result", {"nodes": self._nodes(), "readings": readings, "plugins": self.plugins,
-                                "rejoin": self.rejoiner.notes()})
-        return 0
+        return {"nodes": self._nodes(), "readings": readings, "plugins": self.plugins, "rejoin": self.rejoiner.notes()}
 
     def nodes_known(self, client: Client, nodes: dict[str, dict[str, str]]) -> int:
         """`cluster start`'s word on each node's grid directory, for starting workers again
@@ -464,25 +506,34 @@ class GridService:
         return self._follow(client, job_id, since=since)
 
     def jobs(self, client: Client, all: bool = False, user: str | None = None, mine: bool = False,
-             shown: int | None = None, expand: bool = False, text: bool = False) -> int:
+             shown: int | None = None, expand: bool = False, text: bool = False, raw: bool = False) -> int:
         """Everyone's jobs (records, never output), or one user's: `user`, or with `mine` the caller's.
         With `shown`, what `grid jobs list` shows of them (a JobListing: grid_core/queue/listing.py);
-        with `text`, a JobsText."""
+        with `text`, a JobsText, its text sent as it is with `raw` (Client.result_text)."""
         from grid_core.queue.listing import listing
 
-        found = self.queue.jobs(everything=all)
-        if mine or user is not None:
-            found = [data for data in found if data.get("user") == (client.name if mine else user)]
+        chosen, who = mine or user is not None, client.name if mine else user
         if text:
             import attrs
 
             from grid_core.types import JobRecord
 
             fields = [f.name for f in attrs.fields(JobRecord)]
-            keys = set(fields)
-            mixed = any(data.keys() != keys for data in found)  # some kept by an older grid (`all` is a parameter)
-            client.frame("result", {"fields": [] if mixed else fields, "text": json.dumps(found)})
+            if not chosen:  # the records as kept: a listing of thousands is neither read nor written
+                uniform, answer = self.queue.store.uniform(), self.queue.jobs_text(everything=all)
+            else:
+                found = [data for data in self.queue.jobs(everything=all) if data.get("user") == who]
+                uniform = not any(data.keys() != set(fields) for data in found)  # (`all` is a parameter)
+                answer = json.dumps(found)
+            # No fields: some records were kept by another grid, and the client makes them anew.
+            if raw:
+                client.result_text({"fields": fields if uniform else []}, answer)
+            else:
+                client.frame("result", {"fields": fields if uniform else [], "text": answer})
             return 0
+        found = self.queue.jobs(everything=all)
+        if chosen:
+            found = [data for data in found if data.get("user") == who]
         client.frame("result", found if shown is None else listing(found, int(shown), expand=expand))
         return 0
 
@@ -588,7 +639,7 @@ class GridService:
 
 
 HANDLERS: dict[str, Callable[..., int]] = {
-    "nodes": GridService.nodes, "status": GridService.status,
+    "nodes": GridService.nodes, "status": GridService.status, "cluster_status": GridService.cluster_status,
     "offload": GridService.offload,
     "run": GridService.run, "jobs": GridService.jobs, "logs": GridService.logs, "stop_job": GridService.stop_job,
     "hold_job": GridService.hold_job, "drain": GridService.drain, "nodes_known": GridService.nodes_known,
