@@ -9,7 +9,7 @@ import click
 
 from grid_core.cli import completion
 from grid_core.cli.context import config_option, json_option, keep_shortcut, print_json, shortcut_client, state, tried
-from grid_core.cli.output import console, join, say, styled, table
+from grid_core.cli.output import Pieces, print_table, say
 
 if TYPE_CHECKING:
     from grid_core.types import ClusterStatus, EngineNode, NodeStatus
@@ -104,8 +104,8 @@ def status(as_json: bool) -> None:
 
     notes, cells, gpu_notes = [], [], []
     for r in shown.nodes:
-        reach = styled("yes", "green") if r.reachable else join(("no", "red"), f" ({r.error})")
-        alive = None if r.alive is None else styled("yes", "green") if r.alive else styled("no", "red")
+        reach = Pieces(("yes", "green")) if r.reachable else Pieces(("no", "red"), f" ({r.error})")
+        alive = None if r.alive is None else Pieces(("yes", "green")) if r.alive else Pieces(("no", "red"))
         if r.engine_error:
             notes.append(f"{r.name}: {r.engine_error}")
         if r.gpu_note:
@@ -116,10 +116,8 @@ def status(as_json: bool) -> None:
                       _used(r, "CPU"), _used(r, "GPU"),
                       _pct(r.cpu_percent), _pct(r.memory_percent), _pct(r.swap_percent),
                       "-" if r.load1 is None else f"{r.load1:.2f}", _pct(r.gpu_percent)))
-    console().print(table(("node", "host", "role", "reachable", "alive", "cpus", "gpus", "gpu models",
-                           "cpu used", "gpu used",
-                           "cpu", "mem", "swap", "load", "gpu"), cells,
-                          title=f"cluster {shown.cluster} ({shown.source})"))
+    print_table(("node", "host", "role", "reachable", "alive", "cpus", "gpus", "gpu models", "cpu used", "gpu used",
+                 "cpu", "mem", "swap", "load", "gpu"), cells, title=f"cluster {shown.cluster} ({shown.source})")
     if notes and len({n.partition(": ")[2] for n in notes}) == 1 and len(notes) == len(shown.nodes):
         notes = [f"all nodes: {notes[0].partition(': ')[2]}"]
     for note in notes:
