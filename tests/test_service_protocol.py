@@ -66,6 +66,29 @@ def test_the_cli_never_fails_on_what_arrives(chunks: list[bytes]) -> None:
     assert frames.answer.result == {"ok": True} and frames.answer.ended and frames.answer.status == 0
 
 
+@given(st.lists(st.dictionaries(st.text(max_size=5), st.text(max_size=30)), max_size=30),
+       st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=10))
+def test_a_listing_sent_as_a_raw_line_arrives_as_the_result_s_text_wherever_it_is_cut(
+        records: list[dict[str, str]], cuts: list[int]) -> None:
+    """Client.result_text sends JSON text after its result frame, unescaped; Frames puts it back in
+    the result as "text", whatever the chunks. Text with a newline goes inside the frame instead."""
+    for text in (json.dumps(records), json.dumps(records, indent=1)):
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            Client(theirs).result_text({"fields": ["a"]}, text)
+            theirs.sendall(b'["exit", 0]\n')
+            theirs.shutdown(socket.SHUT_WR)
+            sent = b"".join(iter(lambda: ours.recv(65536), b""))
+        frames = Frames(None)
+        at = 0
+        for cut in [*cuts, len(sent)]:
+            frames.feed(sent[at:at + cut])
+            at += cut
+        frames.feed(sent[at:])
+        assert frames.answer.result == {"fields": ["a"], "text": text} and frames.answer.ended
+        assert (b'["text", null]' in sent) == ("\n" not in text)
+
+
 def test_a_big_answer_for_another_machine_is_staged_in_a_private_file(tmp_path: Path) -> None:
     """Asked by a client on another machine (which copies it with SFTP), data of STAGE_MIN bytes or
     more is a 0600 file in a 0700 directory, named by a `staged` frame; stale ones are removed."""
