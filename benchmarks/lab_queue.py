@@ -36,8 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 GRID = [sys.executable, "-m", "grid_core"]
 ONE_BY_ONE = 200  # jobs submitted one CLI call each (Slurm's figure here is for 200 too)
-STATUS = (("cluster", "status", "--json"), ("cluster", "status"), ("offload", "auto", "--status", "--json"), ("boost", "list", "--json"),
-          ("jobs", "list", "--json"), ("jobs", "list"), ("memory", "ls", "--json"))
+STATUS = (("cluster", "status", "--json"), ("cluster", "status"), ("offload", "auto", "--status", "--json"),
+          ("boost", "list", "--json"), ("jobs", "list", "--json"), ("jobs", "list"), ("memory", "ls", "--json"))
 
 
 def timed(argv: list[str], env: dict[str, str], check: bool = True) -> tuple[float, str]:

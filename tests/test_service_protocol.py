@@ -3,6 +3,7 @@ what the service reads from a client (service.Client) and what the CLI reads bac
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -78,7 +79,7 @@ def test_a_listing_sent_as_a_raw_line_arrives_as_the_result_s_text_wherever_it_i
             Client(theirs).result_text({"fields": ["a"]}, text)
             theirs.sendall(b'["exit", 0]\n')
             theirs.shutdown(socket.SHUT_WR)
-            sent = b"".join(iter(lambda: ours.recv(65536), b""))
+            sent = b"".join(iter(functools.partial(ours.recv, 65536), b""))
         frames = Frames(None)
         at = 0
         for cut in [*cuts, len(sent)]:
