@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -51,6 +52,12 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     for name in ("GRID_CONFIG", "GRID_DISABLE_PLUGINS", "GRID_NO_PLUGINS", "GRID_DEBUG"):
         monkeypatch.delenv(name, raising=False)
     return home
+
+
+def takes_ctrl_c() -> None:
+    """A child's preexec_fn for a test that sends it SIGINT: run from a shell with `&` (or nohup),
+    the suite inherits SIGINT ignored, and so would the child, which would then never stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def grid(

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import grid
+from tests.conftest import grid, takes_ctrl_c
 from tests.testbed import Testbed, require_testbed
 
 pytestmark = [pytest.mark.realhost, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -327,7 +327,7 @@ def test_ctrl_c_while_it_waits_takes_it_out_of_the_queue(lab: dict[str, Any]) ->
     blockers = fill(lab, 4)
     proc = subprocess.Popen([sys.executable, "-m", "grid_core", "run", "--", "true"], env={**os.environ, **lab["env"]},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=takes_ctrl_c)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not any(j["state"] == "queued" for j in records(lab).values()):

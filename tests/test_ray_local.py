@@ -23,7 +23,7 @@ import pytest
 
 from grid_core.config import embedded_default
 from grid_plugin_ray_backend import layout, onnode
-from tests.conftest import grid
+from tests.conftest import grid, takes_ctrl_c
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -264,7 +264,7 @@ def test_ctrl_c_stops_the_job_and_the_service_keeps_serving(started: dict[str, s
     marker = f"grid-ctrl-c-{os.getpid()}"
     proc = subprocess.Popen([sys.executable, "-m", "grid_core", "run", "--", "sh", "-c",
                              f"echo started; exec sleep 300 # {marker}"], env={**os.environ, **started},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=takes_ctrl_c)
     assert proc.stdout is not None and proc.stdout.readline() == "started\n"
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from grid_plugin_ray_backend.attach import SILENT_SECONDS
-from tests.conftest import grid
+from tests.conftest import grid, takes_ctrl_c
 from tests.testbed import Testbed, require_testbed
 
 pytestmark = [pytest.mark.realhost, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -43,7 +43,8 @@ class Cli:
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "grid_core", *args], env={**os.environ, **env},
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=takes_ctrl_c)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
