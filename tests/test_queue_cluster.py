@@ -143,7 +143,7 @@ def test_more_jobs_than_cpus_are_all_accepted_and_all_run(lab: dict[str, Any]) -
 def test_a_detached_submission_takes_the_shortcut_until_a_file_it_was_made_from_changes(lab: dict[str, Any]) -> None:
     """After a detached submission by the usual path, the next queues by the kept shortcut
     (grid_core/shortcut.py), loading neither the config's classes nor pluggy; `jobs list`, `boost
-    list`, `offload auto --status` and `memory ls` read by it too. An edited config, or a keeper
+    list`, `offload auto --status`, `memory ls` and `cluster status` read by it too. An edited config, or a keeper
     gone, sends a submission the usual way again; the job then has the config of now."""
 
     def profiled(*args: str) -> tuple[str, bool]:  # the command's output; whether it took the shortcut
@@ -197,6 +197,8 @@ def test_a_detached_submission_takes_the_shortcut_until_a_file_it_was_made_from_
     assert steady(json.loads(by_shortcut[0])) == steady(usual)
     table, took = profiled("cluster", "status")
     assert took and all(f" {host} " in table for host in ("host1", "host2", "host3")), table
+    said, took = profiled("offload", "auto", "--status")  # its plugin line from the set kept with the shortcut
+    assert took and said.startswith("automatic offload ") and "plugins:" not in said, said
 
 
 def steady(status: dict[str, Any]) -> dict[str, Any]:

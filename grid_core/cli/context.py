@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from grid_core.cluster import Cluster
     from grid_core.config import ClusterConfig
     from grid_core.shortcut import Kept
-    from grid_core.types import Backend, ShortcutClient
+    from grid_core.types import Backend, PluginDrift, ShortcutClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 LEVELS = ["WARNING", "INFO", "DEBUG"]
@@ -143,15 +143,12 @@ def shortcut_client() -> tuple[ShortcutClient, Kept] | None:
     """The backend's client by the shortcut a command of the usual path kept, with neither the
     config's classes nor the plugins loaded, and what was kept with it (the config's job
     defaults, the status basis); None: take the usual path (which keeps a new one)."""
-    root = click.get_current_context().find_root()
-    if root.params.get("no_plugins") or root.params.get("verbose") or root.params.get("debug"):
-        return None  # the usual path: its plugin set, its diagnostics
+    kept = _kept()
+    if kept is None:
+        return None
     from grid_core import shortcut
 
     context = state()
-    kept = shortcut.find(context.config_path)
-    if kept is None:
-        return None
     try:
         client = shortcut.client(kept.shortcut)
     except shortcut.Unusable:
@@ -159,6 +156,28 @@ def shortcut_client() -> tuple[ShortcutClient, Kept] | None:
     if kept.found:
         context.say_found(kept.config)
     return client, kept
+
+
+def plugin_drift(started_with: Mapping[str, str]) -> PluginDrift | None:
+    """What changed in this machine's plugin set since the service started with `started_with`:
+    from the set kept with the shortcut where one is kept for this config (no plugin loaded),
+    else from the plugins here."""
+    from grid_core import plugin_set
+
+    kept = _kept()
+    if kept is None:
+        return plugin_set.Here().drift(started_with)
+    return plugin_set.drift(kept.basis.versions, kept.basis.counts_on, started_with)
+
+
+def _kept() -> Kept | None:
+    """The shortcut kept for this command's config, where it may take one."""
+    root = click.get_current_context().find_root()
+    if root.params.get("no_plugins") or root.params.get("verbose") or root.params.get("debug"):
+        return None  # the usual path: its plugin set, its diagnostics
+    from grid_core import shortcut
+
+    return shortcut.find(state().config_path)
 
 
 def tried(call: Callable[[], Any]) -> tuple[bool, Any]:  # Any: each request's own answer

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 
 from grid_core.cli import completion
-from grid_core.cli.context import FiniteFloat, ask_backend, config_option, json_option, print_json, state
+from grid_core.cli.context import FiniteFloat, ask_backend, config_option, json_option, plugin_drift, print_json, state
 from grid_core.cli.output import console, table
 from grid_core.errors import GridError
 
@@ -94,9 +94,9 @@ def auto(mode: str | None, thresholds: tuple[str, ...], policy: str | None, as_j
         click.echo(f"last event: {event.kind} {event.node or ''} {event.reason}"
                    + (f" (by {event.user})" if event.user else ""))
     if mode == "status" and summary.plugins:
-        from grid_core.plugin_set import Here, drift_line
+        from grid_core.plugin_set import drift_line
 
-        if (drift := Here().drift(summary.plugins)) is not None:
+        if (drift := plugin_drift(summary.plugins)) is not None:
             click.echo(f"plugins: {drift_line(drift)}")
 
 
