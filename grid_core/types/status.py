@@ -83,3 +83,4 @@ class ClusterStatus:
     source: str
     nodes: tuple[NodeStatus, ...] = ()
     plugins_changed: PluginDrift | None = None  # this machine's plugins since the service started
+
