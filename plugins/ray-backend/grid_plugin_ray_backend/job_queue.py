@@ -35,7 +35,7 @@ from grid_core.queue.plan import KEYS, Slot, Waiting, lacks, plan, shortage, tak
 from grid_core.queue.share import Ledger
 from grid_core.queue.store import JobRow, JobStore
 from grid_core.types.jobs import ACTIVE, Attempt, JobRecord, UserUsage
-from grid_plugin_ray_backend.jobs import RUNNER, SPARE, SPARES, JobRunner
+from grid_plugin_ray_backend.jobs import RUNNER, RUNNERS, SPARE, SPARES, JobRunner
 from grid_plugin_ray_backend.layout import node_resource
 
 if TYPE_CHECKING:
@@ -772,6 +772,24 @@ class JobQueue:
             if self.missing[job.id] >= misses:
                 self._lose(job, f"its runner on {job.node} ended without an exit status ({why})")
 
+    def _free_stray_reservations(self) -> None:
+        """Removes spares' placement groups (jobs.py: _reserve) of attempts that no longer run. A
+        spare removes its own as its command ends; but a spare killed while it made one (a take
+        that timed out, `_hand`) can leave it behind, CREATED and holding the job's CPUs for good.
+        Killing a detached actor a moment after it asked for a group left 8 of 10 groups behind
+        here, one of them holding its CPU."""
+        from ray.util import placement_group_table
+        from ray.util.placement_group import PlacementGroup
+
+        table = placement_group_table()  # read before the jobs: a group of an attempt begun since is kept
+        running = {RUNNER.format(j.id, len(j.attempts)) for j in list(self.store.active.values())
+                   if j.state == "running"}
+        for group_id, info in table.items():
+            name = str(info.get("name") or "")
+            if name.startswith(RUNNERS) and name not in running and info.get("state") != "REMOVED":
+                with contextlib.suppress(Exception):  # removed meanwhile by its runner
+                    self.ray.util.remove_placement_group(PlacementGroup(self.ray.PlacementGroupID.from_hex(group_id)))
+
     def _lease_keeper(self) -> None:
         """Attempts whose runner has not renewed its lease in time are lost."""
         while True:
@@ -792,6 +810,7 @@ class JobQueue:
             time.sleep(REAP_SECONDS)
             try:
                 self._lost_without_runner("the node was lost, or Ray ended it", misses=2)
+                self._free_stray_reservations()
                 if time.monotonic() - pruned > PRUNE_SECONDS:
                     pruned = time.monotonic()
                     keep = self.config.queue

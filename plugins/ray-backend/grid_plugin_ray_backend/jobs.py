@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 RUNNER = "grid-job-{}-{}"  # the job's id, the attempt's number
+RUNNERS = "grid-job-"
 SPARES = "grid-spare-"
 SPARE = SPARES + "{}-{}"  # the node's name, a random number
 SERVICE = "grid-service"  # layout.SERVICE: the runner reports there
@@ -252,6 +253,7 @@ class JobRunner:
         except Fenced as exc:
             self._fence(str(exc))
         finally:
+            self._release()  # fenced, or failed: Ray would free a dead actor's group only later, if at all
             claims.release()  # the GPUs are free for anyone once the command has ended
         self.done.set()
         return self._exit(exit_status)
