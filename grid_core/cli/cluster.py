@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from grid_core.cli import completion
-from grid_core.cli.context import config_option, json_option, keep_shortcut, print_json, shortcut_client, state, tried
+from grid_core.cli.context import (
+    config_option,
+    json_option,
+    keep_shortcut,
+    print_json,
+    print_json_text,
+    shortcut_client,
+    state,
+    tried,
+)
 from grid_core.cli.output import Pieces, print_table, say
 
 if TYPE_CHECKING:
@@ -88,7 +96,7 @@ def status(as_json: bool) -> None:
 
     text = _status_text()
     if text is not None and as_json:
-        print_json(json.loads(text)) if sys.stdout.isatty() else click.echo(text)
+        print_json_text(text)
         return
     if text is not None:
         from grid_core.types import ClusterStatus, wire

@@ -233,6 +233,15 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2 if sys.stdout.isatty() else None, default=str))
 
 
+def print_json_text(text: str) -> None:
+    """JSON that the service wrote as print_json would (one line): into a pipe or a file as it
+    came, indented for a terminal."""
+    if sys.stdout.isatty():
+        print_json(json.loads(text))
+    else:
+        click.echo(text)
+
+
 class FiniteFloat(click.FloatRange):
     """A FloatRange that refuses nan and inf: they pass every comparison click makes, and later
     break what consumes them (`select(nan)`, `Event.wait(inf)`, a resource request of nan CPUs)."""

@@ -18,6 +18,7 @@ from grid_core.cli.context import (
     json_option,
     keep_shortcut,
     print_json,
+    print_json_text,
     shortcut_client,
     state,
     tried,
@@ -275,10 +276,8 @@ def _print_jobs_json(sent: JobsText) -> None:
 
     if tuple(sent.fields) != tuple(f.name for f in attrs.fields(JobRecord)):
         print_json(job_records(json.loads(sent.text)))
-    elif sys.stdout.isatty():
-        print_json(json.loads(sent.text))
     else:
-        click.echo(sent.text)
+        print_json_text(sent.text)
 
 
 def _rows(shown: JobListing) -> Iterable[tuple[Any, ...]]:

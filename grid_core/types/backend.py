@@ -42,11 +42,11 @@ class StreamRoute:
 @record
 class Shortcut:
     """How the commands that only ask the service (a detached `grid run`, `grid jobs list`,
-    `grid offload auto --status`, `grid boost list`, `grid memory ls`) reach it with neither the
-    config's classes nor a plugin loaded (grid_core/shortcut.py): `client`, a class named
-    `module:Class`, is made with this shortcut and is a ShortcutClient. It sends its requests by
-    `route`, each with `payload` (what the backend sends with every request). `checks` are the
-    backend's own files (its record of the running cluster)."""
+    `grid cluster status`, `grid offload auto --status`, `grid boost list`, `grid memory ls`)
+    reach it with neither the config's classes nor a plugin loaded (grid_core/shortcut.py):
+    `client`, a class named `module:Class`, is made with this shortcut and is a ShortcutClient. It
+    sends its requests by `route`, each with `payload` (what the backend sends with every
+    request). `checks` are the backend's own files (its record of the running cluster)."""
 
     client: str
     route: StreamRoute
@@ -69,10 +69,9 @@ class StatusBasis:
 class StatusAnswer:
     """The service's `grid cluster status` for a caller by its shortcut: the ClusterStatus as JSON
     text, made from the caller's config and StatusBasis, where every node is alive with a fresh
-    reading; else no text, and the nodes the caller must read through their transports."""
+    reading; else no text (the caller reads the others through their transports, the usual way)."""
 
     text: str | None = None
-    unread: tuple[str, ...] = ()
 
 
 class ShortcutClient(Protocol):

@@ -83,4 +83,3 @@ class ClusterStatus:
     source: str
     nodes: tuple[NodeStatus, ...] = ()
     plugins_changed: PluginDrift | None = None  # this machine's plugins since the service started
-

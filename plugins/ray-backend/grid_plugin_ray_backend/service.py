@@ -416,7 +416,7 @@ class GridService:
     def cluster_status(self, client: Client, basis: dict[str, Any]) -> int:
         """`cluster status` whole, for a caller with nothing loaded (its kept shortcut): a
         StatusAnswer, from the config the caller sent and its StatusBasis, where every node is
-        alive with a fresh reading; else of the nodes the caller must read itself."""
+        alive with a fresh reading; else an empty one (the caller reads those nodes itself)."""
         from grid_core.config import structure
         from grid_core.node_status import merge_backend, node_rows
         from grid_core.plugin_set import drift
@@ -429,9 +429,8 @@ class GridService:
         config = self.controller.rules.config if client.manages or client.config is None \
             else structure(client.config, CONFIG_SOURCE)
         view = engine_nodes([n.name for n in config.nodes], config.head.name, self._status())
-        unread = tuple(name for name, node in view.items() if not node.alive or node.metrics is None)
-        if unread:
-            client.frame("result", wire().unstructure(StatusAnswer(unread=unread)))
+        if any(not node.alive or node.metrics is None for node in view.values()):
+            client.frame("result", wire().unstructure(StatusAnswer()))
             return 0
         shown = ClusterStatus(cluster=config.name, source=here.source,
                               nodes=tuple(merge_backend(node_rows(config.nodes, view), view, None)),
@@ -523,13 +522,15 @@ class GridService:
                 uniform, answer = self.queue.store.uniform(), self.queue.jobs_text(everything=all)
             else:
                 found = [data for data in self.queue.jobs(everything=all) if data.get("user") == who]
-                uniform = not any(data.keys() != set(fields) for data in found)  # (`all` is a parameter)
+                keys = set(fields)
+                uniform = not any(data.keys() != keys for data in found)  # (`all` is a parameter)
                 answer = json.dumps(found)
             # No fields: some records were kept by another grid, and the client makes them anew.
+            result = {"fields": fields if uniform else []}
             if raw:
-                client.result_text({"fields": fields if uniform else []}, answer)
+                client.result_text(result, answer)
             else:
-                client.frame("result", {"fields": fields if uniform else [], "text": answer})
+                client.frame("result", {**result, "text": answer})
             return 0
         found = self.queue.jobs(everything=all)
         if chosen:
