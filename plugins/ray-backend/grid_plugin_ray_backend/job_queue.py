@@ -35,7 +35,7 @@ from grid_core.queue.plan import KEYS, Slot, Waiting, lacks, plan, shortage, tak
 from grid_core.queue.share import Ledger
 from grid_core.queue.store import JobRow, JobStore
 from grid_core.types.jobs import ACTIVE, Attempt, JobRecord, UserUsage
-from grid_plugin_ray_backend.jobs import RUNNER, RUNNERS, SPARE, SPARES, JobRunner
+from grid_plugin_ray_backend.jobs import AGAIN, RUNNER, RUNNERS, SPARE, SPARES, JobRunner
 from grid_plugin_ray_backend.layout import node_resource
 
 if TYPE_CHECKING:
@@ -56,6 +56,10 @@ PRUNE_SECONDS = 60.0
 GPU_LOOK_SECONDS = 5.0  # a job whose GPUs another cluster holds looks again this soon, then less often
 RECENT_READ_SECONDS = 1.0  # a submission checks what the cluster could ever hold against a read this recent
 TAKE_SECONDS = 5.0  # a node's spare runner answers that it took a job within this (it does in milliseconds)
+# Spare runners kept on a node for its next jobs, at most (and no more than its CPUs): each is an
+# idle worker process; each kept saves the next job there starting one (about 0.4 s of a CPU).
+SPARES_KEPT = 4
+Spare = tuple[str, Any, Any]  # (actor name, handle, a reference ready once the actor is)
 STOPPED_BY_CLUSTER = "stopped by grid cluster stop"
 
 
@@ -103,8 +107,10 @@ class JobQueue:
         self.numbers: dict[str, int] = {}  # job -> its runner's last report applied (one sent again is not)
         # (monotonic, node, what) of the jobs that ended lately (FREEING_SECONDS); appended as reports come
         self.freeing: deque[tuple[float, str, dict[str, float]]] = deque(maxlen=256)
-        # node -> its spare runner: (actor name, handle, a reference ready once the actor is)
-        self.spares: dict[str, tuple[str, Any, Any]] = {}
+        # node -> its spare runners, each (actor name, handle, a reference ready once the actor is)
+        self.spares: dict[str, list[Spare]] = {}
+        self.lent: dict[str, Spare] = {}  # job -> the spare running it, which may be kept when it ends
+        self.spare_lock = threading.Lock()  # for these two; taken with no other lock inside it
         self.read_finished: dict[str, tuple[str, dict[str, Any]]] = {}  # id -> (text, data): jobs()'s cache
         self.wanted: set[str] = set()  # nodes that want a spare, made by the planner between its rounds
         import pwd
@@ -448,28 +454,32 @@ class JobQueue:
             reason = str(exc) if isinstance(exc, QueueError) else f"could not start on {node}: {exc}"
             self.store.update(job.id, state="failed", ended=time.time(), reason=reason)
 
-    def _ready_spare(self, node: str) -> tuple[str, Any, Any] | None:
-        """The node's spare, taken from the spares, if it is up: one still starting stays there (a
-        runner made for the job is as quick), and one whose start failed is let go."""
-        spare = self.spares.get(node)
-        if spare is None or not self.ray.wait([spare[2]], timeout=0)[0]:
-            return None
-        del self.spares[node]
+    def _ready_spare(self, node: str) -> Spare | None:
+        """One of the node's spares, taken from them, if one is up: one still starting stays there
+        (a runner made for the job is as quick), and one whose start failed is let go."""
+        with self.spare_lock:
+            kept = self.spares.get(node, [])
+            ready = next((s for s in kept if self.ray.wait([s[2]], timeout=0)[0]), None)
+            if ready is None:
+                return None
+            kept.remove(ready)
         try:
-            self.ray.get(spare[2])
+            self.ray.get(ready[2])
         except Exception:
             return None
-        return spare
+        return ready
 
-    def _hand(self, job_id: str, spare: tuple[str, Any, Any], args: tuple[Any, ...],
-              reserve: Mapping[str, float]) -> bool:
+    def _hand(self, job_id: str, spare: Spare, args: tuple[Any, ...], reserve: Mapping[str, float]) -> bool:
         """Give the job to the node's spare runner; False where the spare has died since it was up
-        (killed, or with its node's Ray). One that does not answer in time, or that Ray only calls
-        unavailable (a cut link), may yet start it: that attempt counts as lost (its lease then
-        fences the spare) and the job runs again."""
+        (killed, or with its node's Ray), or is exiting. One that does not answer in time, or that
+        Ray only calls unavailable (a cut link), may yet start it: that attempt counts as lost (its
+        lease then fences the spare) and the job runs again."""
         name, handle, _ = spare
         try:
-            self.ray.get(handle.take.remote(*args, reserve=reserve), timeout=TAKE_SECONDS)
+            if not self.ray.get(handle.take.remote(*args, reserve=reserve), timeout=TAKE_SECONDS):
+                return False
+            with self.spare_lock:
+                self.lent[job_id] = spare
             return True
         except self.ray.exceptions.ActorDiedError:
             return False
@@ -483,17 +493,25 @@ class JobQueue:
 
     def _make_spares(self) -> None:
         """A spare runner on each node that wants one, made ahead for its next job without GPUs
-        (jobs.py): once such a job has started there, so a node that never ran one holds no idle
-        worker process."""
+        (jobs.py): once such a job has started or ended there, so a node that never ran one holds
+        no idle worker process; and only where none is kept and the node has a CPU free for that
+        next job (a full node's next job takes the spare of the job that ends, kept for it)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         with self.store.lock:
             wanted, self.wanted = self.wanted, set()
+            busy: dict[str, float] = {}  # node -> the CPUs its running jobs hold
+            for job in self.store.active.values():
+                if job.state == "running" and job.node:
+                    busy[job.node] = busy.get(job.node, 0.0) + job.cpus
         seen = self.last_read[1]
         if seen is None:
             return
+        with self.spare_lock:
+            wanted = {n for n in wanted
+                      if not self.spares.get(n) and n in seen.ids and busy.get(n, 0.0) < _cpus(seen, n)}
         with self.lock:
-            for node in [n for n in wanted if n not in self.spares and n in seen.ids]:
+            for node in wanted:
                 name = SPARE.format(node, os.urandom(3).hex())
                 try:
                     handle = self.runner.options(
@@ -503,7 +521,8 @@ class JobQueue:
                 except Exception:  # only slower: the next job there gets a runner of its own
                     traceback.print_exc()
                     continue
-                self.spares[node] = (name, handle, handle.__ray_ready__.remote())
+                with self.spare_lock:
+                    self.spares.setdefault(node, []).append((name, handle, handle.__ray_ready__.remote()))
 
     def _end_idle_spares(self) -> None:
         """Spares that a service before this one made and that took no job: they would hold a worker
@@ -539,10 +558,10 @@ class JobQueue:
     # ------------------------------------------------------------------ what runners report
 
     def report(self, job_id: str, attempt: int, number: int, chunks: Sequence[tuple[str, str]],
-               fields: Mapping[str, Any]) -> bool:
+               fields: Mapping[str, Any]) -> bool | str:
         """A runner's report `number`: output (kept on disk before this returns) and changes to its
         record. It renews the attempt's lease; False: the attempt no longer counts (its runner
-        fences itself)."""
+        fences itself); AGAIN, to a spare's report of its job's end: it is kept for the next."""
         with self.store.lock:
             job = self.store.active.get(job_id)
             if job is None or job.state != "running" or len(job.attempts) != attempt:
@@ -568,9 +587,24 @@ class JobQueue:
             if job.state not in ACTIVE and job.node and not job.boost:
                 self.freeing.append((time.monotonic(), job.node,
                                      {"CPU": job.cpus, "GPU": job.gpus, "memory": float(job.memory_bytes)}))
+            answer = self._keep_spare(job) if job.state not in ACTIVE else True
+            if answer is True and job.state not in ACTIVE and job.node and not (job.gpus or job.boost):
+                self.wanted.add(job.node)  # its runner exits: one made ahead, if the node has room
         if job.state not in ACTIVE:
             self.wake.set()
-        return True
+        return answer
+
+    def _keep_spare(self, job: JobRecord) -> bool | str:
+        """The answer to the report of the job's end: AGAIN where it ran in a spare that its node
+        keeps for its next job (fewer than SPARES_KEPT and its CPUs are kept there)."""
+        seen = self.last_read[1]
+        with self.spare_lock:
+            spare = self.lent.pop(job.id, None)
+            kept = self.spares.setdefault(job.node or "", [])
+            if spare is None or self.draining or seen is None or len(kept) >= min(SPARES_KEPT, _cpus(seen, job.node)):
+                return True
+            kept.append(spare)
+        return AGAIN
 
     def _back_in_line(self, job: JobRecord, why: str) -> None:
         """The attempt's GPUs are claimed by another cluster on its node: the job waits at its place
@@ -727,7 +761,7 @@ class JobQueue:
             if reason:
                 self.store.update(job.id, reason=reason)
             try:
-                stops[job.id] = self.ray.get_actor(runner_name(job), namespace=self.namespace).stop.remote()
+                stops[job.id] = self.ray.get_actor(runner_name(job), namespace=self.namespace).stop.remote(job.id)
             except ValueError:
                 self.store.update(job.id, state="stopped", ended=time.time())
         with contextlib.suppress(Exception):  # a runner that is gone: recorded below
@@ -760,6 +794,8 @@ class JobQueue:
             running = [j for j in self.store.active.values() if j.state == "running"]
             self.missing = {j.id: self.missing.get(j.id, 0) for j in running}
             self.dispatched = {j.id: self.dispatched[j.id] for j in running if j.id in self.dispatched}
+            with self.spare_lock:  # jobs that ended without their runner's word
+                self.lent = {j.id: self.lent[j.id] for j in running if j.id in self.lent}
         for job in running:
             if time.monotonic() - self.dispatched.get(job.id, 0.0) < REAP_SECONDS:
                 continue
@@ -821,6 +857,11 @@ class JobQueue:
 
 UPDATABLE = frozenset({"state", "exit_status", "started", "ended", "pid", "hostname", "reason"})
 RECENT = 100  # finished jobs `jobs list` shows without --all
+
+
+def _cpus(seen: Seen, node: str | None) -> float:
+    """The node's CPUs in all, as Ray last said."""
+    return next((s.total.get("CPU", 0.0) for s in seen.slots if s.view.name == node), 0.0)
 
 
 def runner_name(job: JobRecord) -> str:

@@ -7,9 +7,11 @@ exit status and then exits, freeing the resources.
 
 The queue in the grid service (job_queue.py) gets one of two kinds once it placed the job:
 - a spare, `grid-spare-<node>-<n>`, made ahead on the node and holding nothing, which `take`s the
-  job: it reserves the job's resources in a placement group of its own (Ray removes it when the
-  actor ends). The job then starts without waiting for Ray to start a worker process, about 0.4 s
-  here. Jobs without GPUs go to spares: Ray tells only an actor made with GPUs which are its;
+  job: it reserves the job's resources in a placement group of its own, and removes it as the
+  command ends. The job then starts without waiting for Ray to start a worker process, about
+  0.4 s of a CPU here. Jobs without GPUs go to spares: Ray tells only an actor made with GPUs
+  which are its. When the job has ended, the service may keep the spare for the node's next job
+  (its answer to the last report is AGAIN); else it exits;
 - else a runner made for the job, `grid-job-<id>-<attempt>`, holding its resources itself.
 
 This module is imported on the nodes by Ray's workers, so it imports only the standard library at
@@ -35,8 +37,10 @@ RUNNER = "grid-job-{}-{}"  # the job's id, the attempt's number
 RUNNERS = "grid-job-"
 SPARES = "grid-spare-"
 SPARE = SPARES + "{}-{}"  # the node's name, a random number
+AGAIN = "again"  # the service's answer to a spare's last report of a job: stay for the node's next job
 SERVICE = "grid-service"  # layout.SERVICE: the runner reports there
 STOP_GRACE = 5.0
+JOIN_SECONDS = 2.0  # a kept spare's last job ends a moment after its last report: a take waits this long for it
 FLUSH_SECONDS = 0.1
 WATCH_SECONDS = 0.5  # how often the runner looks whether its lease has run out
 FENCED_PATIENCE = 120.0  # seconds a fenced runner tries to tell the service so
@@ -106,7 +110,8 @@ class Reporter:
     def expired(self) -> bool:
         return self.fenced or time.monotonic() - self.renewed > self.lease
 
-    def _send(self, chunks: Sequence[Chunk], fields: Mapping[str, Any]) -> None:
+    def _send(self, chunks: Sequence[Chunk], fields: Mapping[str, Any]) -> Any:
+        """The service's answer (true: kept; AGAIN: kept, and stay for the next job)."""
         with self.lock:
             self.number += 1
             pause = 0.1
@@ -125,17 +130,17 @@ class Reporter:
                     self.fenced = True
                     raise Fenced("the grid service counts this attempt lost")
                 self.renewed = max(self.renewed, sent)
-                return
+                return kept
 
-    def _deliver(self, number: int, chunks: Sequence[Chunk], fields: Mapping[str, Any]) -> bool:
-        """One try at report `number`: whether the service kept it (False: the attempt no longer counts)."""
+    def _deliver(self, number: int, chunks: Sequence[Chunk], fields: Mapping[str, Any]) -> Any:
+        """One try at report `number`: the service's answer (false: the attempt no longer counts)."""
         import ray
 
         try:
             if self.service is None:
                 self.service = ray.get_actor(SERVICE, namespace=self.namespace)
-            return bool(ray.get(self.service.job_report.remote(self.job_id, self.attempt, number, list(chunks),
-                                                              dict(fields)), timeout=max(1.0, self.lease / 3)))
+            return ray.get(self.service.job_report.remote(self.job_id, self.attempt, number, list(chunks),
+                                                         dict(fields)), timeout=max(1.0, self.lease / 3))
         except Exception:
             self.service = None  # looked up again: the service may have restarted
             raise
@@ -167,18 +172,21 @@ class Reporter:
         if chunks:
             self._send(chunks, {})
 
-    def update(self, fields: Mapping[str, Any]) -> None:
-        self._send((), fields)
+    def update(self, fields: Mapping[str, Any]) -> Any:
+        return self._send((), fields)
 
 
 class JobRunner:
     """Runs one attempt of a job on its node from the moment it is placed, reports to the service,
     and ends itself when the command ends, or when its lease runs out (then it kills the command:
     the service runs the job again elsewhere only after that). Made without a job, it is a spare
-    that waits for one (`take`)."""
+    that waits for one (`take`), and that the service may keep for another when that one ends."""
 
     def __init__(self, *job: Any, **options: Any) -> None:
         self.done = threading.Event()
+        self.thread: threading.Thread | None = None  # the last job's
+        self.ending = threading.Lock()  # a take and this runner's decision to exit never cross
+        self.exiting = False
         if job or options:
             self.take(*job, **options)
 
@@ -187,7 +195,15 @@ class JobRunner:
              user: str = "", claim: Mapping[str, str] | None = None,
              reserve: Mapping[str, float] | None = None) -> bool:
         """Start this attempt of the job. `reserve`: the job's resources, which a spare reserves on
-        its node as the command starts (_reserve)."""
+        its node as the command starts (_reserve). False: this runner is exiting (the service makes
+        one for the job)."""
+        previous = self.thread
+        if previous is not None:  # kept for this job a moment after the last one's end: that thread is ending
+            previous.join(JOIN_SECONDS)
+        with self.ending:
+            if self.exiting or (previous is not None and previous.is_alive()):
+                return False
+        self.done = threading.Event()
         self.job_id, self.attempt, self.argv, self.namespace = job_id, attempt, list(argv), namespace
         self.reserve = dict(reserve) if reserve else None
         self.group: Any = None  # the spare's placement group, holding the job's resources
@@ -215,8 +231,10 @@ class JobRunner:
         self.reporter = Reporter(job_id, attempt, namespace, lease)
         # The job starts here, not with a later call: a runner made for a job by a driver that has
         # exited before the actor was placed would never get that call.
-        threading.Thread(target=self.run, name=f"grid-job-{job_id}", daemon=True).start()
-        threading.Thread(target=self._keep_lease, name=f"grid-lease-{job_id}", daemon=True).start()
+        self.thread = threading.Thread(target=self.run, name=f"grid-job-{job_id}", daemon=True)
+        self.thread.start()
+        threading.Thread(target=self._keep_lease, args=(self.done, self.reporter), name=f"grid-lease-{job_id}",
+                         daemon=True).start()
         return True
 
     def finished(self) -> bool:
@@ -228,7 +246,7 @@ class JobRunner:
     def run(self) -> int:
         """The command, again after a failure while retries are left (execution.retry_attempts),
         all under the lease: the service first answers that this attempt counts."""
-        reporter, exit_status = self.reporter, 128 + signal.SIGKILL
+        reporter, exit_status, again = self.reporter, 128 + signal.SIGKILL, False
         from grid_core.gpu_claims import Claims
 
         claims = Claims()
@@ -238,8 +256,7 @@ class JobRunner:
             else:  # the service handed the job to this spare a moment ago: that answer was the claim
                 self._reserve()
             if self.claim is not None and not self._claim_gpus(claims, reporter):
-                self.done.set()
-                return self._exit(exit_status)
+                return self._end(exit_status, again)
             for attempt in range(1 + self.retries):
                 exit_status = self._attempt(reporter)
                 if exit_status in (0, 127) or self.stopping or attempt == self.retries:
@@ -249,14 +266,21 @@ class JobRunner:
             state = "stopped" if self.stopping else "timeout" if self.timed_out else \
                 "succeeded" if exit_status == 0 else "failed"
             self._release()  # before the report: the queue may start the next job here at once
-            reporter.update({"state": state, "exit_status": exit_status, "ended": time.time()})
+            answer = reporter.update({"state": state, "exit_status": exit_status, "ended": time.time()})
+            again = answer == AGAIN and self.reserve is not None  # a spare, kept for the node's next job
         except Fenced as exc:
-            self._fence(str(exc))
+            self._fence(str(exc), reporter)
         finally:
             self._release()  # fenced, or failed: Ray would free a dead actor's group only later, if at all
             claims.release()  # the GPUs are free for anyone once the command has ended
+        return self._end(exit_status, again)
+
+    def _end(self, exit_status: int, again: bool) -> int:
+        """The job has ended here: wait for the next (`again`), else end the actor."""
+        with self.ending:
+            self.exiting = not again
         self.done.set()
-        return self._exit(exit_status)
+        return exit_status if again else self._exit(exit_status)
 
     def _reserve(self) -> None:
         """A spare's job: its resources held on this node, in Ray's figures, as a runner made for it
@@ -290,26 +314,27 @@ class JobRunner:
         self.env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, assigned))
         return True
 
-    def _keep_lease(self) -> None:
+    def _keep_lease(self, done: threading.Event, reporter: Reporter) -> None:
         """Renew the lease while the command runs; once it has run out, kill the command at once."""
-        threading.Thread(target=self._renew, daemon=True).start()
-        while not self.done.wait(WATCH_SECONDS):
-            if self.reporter.expired():
-                self._fence(f"no answer from the grid service for {self.reporter.lease:g} s")
+        threading.Thread(target=self._renew, args=(done, reporter), daemon=True).start()
+        while not done.wait(WATCH_SECONDS):
+            if reporter.expired():
+                self._fence(f"no answer from the grid service for {reporter.lease:g} s", reporter)
                 return
 
-    def _renew(self) -> None:
-        while not self.done.wait(max(0.5, self.reporter.lease / 12)):
+    @staticmethod
+    def _renew(done: threading.Event, reporter: Reporter) -> None:
+        while not done.wait(max(0.5, reporter.lease / 12)):
             try:
-                self.reporter.renew()
+                reporter.renew()
             except Fenced:
                 return
 
-    def _fence(self, why: str) -> None:
-        """This attempt no longer counts: its command's whole session is killed, and the service is
-        told so when it can be reached (it records it on the attempt)."""
+    def _fence(self, why: str, reporter: Reporter) -> None:
+        """This attempt (`reporter`'s) no longer counts: its command's whole session is killed, and
+        the service is told so when it can be reached (it records it on the attempt)."""
         with self.starting:
-            if self.fenced:
+            if self.fenced or reporter is not self.reporter:  # fenced already, or a job this runner ran before
                 return
             self.fenced = self.reporter.fenced = self.stopping = True
             proc = self.proc
@@ -385,11 +410,12 @@ class JobRunner:
                 proc.wait(timeout=STOP_GRACE)
             _signal_group(proc.pid, signal.SIGKILL)
 
-    def stop(self) -> bool:
-        """SIGTERM the job's whole session, SIGKILL it after a grace period; False if it had ended.
-        A job stopped before its command starts, or between retries, runs no further attempt."""
+    def stop(self, job_id: str | None = None) -> bool:
+        """SIGTERM the job's whole session, SIGKILL it after a grace period; False if it had ended
+        (or this runner, a spare kept, runs another now). A job stopped before its command starts,
+        or between retries, runs no further attempt."""
         with self.starting:
-            if self.done.is_set():
+            if self.done.is_set() or (job_id is not None and job_id != getattr(self, "job_id", None)):
                 return False
             self.stopping = True
             proc = self.proc

@@ -260,9 +260,9 @@ class GridService:
         return self.controller.report(node, data)
 
     def job_report(self, job_id: str, attempt: int, number: int, chunks: list[tuple[str, str]],
-                   fields: dict[str, Any]) -> bool:
+                   fields: dict[str, Any]) -> bool | str:
         """A job runner's report (jobs.Reporter), which renews its lease: answered once it is on the
-        head's disk; False when the attempt no longer counts."""
+        head's disk; False when the attempt no longer counts (JobQueue.report)."""
         return self.queue.report(job_id, attempt, number, chunks, fields)
 
     def job_fenced(self, job_id: str, attempt: int, message: str) -> None:
