@@ -50,7 +50,7 @@ class Driven(JobRunner):
     def run(self) -> int:
         return 0
 
-    def _keep_lease(self) -> None:
+    def _keep_lease(self, done: threading.Event) -> None:
         pass
 
 

@@ -233,8 +233,7 @@ class JobRunner:
         # exited before the actor was placed would never get that call.
         self.thread = threading.Thread(target=self.run, name=f"grid-job-{job_id}", daemon=True)
         self.thread.start()
-        threading.Thread(target=self._keep_lease, args=(self.done, self.reporter), name=f"grid-lease-{job_id}",
-                         daemon=True).start()
+        threading.Thread(target=self._keep_lease, args=(self.done,), name=f"grid-lease-{job_id}", daemon=True).start()
         return True
 
     def finished(self) -> bool:
@@ -314,17 +313,23 @@ class JobRunner:
         self.env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, assigned))
         return True
 
-    def _keep_lease(self, done: threading.Event, reporter: Reporter) -> None:
-        """Renew the lease while the command runs; once it has run out, kill the command at once."""
-        threading.Thread(target=self._renew, args=(done, reporter), daemon=True).start()
+    def _keep_lease(self, done: threading.Event) -> None:
+        """Renew the lease while the command runs (its job's: `done`); once it has run out, kill
+        the command at once."""
+        threading.Thread(target=self._renew, args=(done,), daemon=True).start()
         while not done.wait(WATCH_SECONDS):
+            reporter = self.reporter
+            if done is not self.done:  # a job this runner ran before
+                return
             if reporter.expired():
                 self._fence(f"no answer from the grid service for {reporter.lease:g} s", reporter)
                 return
 
-    @staticmethod
-    def _renew(done: threading.Event, reporter: Reporter) -> None:
-        while not done.wait(max(0.5, reporter.lease / 12)):
+    def _renew(self, done: threading.Event) -> None:
+        while not done.wait(max(0.5, self.reporter.lease / 12)):
+            reporter = self.reporter
+            if done is not self.done:
+                return
             try:
                 reporter.renew()
             except Fenced:
