@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from grid_plugin_ray_backend.jobs import Fenced, JobRunner, Reporter
+from grid_plugin_ray_backend.jobs import AGAIN, Fenced, JobRunner, Reporter
 
 
 class Registry(Reporter):
@@ -216,3 +216,59 @@ def test_a_command_that_cannot_start_says_why_and_ends_with_127(tmp_path: Path) 
     assert runner._attempt(registry) == 127
     said = "".join(text for kind, chunks in registry.log if kind == "append" for _, text in chunks)
     assert said == f"grid: cannot run 'no-such-command-here' in {tmp_path}: No such file or directory\n"
+
+
+class Again(Registry):
+    """The service's side of a kept spare: its answer to a job's last report is AGAIN while `keep`."""
+
+    keep = True
+
+    def __init__(self, job_id: str, attempt: int, namespace: str, lease: float) -> None:
+        super().__init__(lease)
+
+    def _deliver(self, number: int, chunks: Sequence[tuple[str, str]], fields: Mapping[str, Any]) -> Any:
+        kept = super()._deliver(number, chunks, fields)
+        return AGAIN if kept and self.keep and fields.get("state") in ("succeeded", "stopped") else kept
+
+
+class Spare(JobRunner):
+    """A spare with no Ray: it holds nothing (no placement group), and records that it would end."""
+
+    reporter_class = Again
+    exited = False
+
+    def _reserve(self) -> None:
+        pass
+
+    def _exit(self, exit_status: int) -> int:
+        self.exited = True
+        return exit_status
+
+
+def test_a_kept_spare_runs_the_next_job_as_its_own_and_exits_when_not_kept(tmp_path: Path) -> None:
+    """A spare the service keeps (AGAIN to its job's last report) stays for the node's next job,
+    which it runs with that job's environment; a stop naming the job before misses the new one.
+    Not kept, it ends, and then refuses a job (the service makes a runner for it instead)."""
+    out = tmp_path / "out"
+    runner = Spare()
+
+    def take(job: str, command: str) -> bool:
+        return runner.take(job, 1, ["sh", "-c", f"echo $GRID_JOB_ID >> {out}; {command}"], str(tmp_path),
+                           {"GRID_JOB_ID": job}, "ns", reserve={"CPU": 1.0})
+
+    assert take("a", "true") and runner.done.wait(30) and not runner.exited
+    assert take("b", "sleep 30")
+    deadline = time.monotonic() + 30
+    while not runner.reporter.running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not runner.stop("a")  # the last job's stop, come late: this one runs on
+    assert runner.stop("b") and runner.done.wait(30) and not runner.exited
+    ends = [value for name, value in runner.reporter.log if name == "update" and "exit_status" in value]
+    assert [(end["state"], end["exit_status"]) for end in ends] == [("stopped", 143)]
+    Again.keep = False
+    try:
+        assert take("c", "true") and runner.done.wait(30) and runner.exited
+        assert not take("d", "true")
+    finally:
+        Again.keep = True
+    assert out.read_text().split() == ["a", "b", "c"]

@@ -182,6 +182,8 @@ class JobRunner:
     the service runs the job again elsewhere only after that). Made without a job, it is a spare
     that waits for one (`take`), and that the service may keep for another when that one ends."""
 
+    reporter_class = Reporter  # a test's stands in for the service
+
     def __init__(self, *job: Any, **options: Any) -> None:
         self.done = threading.Event()
         self.thread: threading.Thread | None = None  # the last job's
@@ -228,7 +230,7 @@ class JobRunner:
         self.starting = threading.Lock()  # a stop and the command's start never cross
         self.timed_out = False
         self.fenced = False
-        self.reporter = Reporter(job_id, attempt, namespace, lease)
+        self.reporter = self.reporter_class(job_id, attempt, namespace, lease)
         # The job starts here, not with a later call: a runner made for a job by a driver that has
         # exited before the actor was placed would never get that call.
         self.thread = threading.Thread(target=self.run, name=f"grid-job-{job_id}", daemon=True)
