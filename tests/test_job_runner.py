@@ -259,7 +259,7 @@ def test_a_kept_spare_runs_the_next_job_as_its_own_and_exits_when_not_kept(tmp_p
     assert take("a", "true") and runner.done.wait(30) and not runner.exited
     assert take("b", "sleep 30")
     deadline = time.monotonic() + 30
-    while not runner.reporter.running() and time.monotonic() < deadline:
+    while out.read_text().split() != ["a", "b"] and time.monotonic() < deadline:  # b's command runs
         time.sleep(0.05)
     assert not runner.stop("a")  # the last job's stop, come late: this one runs on
     assert runner.stop("b") and runner.done.wait(30) and not runner.exited
