@@ -738,8 +738,9 @@ def test_two_clusters_over_one_gpu_box_never_run_two_jobs_on_its_gpu(lab: dict[s
                 "jobs", "list", "--json", env=other).stdout) if j["id"] == first_id)["started"]:
             time.sleep(0.3)
         second = submit(lab, "--gpus", "1", "--", "sh", "-c", "echo gpu $CUDA_VISIBLE_DEVICES")
-        waited = until(lab, [second], lambda j: j["state"] == "queued" and "is in use by" in (j["reason"] or ""),
-                       timeout=30)[second]
+        # Bounced back in line (its attempt found the GPU claimed), with the next plan's word on it:
+        waited = until(lab, [second], lambda j: j["state"] == "queued" and "is in use by" in (j["reason"] or "")
+                       and j["waiting"] is not None, timeout=30)[second]
         claim = f"GPU 0 of host2 is in use by root's job {first_id} of cluster q2 (run by root)"
         assert claim in waited["reason"] and waited["waiting"] == "resources"
         def claims() -> dict[str, list[str]]:  # host2's agent reports what other clusters hold there
