@@ -505,16 +505,13 @@ class JobQueue:
 
         with self.store.lock:
             wanted, self.wanted = self.wanted, set()
-            busy: dict[str, float] = {}  # node -> the CPUs its running jobs hold
-            for job in self.store.active.values() if wanted else ():
-                if job.state == "running" and job.node:
-                    busy[job.node] = busy.get(job.node, 0.0) + job.cpus
         seen = self.last_read[1]
         if seen is None or not wanted:
             return
+        used = self._used()
         with self.spare_lock:
-            wanted = {n for n in wanted
-                      if not self.spares.get(n) and n in seen.ids and busy.get(n, 0.0) < _cpus(seen, n)}
+            wanted = {n for n in wanted if not self.spares.get(n) and n in seen.ids
+                      and used.get(n, {}).get("CPU", 0.0) < _cpus(seen, n)}
         with self.lock:
             for node in wanted:
                 name = SPARE.format(node, os.urandom(3).hex())
